@@ -1,14 +1,62 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Linuxha configuration: `clconf.xml` (the cluster) and `appconf.xml` (each application).
+//!
+//! Two stages, as in ripgrep: the XML is parsed with positions (roxmltree, DTDs and entity
+//! expansion off) and walked strictly, then resolved into plain validated types. Every problem
+//! is collected — never only the first — as `file:line:column: error|warning: message`.
+//! The crate does no IO of its own: the caller passes bytes in, and answers questions about the
+//! node's files through [`Host`], so the same checks run in tests, in `clbuild` and on a peer
+//! that receives a built configuration.
+
+pub mod appconf;
+pub mod built;
+pub mod clconf;
+pub mod diag;
+pub mod value;
+pub mod xml;
+
+use std::path::Path;
+
+pub use appconf::{load_app, AppConfig};
+pub use built::Built;
+pub use clconf::{load_cluster, ClusterConfig};
+pub use diag::{Diagnostic, Severity};
+
+/// What a path in a configuration is on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Nothing there.
+    Missing,
+    /// A directory.
+    Directory,
+    /// A file without execute permission.
+    NotExecutable,
+    /// An executable file.
+    Executable,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The node's filesystem as the checks see it.
+pub trait Host {
+    /// What `path` (as written in the configuration) is on this node.
+    fn file_kind(&self, path: &Path) -> FileKind;
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// The outcome of loading a file: the config when there were no errors, and every diagnostic.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    /// The validated configuration, only when no error was found.
+    pub config: Option<T>,
+    /// Errors and warnings in file order.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<T> Loaded<T> {
+    /// The warnings only.
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Warning)
+    }
+
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
     }
 }

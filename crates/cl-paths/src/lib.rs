@@ -165,7 +165,10 @@ mod tests {
             paths.resolve(Path::new("/etc/cluster/apache/start")),
             PathBuf::from("/tmp/node1/etc/cluster/apache/start")
         );
-        assert_eq!(paths.appconf("apache"), PathBuf::from("/tmp/node1/etc/cluster/apache/appconf.xml"));
+        assert_eq!(
+            paths.appconf("apache"),
+            PathBuf::from("/tmp/node1/etc/cluster/apache/appconf.xml")
+        );
     }
 
     #[test]

@@ -1,0 +1,815 @@
+//! `appconf.xml`: one application (where it may run, its VIPs, filesystems, scripts and
+//! monitors). Checked against the built cluster configuration and the other applications.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clconf::{finish, ClusterConfig};
+use crate::diag::Diagnostics;
+use crate::value::{self, read};
+use crate::xml::{self, Element, Spanned};
+use crate::{FileKind, Host, Loaded};
+
+/// Network attributes that Linuxha.net 1.0 read and 1.1 ignores; they still parse, with a warning.
+pub const LEGACY_NETWORK_ATTRIBUTES: [&str; 5] =
+    ["broadcast", "checklist", "retries", "retry_interval", "ping_timeout"];
+
+/// A validated application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppConfig {
+    /// Application name (also its directory under /etc/cluster).
+    pub name: String,
+    /// Nodes allowed to run it, most preferred first.
+    pub nodes: Vec<String>,
+    /// Started by `clform` (unless `--noapps`).
+    pub autostart: bool,
+    /// What happens when a more preferred node comes back.
+    pub failback: Failback,
+    /// Service addresses that move with the application.
+    pub vips: Vec<Vip>,
+    /// Filesystems mounted before the application starts.
+    pub filesystems: Vec<Filesystem>,
+    /// Start script.
+    pub start: Script,
+    /// Stop script.
+    pub stop: Script,
+    /// Health checks.
+    pub monitors: Vec<Monitor>,
+}
+
+/// Failback policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// Stay where it runs; the administrator moves it back with clswitchapp.
+    Manual,
+    /// Move back to the most preferred node as soon as it is healthy again.
+    Auto,
+}
+
+/// One service address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vip {
+    /// The address.
+    pub address: IpAddr,
+    /// Its prefix length.
+    pub prefix: u8,
+    /// The interface to add it to, per allowed node.
+    pub interfaces: BTreeMap<String, String>,
+}
+
+/// One filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filesystem {
+    /// Block device (or image file) holding it.
+    pub device: PathBuf,
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// Filesystem type (ext4, xfs, …).
+    pub fstype: String,
+    /// Mount options.
+    pub options: String,
+    /// Run fsck before mounting.
+    pub fsck: bool,
+}
+
+/// A start or stop script with its time limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Script {
+    /// Absolute path as written (resolved under the node's root when run).
+    pub path: PathBuf,
+    /// Time limit; a stop script that overruns has the application's processes killed.
+    pub timeout: Duration,
+}
+
+/// A health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Monitor {
+    /// What is checked.
+    pub kind: MonitorKind,
+    /// Time between checks.
+    pub interval: Duration,
+    /// A check running longer than this has failed.
+    pub timeout: Duration,
+    /// Local restarts before the application fails over.
+    pub restarts: u32,
+    /// Failures older than this are forgotten.
+    pub window: Duration,
+}
+
+/// The kinds of health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonitorKind {
+    /// A process with this name is alive.
+    Process {
+        /// Process name as in /proc/PID/comm.
+        name: String,
+    },
+    /// A TCP connect succeeds.
+    Tcp {
+        /// Address to connect to (the first VIP when not given).
+        address: Option<IpAddr>,
+        /// Port.
+        port: u16,
+    },
+    /// A command exits 0.
+    Command {
+        /// Absolute path.
+        path: PathBuf,
+    },
+}
+
+/// Default start/stop script timeout.
+pub const DEFAULT_SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Parse and validate an appconf.xml for application `expected_name`, against the built
+/// cluster configuration and the other built applications.
+pub fn load_app(
+    file: &str,
+    bytes: &[u8],
+    expected_name: &str,
+    cluster: &ClusterConfig,
+    other_apps: &[AppConfig],
+    host: &dyn Host,
+) -> Loaded<AppConfig> {
+    let text_for_positions = String::from_utf8_lossy(bytes);
+    let mut diags = Diagnostics::new(file, &text_for_positions);
+    let config = xml::decode(bytes, &mut diags).and_then(|text| {
+        let doc = xml::parse(text, &mut diags)?;
+        let context = Context { expected_name, cluster, other_apps, host };
+        resolve(doc.root_element(), &context, &mut diags)
+    });
+    finish(config, diags)
+}
+
+struct Context<'c> {
+    expected_name: &'c str,
+    cluster: &'c ClusterConfig,
+    other_apps: &'c [AppConfig],
+    host: &'c dyn Host,
+}
+
+fn resolve(
+    root: roxmltree::Node<'_, '_>,
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<AppConfig> {
+    if root.tag_name().name() != "appconf" {
+        diags.error(
+            root.range().start,
+            format!(
+                "the root element of appconf.xml must be <appconf>, not <{}>",
+                root.tag_name().name()
+            ),
+        );
+        return None;
+    }
+    let mut top = Element::new(root);
+    let global = top.child("global", diags);
+    let networks = top.child("networks", diags);
+    let storage = top.child("storage", diags);
+    let application = top.child("application", diags);
+    let monitors = top.child("monitors", diags);
+    top.finish(diags);
+
+    let Some(global) = global else {
+        diags.error(
+            root.range().start,
+            "<appconf>: missing <global> section (application name, nodes)",
+        );
+        return None;
+    };
+    let global = read_global(global, cx, diags);
+    let nodes = global
+        .as_ref()
+        .map(|g| g.1.clone())
+        .unwrap_or_else(|| cx.cluster.node_names().iter().map(|s| s.to_string()).collect());
+    let vips = networks.map(|n| read_networks(n, &nodes, cx, diags)).unwrap_or(Some(Vec::new()));
+    let filesystems = storage.map(|s| read_storage(s, diags)).unwrap_or(Some(Vec::new()));
+    let scripts = match application {
+        Some(a) => read_application(a, cx, diags),
+        None => {
+            diags.error(
+                root.range().start,
+                "<appconf>: missing <application> section (start and stop scripts)",
+            );
+            None
+        }
+    };
+    let monitors = monitors.map(|m| read_monitors(m, cx, diags)).unwrap_or(Some(Vec::new()));
+    let (name, nodes, autostart, failback) = global?;
+    let (start, stop) = scripts?;
+    Some(AppConfig {
+        name,
+        nodes,
+        autostart,
+        failback,
+        vips: vips?,
+        filesystems: filesystems?,
+        start,
+        stop,
+        monitors: monitors?,
+    })
+}
+
+type Global = (String, Vec<String>, bool, Failback);
+
+fn read_global(
+    node: roxmltree::Node<'_, '_>,
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Global> {
+    let mut global = Element::new(node);
+    let name = match global.child_text("name", diags) {
+        Some((text, _)) => read(diags, "<global>/<name>", text, |t| {
+            let name = value::name(t, "application name")?;
+            if name != cx.expected_name {
+                return Err(format!(
+                    "`{name}` does not match the application directory `{}`; the name must equal the directory under /etc/cluster (this also keeps application names unique)",
+                    cx.expected_name
+                ));
+            }
+            if let Some(clash) = cx.other_apps.iter().find(|a| a.name == name) {
+                return Err(format!("application `{}` already exists", clash.name));
+            }
+            Ok(name)
+        }),
+        None => {
+            if global.node.children().all(|c| c.tag_name().name() != "name") {
+                diags.error(global.at(), "<global>: missing <name> (the application name)");
+            }
+            None
+        }
+    };
+    if let Some(v) = global.child("version", diags) {
+        diags.warning(
+            v.range().start,
+            "<global>/<version> is ignored: the built configuration carries its own version",
+        );
+    }
+    let cluster_nodes = cx.cluster.node_names();
+    let nodes = match global.child_text("nodes", diags) {
+        Some((text, _)) => {
+            let mut list: Vec<String> = Vec::new();
+            let mut ok = true;
+            let mut offset = 0;
+            for token in text.value.split_whitespace() {
+                let local = text.value[offset..].find(token).map(|i| i + offset).unwrap_or(offset);
+                offset = local + token.len();
+                let at = text.at + local;
+                if !cluster_nodes.contains(&token) {
+                    let hint = xml::suggest(token, &cluster_nodes);
+                    diags.error(
+                        at,
+                        format!(
+                            "<global>/<nodes>: `{}` is not a node of cluster `{}`{hint}",
+                            xml::shorten(token),
+                            cx.cluster.name
+                        ),
+                    );
+                    ok = false;
+                } else if list.iter().any(|n| n == token) {
+                    diags.error(at, format!("<global>/<nodes>: node `{token}` is listed twice"));
+                    ok = false;
+                } else {
+                    list.push(token.to_string());
+                }
+            }
+            ok.then_some(list)
+        }
+        None => Some(cluster_nodes.iter().map(|s| s.to_string()).collect()),
+    };
+    let autostart = match global.child_text("autostart", diags) {
+        Some((text, _)) => read(diags, "<global>/<autostart>", text, value::switch),
+        None => Some(true),
+    };
+    let failback = match global.child_text("failback", diags) {
+        Some((text, _)) => read(diags, "<global>/<failback>", text, |t| match t {
+            "manual" => Ok(Failback::Manual),
+            "auto" => Ok(Failback::Auto),
+            other => Err(format!(
+                "`{}` is not a failback policy; use manual or auto",
+                xml::shorten(other)
+            )),
+        }),
+        None => Some(Failback::Manual),
+    };
+    global.finish(diags);
+    Some((name?, nodes?, autostart?, failback?))
+}
+
+fn read_networks(
+    node: roxmltree::Node<'_, '_>,
+    nodes: &[String],
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Vec<Vip>> {
+    let mut section = Element::new(node);
+    let elements = section.children("network");
+    section.finish(diags);
+    let mut vips: Vec<Vip> = Vec::new();
+    let mut ok = true;
+    for element in elements {
+        match read_vip(element, nodes, cx, diags) {
+            Some((vip, at)) => {
+                if vips.iter().any(|v| v.address == vip.address) {
+                    diags.error(at, format!("<network>: VIP {} is listed twice", vip.address));
+                    ok = false;
+                } else {
+                    vips.push(vip);
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(vips)
+}
+
+fn read_vip(
+    element: roxmltree::Node<'_, '_>,
+    nodes: &[String],
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<(Vip, usize)> {
+    let mut net = Element::new(element);
+    let network_name = net.attr("net");
+    let interface = net.attr("interface");
+    let address = net.attr("ip");
+    let prefix = net.attr("prefix");
+    let netmask = net.attr("netmask");
+    let mut legacy: Vec<Spanned<'_>> = Vec::new();
+    for name in LEGACY_NETWORK_ATTRIBUTES {
+        if let Some(found) = net.attr(name) {
+            diags.warning(
+                found.at,
+                format!("<network>: attribute `{name}` was used by Linuxha.net 1.0 and is ignored in 1.1; remove it when convenient"),
+            );
+            legacy.push(found);
+        }
+    }
+    let overrides = net.children("interface");
+    net.finish(diags);
+    let at = element.range().start;
+    let Some(address_text) = address else {
+        diags.error(at, "<network>: missing attribute `ip` (the application's service address)");
+        return None;
+    };
+    let address = read(diags, "<network ip>", address_text, value::ip)?;
+    let prefix = match (prefix, netmask) {
+        (Some(p), _) => read(diags, "<network prefix>", p, |t| value::prefix(t, Some(address)))?,
+        (None, Some(m)) => read(diags, "<network netmask>", m, value::netmask)?,
+        (None, None) => {
+            diags.error(
+                at,
+                format!("<network ip=\"{address}\">: missing attribute `prefix` (or `netmask`)"),
+            );
+            return None;
+        }
+    };
+    let mut interfaces = BTreeMap::new();
+    let mut ok = true;
+    match (network_name, interface) {
+        (Some(_), Some(i)) => {
+            diags.error(
+                i.at,
+                format!("<network ip=\"{address}\">: give net=\"…\" or interface=\"…\", not both"),
+            );
+            ok = false;
+        }
+        (None, None) => {
+            diags.error(at, format!("<network ip=\"{address}\">: missing attribute `net` (a network name from clconf.xml) or `interface`"));
+            ok = false;
+        }
+        (Some(network), None) => {
+            for node_name in nodes {
+                let Some(node) = cx.cluster.node(node_name) else { continue };
+                match node.network(network.value) {
+                    Some(attachment) => {
+                        if !value::in_subnet(address, attachment.address, attachment.prefix) {
+                            diags.error(
+                                address_text.at,
+                                format!(
+                                    "<network ip>: VIP {address} is outside network `{}` of node `{node_name}` ({}/{}); it could not be reached there",
+                                    network.value, attachment.address, attachment.prefix
+                                ),
+                            );
+                            ok = false;
+                        }
+                        interfaces.insert(node_name.clone(), attachment.interface.clone());
+                    }
+                    None => {
+                        let known: Vec<&str> =
+                            node.networks.iter().map(|n| n.name.as_str()).collect();
+                        diags.error(
+                            network.at,
+                            format!(
+                                "<network net>: node `{node_name}` has no network `{}`{}",
+                                xml::shorten(network.value),
+                                xml::suggest(network.value, &known)
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        (None, Some(interface)) => {
+            for node_name in nodes {
+                let Some(node) = cx.cluster.node(node_name) else { continue };
+                let inside =
+                    node.networks.iter().any(|n| value::in_subnet(address, n.address, n.prefix));
+                if !inside {
+                    diags.error(address_text.at, format!("<network ip>: VIP {address} is outside every network of node `{node_name}`"));
+                    ok = false;
+                }
+                interfaces.insert(node_name.clone(), interface.value.to_string());
+            }
+        }
+    }
+    for over in overrides {
+        let mut o = Element::new(over);
+        let node_attr = o.attr("node");
+        let text = o.text();
+        o.finish(diags);
+        match (node_attr, text) {
+            (Some(n), Some(t)) if nodes.iter().any(|x| x == n.value) => {
+                interfaces.insert(n.value.to_string(), t.value.to_string());
+            }
+            (Some(n), Some(_)) => {
+                diags.error(
+                    n.at,
+                    format!(
+                        "<interface node>: `{}` is not a node allowed to run this application",
+                        xml::shorten(n.value)
+                    ),
+                );
+                ok = false;
+            }
+            _ => {
+                diags.error(
+                    over.range().start,
+                    "<interface>: needs node=\"…\" and the interface name as text",
+                );
+                ok = false;
+            }
+        }
+    }
+    for node in &cx.cluster.nodes {
+        if node.networks.iter().any(|n| n.address == address) {
+            diags.error(address_text.at, format!("<network ip>: {address} is node `{}`'s own address, not a free service address", node.name));
+            ok = false;
+        }
+    }
+    if address.is_ipv4() && prefix > 32 || address.is_ipv6() && prefix > 128 {
+        ok = false;
+    }
+    for other in cx.other_apps {
+        if other.vips.iter().any(|v| v.address == address) {
+            diags.error(
+                address_text.at,
+                format!(
+                    "<network ip>: VIP {address} is already used by application `{}`",
+                    other.name
+                ),
+            );
+            ok = false;
+        }
+    }
+    for known in &cx.cluster.known_connections {
+        if *known == address {
+            diags.error(
+                address_text.at,
+                format!("<network ip>: {address} is a known connection in clconf.xml"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some((Vip { address, prefix, interfaces }, at))
+}
+
+fn read_storage(
+    node: roxmltree::Node<'_, '_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Vec<Filesystem>> {
+    let mut section = Element::new(node);
+    let elements = section.children("filesystem");
+    section.finish(diags);
+    let mut found: Vec<Filesystem> = Vec::new();
+    let mut ok = true;
+    for element in elements {
+        let mut fs = Element::new(element);
+        let device = fs.attr("device");
+        let mountpoint = fs.attr("mountpoint");
+        let fstype = fs.attr("type");
+        let options = fs.attr("options");
+        let fsck = fs.attr("fsck");
+        fs.finish(diags);
+        let at = element.range().start;
+        let absolute = |what: &'static str| {
+            move |t: &str| {
+                if t.starts_with('/') && !t.contains("/../") && !t.ends_with("/..") {
+                    Ok(PathBuf::from(t))
+                } else {
+                    Err(format!("{what} `{}` must be an absolute path", xml::shorten(t)))
+                }
+            }
+        };
+        let mut missing =
+            |attr: &str| diags.error(at, format!("<filesystem>: missing attribute `{attr}`"));
+        if device.is_none() {
+            missing("device");
+        }
+        if mountpoint.is_none() {
+            missing("mountpoint");
+        }
+        if fstype.is_none() {
+            missing("type");
+        }
+        let device = device.and_then(|d| read(diags, "<filesystem device>", d, absolute("device")));
+        let mount = mountpoint
+            .and_then(|m| read(diags, "<filesystem mountpoint>", m, absolute("mountpoint")));
+        let fstype = fstype.and_then(|t| {
+            read(diags, "<filesystem type>", t, |v| {
+                if !v.is_empty()
+                    && v.len() <= 16
+                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+                {
+                    Ok(v.to_string())
+                } else {
+                    Err(format!("`{}` is not a filesystem type (e.g. ext4, xfs)", xml::shorten(v)))
+                }
+            })
+        });
+        let fsck = match fsck {
+            Some(f) => read(diags, "<filesystem fsck>", f, value::switch),
+            None => Some(true),
+        };
+        match (device, mount, fstype, fsck) {
+            (Some(device), Some(mountpoint), Some(fstype), Some(fsck)) => {
+                if mountpoint == std::path::Path::new("/") {
+                    diags.error(
+                        at,
+                        "<filesystem mountpoint>: `/` cannot be an application filesystem",
+                    );
+                    ok = false;
+                } else if let Some(other) =
+                    found.iter().find(|f| f.mountpoint == mountpoint || f.device == device)
+                {
+                    diags.error(at, format!("<filesystem>: {} or {} is already used by another <filesystem> of this application", device.display(), other.mountpoint.display()));
+                    ok = false;
+                } else {
+                    found.push(Filesystem {
+                        device,
+                        mountpoint,
+                        fstype,
+                        options: options.map(|o| o.value.to_string()).unwrap_or_default(),
+                        fsck,
+                    });
+                }
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(found)
+}
+
+fn check_executable(
+    cx: &Context<'_>,
+    what: &str,
+    value: Spanned<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<PathBuf> {
+    let path = PathBuf::from(value.value);
+    if !path.is_absolute() {
+        diags.error(
+            value.at,
+            format!("{what}: `{}` must be an absolute path", xml::shorten(value.value)),
+        );
+        return None;
+    }
+    match cx.host.file_kind(&path) {
+        FileKind::Executable => Some(path),
+        FileKind::Missing => {
+            diags.error(value.at, format!("{what}: `{}` does not exist on this node", value.value));
+            None
+        }
+        FileKind::Directory => {
+            diags
+                .error(value.at, format!("{what}: `{}` is a directory, not a script", value.value));
+            None
+        }
+        FileKind::NotExecutable => {
+            diags.error(
+                value.at,
+                format!("{what}: `{}` is not executable; run chmod +x on it", value.value),
+            );
+            None
+        }
+    }
+}
+
+fn ranged(
+    what: &'static str,
+    lo: Duration,
+    hi: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> {
+    move |t: &str| {
+        let d = value::duration(t)?;
+        if d < lo || d > hi {
+            return Err(format!(
+                "{what} {} is out of range ({} to {})",
+                value::show_duration(d),
+                value::show_duration(lo),
+                value::show_duration(hi)
+            ));
+        }
+        Ok(d)
+    }
+}
+
+fn read_application(
+    node: roxmltree::Node<'_, '_>,
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<(Script, Script)> {
+    let mut app = Element::new(node);
+    let start = app.child("startscript", diags);
+    let stop = app.child("stopscript", diags);
+    let max_start = app.child_text("maxstarttime", diags);
+    let max_stop = app.child_text("maxstoptime", diags);
+    app.finish(diags);
+    let legacy_seconds = |found: Option<(Spanned<'_>, usize)>,
+                          element: &str,
+                          diags: &mut Diagnostics<'_>|
+     -> Option<Option<Duration>> {
+        let (text, at) = match found {
+            Some(found) => found,
+            None => return Some(None),
+        };
+        diags.warning(at, format!("<{element}> is from Linuxha.net 1.0; it still works, but write timeout=\"…\" on the script element instead"));
+        read(diags, &format!("<{element}>"), text, |t| {
+            value::count(t, 1, 3600).map(|s| Duration::from_secs(u64::from(s)))
+        })
+        .map(Some)
+    };
+    let legacy_start = legacy_seconds(max_start, "maxstarttime", diags);
+    let legacy_stop = legacy_seconds(max_stop, "maxstoptime", diags);
+    let script = |element: Option<roxmltree::Node<'_, '_>>,
+                  name: &str,
+                  legacy: Option<Option<Duration>>,
+                  diags: &mut Diagnostics<'_>|
+     -> Option<Script> {
+        let Some(element) = element else {
+            diags.error(node.range().start, format!("<application>: missing <{name}>"));
+            return None;
+        };
+        let mut e = Element::new(element);
+        let timeout = e.attr("timeout");
+        let path = e.text();
+        e.finish(diags);
+        let Some(path) = path else {
+            diags.error(
+                element.range().start,
+                format!("<{name}> is empty; give the script's absolute path"),
+            );
+            return None;
+        };
+        let path = check_executable(cx, &format!("<{name}>"), path, diags);
+        let timeout = match timeout {
+            Some(t) => read(
+                diags,
+                &format!("<{name} timeout>"),
+                t,
+                ranged("timeout", Duration::from_secs(1), Duration::from_secs(3600)),
+            ),
+            None => Some(legacy?.unwrap_or(DEFAULT_SCRIPT_TIMEOUT)),
+        };
+        Some(Script { path: path?, timeout: timeout? })
+    };
+    let start = script(start, "startscript", legacy_start, diags);
+    let stop = script(stop, "stopscript", legacy_stop, diags);
+    Some((start?, stop?))
+}
+
+fn read_monitors(
+    node: roxmltree::Node<'_, '_>,
+    cx: &Context<'_>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Vec<Monitor>> {
+    let mut section = Element::new(node);
+    let mut elements = section.children("process");
+    elements.extend(section.children("tcp"));
+    elements.extend(section.children("command"));
+    elements.sort_by_key(|e| e.range().start);
+    section.finish(diags);
+    let mut monitors = Vec::new();
+    let mut ok = true;
+    for element in elements {
+        let kind_name = element.tag_name().name();
+        let mut m = Element::new(element);
+        let interval = m.attr("interval");
+        let timeout = m.attr("timeout");
+        let restarts = m.attr("restarts");
+        let window = m.attr("window");
+        let kind = match kind_name {
+            "process" => {
+                let name = m.attr("name");
+                match name {
+                    Some(n) if !n.value.is_empty() && n.value.len() <= 15 => {
+                        Some(MonitorKind::Process { name: n.value.to_string() })
+                    }
+                    Some(n) => {
+                        diags.error(n.at, format!("<process name>: `{}` must be 1 to 15 characters (the kernel's process name limit)", xml::shorten(n.value)));
+                        None
+                    }
+                    None => {
+                        diags.error(
+                            element.range().start,
+                            "<process>: missing attribute `name` (the process name as ps shows it)",
+                        );
+                        None
+                    }
+                }
+            }
+            "tcp" => {
+                let port = m.attr("port");
+                let address = m.attr("address");
+                let address = match address {
+                    Some(a) => read(diags, "<tcp address>", a, value::ip).map(Some),
+                    None => Some(None),
+                };
+                let port = match port {
+                    Some(p) => read(diags, "<tcp port>", p, value::port),
+                    None => {
+                        diags.error(element.range().start, "<tcp>: missing attribute `port`");
+                        None
+                    }
+                };
+                match (address, port) {
+                    (Some(address), Some(port)) => Some(MonitorKind::Tcp { address, port }),
+                    _ => None,
+                }
+            }
+            _ => {
+                let text = m.text();
+                match text {
+                    Some(t) => check_executable(cx, "<command>", t, diags)
+                        .map(|path| MonitorKind::Command { path }),
+                    None => {
+                        diags.error(
+                            element.range().start,
+                            "<command> is empty; give the check's absolute path",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        m.finish(diags);
+        let interval = match interval {
+            Some(t) => read(
+                diags,
+                &format!("<{kind_name} interval>"),
+                t,
+                ranged("interval", Duration::from_millis(100), Duration::from_secs(3600)),
+            ),
+            None => Some(Duration::from_secs(10)),
+        };
+        let timeout = match timeout {
+            Some(t) => read(
+                diags,
+                &format!("<{kind_name} timeout>"),
+                t,
+                ranged("timeout", Duration::from_millis(50), Duration::from_secs(600)),
+            ),
+            None => Some(Duration::from_secs(5)),
+        };
+        let restarts = match restarts {
+            Some(t) => {
+                read(diags, &format!("<{kind_name} restarts>"), t, |v| value::count(v, 0, 100))
+            }
+            None => Some(3),
+        };
+        let window = match window {
+            Some(t) => read(
+                diags,
+                &format!("<{kind_name} window>"),
+                t,
+                ranged("window", Duration::from_secs(1), Duration::from_secs(86_400)),
+            ),
+            None => Some(Duration::from_secs(600)),
+        };
+        match (kind, interval, timeout, restarts, window) {
+            (Some(kind), Some(interval), Some(timeout), Some(restarts), Some(window)) => {
+                monitors.push(Monitor { kind, interval, timeout, restarts, window });
+            }
+            _ => ok = false,
+        }
+    }
+    ok.then_some(monitors)
+}

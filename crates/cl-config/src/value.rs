@@ -1,0 +1,194 @@
+//! Parsing single values (durations, switches, addresses, names) with messages that say the rule.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::diag::Diagnostics;
+use crate::xml::{shorten, Spanned};
+
+/// Parse a duration written with a unit: `250ms`, `2s`, `1.5s`, `5m`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    if number.is_empty() {
+        return Err(format!(
+            "`{}` is not a duration; write a number and a unit, e.g. 500ms or 2s",
+            shorten(text)
+        ));
+    }
+    let value: f64 = number.parse().map_err(|_| {
+        format!(
+            "`{}` is not a duration; write a number and a unit, e.g. 500ms or 2s",
+            shorten(text)
+        )
+    })?;
+    let millis_per_unit = match unit {
+        "ms" => 1.0,
+        "s" => 1000.0,
+        "m" | "min" => 60_000.0,
+        "" => return Err(format!("`{}` needs a unit (ms, s or m), e.g. {number}s", shorten(text))),
+        other => {
+            return Err(format!(
+                "unknown unit `{}` in `{}`; use ms, s or m",
+                shorten(other),
+                shorten(text)
+            ))
+        }
+    };
+    let millis = value * millis_per_unit;
+    if !millis.is_finite() || millis > 86_400_000.0 {
+        return Err(format!("`{}` is longer than a day", shorten(text)));
+    }
+    Ok(Duration::from_micros((millis * 1000.0).round() as u64))
+}
+
+/// Render a duration the way it is written in the files.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 && ms > 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Parse a yes/no switch (`yes`, `no`, `true`, `false`, `1`, `0`, `on`, `off`).
+pub fn switch(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" | "on" => Ok(true),
+        "no" | "false" | "0" | "off" => Ok(false),
+        _ => Err(format!("`{}` is not yes or no", shorten(text))),
+    }
+}
+
+/// Parse an IPv4 or IPv6 address.
+pub fn ip(text: &str) -> Result<IpAddr, String> {
+    text.parse().map_err(|_| format!("`{}` is not an IPv4 or IPv6 address", shorten(text)))
+}
+
+/// Parse a prefix length that fits `address`.
+pub fn prefix(text: &str, address: Option<IpAddr>) -> Result<u8, String> {
+    let max = match address {
+        Some(IpAddr::V6(_)) => 128,
+        _ => 32,
+    };
+    match text.parse::<u8>() {
+        Ok(p) if p <= max && p > 0 => Ok(p),
+        _ => Err(format!("prefix `{}` must be a number from 1 to {max}", shorten(text))),
+    }
+}
+
+/// Turn a dotted IPv4 netmask into a prefix length (contiguous masks only).
+pub fn netmask(text: &str) -> Result<u8, String> {
+    let mask: std::net::Ipv4Addr = text
+        .parse()
+        .map_err(|_| format!("netmask `{}` is not a dotted IPv4 mask", shorten(text)))?;
+    let bits = u32::from(mask);
+    let ones = bits.leading_ones();
+    if bits.checked_shl(ones).unwrap_or(0) != 0 || ones == 0 {
+        return Err(format!("netmask `{}` is not contiguous (e.g. 255.255.255.0)", shorten(text)));
+    }
+    Ok(ones as u8)
+}
+
+/// Parse a TCP/UDP port number.
+pub fn port(text: &str) -> Result<u16, String> {
+    match text.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("port `{}` must be a number from 1 to 65535", shorten(text))),
+    }
+}
+
+/// Parse a whole number within `range`.
+pub fn count(text: &str, min: u32, max: u32) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("`{}` must be a whole number from {min} to {max}", shorten(text))),
+    }
+}
+
+/// Check a name used in file names and process names: letters, digits, `-`, `_`, `.`.
+pub fn name(text: &str, what: &str) -> Result<String, String> {
+    let ok_chars = text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if text.is_empty() || text.len() > 32 || !ok_chars || text.starts_with(['.', '-']) {
+        return Err(format!(
+            "{what} `{}` must be 1 to 32 letters, digits, `-`, `_` or `.`, not starting with `.` or `-`",
+            shorten(text)
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// True when `a` lies inside the network `net`/`prefix`.
+pub fn in_subnet(a: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (a, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask =
+                if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// True when two networks share any address.
+pub fn subnets_overlap(a: IpAddr, a_prefix: u8, b: IpAddr, b_prefix: u8) -> bool {
+    let shorter = a_prefix.min(b_prefix);
+    in_subnet(a, b, shorter) && in_subnet(b, a, shorter)
+}
+
+/// Apply `parse` to a spanned value, reporting a failure as `<context>: <message>` at its place.
+pub fn read<T>(
+    diags: &mut Diagnostics<'_>,
+    context: &str,
+    value: Spanned<'_>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    match parse(value.value) {
+        Ok(v) => Some(v),
+        Err(message) => {
+            diags.error(value.at, format!("{context}: {message}"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration("250").unwrap_err().contains("needs a unit"));
+        assert!(duration("fast").is_err());
+        assert!(duration("5h").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn netmasks_become_prefixes() {
+        assert_eq!(netmask("255.255.255.0"), Ok(24));
+        assert_eq!(netmask("255.255.255.255"), Ok(32));
+        assert!(netmask("255.0.255.0").is_err());
+        assert!(netmask("0.0.0.0").is_err());
+    }
+
+    #[test]
+    fn subnet_arithmetic() {
+        let a: IpAddr = "192.168.1.10".parse().expect("literal");
+        let n: IpAddr = "192.168.1.0".parse().expect("literal");
+        assert!(in_subnet(a, n, 24));
+        assert!(!in_subnet(a, "192.168.2.0".parse().expect("literal"), 24));
+        assert!(subnets_overlap(n, 24, "192.168.0.0".parse().expect("literal"), 16));
+        let v6: IpAddr = "2001:db8::10".parse().expect("literal");
+        assert!(in_subnet(v6, "2001:db8::".parse().expect("literal"), 64));
+        assert!(!in_subnet(v6, n, 0));
+    }
+}

@@ -1,0 +1,273 @@
+//! The command line: one definition per command, shared by `linuxha <command>` and the
+//! `cl*` names the binary is installed under.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// linuxha: a two-node high-availability failover cluster manager (Linuxha.net 1.1).
+#[derive(Debug, Parser)]
+#[command(name = "linuxha", version, propagate_version = true, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Root directory all cluster files live under (default `/`).
+    #[arg(long, global = true, env = cl_paths::ROOT_ENV, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command; each is also a program name of its own (`clbuild …` = `linuxha clbuild …`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate /etc/cluster/clconf.xml and install it as the new built cluster configuration.
+    Clbuild(ClbuildArgs),
+    /// Validate and install an application's configuration, or prepare its storage.
+    Clbuildapp(ClbuildappArgs),
+    /// Form the cluster: start the daemons on every node, then the autostart applications.
+    Clform(ClformArgs),
+    /// Stop the cluster on all nodes (or take one node out).
+    Clhalt(ClhaltArgs),
+    /// Show the state of the cluster, its nodes and applications.
+    Clstat(ClstatArgs),
+    /// Start an application.
+    Clstartapp(AppCommandArgs),
+    /// Stop an application.
+    Clhaltapp(AppCommandArgs),
+    /// Move an application to another node.
+    Clswitchapp(AppCommandArgs),
+    /// Run a command while holding a cluster-wide named lock.
+    Cllock(CllockArgs),
+    /// The node manager daemon (started at boot; starts and supervises the others).
+    Cldaemon(DaemonArgs),
+    /// The cluster lock daemon.
+    Cllockd(DaemonArgs),
+    /// The network daemon: links, VIPs, known-connection pings.
+    Clnetd(DaemonArgs),
+    /// The heartbeat daemon.
+    Clhbd(DaemonArgs),
+    /// The heartbeat daemon's partner process.
+    Clhbd2(DaemonArgs),
+    /// Install the command links, VERSION file, directories and the cldaemon unit.
+    Install(InstallArgs),
+    /// Remove the command links and the unit; /etc/cluster is left alone.
+    Uninstall(InstallArgs),
+    /// Build, break and tear down test clusters in network namespaces.
+    Lab(cl_lab::cli::LabArgs),
+    /// Run the demonstration: a two-node cluster in network namespaces, cleaned up after.
+    Demo(DemoArgs),
+}
+
+/// Options of clbuild.
+#[derive(Debug, Args)]
+pub struct ClbuildArgs {
+    /// Print each step.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Build even when nothing changed or the cluster is running; with --genkey, replace the key.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Create a new random cluster key file instead of building.
+    #[arg(long, conflicts_with = "rollback")]
+    pub genkey: bool,
+    /// Where --genkey writes the key (default /etc/cluster/cluster.key).
+    #[arg(long, value_name = "FILE", requires = "genkey")]
+    pub key_file: Option<PathBuf>,
+    /// Reinstall the previous built configuration (as a new version).
+    #[arg(long)]
+    pub rollback: bool,
+}
+
+/// Options of clbuildapp.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("action").required(true).multiple(true).args(["build", "vgbuild"])))]
+pub struct ClbuildappArgs {
+    /// The application (its directory under /etc/cluster).
+    #[arg(short, long, value_name = "NAME")]
+    pub application: String,
+    /// Validate appconf.xml and install it as the application's built configuration.
+    #[arg(long)]
+    pub build: bool,
+    /// Prepare the application's storage: check every device holds its filesystem.
+    #[arg(long)]
+    pub vgbuild: bool,
+    /// Rebuild when unchanged; with --vgbuild, create missing filesystems on empty devices.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Print each step.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of clform.
+#[derive(Debug, Args)]
+pub struct ClformArgs {
+    /// Start no applications, not even autostart ones.
+    #[arg(long)]
+    pub noapps: bool,
+    /// Print progress.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of clhalt.
+#[derive(Debug, Args)]
+pub struct ClhaltArgs {
+    /// Stop running applications first instead of refusing.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Take only this node out of the cluster.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Print progress.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of clstat.
+#[derive(Debug, Args)]
+pub struct ClstatArgs {
+    /// Machine-readable output (stable field names).
+    #[arg(long)]
+    pub json: bool,
+    /// Show counters and per-link detail.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of the application commands.
+#[derive(Debug, Args)]
+pub struct AppCommandArgs {
+    /// The application.
+    #[arg(short, long, value_name = "NAME")]
+    pub application: String,
+    /// The node to run it on.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Print progress.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of cllock.
+#[derive(Debug, Args)]
+pub struct CllockArgs {
+    /// Lock name.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Give up after waiting this many seconds for the lock.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+    /// The command to run while holding the lock.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// Options shared by the daemons.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Stay in the foreground instead of detaching.
+    #[arg(long)]
+    pub foreground: bool,
+    /// The cluster (default: the one in the built configuration; set from the program name
+    /// `<daemon>-<cluster>`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+}
+
+/// Options of install and uninstall.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Installation prefix; command links go to `<prefix>/sbin` (under --root).
+    #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+    pub prefix: PathBuf,
+    /// Print each step.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Options of demo.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the lab running at the end (remove it with `linuxha lab down NAME`).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Program names the binary answers to, besides `linuxha`.
+pub const COMMAND_NAMES: [&str; 14] = [
+    "clbuild",
+    "clbuildapp",
+    "clform",
+    "clhalt",
+    "clstat",
+    "clstartapp",
+    "clhaltapp",
+    "clswitchapp",
+    "cllock",
+    "cldaemon",
+    "cllockd",
+    "clnetd",
+    "clhbd",
+    "clhbd2",
+];
+
+/// Daemon names, which also run as `<daemon>-<cluster>`.
+pub const DAEMON_NAMES: [&str; 5] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2"];
+
+/// Turn `argv` as the program was called into `linuxha <command> …` arguments.
+///
+/// `clbuild -v` becomes `linuxha clbuild -v`; `clhbd-cluster1 …` (as the daemons show in `ps`)
+/// becomes `linuxha clhbd --cluster cluster1 …`.
+pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(program) = args.first() else { return vec!["linuxha".into()] };
+    let base = std::path::Path::new(program)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if COMMAND_NAMES.contains(&base.as_str()) {
+        let mut out = vec!["linuxha".into(), base.into()];
+        out.extend(args.into_iter().skip(1));
+        return out;
+    }
+    for daemon in DAEMON_NAMES {
+        if let Some(cluster) = base.strip_prefix(daemon).and_then(|rest| rest.strip_prefix('-')) {
+            if !cluster.is_empty() {
+                let mut out =
+                    vec!["linuxha".into(), daemon.into(), "--cluster".into(), cluster.into()];
+                out.extend(args.into_iter().skip(1));
+                return out;
+            }
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(|a| a.into()).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn program_name_selects_the_command() {
+        assert_eq!(norm(&["/usr/sbin/clbuild", "--verbose"]), ["linuxha", "clbuild", "--verbose"]);
+        assert_eq!(norm(&["linuxha", "clstat"]), ["linuxha", "clstat"]);
+        assert_eq!(norm(&["clhbd2-cluster1"]), ["linuxha", "clhbd2", "--cluster", "cluster1"]);
+        assert_eq!(
+            norm(&["clhbd-c-1", "--foreground"]),
+            ["linuxha", "clhbd", "--cluster", "c-1", "--foreground"]
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,120 @@
+//! `linuxha install` / `uninstall`: command links, VERSION, directories and the cldaemon unit.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use cl_paths::Paths;
+
+use crate::cli::{InstallArgs, COMMAND_NAMES};
+use crate::fail::{Failure, Outcome};
+
+const UNIT_NAME: &str = "linuxha-cldaemon.service";
+
+fn sbin(paths: &Paths, prefix: &Path) -> PathBuf {
+    paths.resolve(&prefix.join("sbin"))
+}
+
+fn unit_path(paths: &Paths) -> PathBuf {
+    paths.root().join("etc/systemd/system").join(UNIT_NAME)
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
+    move |e| Failure::runtime(format!("install: {what}: {e}"))
+}
+
+/// Install: copy the binary to `<prefix>/sbin/linuxha`, link every command name to it, write
+/// VERSION, create the log and run directories and the systemd unit. Running it again is safe.
+pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
+    let say = |line: String| {
+        if args.verbose {
+            println!("install: {line}");
+        }
+    };
+    let sbin = sbin(paths, &args.prefix);
+    fs::create_dir_all(&sbin).map_err(io(format!("cannot create {}", sbin.display())))?;
+    let me = std::env::current_exe().map_err(io("cannot find the running binary".into()))?;
+    let target = sbin.join("linuxha");
+    let same = fs::canonicalize(&me).ok() == fs::canonicalize(&target).ok();
+    if !same {
+        let bytes = fs::read(&me).map_err(io(format!("cannot read {}", me.display())))?;
+        cl_paths::write_atomic(&target, &bytes)
+            .map_err(io(format!("cannot write {}", target.display())))?;
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
+            .map_err(io(format!("cannot make {} executable", target.display())))?;
+        say(format!("installed {}", target.display()));
+    }
+    for name in COMMAND_NAMES {
+        let link = sbin.join(name);
+        match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                if fs::read_link(&link).ok().as_deref() == Some(Path::new("linuxha")) {
+                    continue;
+                }
+                fs::remove_file(&link).map_err(io(format!("cannot replace {}", link.display())))?;
+            }
+            Ok(_) => {
+                return Err(Failure::runtime(format!(
+                    "install: {} exists and is not a link to linuxha; move it away first",
+                    link.display()
+                )))
+            }
+            Err(_) => {}
+        }
+        symlink("linuxha", &link).map_err(io(format!("cannot create {}", link.display())))?;
+        say(format!("linked {}", link.display()));
+    }
+    let version = paths.version_file();
+    cl_paths::write_atomic(&version, format!("{}\n", cl_paths::PRODUCT_VERSION).as_bytes())
+        .map_err(io(format!("cannot write {}", version.display())))?;
+    say(format!("wrote {} ({})", version.display(), cl_paths::PRODUCT_VERSION));
+    for dir in [paths.log_dir(), paths.run_dir()] {
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    }
+    let unit = unit_path(paths);
+    let daemon = args.prefix.join("sbin/cldaemon");
+    let text = format!(
+        "[Unit]\nDescription=linuxha node manager (cldaemon)\nAfter=network-online.target\nWants=network-online.target\n\n\
+         [Service]\nType=simple\nExecStart={} --foreground\nRestart=on-failure\nRestartSec=1\nKillMode=process\n\n\
+         [Install]\nWantedBy=multi-user.target\n",
+        daemon.display()
+    );
+    cl_paths::write_atomic(&unit, text.as_bytes())
+        .map_err(io(format!("cannot write {}", unit.display())))?;
+    say(format!("wrote {} (enable it with systemctl enable {UNIT_NAME})", unit.display()));
+    Ok(())
+}
+
+/// Uninstall: remove the links, the binary copy and the unit; keep /etc/cluster.
+pub fn uninstall(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
+    let sbin = sbin(paths, &args.prefix);
+    for name in COMMAND_NAMES {
+        let link = sbin.join(name);
+        if fs::read_link(&link).ok().as_deref() == Some(Path::new("linuxha")) {
+            fs::remove_file(&link).map_err(|e| {
+                Failure::runtime(format!("uninstall: cannot remove {}: {e}", link.display()))
+            })?;
+        }
+    }
+    for file in [sbin.join("linuxha"), unit_path(paths)] {
+        match fs::remove_file(&file) {
+            Ok(()) => {
+                if args.verbose {
+                    println!("uninstall: removed {}", file.display());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Failure::runtime(format!(
+                    "uninstall: cannot remove {}: {e}",
+                    file.display()
+                )))
+            }
+        }
+    }
+    if args.verbose {
+        println!("uninstall: kept {} (configuration is never removed)", paths.etc().display());
+    }
+    Ok(())
+}
