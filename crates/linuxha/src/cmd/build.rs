@@ -267,7 +267,7 @@ fn prepare_storage(
                 progress.say(format!("{} holds {} as expected", device.display(), found));
             }
             Ok(Some(found)) => problems.push(format!(
-                "{} holds a {found} filesystem, not {}; it is never overwritten automatically (wipe it yourself if you mean it)",
+                "{} holds a filesystem of type {found}, not {}; it is never overwritten automatically (wipe it yourself if you mean it)",
                 device.display(),
                 fs_spec.fstype
             )),

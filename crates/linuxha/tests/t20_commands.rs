@@ -1,0 +1,106 @@
+//! Every command answers to its own name and to `linuxha <command>`, has --help, and the
+//! ones whose machinery is not built yet say so and change nothing.
+
+mod common;
+
+use common::{text, Node};
+
+const COMMANDS: [&str; 14] = [
+    "clbuild",
+    "clbuildapp",
+    "clform",
+    "clhalt",
+    "clstat",
+    "clstartapp",
+    "clhaltapp",
+    "clswitchapp",
+    "cllock",
+    "cldaemon",
+    "cllockd",
+    "clnetd",
+    "clhbd",
+    "clhbd2",
+];
+
+#[test]
+fn every_command_has_help_under_both_names() {
+    let node = Node::with_example("node1");
+    for command in COMMANDS {
+        let out = node.run("linuxha", &[command, "--help"]);
+        assert!(out.status.success(), "{command}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{command}: {}",
+            text(&out)
+        );
+    }
+    for command in ["clbuild", "clstat", "clform"] {
+        let out = node.run(command, &["--help"]);
+        assert!(out.status.success(), "{command}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("Usage: {command}"))
+                || String::from_utf8_lossy(&out.stdout).contains("Usage: linuxha"),
+            "{}",
+            text(&out)
+        );
+    }
+    for extra in ["install", "uninstall", "lab", "demo"] {
+        let out = node.run("linuxha", &[extra, "--help"]);
+        assert!(out.status.success(), "{extra}: {}", text(&out));
+    }
+}
+
+#[test]
+fn version_is_the_product_version() {
+    let node = Node::with_example("node1");
+    let out = node.run("linuxha", &["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("linuxha {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_sentence() {
+    let node = Node::with_example("node1");
+    let out = node.run("clbuildapp", &["--application", "apache"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = node.run("clbuildapp", &["--build", "--application", "../etc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("clbuildapp: application name"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn commands_not_in_this_build_say_so_and_fail() {
+    let node = Node::with_example("node1");
+    let out = node.run("clform", &["--noapps"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("clform: ") && stderr.contains("nothing was done"), "{stderr}");
+}
+
+#[test]
+fn clstat_without_a_built_configuration_says_what_to_do() {
+    let node = Node::with_example("node1");
+    let out = node.run("clstat", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run clbuild first"), "{}", text(&out));
+}
+
+#[test]
+fn clstat_json_is_machine_readable() {
+    let node = Node::with_example("node1");
+    assert!(node.run("clbuild", &["--genkey"]).status.success());
+    assert!(node.run("clbuild", &[]).status.success());
+    let out = node.run("clstat", &["--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(value["cluster"], "cluster1");
+    assert_eq!(value["state"], "down");
+    assert_eq!(value["nodes"].as_array().map(|a| a.len()), Some(2));
+}
