@@ -1,9 +1,183 @@
 //! `linuxha demo`: a two-node cluster in network namespaces, built and shown, then removed.
+//!
+//! What it shows today: two lab nodes with two networks each and an outside host, the example
+//! cluster and its `apache` application built on both nodes with the seed's exact commands,
+//! `clstat`, and a silent network cut of node1 at the switch (the fault a failover answers).
+//! The daemons and the failover itself come with the membership and application work; the
+//! demo grows with them.
+
+use std::path::Path;
+use std::process::Output;
+
+use cl_lab::{Lab, LabSpec};
 
 use crate::cli::DemoArgs;
 use crate::fail::{Failure, Outcome};
 
+/// The example configuration, embedded so the demo works from an installed binary too.
+const EXAMPLE_FILES: [(&str, &str, u32); 4] = [
+    ("etc/cluster/clconf.xml", include_str!("../../../../examples/cluster1/etc/cluster/clconf.xml"), 0o644),
+    ("etc/cluster/apache/appconf.xml", include_str!("../../../../examples/cluster1/etc/cluster/apache/appconf.xml"), 0o644),
+    ("etc/cluster/apache/start", include_str!("../../../../examples/cluster1/etc/cluster/apache/start"), 0o755),
+    ("etc/cluster/apache/stop", include_str!("../../../../examples/cluster1/etc/cluster/apache/stop"), 0o755),
+];
+
+/// Tools the lab needs, with the Debian package that has each.
+const LAB_TOOLS: [(&str, &str); 6] = [
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+    ("blkid", "util-linux"),
+    ("nsenter", "util-linux"),
+    ("mkfs.ext4", "e2fsprogs"),
+];
+
+fn fail(e: impl std::fmt::Display) -> Failure {
+    Failure::runtime(format!("demo: {e:#}"))
+}
+
+fn step(text: &str) {
+    println!("\n==> {text}");
+}
+
 /// Run the demonstration.
-pub fn run(_args: &DemoArgs) -> Outcome<()> {
-    Err(Failure::runtime("demo: not wired yet"))
+pub fn run(args: &DemoArgs) -> Outcome<()> {
+    preflight()?;
+    let exe = std::env::current_exe().map_err(fail)?;
+    step("building a lab: node1, node2 (two networks each) and ext (client, known connection)");
+    let mut lab = Lab::up(LabSpec::default()).map_err(fail)?;
+    println!("lab {} is up", lab.name());
+    let result = show(&mut lab, &exe);
+    if args.keep {
+        lab.detach().map_err(fail)?;
+        println!("\nlab {} kept; remove it with: linuxha lab down {}", lab.name(), lab.name());
+    } else {
+        step("removing the lab");
+        let name = lab.name().to_string();
+        lab.down().map_err(fail)?;
+        println!("lab {name} removed: namespaces, switch, cgroups and node roots are gone");
+    }
+    result
+}
+
+fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
+    let exe = exe.to_string_lossy().into_owned();
+    let nodes = lab.nodes();
+    step("installing the example configuration on both nodes (examples/cluster1)");
+    for node in &nodes {
+        let root = lab.root(node).map_err(fail)?.to_path_buf();
+        for (relative, text, mode) in EXAMPLE_FILES {
+            let path = root.join(relative);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(fail)?;
+            }
+            std::fs::write(&path, text).map_err(fail)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        }
+        // A sparse image stands in for the application's disk.
+        std::fs::create_dir_all(root.join("dev/linuxha")).map_err(fail)?;
+        let image = std::fs::File::create(root.join("dev/linuxha/apache")).map_err(fail)?;
+        image.set_len(32 << 20).map_err(fail)?;
+    }
+    let first = nodes.first().cloned().unwrap_or_default();
+    step(&format!("{first}: clbuild --genkey (then the key is copied to every node)"));
+    run_on(lab, &first, &[&exe, "clbuild", "--genkey"])?;
+    let key = std::fs::read(lab.root(&first).map_err(fail)?.join("etc/cluster/cluster.key")).map_err(fail)?;
+    for node in nodes.iter().skip(1) {
+        let path = lab.root(node).map_err(fail)?.join("etc/cluster/cluster.key");
+        std::fs::write(&path, &key).map_err(fail)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    }
+    for node in &nodes {
+        step(&format!("{node}: the migration guide's build commands"));
+        run_on(lab, node, &[&exe, "clbuild", "--verbose", "--force"])?;
+        run_on(lab, node, &[&exe, "clbuildapp", "--force", "--vgbuild", "--verbose", "--application", "apache"])?;
+        run_on(lab, node, &[&exe, "clbuildapp", "--force", "--build", "--verbose", "--application", "apache"])?;
+    }
+    step(&format!("{first}: clstat"));
+    run_on(lab, &first, &[&exe, "clstat"])?;
+    step("the networks: node2 reaches node1 on both links and ext reaches node1");
+    let node1_public = lab.addr(&first, 0).map_err(fail)?.to_string();
+    let node1_private = lab.addr(&first, 1).map_err(fail)?.to_string();
+    let second = nodes.get(1).cloned().unwrap_or_default();
+    ping(lab, &second, &node1_public, true)?;
+    ping(lab, &second, &node1_private, true)?;
+    ping(lab, "ext", &node1_public, true)?;
+    step(&format!("fault: {first} silently cut from both networks at the switch (carrier stays up)"));
+    lab.cut(&first, None).map_err(fail)?;
+    ping(lab, &second, &node1_public, false)?;
+    ping(lab, &second, &node1_private, false)?;
+    println!("(with the cluster daemons running, {second} would now see {first}'s heartbeats stop on every link,");
+    println!(" check the known connection 10.10.0.1, and take over {first}'s applications)");
+    step("healing the cut");
+    lab.heal(&first).map_err(fail)?;
+    ping(lab, &second, &node1_public, true)?;
+    Ok(())
+}
+
+fn run_on(lab: &Lab, node: &str, argv: &[&str]) -> Outcome<Output> {
+    let shown: Vec<&str> = argv.iter().skip(1).copied().collect();
+    println!("[{node}]# {}", shown.join(" "));
+    let output = lab.run(node, argv).map_err(fail)?;
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        return Err(Failure::runtime(format!("demo: `{}` failed on {node}", shown.join(" "))));
+    }
+    Ok(output)
+}
+
+fn ping(lab: &Lab, from: &str, to: &str, expect_reply: bool) -> Outcome<()> {
+    let output = lab.run(from, &["ping", "-c", "1", "-W", "1", to]).map_err(fail)?;
+    let replied = output.status.success();
+    println!("[{from}]# ping {to}: {}", if replied { "reply" } else { "no reply" });
+    if replied != expect_reply {
+        return Err(Failure::runtime(format!(
+            "demo: ping from {from} to {to} {} but should {}",
+            if replied { "answered" } else { "got no reply" },
+            if expect_reply { "answer" } else { "not" }
+        )));
+    }
+    Ok(())
+}
+
+/// The lab needs root and a few tools; on Debian, install missing tools as the tests do.
+fn preflight() -> Outcome<()> {
+    if !nix_is_root() {
+        return Err(Failure::runtime("demo: needs root (it creates network namespaces); run it with sudo"));
+    }
+    let missing: Vec<&str> = LAB_TOOLS.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        return Err(Failure::runtime(format!("demo: missing tools; install the packages {}", missing.join(" "))));
+    }
+    println!("demo: installing {} (apt-get)", missing.join(" "));
+    let ok = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {} >/dev/null", missing.join(" ")))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::runtime(format!("demo: could not install {}; install them and run the demo again", missing.join(" "))))
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
 }

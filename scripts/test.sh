@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run every check and test of linuxha: installs what the tests need (Debian packages, as root),
+# then formatting, lints, and all tests, including the network-namespace lab tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# tool:package pairs the tests use.
+needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext4:e2fsprogs
+       mkfs.ext2:e2fsprogs blkid:util-linux unshare:util-linux nsenter:util-linux
+       mount:mount python3:python3 ps:procps)
+missing=()
+for pair in "${needs[@]}"; do
+  tool=${pair%%:*} package=${pair#*:}
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "test.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "test.sh: cargo test"
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
+# One closing line for whoever counts: the sum over every test binary.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt
+exit "$status"
