@@ -171,38 +171,42 @@ fn resolve(
     }
     let mut top = Element::new(root);
     let global = top.child("global", diags);
+    if global.is_none() {
+        top.missing_child(
+            "global",
+            "<appconf>: missing <global> section (application name, nodes)",
+        );
+    }
     let networks = top.child("networks", diags);
     let storage = top.child("storage", diags);
     let application = top.child("application", diags);
+    if application.is_none() {
+        top.missing_child(
+            "application",
+            "<appconf>: missing <application> section (start and stop scripts)",
+        );
+    }
     let monitors = top.child("monitors", diags);
     top.finish(diags);
 
-    let Some(global) = global else {
-        diags.error(
-            root.range().start,
-            "<appconf>: missing <global> section (application name, nodes)",
-        );
-        return None;
+    // Every section is checked even when another one failed, so one run reports everything.
+    let global = global.map(|g| read_global(g, cx, diags));
+    let (name, nodes, autostart, failback) = match global {
+        Some(g) => (g.name, g.nodes, g.autostart, g.failback),
+        None => (None, None, Some(true), Some(Failback::Manual)),
     };
-    let global = read_global(global, cx, diags);
-    let nodes = global
-        .as_ref()
-        .map(|g| g.1.clone())
+    // Unreadable <nodes>: check the rest against every node of the cluster.
+    let check_nodes = nodes
+        .clone()
         .unwrap_or_else(|| cx.cluster.node_names().iter().map(|s| s.to_string()).collect());
-    let vips = networks.map(|n| read_networks(n, &nodes, cx, diags)).unwrap_or(Some(Vec::new()));
-    let filesystems = storage.map(|s| read_storage(s, diags)).unwrap_or(Some(Vec::new()));
-    let scripts = match application {
-        Some(a) => read_application(a, cx, diags),
-        None => {
-            diags.error(
-                root.range().start,
-                "<appconf>: missing <application> section (start and stop scripts)",
-            );
-            None
-        }
-    };
-    let monitors = monitors.map(|m| read_monitors(m, cx, diags)).unwrap_or(Some(Vec::new()));
-    let (name, nodes, autostart, failback) = global?;
+    let vips =
+        networks.map(|n| read_networks(n, &check_nodes, cx, diags)).unwrap_or(Some(Vec::new()));
+    let filesystems = storage.map(|s| read_storage(s, cx, diags)).unwrap_or(Some(Vec::new()));
+    let scripts = application.and_then(|a| read_application(a, cx, diags));
+    let has_vip = vips.as_ref().map_or(true, |v| !v.is_empty());
+    let monitors =
+        monitors.map(|m| read_monitors(m, has_vip, cx, diags)).unwrap_or(Some(Vec::new()));
+    let (name, nodes, autostart, failback) = (name?, nodes?, autostart?, failback?);
     let (start, stop) = scripts?;
     Some(AppConfig {
         name,
@@ -217,13 +221,19 @@ fn resolve(
     })
 }
 
-type Global = (String, Vec<String>, bool, Failback);
+/// `<global>` as read; each part is None when it was wrong (and reported).
+struct Global {
+    name: Option<String>,
+    nodes: Option<Vec<String>>,
+    autostart: Option<bool>,
+    failback: Option<Failback>,
+}
 
 fn read_global(
     node: roxmltree::Node<'_, '_>,
     cx: &Context<'_>,
     diags: &mut Diagnostics<'_>,
-) -> Option<Global> {
+) -> Global {
     let mut global = Element::new(node);
     let name = match global.child_text("name", diags) {
         Some((text, _)) => read(diags, "<global>/<name>", text, |t| {
@@ -241,7 +251,7 @@ fn read_global(
         }),
         None => {
             if global.node.children().all(|c| c.tag_name().name() != "name") {
-                diags.error(global.at(), "<global>: missing <name> (the application name)");
+                global.missing_child("name", "<global>: missing <name> (the application name)");
             }
             None
         }
@@ -300,7 +310,7 @@ fn read_global(
         None => Some(Failback::Manual),
     };
     global.finish(diags);
-    Some((name?, nodes?, autostart?, failback?))
+    Global { name, nodes, autostart, failback }
 }
 
 fn read_networks(
@@ -313,12 +323,13 @@ fn read_networks(
     let elements = section.children("network");
     section.finish(diags);
     let mut vips: Vec<Vip> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut ok = true;
     for element in elements {
         match read_vip(element, nodes, cx, diags) {
             Some((vip, at)) => {
-                if vips.iter().any(|v| v.address == vip.address) {
-                    diags.error(at, format!("<network>: VIP {} is listed twice", vip.address));
+                if !seen.insert(vip.address) {
+                    diags.error(at, format!("<network ip>: VIP {} is listed twice", vip.address));
                     ok = false;
                 } else {
                     vips.push(vip);
@@ -342,93 +353,150 @@ fn read_vip(
     let address = net.attr("ip");
     let prefix = net.attr("prefix");
     let netmask = net.attr("netmask");
-    let mut legacy: Vec<Spanned<'_>> = Vec::new();
     for name in LEGACY_NETWORK_ATTRIBUTES {
-        if let Some(found) = net.attr(name) {
+        if let Some(found) = net.legacy_attr(name) {
             diags.warning(
                 found.at,
                 format!("<network>: attribute `{name}` was used by Linuxha.net 1.0 and is ignored in 1.1; remove it when convenient"),
             );
-            legacy.push(found);
         }
     }
     let overrides = net.children("interface");
-    net.finish(diags);
-    let at = element.range().start;
-    let Some(address_text) = address else {
-        diags.error(at, "<network>: missing attribute `ip` (the application's service address)");
-        return None;
+    let ctx = match address {
+        Some(a) => format!("<network ip=\"{}\">", xml::shorten(a.value)),
+        None => "<network>".to_string(),
     };
+    if address.is_none() {
+        net.missing_attr(
+            "ip",
+            format!("{ctx}: missing attribute `ip` (the application's service address)"),
+        );
+    }
+    if prefix.is_none() && netmask.is_none() {
+        net.missing_attr(
+            "prefix",
+            format!(
+                "{ctx}: missing attribute `prefix` (e.g. 24), or give netmask=\"255.255.255.0\""
+            ),
+        );
+    }
+    if network_name.is_none() && interface.is_none() {
+        net.missing_attr(
+            "net",
+            format!(
+                "{ctx}: missing attribute `net` (a network name from clconf.xml) or `interface`"
+            ),
+        );
+    }
+    net.finish(diags);
+    let address_text = address?;
     let address = read(diags, "<network ip>", address_text, value::ip)?;
     let prefix = match (prefix, netmask) {
-        (Some(p), _) => read(diags, "<network prefix>", p, |t| value::prefix(t, Some(address)))?,
-        (None, Some(m)) => read(diags, "<network netmask>", m, value::netmask)?,
-        (None, None) => {
-            diags.error(
-                at,
-                format!("<network ip=\"{address}\">: missing attribute `prefix` (or `netmask`)"),
-            );
-            return None;
+        (Some(_), Some(m)) => {
+            diags.error(m.at, format!("{ctx}: give prefix or netmask, not both"));
+            None
         }
+        (Some(p), None) => read(diags, "<network prefix>", p, |t| value::prefix(t, Some(address))),
+        (None, Some(m)) => read(diags, "<network netmask>", m, value::netmask),
+        (None, None) => None,
     };
     let mut interfaces = BTreeMap::new();
-    let mut ok = true;
+    let mut ok = prefix.is_some();
     match (network_name, interface) {
         (Some(_), Some(i)) => {
-            diags.error(
-                i.at,
-                format!("<network ip=\"{address}\">: give net=\"…\" or interface=\"…\", not both"),
-            );
+            diags.error(i.at, format!("{ctx}: give net=\"…\" or interface=\"…\", not both"));
             ok = false;
         }
-        (None, None) => {
-            diags.error(at, format!("<network ip=\"{address}\">: missing attribute `net` (a network name from clconf.xml) or `interface`"));
-            ok = false;
-        }
+        (None, None) => ok = false,
         (Some(network), None) => {
+            // Nodes without this network, and nodes where the VIP is outside it.
+            let mut lacking: Vec<&str> = Vec::new();
+            let mut outside: Vec<(&str, IpAddr, u8)> = Vec::new();
             for node_name in nodes {
                 let Some(node) = cx.cluster.node(node_name) else { continue };
                 match node.network(network.value) {
                     Some(attachment) => {
                         if !value::in_subnet(address, attachment.address, attachment.prefix) {
-                            diags.error(
-                                address_text.at,
-                                format!(
-                                    "<network ip>: VIP {address} is outside network `{}` of node `{node_name}` ({}/{}); it could not be reached there",
-                                    network.value, attachment.address, attachment.prefix
-                                ),
-                            );
-                            ok = false;
+                            outside.push((
+                                node_name,
+                                value::network_of(attachment.address, attachment.prefix),
+                                attachment.prefix,
+                            ));
                         }
                         interfaces.insert(node_name.clone(), attachment.interface.clone());
                     }
-                    None => {
-                        let known: Vec<&str> =
-                            node.networks.iter().map(|n| n.name.as_str()).collect();
-                        diags.error(
-                            network.at,
-                            format!(
-                                "<network net>: node `{node_name}` has no network `{}`{}",
-                                xml::shorten(network.value),
-                                xml::suggest(network.value, &known)
-                            ),
-                        );
-                        ok = false;
-                    }
+                    None => lacking.push(node_name),
                 }
+            }
+            if lacking.len() == nodes.len() && !lacking.is_empty() {
+                let mut known: Vec<&str> = cx
+                    .cluster
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.networks.iter().map(|net| net.name.as_str()))
+                    .collect();
+                known.sort_unstable();
+                known.dedup();
+                diags.error(
+                    network.at,
+                    format!(
+                        "<network net>: there is no network `{}` in clconf.xml{}",
+                        xml::shorten(network.value),
+                        xml::suggest(network.value, &known)
+                    ),
+                );
+                ok = false;
+            } else {
+                for node_name in &lacking {
+                    diags.error(
+                        network.at,
+                        format!(
+                            "<network net>: node `{node_name}` has no network `{}`, so the application could not run there; remove the node from <nodes> or add the network to it in clconf.xml",
+                            xml::shorten(network.value)
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            let mut subnets: Vec<(IpAddr, u8)> = outside.iter().map(|o| (o.1, o.2)).collect();
+            subnets.dedup();
+            for (subnet, bits) in subnets {
+                let on: Vec<&str> =
+                    outside.iter().filter(|o| (o.1, o.2) == (subnet, bits)).map(|o| o.0).collect();
+                diags.error(
+                    address_text.at,
+                    format!(
+                        "<network ip>: VIP {address} is outside network `{}`, which is {subnet}/{bits} on {}; choose an address in that subnet",
+                        network.value,
+                        node_list(&on)
+                    ),
+                );
+                ok = false;
             }
         }
         (None, Some(interface)) => {
+            let interface_name = read(diags, "<network interface>", interface, value::interface);
+            let mut outside: Vec<&str> = Vec::new();
             for node_name in nodes {
                 let Some(node) = cx.cluster.node(node_name) else { continue };
-                let inside =
-                    node.networks.iter().any(|n| value::in_subnet(address, n.address, n.prefix));
-                if !inside {
-                    diags.error(address_text.at, format!("<network ip>: VIP {address} is outside every network of node `{node_name}`"));
-                    ok = false;
+                if !node.networks.iter().any(|n| value::in_subnet(address, n.address, n.prefix)) {
+                    outside.push(node_name);
                 }
-                interfaces.insert(node_name.clone(), interface.value.to_string());
+                if let Some(name) = &interface_name {
+                    interfaces.insert(node_name.clone(), name.clone());
+                }
             }
+            if !outside.is_empty() {
+                diags.error(
+                    address_text.at,
+                    format!(
+                        "<network ip>: VIP {address} is outside every network of {}; it could not be reached there",
+                        node_list(&outside)
+                    ),
+                );
+                ok = false;
+            }
+            ok &= interface_name.is_some();
         }
     }
     for over in overrides {
@@ -438,14 +506,20 @@ fn read_vip(
         o.finish(diags);
         match (node_attr, text) {
             (Some(n), Some(t)) if nodes.iter().any(|x| x == n.value) => {
-                interfaces.insert(n.value.to_string(), t.value.to_string());
+                match read(diags, "<interface>", t, value::interface) {
+                    Some(name) => {
+                        interfaces.insert(n.value.to_string(), name);
+                    }
+                    None => ok = false,
+                }
             }
             (Some(n), Some(_)) => {
                 diags.error(
                     n.at,
                     format!(
-                        "<interface node>: `{}` is not a node allowed to run this application",
-                        xml::shorten(n.value)
+                        "<interface node>: `{}` is not a node allowed to run this application ({})",
+                        xml::shorten(n.value),
+                        nodes.join(", ")
                     ),
                 );
                 ok = false;
@@ -453,7 +527,7 @@ fn read_vip(
             _ => {
                 diags.error(
                     over.range().start,
-                    "<interface>: needs node=\"…\" and the interface name as text",
+                    "<interface>: needs node=\"…\" and the interface name as text, e.g. <interface node=\"node1\">eth0</interface>",
                 );
                 ok = false;
             }
@@ -464,9 +538,6 @@ fn read_vip(
             diags.error(address_text.at, format!("<network ip>: {address} is node `{}`'s own address, not a free service address", node.name));
             ok = false;
         }
-    }
-    if address.is_ipv4() && prefix > 32 || address.is_ipv6() && prefix > 128 {
-        ok = false;
     }
     for other in cx.other_apps {
         if other.vips.iter().any(|v| v.address == address) {
@@ -480,26 +551,46 @@ fn read_vip(
             ok = false;
         }
     }
-    for known in &cx.cluster.known_connections {
-        if *known == address {
-            diags.error(
-                address_text.at,
-                format!("<network ip>: {address} is a known connection in clconf.xml"),
-            );
-            ok = false;
+    if cx.cluster.known_connections.contains(&address) {
+        diags.error(
+            address_text.at,
+            format!("<network ip>: {address} is listed in <net_known_connections> in clconf.xml; a VIP must be an address nothing else uses"),
+        );
+        ok = false;
+    }
+    let prefix = prefix?;
+    ok.then_some((Vip { address, prefix, interfaces }, address_text.at))
+}
+
+/// "node `a`" or "nodes `a` and `b`".
+fn node_list(names: &[&str]) -> String {
+    match names {
+        [one] => format!("node `{one}`"),
+        _ => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            match quoted.split_last() {
+                Some((last, rest)) if !rest.is_empty() => {
+                    format!("nodes {} and {last}", rest.join(", "))
+                }
+                _ => format!("nodes {}", quoted.join(", ")),
+            }
         }
     }
-    ok.then_some((Vip { address, prefix, interfaces }, at))
 }
 
 fn read_storage(
     node: roxmltree::Node<'_, '_>,
+    cx: &Context<'_>,
     diags: &mut Diagnostics<'_>,
 ) -> Option<Vec<Filesystem>> {
     let mut section = Element::new(node);
     let elements = section.children("filesystem");
     section.finish(diags);
     let mut found: Vec<Filesystem> = Vec::new();
+    // Index into `found` and value position by mount point and by device, for the duplicate
+    // checks (maps, so that a file with thousands of filesystems stays fast).
+    let mut by_mountpoint: BTreeMap<PathBuf, (usize, usize)> = BTreeMap::new();
+    let mut by_device: BTreeMap<PathBuf, (usize, usize)> = BTreeMap::new();
     let mut ok = true;
     for element in elements {
         let mut fs = Element::new(element);
@@ -508,31 +599,35 @@ fn read_storage(
         let fstype = fs.attr("type");
         let options = fs.attr("options");
         let fsck = fs.attr("fsck");
-        fs.finish(diags);
-        let at = element.range().start;
-        let absolute = |what: &'static str| {
-            move |t: &str| {
-                if t.starts_with('/') && !t.contains("/../") && !t.ends_with("/..") {
-                    Ok(PathBuf::from(t))
-                } else {
-                    Err(format!("{what} `{}` must be an absolute path", xml::shorten(t)))
-                }
-            }
-        };
-        let mut missing =
-            |attr: &str| diags.error(at, format!("<filesystem>: missing attribute `{attr}`"));
         if device.is_none() {
-            missing("device");
+            fs.missing_attr(
+                "device",
+                "<filesystem>: missing attribute `device` (the block device, e.g. /dev/vg01/apache)",
+            );
         }
         if mountpoint.is_none() {
-            missing("mountpoint");
+            fs.missing_attr(
+                "mountpoint",
+                "<filesystem>: missing attribute `mountpoint` (the absolute directory to mount it on)",
+            );
         }
         if fstype.is_none() {
-            missing("type");
+            fs.missing_attr("type", "<filesystem>: missing attribute `type` (e.g. ext4 or xfs)");
         }
-        let device = device.and_then(|d| read(diags, "<filesystem device>", d, absolute("device")));
-        let mount = mountpoint
-            .and_then(|m| read(diags, "<filesystem mountpoint>", m, absolute("mountpoint")));
+        fs.finish(diags);
+        let absolute = |t: &str| {
+            if t.starts_with('/') && !t.split('/').any(|part| part == "..") {
+                Ok(PathBuf::from(t))
+            } else if t.starts_with('/') {
+                Err(format!("`{}` must not contain `..`", xml::shorten(t)))
+            } else {
+                Err(format!("`{}` must be an absolute path (starting with /)", xml::shorten(t)))
+            }
+        };
+        let device_at = device.map(|d| d.at).unwrap_or(element.range().start);
+        let mount_at = mountpoint.map(|m| m.at).unwrap_or(element.range().start);
+        let device = device.and_then(|d| read(diags, "<filesystem device>", d, absolute));
+        let mount = mountpoint.and_then(|m| read(diags, "<filesystem mountpoint>", m, absolute));
         let fstype = fstype.and_then(|t| {
             read(diags, "<filesystem type>", t, |v| {
                 if !v.is_empty()
@@ -549,28 +644,79 @@ fn read_storage(
             Some(f) => read(diags, "<filesystem fsck>", f, value::switch),
             None => Some(true),
         };
+        let mut usable = true;
+        if let Some(mountpoint) = &mount {
+            if mountpoint == std::path::Path::new("/") {
+                diags.error(
+                    mount_at,
+                    "<filesystem mountpoint>: `/` cannot be an application filesystem",
+                );
+                usable = false;
+            } else if let Some(&(first, at)) = by_mountpoint.get(mountpoint) {
+                let (line, _) = diags.position(at);
+                diags.error(
+                    mount_at,
+                    format!(
+                        "<filesystem mountpoint>: {} is already the mount point of {} (line {line}); each filesystem needs its own",
+                        mountpoint.display(),
+                        found[first].device.display()
+                    ),
+                );
+                usable = false;
+            } else if let Some(app) = cx
+                .other_apps
+                .iter()
+                .find(|a| a.filesystems.iter().any(|f| &f.mountpoint == mountpoint))
+            {
+                diags.error(
+                    mount_at,
+                    format!(
+                        "<filesystem mountpoint>: {} is already a mount point of application `{}`",
+                        mountpoint.display(),
+                        app.name
+                    ),
+                );
+                usable = false;
+            }
+        }
+        if let Some(device) = &device {
+            if let Some(&(first, at)) = by_device.get(device) {
+                let (line, _) = diags.position(at);
+                diags.error(
+                    device_at,
+                    format!(
+                        "<filesystem device>: {} is already mounted on {} (line {line}); a device can hold only one filesystem",
+                        device.display(),
+                        found[first].mountpoint.display()
+                    ),
+                );
+                usable = false;
+            } else if let Some(app) =
+                cx.other_apps.iter().find(|a| a.filesystems.iter().any(|f| &f.device == device))
+            {
+                diags.error(
+                    device_at,
+                    format!(
+                        "<filesystem device>: {} already belongs to application `{}`; two applications must not share a device",
+                        device.display(),
+                        app.name
+                    ),
+                );
+                usable = false;
+            }
+        }
         match (device, mount, fstype, fsck) {
-            (Some(device), Some(mountpoint), Some(fstype), Some(fsck)) => {
-                if mountpoint == std::path::Path::new("/") {
-                    diags.error(
-                        at,
-                        "<filesystem mountpoint>: `/` cannot be an application filesystem",
-                    );
-                    ok = false;
-                } else if let Some(other) =
-                    found.iter().find(|f| f.mountpoint == mountpoint || f.device == device)
-                {
-                    diags.error(at, format!("<filesystem>: {} or {} is already used by another <filesystem> of this application", device.display(), other.mountpoint.display()));
-                    ok = false;
-                } else {
-                    found.push(Filesystem {
-                        device,
-                        mountpoint,
-                        fstype,
-                        options: options.map(|o| o.value.to_string()).unwrap_or_default(),
-                        fsck,
-                    });
-                }
+            (Some(device), Some(mountpoint), Some(fstype), Some(fsck)) if usable => {
+                let filesystem = Filesystem {
+                    device,
+                    mountpoint,
+                    fstype,
+                    options: options.map(|o| o.value.to_string()).unwrap_or_default(),
+                    fsck,
+                };
+                by_mountpoint.insert(filesystem.mountpoint.clone(), (found.len(), mount_at));
+                by_device.insert(filesystem.device.clone(), (found.len(), device_at));
+                found.push(filesystem);
             }
             _ => ok = false,
         }
@@ -613,17 +759,13 @@ fn check_executable(
     }
 }
 
-fn ranged(
-    what: &'static str,
-    lo: Duration,
-    hi: Duration,
-) -> impl Fn(&str) -> Result<Duration, String> {
+fn ranged(lo: Duration, hi: Duration) -> impl Fn(&str) -> Result<Duration, String> {
     move |t: &str| {
         let d = value::duration(t)?;
         if d < lo || d > hi {
             return Err(format!(
-                "{what} {} is out of range ({} to {})",
-                value::show_duration(d),
+                "`{}` is out of range ({} to {})",
+                xml::shorten(t),
                 value::show_duration(lo),
                 value::show_duration(hi)
             ));
@@ -642,32 +784,60 @@ fn read_application(
     let stop = app.child("stopscript", diags);
     let max_start = app.child_text("maxstarttime", diags);
     let max_stop = app.child_text("maxstoptime", diags);
+    if start.is_none() {
+        app.missing_child(
+            "startscript",
+            "<application>: missing <startscript> (the absolute path of the script that starts the application)",
+        );
+    }
+    if stop.is_none() {
+        app.missing_child(
+            "stopscript",
+            "<application>: missing <stopscript> (the absolute path of the script that stops the application)",
+        );
+    }
     app.finish(diags);
+    // A 1.0 time limit in whole seconds; `script` is the element whose timeout it sets.
     let legacy_seconds = |found: Option<(Spanned<'_>, usize)>,
                           element: &str,
+                          script: Option<roxmltree::Node<'_, '_>>,
                           diags: &mut Diagnostics<'_>|
      -> Option<Option<Duration>> {
         let (text, at) = match found {
             Some(found) => found,
             None => return Some(None),
         };
-        diags.warning(at, format!("<{element}> is from Linuxha.net 1.0; it still works, but write timeout=\"…\" on the script element instead"));
-        read(diags, &format!("<{element}>"), text, |t| {
-            value::count(t, 1, 3600).map(|s| Duration::from_secs(u64::from(s)))
-        })
-        .map(Some)
+        let script_name = if element == "maxstarttime" { "startscript" } else { "stopscript" };
+        let seconds = read(diags, &format!("<{element}>"), text, |t| {
+            value::count(t, 1, 3600).map_err(|_| {
+                format!(
+                    "`{}` must be a whole number of seconds from 1 to 3600 (this 1.0 element takes no unit)",
+                    xml::shorten(t)
+                )
+            })
+        });
+        if script.is_some_and(|s| s.has_attribute("timeout")) {
+            diags.warning(
+                at,
+                format!("<{element}> is ignored because <{script_name}> has a timeout attribute; remove <{element}>"),
+            );
+        } else {
+            let example = seconds.map(|s| format!("{s}s")).unwrap_or_else(|| "…".to_string());
+            diags.warning(
+                at,
+                format!("<{element}> is from Linuxha.net 1.0; it still works, but write timeout=\"{example}\" on <{script_name}> instead"),
+            );
+        }
+        seconds.map(|s| Some(Duration::from_secs(u64::from(s))))
     };
-    let legacy_start = legacy_seconds(max_start, "maxstarttime", diags);
-    let legacy_stop = legacy_seconds(max_stop, "maxstoptime", diags);
+    let legacy_start = legacy_seconds(max_start, "maxstarttime", start, diags);
+    let legacy_stop = legacy_seconds(max_stop, "maxstoptime", stop, diags);
     let script = |element: Option<roxmltree::Node<'_, '_>>,
                   name: &str,
                   legacy: Option<Option<Duration>>,
                   diags: &mut Diagnostics<'_>|
      -> Option<Script> {
-        let Some(element) = element else {
-            diags.error(node.range().start, format!("<application>: missing <{name}>"));
-            return None;
-        };
+        let element = element?;
         let mut e = Element::new(element);
         let timeout = e.attr("timeout");
         let path = e.text();
@@ -685,7 +855,7 @@ fn read_application(
                 diags,
                 &format!("<{name} timeout>"),
                 t,
-                ranged("timeout", Duration::from_secs(1), Duration::from_secs(3600)),
+                ranged(Duration::from_secs(1), Duration::from_secs(3600)),
             ),
             None => Some(legacy?.unwrap_or(DEFAULT_SCRIPT_TIMEOUT)),
         };
@@ -698,6 +868,7 @@ fn read_application(
 
 fn read_monitors(
     node: roxmltree::Node<'_, '_>,
+    has_vip: bool,
     cx: &Context<'_>,
     diags: &mut Diagnostics<'_>,
 ) -> Option<Vec<Monitor>> {
@@ -728,8 +899,8 @@ fn read_monitors(
                         None
                     }
                     None => {
-                        diags.error(
-                            element.range().start,
+                        m.missing_attr(
+                            "name",
                             "<process>: missing attribute `name` (the process name as ps shows it)",
                         );
                         None
@@ -741,12 +912,22 @@ fn read_monitors(
                 let address = m.attr("address");
                 let address = match address {
                     Some(a) => read(diags, "<tcp address>", a, value::ip).map(Some),
-                    None => Some(None),
+                    None if has_vip => Some(None),
+                    None => {
+                        m.missing_attr(
+                            "address",
+                            "<tcp>: missing attribute `address`: without it the first VIP is checked, but this application has no VIP",
+                        );
+                        None
+                    }
                 };
                 let port = match port {
                     Some(p) => read(diags, "<tcp port>", p, value::port),
                     None => {
-                        diags.error(element.range().start, "<tcp>: missing attribute `port`");
+                        m.missing_attr(
+                            "port",
+                            "<tcp>: missing attribute `port` (the TCP port the application listens on)",
+                        );
                         None
                     }
                 };
@@ -776,7 +957,7 @@ fn read_monitors(
                 diags,
                 &format!("<{kind_name} interval>"),
                 t,
-                ranged("interval", Duration::from_millis(100), Duration::from_secs(3600)),
+                ranged(Duration::from_millis(100), Duration::from_secs(3600)),
             ),
             None => Some(Duration::from_secs(10)),
         };
@@ -785,7 +966,7 @@ fn read_monitors(
                 diags,
                 &format!("<{kind_name} timeout>"),
                 t,
-                ranged("timeout", Duration::from_millis(50), Duration::from_secs(600)),
+                ranged(Duration::from_millis(50), Duration::from_secs(600)),
             ),
             None => Some(Duration::from_secs(5)),
         };
@@ -800,7 +981,7 @@ fn read_monitors(
                 diags,
                 &format!("<{kind_name} window>"),
                 t,
-                ranged("window", Duration::from_secs(1), Duration::from_secs(86_400)),
+                ranged(Duration::from_secs(1), Duration::from_secs(86_400)),
             ),
             None => Some(Duration::from_secs(600)),
         };

@@ -17,6 +17,8 @@ use crate::{FileKind, Host, Loaded};
 pub const DAEMON_PORTS: [&str; 4] = ["cldaemon", "cllockd", "clnetd", "clhbd"];
 /// Most nodes a cluster may have in this version (the guarantees are for two).
 pub const MAX_NODES: usize = 2;
+/// Most networks one node may have; real nodes have two to four.
+pub const MAX_NETWORKS_PER_NODE: usize = 32;
 
 /// A validated cluster configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,18 +176,19 @@ fn resolve(
     }
     let mut top = Element::new(root);
     let global = top.child("global", diags);
+    if global.is_none() {
+        top.missing_child(
+            "global",
+            "<linuxha>: missing <global> section (cluster name, ports, key)",
+        );
+    }
     let node_elements = top.children("node");
     let known = top.child("net_known_connections", diags);
     top.finish(diags);
 
-    let Some(global) = global else {
-        diags.error(
-            root.range().start,
-            "<linuxha>: missing <global> section (cluster name, ports, key)",
-        );
-        return None;
-    };
-    let global = read_global(global, host, diags);
+    // Without <global> the nodes and known connections are still checked, so that one run
+    // reports everything.
+    let global = global.and_then(|g| read_global(g, host, diags));
     let nodes = read_nodes(root, &node_elements, diags);
     let known_connections = read_known_connections(root, known, &nodes, diags);
     let (name, ports, key, heartbeat) = global?;
@@ -194,7 +197,7 @@ fn resolve(
         ports,
         key,
         heartbeat,
-        nodes: nodes.into_iter().map(|n| n.config).collect(),
+        nodes: nodes.iter().map(ReadNode::config).collect(),
         known_connections,
     })
 }
@@ -211,12 +214,11 @@ fn read_global(
         Some((text, _)) => read(diags, "<global>/<name>", text, |t| value::name(t, "cluster name")),
         None => {
             if global.node.children().all(|c| c.tag_name().name() != "name") {
-                diags.error(global.at(), "<global>: missing <name> (the cluster name)");
+                global.missing_child("name", "<global>: missing <name> (the cluster name)");
             }
             None
         }
     };
-    global.allow_attrs(&[]);
     // <version> is written by 1.0 tools; it carries nothing we use.
     if let Some(v) = global.child("version", diags) {
         diags.warning(
@@ -235,6 +237,7 @@ fn read_global(
 }
 
 fn read_ports(global: &mut Element<'_, '_>, diags: &mut Diagnostics<'_>) -> Option<Ports> {
+    // Each port with the position of its value.
     let mut found: Vec<Option<(u16, usize)>> = Vec::new();
     for daemon in DAEMON_PORTS {
         let element = match daemon {
@@ -244,15 +247,14 @@ fn read_ports(global: &mut Element<'_, '_>, diags: &mut Diagnostics<'_>) -> Opti
             _ => "clhbd_port",
         };
         let port = match global.child_text(element, diags) {
-            Some((text, at)) => {
-                read(diags, &format!("<global>/<{element}>"), text, value::port).map(|p| (p, at))
-            }
+            Some((text, _)) => read(diags, &format!("<global>/<{element}>"), text, value::port)
+                .map(|p| (p, text.at)),
             None => {
                 if global.node.children().all(|c| c.tag_name().name() != element) {
-                    diags.error(
-                        global.at(),
+                    global.missing_child(
+                        element,
                         format!(
-                            "<global>: missing <{element}>: as of 1.1 every daemon that listens needs its port ({daemon})"
+                            "<global>: missing <{element}>, the port {daemon} listens on; as of 1.1 each of cldaemon, cllockd, clnetd and clhbd needs its own port"
                         ),
                     );
                 }
@@ -290,8 +292,8 @@ fn read_key(
     diags: &mut Diagnostics<'_>,
 ) -> Option<KeySource> {
     let Some(key_node) = global.child("key", diags) else {
-        diags.error(
-            global.at(),
+        global.missing_child(
+            "key",
             "<global>: missing <key>: heartbeats must be authenticated; run `clbuild --genkey` and add <key file=\"/etc/cluster/cluster.key\"/>",
         );
         return None;
@@ -309,7 +311,7 @@ fn read_key(
         (None, None) => {
             diags.error(
                 key_node.range().start,
-                "<key> is empty: give file=\"…\" or the key as hex text",
+                "<key> is empty: give file=\"…\" (made by `clbuild --genkey`) or the key as hexadecimal text",
             );
             None
         }
@@ -347,14 +349,26 @@ fn read_key(
     }
 }
 
-/// A key given inline must be hex and at least 128 bits.
+/// A key (inline or in its file) must be hex digits, whitespace ignored, at least 128 bits.
 pub fn check_hex_key(text: &str) -> Result<String, String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if compact.len() < 32
-        || compact.len() % 2 != 0
-        || !compact.chars().all(|c| c.is_ascii_hexdigit())
-    {
-        return Err("the key must be at least 32 hexadecimal characters (128 bits); `clbuild --genkey` makes one".into());
+    if let Some(bad) = compact.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the key may only contain hexadecimal digits (0-9, a-f), not `{bad}`; `clbuild --genkey` makes a valid one"
+        ));
+    }
+    if compact.len() < 32 {
+        return Err(format!(
+            "the key is too short: {} hexadecimal digits ({} bits), at least 32 (128 bits) are needed; `clbuild --genkey` makes a 256-bit one",
+            compact.len(),
+            compact.len() * 4
+        ));
+    }
+    if compact.len() % 2 != 0 {
+        return Err(format!(
+            "the key has an odd number of hexadecimal digits ({}); every byte is two digits",
+            compact.len()
+        ));
     }
     Ok(compact.to_ascii_lowercase())
 }
@@ -384,13 +398,13 @@ fn read_heartbeat(
         }
     };
     let mut timing = base;
-    let limits = |lo: u64, hi: u64, what: &'static str| {
+    let limits = |lo: u64, hi: u64| {
         move |t: &str| {
             let d = value::duration(t)?;
             if d < Duration::from_millis(lo) || d > Duration::from_millis(hi) {
                 return Err(format!(
-                    "{what} {} is out of range ({} to {})",
-                    value::show_duration(d),
+                    "`{}` is out of range ({} to {})",
+                    xml::shorten(t),
                     value::show_duration(Duration::from_millis(lo)),
                     value::show_duration(Duration::from_millis(hi))
                 ));
@@ -400,13 +414,13 @@ fn read_heartbeat(
     };
     let mut ok = true;
     if let Some(text) = interval {
-        match read(diags, "<heartbeat interval>", text, limits(10, 10_000, "interval")) {
+        match read(diags, "<heartbeat interval>", text, limits(10, 10_000)) {
             Some(d) => timing.interval = d,
             None => ok = false,
         }
     }
     if let Some(text) = timeout {
-        match read(diags, "<heartbeat timeout>", text, limits(30, 60_000, "timeout")) {
+        match read(diags, "<heartbeat timeout>", text, limits(30, 60_000)) {
             Some(d) => timing.timeout = d,
             None => ok = false,
         }
@@ -434,9 +448,35 @@ fn read_heartbeat(
 
 /// A node as read, with the positions semantic checks need.
 struct ReadNode {
-    config: NodeConfig,
+    name: String,
+    /// Byte offset of the `<node>` start tag.
     at: usize,
-    network_at: Vec<usize>,
+    networks: Vec<ReadNetwork>,
+    /// Every `<network>` of the node was valid (and there was at least one). Checks that compare
+    /// whole nodes skip incomplete ones: a network that failed to parse is already reported, and
+    /// must not be reported again as "missing".
+    complete: bool,
+}
+
+/// A node's network as read, with the positions of its values.
+struct ReadNetwork {
+    config: NodeNetwork,
+    name_at: usize,
+    address_at: usize,
+    heartbeat_at: usize,
+}
+
+impl ReadNode {
+    fn network(&self, name: &str) -> Option<&ReadNetwork> {
+        self.networks.iter().find(|n| n.config.name == name)
+    }
+
+    fn config(&self) -> NodeConfig {
+        NodeConfig {
+            name: self.name.clone(),
+            networks: self.networks.iter().map(|n| n.config.clone()).collect(),
+        }
+    }
 }
 
 fn read_nodes(
@@ -445,44 +485,60 @@ fn read_nodes(
     diags: &mut Diagnostics<'_>,
 ) -> Vec<ReadNode> {
     let mut nodes: Vec<ReadNode> = Vec::new();
+    // Position of each node name's value, for the duplicate check.
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
     for element in elements {
         let mut node = Element::new(*element);
         let name = node.attr("name");
         let networks = node.children("network");
+        if name.is_none() {
+            node.missing_attr("name", "<node>: missing attribute `name` (the node's host name)");
+        }
         node.finish(diags);
-        let Some(name) = name else {
-            diags.error(
-                element.range().start,
-                "<node>: missing attribute `name` (the node's host name)",
-            );
-            continue;
-        };
+        let Some(name) = name else { continue };
         let Some(node_name) = read(diags, "<node name>", name, |t| value::name(t, "node name"))
         else {
             continue;
         };
-        if nodes.iter().any(|n| n.config.name == node_name) {
-            diags.error(name.at, format!("<node>: node `{node_name}` is defined twice"));
+        if let Some(&first_at) = names.get(&node_name) {
+            let (line, _) = diags.position(first_at);
+            diags.error(
+                name.at,
+                format!("<node>: node `{node_name}` is defined twice (first on line {line})"),
+            );
             continue;
         }
-        let mut read_networks = Vec::new();
-        let mut network_at = Vec::new();
-        for network in networks {
-            if let Some(n) = read_node_network(&node_name, network, &read_networks, diags) {
-                read_networks.push(n);
-                network_at.push(network.range().start);
+        names.insert(node_name.clone(), name.at);
+        let mut read_networks: Vec<ReadNetwork> = Vec::new();
+        let mut complete = !networks.is_empty();
+        if let Some(extra) = networks.get(MAX_NETWORKS_PER_NODE) {
+            diags.error(
+                extra.range().start,
+                format!(
+                    "<node name=\"{node_name}\">: more than {MAX_NETWORKS_PER_NODE} networks; this one and the rest are not read"
+                ),
+            );
+            complete = false;
+        }
+        for network in networks.iter().take(MAX_NETWORKS_PER_NODE) {
+            match read_node_network(&node_name, *network, &read_networks, diags) {
+                Some(n) => read_networks.push(n),
+                None => complete = false,
             }
         }
-        if read_networks.is_empty() {
+        if networks.is_empty() {
             diags.error(
                 element.range().start,
-                format!("<node name=\"{node_name}\">: has no <network>; a node needs at least one"),
+                format!(
+                    "<node name=\"{node_name}\"> has no <network>; every node needs at least one (two heartbeat networks are recommended)"
+                ),
             );
         }
         nodes.push(ReadNode {
-            config: NodeConfig { name: node_name, networks: read_networks },
+            name: node_name,
             at: element.range().start,
-            network_at,
+            networks: read_networks,
+            complete,
         });
     }
     if elements.is_empty() {
@@ -496,16 +552,18 @@ fn read_nodes(
             format!("<node>: at most {MAX_NODES} nodes are supported in this version"),
         );
     }
-    check_networks_across_nodes(&nodes, diags);
+    // Nodes beyond the supported number are already an error; comparing them all with each
+    // other would only cost time on a hostile file.
+    check_networks_across_nodes(&nodes[..nodes.len().min(MAX_NODES)], diags);
     nodes
 }
 
 fn read_node_network(
     node: &str,
     element: roxmltree::Node<'_, '_>,
-    earlier: &[NodeNetwork],
+    earlier: &[ReadNetwork],
     diags: &mut Diagnostics<'_>,
-) -> Option<NodeNetwork> {
+) -> Option<ReadNetwork> {
     let mut net = Element::new(element);
     let name = net.attr("name");
     let interface = net.attr("interface");
@@ -513,10 +571,9 @@ fn read_node_network(
     let prefix = net.attr("prefix");
     let netmask = net.attr("netmask");
     let heartbeat = net.attr("heartbeat");
-    net.finish(diags);
     let ctx = format!("<node name=\"{node}\">/<network>");
-    let mut missing = |attr: &str, why: &str| {
-        diags.error(element.range().start, format!("{ctx}: missing attribute `{attr}` ({why})"));
+    let mut missing = |attr: &'static str, why: &str| {
+        net.missing_attr(attr, format!("{ctx}: missing attribute `{attr}` ({why})"));
     };
     if name.is_none() {
         missing("name", "the logical network name, the same on every node");
@@ -528,44 +585,49 @@ fn read_node_network(
         missing("address", "this node's address on the network");
     }
     if prefix.is_none() && netmask.is_none() {
-        missing("prefix", "e.g. 24");
+        missing("prefix", "e.g. 24, or give netmask=\"255.255.255.0\"");
     }
-    let name = read(diags, &format!("{ctx} name"), name?, |t| value::name(t, "network name"));
-    let interface = read(diags, &format!("{ctx} interface"), interface?, |t| {
-        if t.is_empty() || t.len() > 15 || t.contains(['/', ' ']) {
-            Err(format!(
-                "`{}` is not an interface name (1 to 15 characters, no `/` or spaces)",
-                xml::shorten(t)
-            ))
-        } else {
-            Ok(t.to_string())
-        }
-    });
-    let address_at = address?.at;
-    let address = read(diags, &format!("{ctx} address"), address?, value::ip);
+    net.finish(diags);
+    let attr_ctx = |attr: &str| format!("<node name=\"{node}\">/<network {attr}>");
+    let name_at = name.map(|n| n.at);
+    let name =
+        name.and_then(|n| read(diags, &attr_ctx("name"), n, |t| value::name(t, "network name")));
+    let interface =
+        interface.and_then(|i| read(diags, &attr_ctx("interface"), i, value::interface));
+    let address_at = address.map(|a| a.at);
+    let address = address.and_then(|a| read(diags, &attr_ctx("address"), a, value::ip));
     let prefix = match (prefix, netmask) {
         (Some(p), Some(m)) => {
             diags.error(m.at, format!("{ctx}: give prefix or netmask, not both"));
-            read(diags, &format!("{ctx} prefix"), p, |t| value::prefix(t, address))
+            read(diags, &attr_ctx("prefix"), p, |t| value::prefix(t, address))
         }
-        (Some(p), None) => read(diags, &format!("{ctx} prefix"), p, |t| value::prefix(t, address)),
-        (None, Some(m)) => read(diags, &format!("{ctx} netmask"), m, value::netmask),
+        (Some(p), None) => read(diags, &attr_ctx("prefix"), p, |t| value::prefix(t, address)),
+        (None, Some(m)) => read(diags, &attr_ctx("netmask"), m, value::netmask),
         (None, None) => None,
     };
+    let heartbeat_at = heartbeat.map(|h| h.at).unwrap_or(element.range().start);
     let heartbeat = match heartbeat {
-        Some(h) => read(diags, &format!("{ctx} heartbeat"), h, value::switch)?,
-        None => true,
+        Some(h) => read(diags, &attr_ctx("heartbeat"), h, value::switch),
+        None => Some(true),
     };
-    let (name, interface, address, prefix) = (name?, interface?, address?, prefix?);
-    if let Some(first) = earlier.iter().find(|n| n.name == name) {
+    let (name, interface, address, prefix, heartbeat) =
+        (name?, interface?, address?, prefix?, heartbeat?);
+    let (name_at, address_at) = (name_at?, address_at?);
+    if let Some(first) = earlier.iter().find(|n| n.config.name == name) {
+        let (line, _) = diags.position(first.name_at);
         diags.error(
-            element.range().start,
-            format!("{ctx}: network `{name}` is defined twice (first on {})", first.interface),
+            name_at,
+            format!(
+                "{ctx}: network `{name}` is defined twice on this node (first on line {line}, interface {})",
+                first.config.interface
+            ),
         );
         return None;
     }
-    if let Some(other) =
-        earlier.iter().find(|n| value::subnets_overlap(n.address, n.prefix, address, prefix))
+    if let Some(other) = earlier
+        .iter()
+        .map(|n| &n.config)
+        .find(|n| value::subnets_overlap(n.address, n.prefix, address, prefix))
     {
         diags.error(
             address_at,
@@ -576,101 +638,115 @@ fn read_node_network(
         );
         return None;
     }
-    Some(NodeNetwork { name, interface, address, prefix, heartbeat })
+    Some(ReadNetwork {
+        config: NodeNetwork { name, interface, address, prefix, heartbeat },
+        name_at,
+        address_at,
+        heartbeat_at,
+    })
 }
 
 fn check_networks_across_nodes(nodes: &[ReadNode], diags: &mut Diagnostics<'_>) {
     // Duplicate addresses anywhere in the cluster.
     let mut seen: BTreeMap<IpAddr, &str> = BTreeMap::new();
     for node in nodes {
-        for (network, at) in node.config.networks.iter().zip(&node.network_at) {
-            if let Some(owner) = seen.insert(network.address, &node.config.name) {
+        for network in &node.networks {
+            if let Some(owner) = seen.insert(network.config.address, &node.name) {
                 diags.error(
-                    *at,
-                    format!("<node name=\"{}\">/<network name=\"{}\">: address {} is already used by node `{owner}`", node.config.name, network.name, network.address),
+                    network.address_at,
+                    format!(
+                        "<node name=\"{}\">/<network name=\"{}\">: address {} is already used by node `{owner}`",
+                        node.name, network.config.name, network.config.address
+                    ),
                 );
             }
         }
     }
     // The same logical network must be one subnet, and heartbeat networks must exist on every node.
     for (i, node) in nodes.iter().enumerate() {
-        for (network, at) in node.config.networks.iter().zip(&node.network_at) {
+        for network in &node.networks {
+            let ours = &network.config;
             for other in nodes.iter().skip(i + 1) {
-                match other.config.network(&network.name) {
+                match other.network(&ours.name) {
                     Some(theirs) => {
+                        let theirs = &theirs.config;
                         if !value::in_subnet(
                             theirs.address,
-                            network.address,
-                            network.prefix.min(theirs.prefix),
-                        ) || theirs.prefix != network.prefix
+                            ours.address,
+                            ours.prefix.min(theirs.prefix),
+                        ) || theirs.prefix != ours.prefix
                         {
                             diags.error(
-                                *at,
+                                network.address_at,
                                 format!(
-                                    "<network name=\"{}\">: {}/{} on node `{}` and {}/{} on node `{}` are not the same subnet",
-                                    network.name, network.address, network.prefix, node.config.name, theirs.address, theirs.prefix, other.config.name
+                                    "<network name=\"{}\">: {}/{} on node `{}` and {}/{} on node `{}` are not the same subnet; a logical network must be one subnet on every node",
+                                    ours.name, ours.address, ours.prefix, node.name, theirs.address, theirs.prefix, other.name
                                 ),
                             );
                         }
-                        if theirs.heartbeat != network.heartbeat {
+                        if theirs.heartbeat != ours.heartbeat {
                             diags.error(
-                                *at,
+                                network.heartbeat_at,
                                 format!(
                                     "<network name=\"{}\">: heartbeat is {} on node `{}` but {} on node `{}`; set it the same on both",
-                                    network.name,
-                                    yes_no(network.heartbeat),
-                                    node.config.name,
+                                    ours.name,
+                                    yes_no(ours.heartbeat),
+                                    node.name,
                                     yes_no(theirs.heartbeat),
-                                    other.config.name
+                                    other.name
                                 ),
                             );
                         }
                     }
-                    None => {
-                        let message = format!(
-                            "<network name=\"{}\">: node `{}` has this network but node `{}` does not",
-                            network.name, node.config.name, other.config.name
-                        );
-                        if network.heartbeat {
-                            diags.error(
-                                *at,
-                                format!("{message}; a heartbeat network must connect every node"),
-                            );
-                        } else {
-                            diags.warning(*at, message);
-                        }
-                    }
+                    None if other.complete => report_missing_network(network, node, other, diags),
+                    None => {}
                 }
             }
             for earlier in nodes.iter().take(i) {
-                if earlier.config.network(&network.name).is_none() {
-                    let message = format!(
-                        "<network name=\"{}\">: node `{}` has this network but node `{}` does not",
-                        network.name, node.config.name, earlier.config.name
-                    );
-                    if network.heartbeat {
-                        diags.error(
-                            *at,
-                            format!("{message}; a heartbeat network must connect every node"),
-                        );
-                    } else {
-                        diags.warning(*at, message);
-                    }
+                if earlier.complete && earlier.network(&ours.name).is_none() {
+                    report_missing_network(network, node, earlier, diags);
                 }
             }
         }
-        let heartbeat_links = node.config.networks.iter().filter(|n| n.heartbeat).count();
-        if heartbeat_links == 0 && !node.config.networks.is_empty() {
-            diags.error(node.at, format!("<node name=\"{}\">: no network carries heartbeats; set heartbeat=\"yes\" on at least one (two recommended)", node.config.name));
+        if !node.complete {
+            continue;
+        }
+        let heartbeat_links = node.networks.iter().filter(|n| n.config.heartbeat).count();
+        if heartbeat_links == 0 {
+            diags.error(node.at, format!("<node name=\"{}\">: no network carries heartbeats; set heartbeat=\"yes\" on at least one (two recommended)", node.name));
         } else if heartbeat_links == 1 {
             diags.warning(
                 node.at,
                 format!(
                     "<node name=\"{}\">: only one heartbeat network; a single failed link will then look like a dead node — two or more are recommended",
-                    node.config.name
+                    node.name
                 ),
             );
         }
+    }
+}
+
+/// `network` of `node` has no counterpart on `other`: an error for a heartbeat network.
+fn report_missing_network(
+    network: &ReadNetwork,
+    node: &ReadNode,
+    other: &ReadNode,
+    diags: &mut Diagnostics<'_>,
+) {
+    let message = format!(
+        "<network name=\"{}\">: node `{}` has this network but node `{}` does not",
+        network.config.name, node.name, other.name
+    );
+    if network.config.heartbeat {
+        diags.error(
+            network.name_at,
+            format!("{message}; a heartbeat network must connect every node"),
+        );
+    } else {
+        diags.warning(
+            network.name_at,
+            format!("{message}; applications can use it only on node `{}`", node.name),
+        );
     }
 }
 
@@ -705,7 +781,13 @@ fn read_known_connections(
         .collect::<Vec<_>>();
     section.text();
     section.finish(diags);
+    let node_addresses: BTreeMap<IpAddr, &str> = nodes
+        .iter()
+        .flat_map(|n| n.networks.iter().map(move |net| (net.config.address, n.name.as_str())))
+        .collect();
     let mut found = Vec::new();
+    // Also in `found`; a set, so that a huge list stays fast to check.
+    let mut seen = std::collections::BTreeSet::new();
     let mut bad_tokens = 0;
     for (chunk, start) in text {
         let mut offset = 0;
@@ -715,20 +797,17 @@ fn read_known_connections(
             let at = start + local;
             match value::ip(token) {
                 Ok(address) => {
-                    if found.contains(&address) {
+                    if !seen.insert(address) {
                         diags.warning(
                             at,
                             format!("<net_known_connections>: {address} is listed twice"),
                         );
                         continue;
                     }
-                    if let Some(node) = nodes
-                        .iter()
-                        .find(|n| n.config.networks.iter().any(|net| net.address == address))
-                    {
+                    if let Some(node) = node_addresses.get(&address) {
                         diags.error(
                             at,
-                            format!("<net_known_connections>: {address} is node `{}`'s own address; known connections must be outside the cluster", node.config.name),
+                            format!("<net_known_connections>: {address} is node `{node}`'s own address; known connections must be outside the cluster"),
                         );
                         continue;
                     }

@@ -27,7 +27,12 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         "ms" => 1.0,
         "s" => 1000.0,
         "m" | "min" => 60_000.0,
-        "" => return Err(format!("`{}` needs a unit (ms, s or m), e.g. {number}s", shorten(text))),
+        "" => {
+            return Err(format!(
+                "`{}` has no unit; write {number}ms, {number}s or {number}m",
+                shorten(text)
+            ))
+        }
         other => {
             return Err(format!(
                 "unknown unit `{}` in `{}`; use ms, s or m",
@@ -46,7 +51,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 /// Render a duration the way it is written in the files.
 pub fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 && ms > 0 {
+    if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 && ms > 0 {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -75,21 +82,51 @@ pub fn prefix(text: &str, address: Option<IpAddr>) -> Result<u8, String> {
     };
     match text.parse::<u8>() {
         Ok(p) if p <= max && p > 0 => Ok(p),
-        _ => Err(format!("prefix `{}` must be a number from 1 to {max}", shorten(text))),
+        _ => Err(format!("`{}` must be a prefix length from 1 to {max}", shorten(text))),
     }
 }
 
 /// Turn a dotted IPv4 netmask into a prefix length (contiguous masks only).
 pub fn netmask(text: &str) -> Result<u8, String> {
-    let mask: std::net::Ipv4Addr = text
-        .parse()
-        .map_err(|_| format!("netmask `{}` is not a dotted IPv4 mask", shorten(text)))?;
+    let mask: std::net::Ipv4Addr = text.parse().map_err(|_| {
+        format!("`{}` is not a dotted IPv4 netmask (e.g. 255.255.255.0)", shorten(text))
+    })?;
     let bits = u32::from(mask);
     let ones = bits.leading_ones();
     if bits.checked_shl(ones).unwrap_or(0) != 0 || ones == 0 {
-        return Err(format!("netmask `{}` is not contiguous (e.g. 255.255.255.0)", shorten(text)));
+        return Err(format!(
+            "`{}` is not a valid netmask: its one bits must be contiguous (e.g. 255.255.255.0)",
+            shorten(text)
+        ));
     }
     Ok(ones as u8)
+}
+
+/// Check a network interface name as the kernel accepts it (`eth0`, `eth0:1`, `bond0.100`).
+pub fn interface(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 15 || text.contains(['/', ' ']) {
+        Err(format!(
+            "`{}` is not an interface name (1 to 15 characters, no `/` or spaces)",
+            shorten(text)
+        ))
+    } else {
+        Ok(text.to_string())
+    }
+}
+
+/// The network address of `address`/`prefix` (host bits cleared), for messages.
+pub fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(a) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask =
+                if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    }
 }
 
 /// Parse a TCP/UDP port number.
@@ -167,9 +204,9 @@ mod tests {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(duration("250").unwrap_err().contains("needs a unit"));
+        assert!(duration("250").expect_err("no unit").contains("has no unit"));
         assert!(duration("fast").is_err());
-        assert!(duration("5h").unwrap_err().contains("unknown unit"));
+        assert!(duration("5h").expect_err("hours").contains("unknown unit"));
     }
 
     #[test]
@@ -190,5 +227,7 @@ mod tests {
         let v6: IpAddr = "2001:db8::10".parse().expect("literal");
         assert!(in_subnet(v6, "2001:db8::".parse().expect("literal"), 64));
         assert!(!in_subnet(v6, n, 0));
+        assert_eq!(network_of(a, 24), n);
+        assert_eq!(network_of(v6, 64), "2001:db8::".parse::<IpAddr>().expect("literal"));
     }
 }

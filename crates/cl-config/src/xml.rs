@@ -33,12 +33,13 @@ pub fn decode<'b>(bytes: &'b [u8], diags: &mut Diagnostics<'_>) -> Option<&'b st
             // The valid prefix is UTF-8 by definition.
             let prefix = std::str::from_utf8(valid).unwrap_or_default();
             let (line, column) = crate::diag::line_column(prefix, prefix.len());
+            let byte = bytes.get(e.valid_up_to()).copied().unwrap_or(0);
             diags.error_at(
                 line,
                 column,
-                "file is not valid UTF-8 (byte offset ".to_string()
-                    + &e.valid_up_to().to_string()
-                    + "); save it as UTF-8",
+                format!(
+                    "file is not valid UTF-8: byte 0x{byte:02X} here is not part of a UTF-8 character (was it saved as Latin-1?); save the file as UTF-8, e.g. with `iconv -f latin1 -t utf-8`"
+                ),
             );
             None
         }
@@ -51,10 +52,15 @@ pub fn parse<'t>(text: &'t str, diags: &mut Diagnostics<'_>) -> Option<Document<
         diags.error_at(1, 1, "file is empty; expected an XML document");
         return None;
     }
-    if let Some(at) = text.find("<!DOCTYPE") {
+    if let Some((at, c)) =
+        text.char_indices().find(|(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
         diags.error(
             at,
-            "DOCTYPE declarations are not allowed (entity expansion is disabled); remove it",
+            format!(
+                "control character U+{:04X} is not allowed in a configuration file; is this a binary file rather than XML?",
+                u32::from(c)
+            ),
         );
         return None;
     }
@@ -64,18 +70,103 @@ pub fn parse<'t>(text: &'t str, diags: &mut Diagnostics<'_>) -> Option<Document<
             if let Some(deep) = doc.descendants().find(|n| n.ancestors().count() > MAX_DEPTH + 1) {
                 diags.error(
                     deep.range().start,
-                    format!("elements are nested more than {MAX_DEPTH} deep"),
+                    format!(
+                        "elements are nested more than {MAX_DEPTH} deep; a configuration file needs only a few levels"
+                    ),
                 );
                 return None;
             }
             Some(doc)
         }
         Err(e) => {
-            let pos = e.pos();
-            diags.error_at(pos.row, pos.col, format!("not well-formed XML: {e}"));
+            report_syntax_error(text, &e, diags);
             None
         }
     }
+}
+
+/// Turn a roxmltree error into one sentence at the right place.
+fn report_syntax_error(text: &str, e: &roxmltree::Error, diags: &mut Diagnostics<'_>) {
+    use roxmltree::Error as E;
+    let pos = e.pos();
+    match e {
+        E::DtdDetected => {
+            let at = text.find("<!DOCTYPE").unwrap_or(0);
+            diags.error(
+                at,
+                "a <!DOCTYPE> declaration is not allowed in a configuration file (it could define entities that expand the file); remove it",
+            );
+        }
+        E::UnexpectedCloseTag(expected, actual, _) => {
+            let close_at = offset_of(text, pos.row, pos.col);
+            let open = find_open_tag(text, expected, close_at)
+                .map(|at| {
+                    let (line, column) = crate::diag::line_column(text, at);
+                    format!(" (opened on line {line}, column {column})")
+                })
+                .unwrap_or_default();
+            diags.error_at(
+                pos.row,
+                pos.col,
+                format!(
+                    "not well-formed XML: found </{actual}> but <{expected}>{open} is not closed yet; add </{expected}>"
+                ),
+            );
+        }
+        E::UnexpectedEndOfStream | E::UnclosedRootNode => {
+            diags.error(
+                text.trim_end().len(),
+                "not well-formed XML: the file ends before every element, comment or tag is closed",
+            );
+        }
+        E::NoRootNode => {
+            diags.error_at(1, 1, "not well-formed XML: the file contains no element");
+        }
+        E::NodesLimitReached => {
+            diags.error_at(
+                1,
+                1,
+                format!("the file has more than {MAX_NODES} XML nodes; a configuration file has a few hundred"),
+            );
+        }
+        E::UnknownToken(_) => {
+            diags.error_at(
+                pos.row,
+                pos.col,
+                "not well-formed XML: unexpected characters here; expected an element, a comment or the end of a tag",
+            );
+        }
+        other => {
+            let message = other.to_string().replace(&format!(" at {pos}"), "");
+            diags.error_at(pos.row, pos.col, format!("not well-formed XML: {message}"));
+        }
+    }
+}
+
+/// Byte offset of 1-based `row` and character column `col` in `text`.
+fn offset_of(text: &str, row: u32, col: u32) -> usize {
+    let line_start = if row <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(row as usize - 2).map(|(i, _)| i + 1).unwrap_or(text.len())
+    };
+    text[line_start..]
+        .char_indices()
+        .nth(col.saturating_sub(1) as usize)
+        .map(|(i, _)| line_start + i)
+        .unwrap_or(text.len())
+}
+
+/// The last start tag `<name` before `before`, for pointing at an element left open.
+fn find_open_tag(text: &str, name: &str, before: usize) -> Option<usize> {
+    let head = text.get(..before)?;
+    let pattern = format!("<{name}");
+    head.rmatch_indices(&pattern).map(|(i, _)| i).find(|&i| {
+        head[i + pattern.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_whitespace() || c == '>' || c == '/')
+    })
 }
 
 /// A value read from an attribute or element text, with the byte offset where it starts.
@@ -93,8 +184,19 @@ pub struct Element<'a, 'input> {
     /// The underlying node.
     pub node: Node<'a, 'input>,
     known_attributes: Vec<&'static str>,
+    /// Attributes still accepted but no longer documented: never suggested.
+    legacy_attributes: Vec<&'static str>,
     known_children: Vec<&'static str>,
     takes_text: bool,
+    missing: Vec<Missing>,
+}
+
+/// A required attribute or child that is absent, reported by [`Element::finish`] unless a
+/// misspelt name explains it.
+struct Missing {
+    name: &'static str,
+    attribute: bool,
+    message: String,
 }
 
 impl<'a, 'input> Element<'a, 'input> {
@@ -103,8 +205,10 @@ impl<'a, 'input> Element<'a, 'input> {
         Element {
             node,
             known_attributes: Vec::new(),
+            legacy_attributes: Vec::new(),
             known_children: Vec::new(),
             takes_text: false,
+            missing: Vec::new(),
         }
     }
 
@@ -121,6 +225,16 @@ impl<'a, 'input> Element<'a, 'input> {
     /// An attribute's trimmed value and position, if present.
     pub fn attr(&mut self, name: &'static str) -> Option<Spanned<'a>> {
         self.known_attributes.push(name);
+        let attribute = self.node.attributes().find(|a| a.name() == name)?;
+        let range = attribute.range_value();
+        let raw = attribute.value();
+        let leading = raw.len() - raw.trim_start().len();
+        Some(Spanned { value: raw.trim(), at: range.start + leading })
+    }
+
+    /// A legacy attribute's value, if present: accepted, but never offered as a suggestion.
+    pub fn legacy_attr(&mut self, name: &'static str) -> Option<Spanned<'a>> {
+        self.legacy_attributes.push(name);
         let attribute = self.node.attributes().find(|a| a.name() == name)?;
         let range = attribute.range_value();
         let raw = attribute.value();
@@ -180,17 +294,34 @@ impl<'a, 'input> Element<'a, 'input> {
         match text {
             Some(text) => Some((text, child.range().start)),
             None => {
-                diags.error(child.range().start, format!("<{name}> is empty; it needs a value"));
+                diags.error(
+                    child.range().start,
+                    format!("<{}>/<{name}> is empty; it needs a value", self.name()),
+                );
                 None
             }
         }
     }
 
-    /// Report every attribute and child that was never asked for, with a suggestion.
-    pub fn finish(self, diags: &mut Diagnostics<'_>) {
+    /// Report that the required attribute `name` is absent (at the element, when finished).
+    pub fn missing_attr(&mut self, name: &'static str, message: impl Into<String>) {
+        self.missing.push(Missing { name, attribute: true, message: message.into() });
+    }
+
+    /// Report that the required child element `name` is absent (at the element, when finished).
+    pub fn missing_child(&mut self, name: &'static str, message: impl Into<String>) {
+        self.missing.push(Missing { name, attribute: false, message: message.into() });
+    }
+
+    /// Report every attribute and child that was never asked for, with a suggestion, and every
+    /// missing one — except those a misspelt name already accounts for, so a typo is one
+    /// message, not two.
+    pub fn finish(mut self, diags: &mut Diagnostics<'_>) {
         for attribute in self.node.attributes() {
-            if !self.known_attributes.contains(&attribute.name()) {
-                let hint = suggest(attribute.name(), &self.known_attributes);
+            if !self.known_attributes.contains(&attribute.name())
+                && !self.legacy_attributes.contains(&attribute.name())
+            {
+                let hint = self.hint(attribute.name(), true);
                 diags.error(
                     attribute.range().start,
                     format!("<{}>: unknown attribute `{}`{hint}", self.name(), attribute.name()),
@@ -201,7 +332,7 @@ impl<'a, 'input> Element<'a, 'input> {
             if child.is_element() {
                 let name = child.tag_name().name();
                 if !self.known_children.contains(&name) {
-                    let hint = suggest(name, &self.known_children);
+                    let hint = self.hint(name, false);
                     diags.error(
                         child.range().start,
                         format!("<{}>: unknown element <{name}>{hint}", self.name()),
@@ -218,18 +349,53 @@ impl<'a, 'input> Element<'a, 'input> {
                 }
             }
         }
+        for missing in &self.missing {
+            diags.error(self.node.range().start, missing.message.clone());
+        }
+    }
+
+    /// The suggestion for an unknown name; a suggested name that is missing is then reported
+    /// only here.
+    fn hint(&mut self, found: &str, attribute: bool) -> String {
+        let known = if attribute { &self.known_attributes } else { &self.known_children };
+        match closest(found, known) {
+            Some(best) => {
+                let before = self.missing.len();
+                self.missing.retain(|m| !(m.attribute == attribute && m.name == best));
+                let required = if self.missing.len() < before { " (required)" } else { "" };
+                format!("; did you mean `{best}`{required}?")
+            }
+            None => suggest(found, known),
+        }
     }
 }
 
-/// `; did you mean X?` when a known name is close to `found`.
-pub fn suggest(found: &str, known: &[&str]) -> String {
-    let best = known
+/// The known name closest to `found`, if one is close enough to be a typo, or is the start of
+/// it (`ipaddr` for `ip`, `mount` for `mountpoint`).
+pub fn closest<'k>(found: &str, known: &[&'k str]) -> Option<&'k str> {
+    let found = found.to_ascii_lowercase();
+    let typo = known
         .iter()
-        .map(|k| (edit_distance(&found.to_ascii_lowercase(), &k.to_ascii_lowercase()), *k))
+        .map(|k| (edit_distance(&found, &k.to_ascii_lowercase()), *k))
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min();
-    match best {
-        Some((_, k)) => format!("; did you mean `{k}`?"),
+        .min()
+        .map(|(_, k)| k);
+    typo.or_else(|| {
+        known
+            .iter()
+            .filter(|k| {
+                let k = k.to_ascii_lowercase();
+                k.len() >= 2 && found.len() >= 2 && (found.starts_with(&k) || k.starts_with(&found))
+            })
+            .max_by_key(|k| k.len())
+            .copied()
+    })
+}
+
+/// `; did you mean X?` when a known name is close to `found`, else the list of known names.
+pub fn suggest(found: &str, known: &[&str]) -> String {
+    match closest(found, known) {
+        Some(k) => format!("; did you mean `{k}`?"),
         None if !known.is_empty() => {
             let mut sorted: Vec<&str> = known.to_vec();
             sorted.sort_unstable();
@@ -278,5 +444,7 @@ mod tests {
             "; did you mean `clhbd_port`?"
         );
         assert_eq!(suggest("zzz", &["b", "a"]), " (expected one of: a, b)");
+        assert_eq!(closest("ipaddr", &["net", "ip", "prefix"]), Some("ip"));
+        assert_eq!(closest("mount", &["device", "mountpoint"]), Some("mountpoint"));
     }
 }
