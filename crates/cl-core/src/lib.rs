@@ -1,0 +1,13 @@
+//! The decision core of linuxha: pure state machines, no IO (ARCHITECTURE.md §2).
+//!
+//! Daemons feed facts in (`handle(now, input)`, `handle_timeout(now)`) and take requests out
+//! (`poll_action()`), asking `poll_timeout()` when to call again — the quinn-proto shape. Time
+//! is an input ([`Time`]), so the same code runs under the daemons' clock, in unit tests with a
+//! fake clock, and in a deterministic simulator. Nothing here opens a socket, reads a clock,
+//! spawns a thread or touches a file.
+
+pub mod membership;
+pub mod time;
+
+pub use membership::{Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict};
+pub use time::Time;

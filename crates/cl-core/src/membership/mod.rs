@@ -1,0 +1,535 @@
+//! Membership: who is alive, over which links, and whether this node is isolated.
+//!
+//! The rules (ARCHITECTURE.md §3, made precise):
+//! - a peer is **up** while at least one heartbeat link has been heard within `timeout`; one
+//!   silent link is a warning ([`Action::LinkDown`]), never a failover;
+//! - a peer goes **down** when every link has been silent for `timeout`. Then this node looks
+//!   at the known connections: a reply *fresher* than `ping_freshness` means the outside world
+//!   is reachable and the verdict is [`Verdict::TakeOver`]; no fresh reply means this node may
+//!   be the one cut off. It then waits `ping_freshness` more for a reply (undecided: it takes
+//!   nothing over) and, without one, declares itself [`LocalState::Isolated`]: it must stop its
+//!   own applications and take nothing over;
+//! - without known connections configured the verdict is always `TakeOver` (documented, and
+//!   warned about by clbuild): partition detection is then impossible;
+//! - an isolated node that reaches the outside again does not take over anything: the peer
+//!   may be running the applications. It rejoins when heartbeats return.
+//!
+//! Freshness matters: a reply received before the cut would otherwise vouch for a node that
+//! has just lost its network, so `ping_freshness` must be shorter than `timeout`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// What membership needs to know about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// This node.
+    pub local: String,
+    /// The other nodes.
+    pub peers: Vec<String>,
+    /// Names of the heartbeat networks.
+    pub links: Vec<String>,
+    /// Time between heartbeats.
+    pub interval: Duration,
+    /// Silence on all links for this long means a peer is down.
+    pub timeout: Duration,
+    /// Addresses outside the cluster that answer ping.
+    pub known_connections: Vec<IpAddr>,
+    /// A known connection counts as reachable when it replied this recently.
+    pub ping_freshness: Duration,
+}
+
+impl MembershipConfig {
+    /// Freshness that fits a heartbeat timeout: half of it.
+    pub fn default_freshness(timeout: Duration) -> Duration {
+        timeout / 2
+    }
+}
+
+/// Facts the daemons report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// An authenticated heartbeat from `from` arrived on `link`.
+    Heartbeat {
+        /// Sender.
+        from: String,
+        /// Heartbeat network it came over.
+        link: String,
+    },
+    /// A known connection answered a ping.
+    KnownConnectionReply {
+        /// Which one.
+        target: IpAddr,
+    },
+}
+
+/// What the core asks the daemons to do, or tells them happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Send a heartbeat on every link now.
+    SendHeartbeats,
+    /// A peer is alive (first heard, or back after being down).
+    PeerUp {
+        /// The peer.
+        peer: String,
+    },
+    /// A peer is gone on every link; what to do about it.
+    PeerDown {
+        /// The peer.
+        peer: String,
+        /// Take over its applications, or not.
+        verdict: Verdict,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// One link to a peer fell silent while another still works: a warning only.
+    LinkDown {
+        /// The peer.
+        peer: String,
+        /// The silent link.
+        link: String,
+    },
+    /// A silent link carries heartbeats again.
+    LinkUp {
+        /// The peer.
+        peer: String,
+        /// The link.
+        link: String,
+    },
+    /// This node is cut off: stop every local application, take nothing over.
+    Isolated {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// This node reaches the outside or its peers again.
+    Reconnected,
+    /// A known connection stopped answering (a warning while peers are up).
+    KnownConnectionLost {
+        /// Which one.
+        target: IpAddr,
+    },
+    /// A known connection answers again.
+    KnownConnectionBack {
+        /// Which one.
+        target: IpAddr,
+    },
+}
+
+/// The decision about a peer that went silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// This node is connected: take over the peer's applications.
+    TakeOver,
+    /// This node is isolated (or cannot tell yet): take nothing over.
+    StandBy,
+}
+
+/// A peer as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Not heard since this node started, and `timeout` has not passed yet.
+    Unknown,
+    /// Heard on at least one link within `timeout`.
+    Up,
+    /// Silent on every link for `timeout`.
+    Down,
+}
+
+/// This node's own standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalState {
+    /// Peers or the outside world are reachable.
+    Connected,
+    /// A peer went silent and no known connection has answered recently: waiting briefly for one.
+    Undecided,
+    /// Nothing reachable: local applications must stop.
+    Isolated,
+}
+
+/// A snapshot for clstat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub local: String,
+    /// Its standing.
+    pub local_state: LocalState,
+    /// Every peer.
+    pub peers: Vec<PeerStatus>,
+    /// Every known connection.
+    pub known_connections: Vec<KnownStatus>,
+}
+
+/// One peer in a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: PeerState,
+    /// Links, with whether each is heard and how long ago, in milliseconds.
+    pub links: Vec<LinkStatus>,
+}
+
+/// One link in a [`PeerStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// Network name.
+    pub name: String,
+    /// Heard within the timeout.
+    pub up: bool,
+    /// Milliseconds since the last heartbeat on it, if ever.
+    pub last_heard_ms: Option<u64>,
+}
+
+/// One known connection in a [`Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownStatus {
+    /// Address.
+    pub target: IpAddr,
+    /// Replied within the freshness window.
+    pub reachable: bool,
+}
+
+#[derive(Debug)]
+struct Peer {
+    state: PeerState,
+    /// Per link: when last heard, and whether we consider it up.
+    links: BTreeMap<String, (Option<Time>, bool)>,
+}
+
+/// The membership state machine of one node.
+///
+/// Call order: `handle`/`handle_timeout` with the current time, then drain `poll_action`, then
+/// sleep until `poll_timeout` (or the next input).
+#[derive(Debug)]
+pub struct Membership {
+    config: MembershipConfig,
+    started: Time,
+    peers: BTreeMap<String, Peer>,
+    known: BTreeMap<IpAddr, (Option<Time>, bool)>,
+    local_state: LocalState,
+    undecided_until: Option<Time>,
+    /// Peers that went down while undecided, to be judged when the wait ends.
+    pending_verdicts: Vec<String>,
+    next_heartbeat: Time,
+    actions: VecDeque<Action>,
+}
+
+impl Membership {
+    /// A node that starts at `now`, having heard nobody yet.
+    pub fn new(config: MembershipConfig, now: Time) -> Membership {
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| {
+                let links = config.links.iter().map(|l| (l.clone(), (None, false))).collect();
+                (p.clone(), Peer { state: PeerState::Unknown, links })
+            })
+            .collect();
+        // Known connections start as reachable-unknown (not fresh): the first ping round decides.
+        let known = config.known_connections.iter().map(|k| (*k, (None, true))).collect();
+        let mut membership = Membership {
+            config,
+            started: now,
+            peers,
+            known,
+            local_state: LocalState::Connected,
+            undecided_until: None,
+            pending_verdicts: Vec::new(),
+            next_heartbeat: now,
+            actions: VecDeque::new(),
+        };
+        membership.handle_timeout(now);
+        membership
+    }
+
+    /// Feed one fact observed at `now`.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        match input {
+            Input::Heartbeat { from, link } => self.heard(now, &from, &link),
+            Input::KnownConnectionReply { target } => {
+                if let Some(entry) = self.known.get_mut(&target) {
+                    entry.0 = Some(now);
+                }
+            }
+        }
+        self.handle_timeout(now);
+    }
+
+    fn heard(&mut self, now: Time, from: &str, link: &str) {
+        let Some(peer) = self.peers.get_mut(from) else { return };
+        let Some(entry) = peer.links.get_mut(link) else { return };
+        let heard_before = entry.0.is_some();
+        entry.0 = Some(now);
+        if !entry.1 {
+            entry.1 = true;
+            // A link heard for the first time is not news; one coming back after silence is.
+            if peer.state == PeerState::Up && heard_before {
+                self.actions
+                    .push_back(Action::LinkUp { peer: from.to_string(), link: link.to_string() });
+            }
+        }
+        if peer.state != PeerState::Up {
+            peer.state = PeerState::Up;
+            // Links that are already silent are reported now that the peer counts as up.
+            self.actions.push_back(Action::PeerUp { peer: from.to_string() });
+            self.pending_verdicts.retain(|p| p != from);
+            if self.local_state != LocalState::Connected {
+                self.set_connected();
+            }
+        }
+    }
+
+    /// Let time pass to `now`: send heartbeats, expire links and peers, settle isolation.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now >= self.next_heartbeat {
+            self.actions.push_back(Action::SendHeartbeats);
+            // Skip missed slots after a stall rather than bursting.
+            let mut next = self.next_heartbeat + self.config.interval;
+            if next <= now {
+                next = now + self.config.interval;
+            }
+            self.next_heartbeat = next;
+        }
+        self.expire_known_connections(now);
+        self.expire_links(now);
+        self.settle_undecided(now);
+    }
+
+    fn fresh_reply(&self, now: Time) -> bool {
+        self.known
+            .values()
+            .any(|(last, _)| last.is_some_and(|t| now.since(t) < self.config.ping_freshness))
+    }
+
+    fn expire_known_connections(&mut self, now: Time) {
+        let freshness = self.config.ping_freshness;
+        let started = self.started;
+        for (target, (last, reachable)) in self.known.iter_mut() {
+            let fresh = match last {
+                Some(t) => now.since(*t) < freshness,
+                // Before the first reply, give the pinger one window to get going.
+                None => now.since(started) < freshness,
+            };
+            if fresh != *reachable {
+                *reachable = fresh;
+                self.actions.push_back(if fresh {
+                    Action::KnownConnectionBack { target: *target }
+                } else {
+                    Action::KnownConnectionLost { target: *target }
+                });
+            }
+        }
+    }
+
+    fn expire_links(&mut self, now: Time) {
+        let timeout = self.config.timeout;
+        let mut went_down = Vec::new();
+        for (name, peer) in self.peers.iter_mut() {
+            let expired: Vec<String> = peer
+                .links
+                .iter()
+                .filter(|(_, (last, up))| *up && !last.is_some_and(|t| now.since(t) < timeout))
+                .map(|(link, _)| link.clone())
+                .collect();
+            for link in &expired {
+                if let Some(entry) = peer.links.get_mut(link) {
+                    entry.1 = false;
+                }
+            }
+            // Only a link lost while another still works is worth its own warning; losing the
+            // last one is the peer going down.
+            let any_up = peer.links.values().any(|(_, up)| *up);
+            if peer.state == PeerState::Up && any_up {
+                for link in expired {
+                    self.actions.push_back(Action::LinkDown { peer: name.clone(), link });
+                }
+            }
+            let any_up = peer.links.values().any(|(_, up)| *up);
+            match peer.state {
+                PeerState::Up if !any_up => {
+                    peer.state = PeerState::Down;
+                    went_down.push(name.clone());
+                }
+                PeerState::Unknown if now.since(self.started) >= timeout => {
+                    // Never heard since start: nothing of its to take over, but say it is down.
+                    peer.state = PeerState::Down;
+                    self.actions.push_back(Action::PeerDown {
+                        peer: name.clone(),
+                        verdict: Verdict::StandBy,
+                        reason: format!(
+                            "not heard since this node started ({} ms ago)",
+                            now.since(self.started).as_millis()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+        for peer in went_down {
+            self.judge(now, peer);
+        }
+    }
+
+    fn judge(&mut self, now: Time, peer: String) {
+        let silent_for = self.config.timeout.as_millis();
+        if self.config.known_connections.is_empty() {
+            self.actions.push_back(Action::PeerDown {
+                peer,
+                verdict: Verdict::TakeOver,
+                reason: format!("silent on every link for {silent_for} ms; no known connections configured, so isolation cannot be ruled out"),
+            });
+        } else if self.fresh_reply(now) {
+            self.actions.push_back(Action::PeerDown {
+                peer,
+                verdict: Verdict::TakeOver,
+                reason: format!(
+                    "silent on every link for {silent_for} ms while a known connection answers"
+                ),
+            });
+        } else {
+            if self.local_state == LocalState::Connected {
+                self.local_state = LocalState::Undecided;
+                self.undecided_until = Some(now + self.config.ping_freshness);
+            }
+            self.pending_verdicts.push(peer);
+        }
+    }
+
+    fn settle_undecided(&mut self, now: Time) {
+        if self.local_state != LocalState::Undecided {
+            return;
+        }
+        if self.fresh_reply(now) {
+            self.local_state = LocalState::Connected;
+            self.undecided_until = None;
+            for peer in std::mem::take(&mut self.pending_verdicts) {
+                self.actions.push_back(Action::PeerDown {
+                    peer,
+                    verdict: Verdict::TakeOver,
+                    reason: "silent on every link; a known connection answered after a short wait"
+                        .into(),
+                });
+            }
+            return;
+        }
+        if self.undecided_until.is_some_and(|t| now >= t) {
+            self.local_state = LocalState::Isolated;
+            self.undecided_until = None;
+            for peer in std::mem::take(&mut self.pending_verdicts) {
+                self.actions.push_back(Action::PeerDown {
+                    peer,
+                    verdict: Verdict::StandBy,
+                    reason: "silent on every link, and so is every known connection: this node is the one cut off".into(),
+                });
+            }
+            self.actions.push_back(Action::Isolated {
+                reason: format!(
+                    "no heartbeat from any peer and no reply from any of {} known connections",
+                    self.config.known_connections.len()
+                ),
+            });
+        }
+    }
+
+    fn set_connected(&mut self) {
+        let was_isolated = self.local_state == LocalState::Isolated;
+        self.local_state = LocalState::Connected;
+        self.undecided_until = None;
+        if was_isolated {
+            self.actions.push_back(Action::Reconnected);
+        }
+    }
+
+    /// The next request for the daemons, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next, at the latest.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut next = self.next_heartbeat;
+        let mut consider = |t: Time| {
+            if t < next {
+                next = t;
+            }
+        };
+        for peer in self.peers.values() {
+            for (last, up) in peer.links.values() {
+                if let (Some(t), true) = (last, up) {
+                    consider(*t + self.config.timeout);
+                }
+            }
+            if peer.state == PeerState::Unknown {
+                consider(self.started + self.config.timeout);
+            }
+        }
+        for (last, reachable) in self.known.values() {
+            match (last, reachable) {
+                (Some(t), true) => consider(*t + self.config.ping_freshness),
+                (None, true) => consider(self.started + self.config.ping_freshness),
+                _ => {}
+            }
+        }
+        if let Some(t) = self.undecided_until {
+            consider(t);
+        }
+        Some(next)
+    }
+
+    /// This node's standing.
+    pub fn local_state(&self) -> LocalState {
+        self.local_state
+    }
+
+    /// A peer's state.
+    pub fn peer_state(&self, peer: &str) -> Option<PeerState> {
+        self.peers.get(peer).map(|p| p.state)
+    }
+
+    /// A snapshot for status displays.
+    pub fn status(&self, now: Time) -> Status {
+        Status {
+            local: self.config.local.clone(),
+            local_state: self.local_state,
+            peers: self
+                .peers
+                .iter()
+                .map(|(name, peer)| PeerStatus {
+                    name: name.clone(),
+                    state: peer.state,
+                    links: peer
+                        .links
+                        .iter()
+                        .map(|(link, (last, up))| LinkStatus {
+                            name: link.clone(),
+                            up: *up,
+                            last_heard_ms: last.map(|t| now.since(t).as_millis() as u64),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            known_connections: self
+                .known
+                .iter()
+                .map(|(target, (_, reachable))| KnownStatus {
+                    target: *target,
+                    reachable: *reachable,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! Engine tests: scripted inputs on a fake clock, exact actions out.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::*;
+
+const INTERVAL: u64 = 200;
+const TIMEOUT: u64 = 1000;
+
+fn router() -> IpAddr {
+    "10.10.0.1".parse().expect("literal")
+}
+
+fn config(known: bool) -> MembershipConfig {
+    MembershipConfig {
+        local: "node2".into(),
+        peers: vec!["node1".into()],
+        links: vec!["public".into(), "private".into()],
+        interval: Duration::from_millis(INTERVAL),
+        timeout: Duration::from_millis(TIMEOUT),
+        known_connections: if known { vec![router()] } else { vec![] },
+        ping_freshness: Duration::from_millis(TIMEOUT / 2),
+    }
+}
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+/// Drain actions, leaving out the periodic heartbeat requests.
+fn drain(m: &mut Membership) -> Vec<Action> {
+    std::iter::from_fn(|| m.poll_action()).filter(|a| *a != Action::SendHeartbeats).collect()
+}
+
+/// Run the node from `from` to `to` in 10 ms steps; the peer beats on `links` and the router
+/// answers when `router_up`.
+fn run(m: &mut Membership, from: u64, to: u64, links: &[&str], router_up: bool) -> Vec<Action> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        if now % INTERVAL == 0 {
+            for link in links {
+                m.handle(t(now), Input::Heartbeat { from: "node1".into(), link: (*link).into() });
+            }
+            if router_up {
+                m.handle(t(now), Input::KnownConnectionReply { target: router() });
+            }
+        }
+        m.handle_timeout(t(now));
+        out.extend(drain(m));
+        now += 10;
+    }
+    out
+}
+
+fn peer_down(verdict: Verdict) -> impl Fn(&Action) -> bool {
+    move |a| matches!(a, Action::PeerDown { verdict: v, .. } if *v == verdict)
+}
+
+#[test]
+fn heartbeats_are_requested_every_interval() {
+    let mut m = Membership::new(config(true), t(0));
+    let mut sends = 0;
+    for ms in (0..1000).step_by(10) {
+        m.handle_timeout(t(ms));
+        sends +=
+            std::iter::from_fn(|| m.poll_action()).filter(|a| *a == Action::SendHeartbeats).count();
+    }
+    assert_eq!(sends, 5);
+    assert_eq!(m.poll_timeout(), Some(t(1000)).min(m.poll_timeout()));
+}
+
+#[test]
+fn peer_comes_up_on_its_first_heartbeat() {
+    let mut m = Membership::new(config(true), t(0));
+    let actions = run(&mut m, 0, 500, &["public", "private"], true);
+    assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
+    assert_eq!(m.peer_state("node1"), Some(PeerState::Up));
+}
+
+#[test]
+fn one_silent_link_is_a_warning_never_a_failover() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 1000, &["public", "private"], true);
+    let actions = run(&mut m, 1000, 5000, &["public"], true);
+    assert_eq!(actions, vec![Action::LinkDown { peer: "node1".into(), link: "private".into() }]);
+    assert_eq!(m.peer_state("node1"), Some(PeerState::Up));
+    let actions = run(&mut m, 5000, 6000, &["public", "private"], true);
+    assert_eq!(actions, vec![Action::LinkUp { peer: "node1".into(), link: "private".into() }]);
+}
+
+#[test]
+fn peer_silent_on_all_links_while_the_router_answers_means_take_over() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    let actions = run(&mut m, 2000, 4000, &[], true);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(peer_down(Verdict::TakeOver)(&actions[0]), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Connected);
+}
+
+#[test]
+fn the_peer_is_declared_down_within_the_timeout_plus_one_step() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    // Last heartbeat at 1800 ms: down exactly when 1000 ms of silence have passed.
+    assert!(run(&mut m, 2000, 2800, &[], true).is_empty());
+    let actions = run(&mut m, 2800, 2810, &[], true);
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+}
+
+#[test]
+fn silence_everywhere_means_isolated_and_nothing_is_taken_over() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    let actions = run(&mut m, 2000, 5000, &[], false);
+    assert!(actions.iter().any(peer_down(Verdict::StandBy)), "{actions:?}");
+    assert!(!actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, Action::Isolated { .. })), "{actions:?}");
+    assert!(actions.contains(&Action::KnownConnectionLost { target: router() }));
+    assert_eq!(m.local_state(), LocalState::Isolated);
+}
+
+#[test]
+fn a_reply_from_before_the_cut_does_not_vouch_for_this_node() {
+    // The router's last reply came at the same moment as the peer's last heartbeat: by the
+    // time the peer is declared down it is stale, so this node must not take over.
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    let actions = run(&mut m, 2000, 2810, &[], false);
+    assert!(!actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+}
+
+#[test]
+fn undecided_becomes_take_over_when_a_late_reply_arrives() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 2810, &[], false);
+    assert_eq!(m.local_state(), LocalState::Undecided);
+    m.handle(t(2900), Input::KnownConnectionReply { target: router() });
+    let actions = drain(&mut m);
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Connected);
+}
+
+#[test]
+fn an_isolated_node_that_reaches_the_router_again_takes_nothing_over() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 5000, &[], false);
+    let actions = run(&mut m, 5000, 8000, &[], true);
+    assert!(!actions.iter().any(|a| matches!(a, Action::PeerDown { .. })), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Isolated);
+}
+
+#[test]
+fn heartbeats_returning_end_isolation() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 5000, &[], false);
+    let actions = run(&mut m, 5000, 6000, &["public", "private"], true);
+    assert!(actions.contains(&Action::PeerUp { peer: "node1".into() }), "{actions:?}");
+    assert!(actions.contains(&Action::Reconnected), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Connected);
+}
+
+#[test]
+fn without_known_connections_a_silent_peer_is_taken_over() {
+    let mut m = Membership::new(config(false), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], false);
+    let actions = run(&mut m, 2000, 4000, &[], false);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(peer_down(Verdict::TakeOver)(&actions[0]));
+    let Action::PeerDown { reason, .. } = &actions[0] else { unreachable!() };
+    assert!(reason.contains("no known connections configured"), "{reason}");
+}
+
+#[test]
+fn a_peer_never_heard_is_down_after_the_timeout_without_take_over() {
+    let mut m = Membership::new(config(true), t(0));
+    let actions = run(&mut m, 0, 1500, &[], true);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(peer_down(Verdict::StandBy)(&actions[0]), "{actions:?}");
+    assert_eq!(m.peer_state("node1"), Some(PeerState::Down));
+}
+
+#[test]
+fn heartbeats_from_strangers_and_unknown_links_are_ignored() {
+    let mut m = Membership::new(config(true), t(0));
+    m.handle(t(0), Input::Heartbeat { from: "mallory".into(), link: "public".into() });
+    m.handle(t(0), Input::Heartbeat { from: "node1".into(), link: "wifi".into() });
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.peer_state("node1"), Some(PeerState::Unknown));
+}
+
+#[test]
+fn poll_timeout_never_lets_a_deadline_pass_unnoticed() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    // With no more inputs, waking only at poll_timeout must still find the peer down on time.
+    let mut now = t(2000);
+    let (mut down_at, mut isolated_at) = (None, None);
+    for _ in 0..100 {
+        m.handle_timeout(now);
+        drain(&mut m);
+        if down_at.is_none() && m.peer_state("node1") == Some(PeerState::Down) {
+            down_at = Some(now);
+        }
+        if m.local_state() == LocalState::Isolated {
+            isolated_at = Some(now);
+            break;
+        }
+        now = m.poll_timeout().expect("always a deadline");
+    }
+    // Last heartbeat and reply at 1800 ms: down at 1800 + timeout, isolated after the
+    // freshness wait that follows.
+    assert_eq!(down_at, Some(t(2800)));
+    assert_eq!(isolated_at, Some(t(3300)));
+}
+
+#[test]
+fn status_shows_links_and_known_connections() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public"], true);
+    let status = m.status(t(2000));
+    assert_eq!(status.local_state, LocalState::Connected);
+    let peer = &status.peers[0];
+    assert_eq!(peer.state, PeerState::Up);
+    let private = peer.links.iter().find(|l| l.name == "private").expect("link");
+    assert!(!private.up && private.last_heard_ms.is_none());
+    assert!(status.known_connections[0].reachable);
+}
