@@ -1,0 +1,272 @@
+//! `linuxha lab …`: the lab as commands, for the demo and for poking at a cluster by hand.
+//!
+//! Labs made here are persistent (they outlive the command) and are found again by name through
+//! their state file in [`crate::STATE_DIR`].
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt as _;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::{Direction, Lab, LabSpec, Owner};
+
+/// Arguments of `linuxha lab`.
+#[derive(Args, Debug)]
+#[command(about = "Build network-namespace test clusters and inject faults (needs root)")]
+pub struct LabArgs {
+    #[command(subcommand)]
+    cmd: LabCommand,
+}
+
+/// Link state for `lab link`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LinkState {
+    /// Bring the interface up.
+    Up,
+    /// Set the interface down (the node sees NO-CARRIER).
+    Down,
+}
+
+/// The `linuxha lab` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build a lab that stays up until `lab down`; prints its name and hosts.
+    Up {
+        /// Lab name (1-32 of [a-z0-9_-]); default `lh` + 6 random hex digits.
+        #[arg(long)]
+        name: Option<String>,
+        /// Number of cluster nodes.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Number of networks: 1 (public) or 2 (public and private).
+        #[arg(long, default_value_t = 2)]
+        networks: usize,
+    },
+    /// Remove a lab and everything it made (processes, namespaces, cgroups, files).
+    Down {
+        /// The lab to remove.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        lab: Option<String>,
+        /// Remove every lab recorded in /run/linuxha-lab, including other users' test labs.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a command inside a host (namespaces, mounts and cgroup); exits with its exit code.
+    Exec {
+        /// The lab.
+        lab: String,
+        /// `node1`, `node2`, … or `ext`.
+        host: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        cmd: Vec<OsString>,
+    },
+    /// Silently isolate a host at the switch (carrier stays up), or drop one direction only.
+    Cut {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+        /// Network index (0 public, 1 private); default: all networks of the host.
+        #[arg(long)]
+        net: Option<usize>,
+        /// Drop only IP traffic in this direction (ARP still passes).
+        #[arg(long, value_enum)]
+        oneway: Option<Direction>,
+    },
+    /// Drop a random percentage of a host's frames in both directions (0 removes the loss).
+    Loss {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+        /// Percentage of frames to drop, 0..=100.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: u8,
+        /// Network index; default: all networks of the host.
+        #[arg(long)]
+        net: Option<usize>,
+    },
+    /// Remove network faults (cuts, loss, links down) of one host or of all hosts.
+    Heal {
+        /// The lab.
+        lab: String,
+        /// The host to heal; default: all hosts.
+        host: Option<String>,
+    },
+    /// Set a host's interface on network NET up or down (down = NO-CARRIER, like a NIC failure).
+    Link {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+        /// Network index (0 public, 1 private).
+        net: usize,
+        /// `up` or `down`.
+        #[arg(value_enum)]
+        state: LinkState,
+    },
+    /// Freeze every process of a host (cgroup freezer); the kernel still answers ping and ARP.
+    Freeze {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+    },
+    /// Thaw a frozen host.
+    Thaw {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+    },
+    /// SIGKILL every process of a host (its mounts survive, like a crashed machine's disks).
+    Kill {
+        /// The lab.
+        lab: String,
+        /// `node1`, … or `ext`.
+        host: String,
+    },
+    /// List labs with their owner and active faults.
+    List,
+}
+
+/// Runs one `linuxha lab` command. `exec` ends the process with the command's exit code.
+pub fn run(args: LabArgs) -> Result<()> {
+    match args.cmd {
+        LabCommand::Up { name, nodes, networks } => {
+            let mut lab = Lab::up(LabSpec { nodes, networks, name })?;
+            lab.detach()?;
+            print_lab(&lab);
+            Ok(())
+        }
+        LabCommand::Down { lab: Some(name), .. } => {
+            Lab::down_by_name(&name)?;
+            println!("removed {name}");
+            Ok(())
+        }
+        LabCommand::Down { lab: None, .. } => {
+            let mut failed = Vec::new();
+            for info in Lab::list()? {
+                match Lab::down_by_name(&info.name) {
+                    Ok(()) => println!("removed {}", info.name),
+                    Err(e) => failed.push(format!("{e:#}")),
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", failed.join("\n"))
+            }
+        }
+        LabCommand::Exec { lab, host, cmd } => {
+            let lab = Lab::load(&lab)?;
+            let status = lab
+                .exec(&host, &cmd)?
+                .status()
+                .with_context(|| format!("running {cmd:?} on {host}"))?;
+            // Pass the exit code through like `ssh` does; a signal becomes 128 + signal.
+            let code = status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1);
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        LabCommand::Cut { lab, host, net, oneway } => {
+            let mut lab = Lab::load(&lab)?;
+            match oneway {
+                Some(direction) => lab.cut_oneway(&host, net, direction),
+                None => lab.cut(&host, net),
+            }
+        }
+        LabCommand::Loss { lab, host, percent, net } => Lab::load(&lab)?.loss(&host, net, percent),
+        LabCommand::Heal { lab, host: Some(host) } => Lab::load(&lab)?.heal(&host),
+        LabCommand::Heal { lab, host: None } => Lab::load(&lab)?.heal_all(),
+        LabCommand::Link { lab, host, net, state } => {
+            let mut lab = Lab::load(&lab)?;
+            match state {
+                LinkState::Up => lab.link_up(&host, net),
+                LinkState::Down => lab.link_down(&host, net),
+            }
+        }
+        LabCommand::Freeze { lab, host } => Lab::load(&lab)?.freeze(&host),
+        LabCommand::Thaw { lab, host } => Lab::load(&lab)?.thaw(&host),
+        LabCommand::Kill { lab, host } => Lab::load(&lab)?.kill(&host),
+        LabCommand::List => {
+            let labs = Lab::list()?;
+            if labs.is_empty() {
+                println!("no labs");
+            }
+            for info in labs {
+                let owner = match info.owner {
+                    Owner::Persistent => "persistent".to_owned(),
+                    Owner::Process { pid, .. } => {
+                        format!("pid {pid}{}", if info.stale { " (dead: stale)" } else { "" })
+                    }
+                };
+                println!(
+                    "{}  nodes={} networks={} owner={owner}",
+                    info.name, info.nodes, info.networks
+                );
+                for f in &info.faults {
+                    println!("  fault: {f}");
+                }
+                for (host, net) in &info.links_down {
+                    println!("  link down: {host} eth{net}");
+                }
+                for host in &info.frozen {
+                    println!("  frozen: {host}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints a lab's name and a table of its hosts, for `lab up`.
+fn print_lab(lab: &Lab) {
+    println!("{}", lab.name());
+    println!("{:<8} {:<20} {:<34} ROOT", "HOST", "NETNS", "ADDRESSES");
+    for h in lab.hosts() {
+        let addrs: Vec<String> =
+            h.addrs.iter().enumerate().map(|(i, a)| format!("eth{i}={a}")).collect();
+        println!("{:<8} {:<20} {:<34} {}", h.name, h.netns, addrs.join(" "), h.root.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    /// Stand-in for the `linuxha` binary's parser.
+    #[derive(Parser, Debug)]
+    struct Top {
+        #[command(flatten)]
+        lab: LabArgs,
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Top::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_parse() -> Result<()> {
+        let t =
+            Top::try_parse_from(["x", "cut", "lh1", "node1", "--net", "1", "--oneway", "to-node"])?;
+        assert!(matches!(
+            t.lab.cmd,
+            LabCommand::Cut { net: Some(1), oneway: Some(Direction::ToNode), .. }
+        ));
+        let t =
+            Top::try_parse_from(["x", "exec", "lh1", "ext", "--", "ping", "-c1", "10.10.0.11"])?;
+        assert!(matches!(t.lab.cmd, LabCommand::Exec { ref cmd, .. } if cmd.len() == 3));
+        assert!(Top::try_parse_from(["x", "loss", "lh1", "node1", "101"]).is_err());
+        assert!(Top::try_parse_from(["x", "down"]).is_err());
+        assert!(Top::try_parse_from(["x", "down", "--all"]).is_ok());
+        assert!(Top::try_parse_from(["x", "link", "lh1", "node2", "0", "down"]).is_ok());
+        Ok(())
+    }
+}
