@@ -16,10 +16,26 @@ use crate::fail::{Failure, Outcome};
 
 /// The example configuration, embedded so the demo works from an installed binary too.
 const EXAMPLE_FILES: [(&str, &str, u32); 4] = [
-    ("etc/cluster/clconf.xml", include_str!("../../../../examples/cluster1/etc/cluster/clconf.xml"), 0o644),
-    ("etc/cluster/apache/appconf.xml", include_str!("../../../../examples/cluster1/etc/cluster/apache/appconf.xml"), 0o644),
-    ("etc/cluster/apache/start", include_str!("../../../../examples/cluster1/etc/cluster/apache/start"), 0o755),
-    ("etc/cluster/apache/stop", include_str!("../../../../examples/cluster1/etc/cluster/apache/stop"), 0o755),
+    (
+        "etc/cluster/clconf.xml",
+        include_str!("../../../../examples/cluster1/etc/cluster/clconf.xml"),
+        0o644,
+    ),
+    (
+        "etc/cluster/apache/appconf.xml",
+        include_str!("../../../../examples/cluster1/etc/cluster/apache/appconf.xml"),
+        0o644,
+    ),
+    (
+        "etc/cluster/apache/start",
+        include_str!("../../../../examples/cluster1/etc/cluster/apache/start"),
+        0o755,
+    ),
+    (
+        "etc/cluster/apache/stop",
+        include_str!("../../../../examples/cluster1/etc/cluster/apache/stop"),
+        0o755,
+    ),
 ];
 
 /// Tools the lab needs, with the Debian package that has each.
@@ -83,7 +99,8 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     let first = nodes.first().cloned().unwrap_or_default();
     step(&format!("{first}: clbuild --genkey (then the key is copied to every node)"));
     run_on(lab, &first, &[&exe, "clbuild", "--genkey"])?;
-    let key = std::fs::read(lab.root(&first).map_err(fail)?.join("etc/cluster/cluster.key")).map_err(fail)?;
+    let key = std::fs::read(lab.root(&first).map_err(fail)?.join("etc/cluster/cluster.key"))
+        .map_err(fail)?;
     for node in nodes.iter().skip(1) {
         let path = lab.root(node).map_err(fail)?.join("etc/cluster/cluster.key");
         std::fs::write(&path, &key).map_err(fail)?;
@@ -93,8 +110,16 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     for node in &nodes {
         step(&format!("{node}: the migration guide's build commands"));
         run_on(lab, node, &[&exe, "clbuild", "--verbose", "--force"])?;
-        run_on(lab, node, &[&exe, "clbuildapp", "--force", "--vgbuild", "--verbose", "--application", "apache"])?;
-        run_on(lab, node, &[&exe, "clbuildapp", "--force", "--build", "--verbose", "--application", "apache"])?;
+        run_on(
+            lab,
+            node,
+            &[&exe, "clbuildapp", "--force", "--vgbuild", "--verbose", "--application", "apache"],
+        )?;
+        run_on(
+            lab,
+            node,
+            &[&exe, "clbuildapp", "--force", "--build", "--verbose", "--application", "apache"],
+        )?;
     }
     step(&format!("{first}: clstat"));
     run_on(lab, &first, &[&exe, "clstat"])?;
@@ -105,7 +130,9 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     ping(lab, &second, &node1_public, true)?;
     ping(lab, &second, &node1_private, true)?;
     ping(lab, "ext", &node1_public, true)?;
-    step(&format!("fault: {first} silently cut from both networks at the switch (carrier stays up)"));
+    step(&format!(
+        "fault: {first} silently cut from both networks at the switch (carrier stays up)"
+    ));
     lab.cut(&first, None).map_err(fail)?;
     ping(lab, &second, &node1_public, false)?;
     ping(lab, &second, &node1_private, false)?;
@@ -146,14 +173,20 @@ fn ping(lab: &Lab, from: &str, to: &str, expect_reply: bool) -> Outcome<()> {
 /// The lab needs root and a few tools; on Debian, install missing tools as the tests do.
 fn preflight() -> Outcome<()> {
     if !nix_is_root() {
-        return Err(Failure::runtime("demo: needs root (it creates network namespaces); run it with sudo"));
+        return Err(Failure::runtime(
+            "demo: needs root (it creates network namespaces); run it with sudo",
+        ));
     }
-    let missing: Vec<&str> = LAB_TOOLS.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
+    let missing: Vec<&str> =
+        LAB_TOOLS.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
     if !on_path("apt-get") {
-        return Err(Failure::runtime(format!("demo: missing tools; install the packages {}", missing.join(" "))));
+        return Err(Failure::runtime(format!(
+            "demo: missing tools; install the packages {}",
+            missing.join(" ")
+        )));
     }
     println!("demo: installing {} (apt-get)", missing.join(" "));
     let ok = std::process::Command::new("sh")
@@ -165,7 +198,10 @@ fn preflight() -> Outcome<()> {
     if ok {
         Ok(())
     } else {
-        Err(Failure::runtime(format!("demo: could not install {}; install them and run the demo again", missing.join(" "))))
+        Err(Failure::runtime(format!(
+            "demo: could not install {}; install them and run the demo again",
+            missing.join(" ")
+        )))
     }
 }
 
@@ -178,6 +214,10 @@ fn on_path(tool: &str) -> bool {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
