@@ -203,7 +203,7 @@ fn resolve(
         networks.map(|n| read_networks(n, &check_nodes, cx, diags)).unwrap_or(Some(Vec::new()));
     let filesystems = storage.map(|s| read_storage(s, cx, diags)).unwrap_or(Some(Vec::new()));
     let scripts = application.and_then(|a| read_application(a, cx, diags));
-    let has_vip = vips.as_ref().map_or(true, |v| !v.is_empty());
+    let has_vip = vips.as_ref().is_none_or(|v| !v.is_empty());
     let monitors =
         monitors.map(|m| read_monitors(m, has_vip, cx, diags)).unwrap_or(Some(Vec::new()));
     let (name, nodes, autostart, failback) = (name?, nodes?, autostart?, failback?);

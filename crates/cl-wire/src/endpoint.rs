@@ -69,7 +69,7 @@ impl Sender {
 /// How many frames a [`Receiver`] accepted, and how many it dropped for each reason.
 ///
 /// Shown by `clstat --verbose`; a rising `bad_mac` usually means the key files differ.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Authentic, fresh frames handed to the caller.
     pub accepted: u64,

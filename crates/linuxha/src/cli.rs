@@ -133,6 +133,9 @@ pub struct ClstatArgs {
     /// Show counters and per-link detail.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Redraw every half second until interrupted.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
 }
 
 /// Options of the application commands.

@@ -9,6 +9,7 @@ mod cmd;
 mod fail;
 mod site;
 
+use cl_daemon::Daemon;
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -21,7 +22,9 @@ fn main() {
     match run(&paths, cli.command) {
         Ok(()) => {}
         Err(failure) => {
-            eprintln!("{failure}");
+            if !failure.message.is_empty() {
+                eprintln!("{failure}");
+            }
             std::process::exit(failure.code);
         }
     }
@@ -31,24 +34,32 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
     match command {
         Command::Clbuild(args) => cmd::build::clbuild(paths, &args),
         Command::Clbuildapp(args) => cmd::build::clbuildapp(paths, &args),
-        Command::Clstat(args) => cmd::status::clstat(paths, &args),
+        Command::Clstat(args) => cmd::cluster::clstat(paths, &args),
         Command::Install(args) => cmd::install::install(paths, &args),
         Command::Uninstall(args) => cmd::install::uninstall(paths, &args),
         Command::Lab(args) => {
             cl_lab::cli::run(args).map_err(|e| Failure::runtime(format!("lab: {e:#}")))
         }
         Command::Demo(args) => cmd::demo::run(&args),
-        Command::Clform(_) => not_yet("clform", "cluster formation"),
-        Command::Clhalt(_) => not_yet("clhalt", "cluster shutdown"),
+        Command::Clform(args) => cmd::cluster::clform(paths, &args),
+        Command::Clhalt(args) => cmd::cluster::clhalt(paths, &args),
         Command::Clstartapp(_) => not_yet("clstartapp", "application control"),
         Command::Clhaltapp(_) => not_yet("clhaltapp", "application control"),
         Command::Clswitchapp(_) => not_yet("clswitchapp", "application control"),
         Command::Cllock(_) => not_yet("cllock", "cluster locks"),
-        Command::Cldaemon(_) => not_yet("cldaemon", "the node manager daemon"),
-        Command::Cllockd(_) => not_yet("cllockd", "the lock daemon"),
-        Command::Clnetd(_) => not_yet("clnetd", "the network daemon"),
-        Command::Clhbd(_) | Command::Clhbd2(_) => not_yet("clhbd", "the heartbeat daemon"),
+        Command::Cldaemon(args) => daemon(Daemon::Cldaemon, paths, &args),
+        Command::Cllockd(args) => daemon(Daemon::Cllockd, paths, &args),
+        Command::Clnetd(args) => daemon(Daemon::Clnetd, paths, &args),
+        Command::Clhbd(args) => daemon(Daemon::Clhbd, paths, &args),
+        Command::Clhbd2(args) => daemon(Daemon::Clhbd2, paths, &args),
     }
+}
+
+/// Run one of the daemons; cldaemon detaches unless --foreground, the others never do.
+fn daemon(which: Daemon, paths: &cl_paths::Paths, args: &cli::DaemonArgs) -> Outcome<()> {
+    let foreground = args.foreground || which != Daemon::Cldaemon;
+    cl_daemon::start(which, paths.clone(), foreground, args.cluster.as_deref())
+        .map_err(|e| Failure::runtime(format!("{}: {e:#}", which.name())))
 }
 
 /// Commands whose machinery is not in this build say so plainly and change nothing.

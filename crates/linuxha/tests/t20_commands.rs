@@ -78,10 +78,23 @@ fn usage_errors_exit_2_with_one_sentence() {
 #[test]
 fn commands_not_in_this_build_say_so_and_fail() {
     let node = Node::with_example("node1");
-    let out = node.run("clform", &["--noapps"]);
+    let out = node.run("clstartapp", &["--application", "apache"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("clform: ") && stderr.contains("nothing was done"), "{stderr}");
+    assert!(stderr.starts_with("clstartapp: ") && stderr.contains("nothing was done"), "{stderr}");
+}
+
+#[test]
+fn cluster_commands_without_cldaemon_say_how_to_start_it() {
+    let node = Node::with_example("node1");
+    assert!(node.run("clbuild", &["--genkey"]).status.success());
+    assert!(node.run("clbuild", &[]).status.success());
+    for (command, args) in [("clform", vec!["--noapps"]), ("clhalt", vec!["--force"])] {
+        let out = node.run(command, &args);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(&format!("{command}: cldaemon is not running on this node")), "{stderr}");
+    }
 }
 
 #[test]
@@ -93,14 +106,17 @@ fn clstat_without_a_built_configuration_says_what_to_do() {
 }
 
 #[test]
-fn clstat_json_is_machine_readable() {
+fn clstat_says_not_formed_and_exits_3_without_cldaemon() {
     let node = Node::with_example("node1");
     assert!(node.run("clbuild", &["--genkey"]).status.success());
     assert!(node.run("clbuild", &[]).status.success());
     let out = node.run("clstat", &["--json"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(value["cluster"], "cluster1");
-    assert_eq!(value["state"], "down");
+    assert_eq!(value["state"], "not_formed");
     assert_eq!(value["nodes"].as_array().map(|a| a.len()), Some(2));
+    let out = node.run("clstat", &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("State: NOT FORMED"), "{}", text(&out));
 }

@@ -203,8 +203,18 @@ pub struct KnownStatus {
 #[derive(Debug)]
 struct Peer {
     state: PeerState,
-    /// Per link: when last heard, and whether we consider it up.
-    links: BTreeMap<String, (Option<Time>, bool)>,
+    links: BTreeMap<String, Link>,
+}
+
+/// One heartbeat link to a peer.
+#[derive(Debug, Default)]
+struct Link {
+    /// When last heard.
+    last: Option<Time>,
+    /// Heard within the timeout.
+    up: bool,
+    /// Reported silent while the peer stayed up; only then is its return news.
+    warned: bool,
 }
 
 /// The membership state machine of one node.
@@ -232,7 +242,7 @@ impl Membership {
             .peers
             .iter()
             .map(|p| {
-                let links = config.links.iter().map(|l| (l.clone(), (None, false))).collect();
+                let links = config.links.iter().map(|l| (l.clone(), Link::default())).collect();
                 (p.clone(), Peer { state: PeerState::Unknown, links })
             })
             .collect();
@@ -269,15 +279,12 @@ impl Membership {
     fn heard(&mut self, now: Time, from: &str, link: &str) {
         let Some(peer) = self.peers.get_mut(from) else { return };
         let Some(entry) = peer.links.get_mut(link) else { return };
-        let heard_before = entry.0.is_some();
-        entry.0 = Some(now);
-        if !entry.1 {
-            entry.1 = true;
-            // A link heard for the first time is not news; one coming back after silence is.
-            if peer.state == PeerState::Up && heard_before {
-                self.actions
-                    .push_back(Action::LinkUp { peer: from.to_string(), link: link.to_string() });
-            }
+        entry.last = Some(now);
+        entry.up = true;
+        if entry.warned {
+            entry.warned = false;
+            self.actions
+                .push_back(Action::LinkUp { peer: from.to_string(), link: link.to_string() });
         }
         if peer.state != PeerState::Up {
             peer.state = PeerState::Up;
@@ -339,23 +346,25 @@ impl Membership {
             let expired: Vec<String> = peer
                 .links
                 .iter()
-                .filter(|(_, (last, up))| *up && !last.is_some_and(|t| now.since(t) < timeout))
-                .map(|(link, _)| link.clone())
+                .filter(|(_, l)| l.up && !l.last.is_some_and(|t| now.since(t) < timeout))
+                .map(|(name, _)| name.clone())
                 .collect();
             for link in &expired {
                 if let Some(entry) = peer.links.get_mut(link) {
-                    entry.1 = false;
+                    entry.up = false;
                 }
             }
             // Only a link lost while another still works is worth its own warning; losing the
             // last one is the peer going down.
-            let any_up = peer.links.values().any(|(_, up)| *up);
+            let any_up = peer.links.values().any(|l| l.up);
             if peer.state == PeerState::Up && any_up {
                 for link in expired {
+                    if let Some(entry) = peer.links.get_mut(&link) {
+                        entry.warned = true;
+                    }
                     self.actions.push_back(Action::LinkDown { peer: name.clone(), link });
                 }
             }
-            let any_up = peer.links.values().any(|(_, up)| *up);
             match peer.state {
                 PeerState::Up if !any_up => {
                     peer.state = PeerState::Down;
@@ -465,9 +474,9 @@ impl Membership {
             }
         };
         for peer in self.peers.values() {
-            for (last, up) in peer.links.values() {
-                if let (Some(t), true) = (last, up) {
-                    consider(*t + self.config.timeout);
+            for link in peer.links.values() {
+                if let (Some(t), true) = (link.last, link.up) {
+                    consider(t + self.config.timeout);
                 }
             }
             if peer.state == PeerState::Unknown {
@@ -511,10 +520,10 @@ impl Membership {
                     links: peer
                         .links
                         .iter()
-                        .map(|(link, (last, up))| LinkStatus {
-                            name: link.clone(),
-                            up: *up,
-                            last_heard_ms: last.map(|t| now.since(t).as_millis() as u64),
+                        .map(|(name, link)| LinkStatus {
+                            name: name.clone(),
+                            up: link.up,
+                            last_heard_ms: link.last.map(|t| now.since(t).as_millis() as u64),
                         })
                         .collect(),
                 })

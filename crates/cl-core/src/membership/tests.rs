@@ -231,3 +231,12 @@ fn status_shows_links_and_known_connections() {
     assert!(!private.up && private.last_heard_ms.is_none());
     assert!(status.known_connections[0].reachable);
 }
+
+#[test]
+fn a_peer_returning_on_all_links_is_one_peer_up_not_link_noise() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 4000, &[], true);
+    let actions = run(&mut m, 4000, 5000, &["public", "private"], true);
+    assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
+}

@@ -104,7 +104,13 @@ pub fn clbuild(paths: &Paths, args: &ClbuildArgs) -> Outcome<()> {
             cl_paths::previous_path(&paths.built_clconf()).display()
         ));
     }
-    Ok(())
+    crate::cmd::cluster::distribute(
+        "clbuild",
+        paths,
+        cl_wire::msg::ConfigKind::Cluster,
+        args.force,
+        args.verbose,
+    )
 }
 
 /// The cluster key: the file must hold at least 128 bits of hex.
@@ -239,6 +245,8 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
         };
         site::install_built("clbuildapp", &built_path, &built)?;
         progress.say(format!("installed version {version} at {}", built_path.display()));
+        let kind = cl_wire::msg::ConfigKind::App { name: app_name.clone() };
+        crate::cmd::cluster::distribute("clbuildapp", paths, kind, args.force, args.verbose)?;
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The commands, one module per family.
 
 pub mod build;
+pub mod cluster;
 pub mod demo;
 pub mod install;
-pub mod status;

@@ -1,0 +1,174 @@
+//! The linuxha daemons: `cldaemon` (node manager), `clhbd`/`clhbd2` (heartbeats), `clnetd`
+//! (known connections; later VIPs and links) and `cllockd` (locks). Each runs as its own
+//! process named `<daemon>-<cluster>` (as Linuxha.net's did), from the one `linuxha` binary.
+//!
+//! These are thin IO shells: what to conclude from a heartbeat or a silent router is decided
+//! by `cl-core`; frames are built and checked by `cl-wire`; sockets, clocks and processes live
+//! here. Daemons on a node talk over Unix sockets in `run/cluster/`; nodes talk over UDP
+//! (heartbeats) and TCP (node manager), every frame authenticated with the cluster key.
+
+pub mod context;
+pub mod heartbeat;
+pub mod lockd;
+pub mod manager;
+pub mod netd;
+pub mod sync;
+pub mod transport;
+
+use std::os::unix::process::CommandExt;
+
+use anyhow::{bail, Context as _, Result};
+use cl_paths::Paths;
+
+pub use context::Context;
+
+/// The daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// Node manager.
+    Cldaemon,
+    /// Lock daemon.
+    Cllockd,
+    /// Network daemon.
+    Clnetd,
+    /// Heartbeat receiver.
+    Clhbd,
+    /// Heartbeat sender.
+    Clhbd2,
+}
+
+impl Daemon {
+    /// The daemon's name, as in `<name>-<cluster>` and its log file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Daemon::Cldaemon => "cldaemon",
+            Daemon::Cllockd => "cllockd",
+            Daemon::Clnetd => "clnetd",
+            Daemon::Clhbd => "clhbd",
+            Daemon::Clhbd2 => "clhbd2",
+        }
+    }
+}
+
+/// Set in the environment of a cldaemon that is already detached and named.
+const READY_ENV: &str = "LINUXHA_DAEMON_READY";
+
+/// The environment every cluster daemon is started with: the node's root and name.
+pub fn child_env(ctx: &Context) -> Vec<(String, String)> {
+    vec![
+        (cl_paths::ROOT_ENV.to_string(), ctx.paths.root().display().to_string()),
+        (cl_paths::NODE_ENV.to_string(), ctx.local.clone()),
+    ]
+}
+
+/// Run `daemon` for the cluster built under `paths`. cldaemon detaches unless `foreground`;
+/// the others are started by cldaemon (or clhbd) and always stay in the foreground.
+pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&str>) -> Result<()> {
+    let ctx = Context::load(paths)?;
+    if let Some(asked) = cluster {
+        if asked != ctx.name() {
+            bail!("this node's built configuration is for cluster `{}`, not `{asked}`", ctx.name());
+        }
+    }
+    if daemon == Daemon::Cldaemon {
+        return start_manager(ctx, foreground);
+    }
+    cl_sys::logging::init_file_logging(&ctx.log_file(daemon.name()), daemon.name())?;
+    tracing::info!(pid = std::process::id(), "{}-{} starting", daemon.name(), ctx.name());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        match daemon {
+            Daemon::Clhbd => heartbeat::run_receiver(ctx).await,
+            Daemon::Clhbd2 => heartbeat::run_sender(ctx).await,
+            Daemon::Clnetd => netd::run(ctx).await,
+            Daemon::Cllockd => lockd::run(ctx).await,
+            Daemon::Cldaemon => Ok(()),
+        }
+    });
+    if let Err(e) = &result {
+        tracing::error!("exiting: {e:#}");
+    }
+    result
+}
+
+fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
+    let argv0 = format!("cldaemon-{}", ctx.name());
+    if std::env::var_os(READY_ENV).is_none() {
+        refuse_second_instance(&ctx)?;
+        if !foreground {
+            cl_sys::process::daemonize().context("cannot detach")?;
+        }
+        // Re-execute under the name operators look for in `ps -ef`.
+        let exe = std::env::current_exe().context("cannot find the linuxha binary")?;
+        let error = std::process::Command::new(exe)
+            .arg0(&argv0)
+            .env(READY_ENV, "1")
+            .envs(child_env(&ctx))
+            .exec();
+        bail!("cannot start {argv0}: {error}");
+    }
+    let lock = refuse_second_instance(&ctx)?;
+    let _ = cl_sys::process::write_pid_file(&ctx.pid_file("cldaemon"), std::process::id());
+    cl_sys::logging::init_file_logging(&ctx.log_file("cldaemon"), "cldaemon")?;
+    tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, "{argv0} starting");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(manager::run(ctx.clone()));
+    if let Err(e) = &result {
+        tracing::error!("exiting: {e:#}");
+    }
+    let _ = std::fs::remove_file(ctx.pid_file("cldaemon"));
+    drop(lock);
+    result
+}
+
+/// Hold an exclusive lock for this cluster's cldaemon; a second one is refused with the pid.
+fn refuse_second_instance(ctx: &Context) -> Result<std::fs::File> {
+    let run_dir = ctx.paths.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let path = run_dir.join(format!("cldaemon-{}.lock", ctx.name()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own; no memory is shared.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let pid = cl_sys::process::read_pid_file(&ctx.pid_file("cldaemon"))
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        bail!("cldaemon for cluster `{}` is already running on this node{pid}", ctx.name());
+    }
+    Ok(file)
+}
+
+/// Replace this cldaemon with a fresh one (same pid, same name) so it reads the configuration
+/// just installed. Its cluster daemons, if any, are adopted by the new one.
+pub fn reexec(ctx: &Context) {
+    let argv0 = format!("cldaemon-{}", ctx.name());
+    tracing::info!("restarting to use the new configuration");
+    match std::env::current_exe() {
+        Ok(exe) => {
+            let error = std::process::Command::new(exe)
+                .arg0(&argv0)
+                .env(READY_ENV, "1")
+                .envs(child_env(ctx))
+                .exec();
+            tracing::error!("cannot restart: {error}");
+        }
+        Err(e) => tracing::error!("cannot restart: {e}"),
+    }
+}
+
+/// Start the daemon binary under the name `argv0` (e.g. `clhbd-cluster1`), with the node's
+/// root and name in its environment.
+pub fn spawn_daemon(ctx: &Context, argv0: &str) -> Result<std::process::Child> {
+    let exe = std::env::current_exe().context("cannot find the linuxha binary")?;
+    let env = child_env(ctx);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    cl_sys::process::spawn_named(&exe, argv0, &[], &env)
+        .with_context(|| format!("cannot start {argv0}"))
+}

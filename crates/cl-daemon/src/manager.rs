@@ -1,0 +1,958 @@
+//! cldaemon: the node manager. It runs the decision core, starts and supervises the cluster's
+//! other daemons while the cluster is formed, answers the admin commands on a root-only Unix
+//! socket, and talks to the other nodes' cldaemons over the authenticated `cldaemon` port.
+//!
+//! ```text
+//!  clhbd ──┐ LocalEvent (datagram)                         admin: clstat, clform, clhalt
+//!  clnetd ─┴──────────────► ┌──────────────────────┐ ◄──── Unix socket (JSON line)
+//!                           │ main loop            │           │ Status is served from the
+//!  peers' cldaemons ──TCP──►│  Membership (core)   │──watch──► │ published snapshot, never
+//!  (frames, HMAC)           │  children, config    │           │ by waiting on the loop
+//!                           └──────────────────────┘
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use cl_core::membership::{
+    Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict,
+};
+use cl_core::Time;
+use cl_wire::msg::{
+    AdminRequest, AdminResponse, ClusterStatus, ConfigKind, KnownConnectionStatus, LinkStatus,
+    LocalEvent, NodeStatus, PeerReply, PeerRequest,
+};
+use cl_wire::{Kind, Receiver, Sender};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixDatagram, UnixListener};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tracing::{error, info, warn};
+
+use crate::context::Context;
+use crate::transport::{new_epoch, peer_request, read_frame};
+
+/// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
+pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
+
+/// How long a peer request may take before the peer counts as unreachable.
+const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Work the connection tasks hand to the main loop.
+enum Command {
+    FormLocal(oneshot::Sender<Result<String, String>>),
+    HaltLocal(oneshot::Sender<String>),
+}
+
+/// A cluster daemon this cldaemon looks after.
+enum Child {
+    /// Started by this cldaemon.
+    Own(std::process::Child),
+    /// Left running by a previous cldaemon (after a crash): watched by pid.
+    Adopted(u32),
+}
+
+impl Child {
+    fn pid(&self) -> u32 {
+        match self {
+            Child::Own(c) => c.id(),
+            Child::Adopted(pid) => *pid,
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self {
+            Child::Own(c) => !matches!(c.try_wait(), Ok(None)),
+            Child::Adopted(pid) => !cl_sys::process::process_alive(*pid),
+        }
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2) with a pid we started or adopted (checked by name) and a valid signal.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !self.exited() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !self.exited() {
+            // SAFETY: as above.
+            unsafe {
+                libc::kill(self.pid() as i32, libc::SIGKILL);
+            }
+        }
+        if let Child::Own(c) = self {
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Manager {
+    ctx: Context,
+    origin: Instant,
+    formed: bool,
+    membership: Option<Membership>,
+    children: BTreeMap<&'static str, Child>,
+    known_last: BTreeMap<IpAddr, Instant>,
+    counters: BTreeMap<String, serde_json::Value>,
+    down_links: BTreeSet<(String, String)>,
+    lost_known: BTreeSet<IpAddr>,
+    status_tx: watch::Sender<ClusterStatus>,
+}
+
+/// Run cldaemon (already detached and named) until SIGTERM.
+pub async fn run(ctx: Context) -> Result<()> {
+    let run_dir = ctx.paths.run_dir();
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let events_path = ctx.event_socket();
+    let _ = std::fs::remove_file(&events_path);
+    let events = UnixDatagram::bind(&events_path)
+        .with_context(|| format!("cannot bind {}", events_path.display()))?;
+    std::fs::set_permissions(&events_path, std::fs::Permissions::from_mode(0o600))?;
+    let admin_path = ctx.admin_socket();
+    let _ = std::fs::remove_file(&admin_path);
+    let admin = UnixListener::bind(&admin_path)
+        .with_context(|| format!("cannot bind {}", admin_path.display()))?;
+    std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))?;
+
+    let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
+    let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
+    let peer_receiver = Arc::new(Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
+    for (network, address) in ctx.local_addresses() {
+        let address = SocketAddr::new(address, ctx.cluster().ports.cldaemon);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} ({network})"))?;
+        info!(%address, "listening for peers");
+        tokio::spawn(serve_peers(
+            listener,
+            ctx.clone(),
+            peer_receiver.clone(),
+            command_tx.clone(),
+            status_rx.clone(),
+        ));
+    }
+    tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
+
+    let mut manager = Manager {
+        ctx: ctx.clone(),
+        origin: Instant::now(),
+        formed: false,
+        membership: None,
+        children: BTreeMap::new(),
+        known_last: BTreeMap::new(),
+        counters: BTreeMap::new(),
+        down_links: BTreeSet::new(),
+        lost_known: BTreeSet::new(),
+        status_tx,
+    };
+    if ctx.formed_marker().exists() {
+        info!("the cluster was formed on this node before this cldaemon started: rejoining");
+        if let Err(e) = manager.form_local() {
+            error!("cannot rejoin: {e}");
+        }
+    } else {
+        tokio::spawn(join_if_formed_elsewhere(ctx.clone(), command_tx.clone()));
+    }
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut supervise = tokio::time::interval(Duration::from_millis(100));
+    let mut publish = tokio::time::interval(Duration::from_millis(100));
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let wake = manager.next_wake();
+        tokio::select! {
+            received = events.recv(&mut buf) => {
+                if let Ok(n) = received {
+                    if let Some(bytes) = buf.get(..n) {
+                        match serde_json::from_slice::<LocalEvent>(bytes) {
+                            Ok(event) => manager.handle_event(event),
+                            Err(e) => warn!("unreadable local event: {e}"),
+                        }
+                    }
+                }
+            }
+            Some(command) = command_rx.recv() => match command {
+                Command::FormLocal(reply) => {
+                    let _ = reply.send(manager.form_local().map_err(|e| format!("{e:#}")));
+                }
+                Command::HaltLocal(reply) => {
+                    manager.halt_local();
+                    let _ = reply.send(format!("{}: cluster daemons stopped", manager.ctx.local));
+                }
+            },
+            _ = tokio::time::sleep_until(wake) => manager.tick(),
+            _ = supervise.tick() => manager.supervise(),
+            _ = publish.tick() => manager.publish(),
+            _ = terminate.recv() => {
+                info!("SIGTERM: stopping the cluster daemons of this node and exiting");
+                manager.stop_children();
+                let _ = std::fs::remove_file(&admin_path);
+                let _ = std::fs::remove_file(&events_path);
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Manager {
+    fn now(&self) -> Time {
+        Time::ZERO + self.origin.elapsed()
+    }
+
+    fn next_wake(&self) -> tokio::time::Instant {
+        let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
+        match self.membership.as_ref().and_then(|m| m.poll_timeout()) {
+            Some(t) => {
+                let at = self.origin + t.since_origin();
+                tokio::time::Instant::from_std(at).min(fallback)
+            }
+            None => fallback,
+        }
+    }
+
+    fn form_local(&mut self) -> Result<String> {
+        if self.formed {
+            return Ok(format!("{}: already formed", self.ctx.local));
+        }
+        let cluster = self.ctx.cluster();
+        let links = cluster
+            .node(&self.ctx.local)
+            .map(|n| {
+                n.networks.iter().filter(|net| net.heartbeat).map(|net| net.name.clone()).collect()
+            })
+            .unwrap_or_default();
+        let config = MembershipConfig {
+            local: self.ctx.local.clone(),
+            peers: self.ctx.peers(),
+            links,
+            interval: cluster.heartbeat.interval,
+            timeout: cluster.heartbeat.timeout,
+            known_connections: cluster.known_connections.clone(),
+            ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
+        };
+        self.membership = Some(Membership::new(config, self.now()));
+        self.formed = true;
+        std::fs::write(self.ctx.formed_marker(), b"formed\n")
+            .context("cannot write the formed marker")?;
+        for daemon in CHILDREN {
+            self.ensure_child(daemon)?;
+        }
+        self.drain_actions();
+        self.publish();
+        info!("cluster `{}` formed on this node", self.ctx.name());
+        Ok(format!("{}: cluster daemons running", self.ctx.local))
+    }
+
+    fn ensure_child(&mut self, daemon: &'static str) -> Result<()> {
+        if self.children.get_mut(daemon).is_some_and(|c| !c.exited()) {
+            return Ok(());
+        }
+        let argv0 = format!("{daemon}-{}", self.ctx.name());
+        // A previous cldaemon may have left this daemon running: adopt it rather than start a
+        // second one (that is what keeps a cldaemon restart invisible to the peers).
+        if let Some(pid) = cl_sys::process::read_pid_file(&self.ctx.pid_file(daemon)) {
+            if cl_sys::process::process_alive(pid) && process_named(pid, &argv0) {
+                info!(daemon, pid, "adopting the running {argv0}");
+                self.children.insert(daemon, Child::Adopted(pid));
+                return Ok(());
+            }
+        }
+        let child = crate::spawn_daemon(&self.ctx, &argv0)?;
+        let _ = cl_sys::process::write_pid_file(&self.ctx.pid_file(daemon), child.id());
+        info!(daemon, pid = child.id(), "started {argv0}");
+        self.children.insert(daemon, Child::Own(child));
+        Ok(())
+    }
+
+    fn supervise(&mut self) {
+        if !self.formed {
+            return;
+        }
+        let dead: Vec<&'static str> = self
+            .children
+            .iter_mut()
+            .filter_map(|(name, child)| child.exited().then_some(*name))
+            .collect();
+        for daemon in dead {
+            warn!(daemon, "{daemon}-{} died; restarting it", self.ctx.name());
+            self.children.remove(daemon);
+            if let Err(e) = self.ensure_child(daemon) {
+                error!(daemon, "cannot restart: {e:#}");
+            }
+        }
+    }
+
+    fn stop_children(&mut self) {
+        for (daemon, mut child) in std::mem::take(&mut self.children) {
+            info!(daemon, pid = child.pid(), "stopping");
+            child.stop();
+            let _ = std::fs::remove_file(self.ctx.pid_file(daemon));
+        }
+    }
+
+    fn halt_local(&mut self) {
+        self.stop_children();
+        self.formed = false;
+        self.membership = None;
+        self.down_links.clear();
+        self.lost_known.clear();
+        let _ = std::fs::remove_file(self.ctx.formed_marker());
+        info!("cluster `{}` halted on this node", self.ctx.name());
+        self.publish();
+    }
+
+    fn handle_event(&mut self, event: LocalEvent) {
+        let now = self.now();
+        match event {
+            LocalEvent::Heartbeat { from, link, beat } => {
+                if beat.config_version != self.ctx.built.version
+                    || beat.config_checksum != self.ctx.checksum
+                {
+                    // Logged at most once per distinct pair, so a mismatch does not flood the log.
+                    let key = format!("{from}:{}:{}", beat.config_version, beat.config_checksum);
+                    if self
+                        .counters
+                        .insert(format!("config_mismatch:{key}"), serde_json::Value::Bool(true))
+                        .is_none()
+                    {
+                        warn!(peer = %from, "runs configuration version {} ({}), this node version {} ({})",
+                            beat.config_version, beat.config_checksum, self.ctx.built.version, self.ctx.checksum);
+                    }
+                }
+                if let Some(m) = self.membership.as_mut() {
+                    m.handle(now, Input::Heartbeat { from, link });
+                }
+            }
+            LocalEvent::KnownReply { target } => {
+                self.known_last.insert(target, Instant::now());
+                if let Some(m) = self.membership.as_mut() {
+                    m.handle(now, Input::KnownConnectionReply { target });
+                }
+            }
+            LocalEvent::Counters { daemon, counters } => {
+                if let Ok(value) = serde_json::to_value(counters) {
+                    self.counters.insert(daemon, value);
+                }
+            }
+            LocalEvent::Note { daemon, text } => info!(daemon, "{text}"),
+        }
+        self.drain_actions();
+    }
+
+    fn tick(&mut self) {
+        let now = self.now();
+        if let Some(m) = self.membership.as_mut() {
+            m.handle_timeout(now);
+        }
+        self.drain_actions();
+    }
+
+    fn drain_actions(&mut self) {
+        let Some(m) = self.membership.as_mut() else { return };
+        let mut changed = false;
+        while let Some(action) = m.poll_action() {
+            changed = true;
+            match action {
+                // clhbd2 beats on its own clock, so a busy cldaemon never silences the node.
+                Action::SendHeartbeats => changed = false,
+                Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
+                Action::PeerDown { peer, verdict, reason } => match verdict {
+                    Verdict::TakeOver => {
+                        warn!(%peer, "node {peer} is down: {reason}; this node is connected and takes over its applications (none are defined in this version)")
+                    }
+                    Verdict::StandBy => {
+                        warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
+                    }
+                },
+                Action::LinkDown { peer, link } => {
+                    warn!(%peer, %link, "heartbeat link {link} to {peer} is silent; {peer} is still up over another link");
+                    self.down_links.insert((peer, link));
+                }
+                Action::LinkUp { peer, link } => {
+                    info!(%peer, %link, "heartbeat link {link} to {peer} works again");
+                    self.down_links.remove(&(peer, link));
+                }
+                Action::Isolated { reason } => {
+                    error!("this node is isolated: {reason}; stopping its applications (none run in this version) and taking nothing over");
+                }
+                Action::Reconnected => info!("this node is connected again"),
+                Action::KnownConnectionLost { target } => {
+                    warn!(%target, "known connection {target} does not answer");
+                    self.lost_known.insert(target);
+                }
+                Action::KnownConnectionBack { target } => {
+                    info!(%target, "known connection {target} answers again");
+                    self.lost_known.remove(&target);
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    fn publish(&mut self) {
+        let status = self.status();
+        self.status_tx.send_replace(status);
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let Some(m) = self.membership.as_ref() else { return not_formed_status(&self.ctx) };
+        let now = self.now();
+        let snapshot = m.status(now);
+        let local_state = match snapshot.local_state {
+            LocalState::Connected => "connected",
+            LocalState::Undecided => "undecided",
+            LocalState::Isolated => "isolated",
+        };
+        let mut nodes = Vec::new();
+        for node in &self.ctx.cluster().nodes {
+            if node.name == self.ctx.local {
+                let state =
+                    if snapshot.local_state == LocalState::Isolated { "isolated" } else { "up" };
+                nodes.push(NodeStatus {
+                    name: node.name.clone(),
+                    state: state.into(),
+                    links: Vec::new(),
+                });
+                continue;
+            }
+            let Some(peer) = snapshot.peers.iter().find(|p| p.name == node.name) else { continue };
+            let state = match peer.state {
+                PeerState::Unknown => "joining",
+                PeerState::Up => "up",
+                PeerState::Down => "down",
+            };
+            let links = peer
+                .links
+                .iter()
+                .map(|l| LinkStatus {
+                    network: l.name.clone(),
+                    state: if l.up { "up".into() } else { "down".into() },
+                    last_heard_ms: l.last_heard_ms,
+                })
+                .collect();
+            nodes.push(NodeStatus { name: node.name.clone(), state: state.into(), links });
+        }
+        let known_connections = snapshot
+            .known_connections
+            .iter()
+            .map(|k| KnownConnectionStatus {
+                address: k.target,
+                reachable: k.reachable,
+                last_reply_ms: self
+                    .known_last
+                    .get(&k.target)
+                    .map(|t| t.elapsed().as_millis() as u64),
+            })
+            .collect();
+        let mut warnings: Vec<String> = self
+            .down_links
+            .iter()
+            .map(|(peer, link)| format!("heartbeat link {link} to {peer} is down; {peer} is still reachable over another link"))
+            .collect();
+        warnings.extend(
+            self.lost_known.iter().map(|k| format!("known connection {k} does not answer")),
+        );
+        if self.ctx.cluster().known_connections.is_empty() {
+            warnings
+                .push("no known connections configured: partition detection is impossible".into());
+        }
+        let counters = self
+            .counters
+            .iter()
+            .filter(|(k, _)| !k.starts_with("config_mismatch:"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>();
+        ClusterStatus {
+            cluster: self.ctx.name().to_string(),
+            state: "formed".into(),
+            local: self.ctx.local.clone(),
+            local_state: local_state.into(),
+            config_version: self.ctx.built.version,
+            nodes,
+            known_connections,
+            applications: Vec::new(),
+            warnings,
+            counters: serde_json::Value::Object(counters),
+        }
+    }
+}
+
+fn process_named(pid: u32, argv0: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).next() == Some(argv0.as_bytes()))
+        .unwrap_or(false)
+}
+
+/// The snapshot published while the cluster is not formed on this node.
+pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
+    ClusterStatus {
+        cluster: ctx.name().to_string(),
+        state: "not_formed".into(),
+        local: ctx.local.clone(),
+        local_state: "connected".into(),
+        config_version: ctx.built.version,
+        nodes: ctx
+            .cluster()
+            .nodes
+            .iter()
+            .map(|n| NodeStatus {
+                name: n.name.clone(),
+                state: "unknown".into(),
+                links: Vec::new(),
+            })
+            .collect(),
+        known_connections: Vec::new(),
+        applications: Vec::new(),
+        warnings: Vec::new(),
+        counters: serde_json::Value::Object(Default::default()),
+    }
+}
+
+/// At start, catch up with a newer configuration a peer has, then join the cluster by itself
+/// if a peer runs it.
+async fn join_if_formed_elsewhere(ctx: Context, commands: mpsc::Sender<Command>) {
+    for peer in ctx.peers() {
+        let addresses = ctx.manager_addresses(&peer);
+        let hello = peer_request(
+            &ctx.key,
+            ctx.name(),
+            &ctx.local,
+            &addresses,
+            &PeerRequest::Hello,
+            PEER_TIMEOUT,
+        )
+        .await;
+        if let Ok(PeerReply::State { config_version, apps, .. }) = &hello {
+            if catch_up(&ctx, &peer, &addresses, *config_version, apps).await {
+                crate::reexec(&ctx);
+            }
+        }
+        match hello {
+            Ok(PeerReply::State { formed: true, config_version, config_checksum, .. }) => {
+                if config_version == ctx.built.version && config_checksum != ctx.checksum {
+                    error!(%peer, "not joining: {peer} runs configuration version {config_version} ({config_checksum}) and this node version {} ({}); run clbuild --force on the node whose copy should win", ctx.built.version, ctx.checksum);
+                    return;
+                }
+                info!(%peer, "{peer} runs the cluster: joining");
+                let (tx, rx) = oneshot::channel();
+                if commands.send(Command::FormLocal(tx)).await.is_ok() {
+                    match rx.await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => error!("cannot join: {e}"),
+                        Err(_) => {}
+                    }
+                }
+                return;
+            }
+            Ok(_) => info!(%peer, "{peer} does not run the cluster"),
+            Err(e) => info!(%peer, "{peer} not reachable: {e:#}"),
+        }
+    }
+}
+
+/// Fetch and install the configurations `peer` has in newer versions. True when the cluster
+/// configuration changed (cldaemon must then restart to use it).
+async fn catch_up(
+    ctx: &Context,
+    peer: &str,
+    addresses: &[SocketAddr],
+    their_version: u64,
+    their_apps: &[(String, u64)],
+) -> bool {
+    let mut wanted = Vec::new();
+    if their_version > ctx.built.version {
+        wanted.push(ConfigKind::Cluster);
+    }
+    for (app, version) in their_apps {
+        let mine = std::fs::read(ctx.paths.built_app(app))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<cl_config::Built<serde_json::Value>>(&b).ok())
+            .map(|b| b.version);
+        if mine.is_none_or(|m| m < *version) {
+            wanted.push(ConfigKind::App { name: app.clone() });
+        }
+    }
+    let mut cluster_changed = false;
+    for kind in wanted {
+        let request = PeerRequest::FetchConfig { kind: kind.clone() };
+        match peer_request(&ctx.key, ctx.name(), &ctx.local, addresses, &request, PEER_TIMEOUT)
+            .await
+        {
+            Ok(PeerReply::Config { built: Some(built) }) => {
+                match crate::sync::install(&ctx.paths, &kind, &built, false) {
+                    Ok(detail) => {
+                        info!(%peer, "{detail} from {peer}");
+                        cluster_changed |= kind == ConfigKind::Cluster;
+                    }
+                    Err(reason) => {
+                        warn!(%peer, "not taking the configuration {peer} has: {reason}")
+                    }
+                }
+            }
+            Ok(other) => warn!(%peer, "unexpected answer to a configuration fetch: {other:?}"),
+            Err(e) => warn!(%peer, "cannot fetch the configuration: {e:#}"),
+        }
+    }
+    cluster_changed
+}
+
+/// Built applications on this node with their versions.
+fn built_app_versions(ctx: &Context) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(ctx.paths.built_dir()) else { return Vec::new() };
+    let mut apps: Vec<(String, u64)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let app = name.strip_prefix("app-")?.strip_suffix(".json")?.to_string();
+            let built: cl_config::Built<serde_json::Value> =
+                serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some((app, built.version))
+        })
+        .collect();
+    apps.sort();
+    apps
+}
+
+async fn serve_admin(
+    listener: UnixListener,
+    ctx: Context,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<ClusterStatus>,
+) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let ctx = ctx.clone();
+        let commands = commands.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read);
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let response = match serde_json::from_str::<AdminRequest>(line.trim()) {
+                Ok(request) => handle_admin(request, &ctx, &commands, &status).await,
+                Err(e) => AdminResponse::Failed {
+                    message: format!("unreadable request: {e}"),
+                    lines: vec![],
+                },
+            };
+            if let Ok(mut text) = serde_json::to_string(&response) {
+                text.push('\n');
+                let _ = write.write_all(text.as_bytes()).await;
+            }
+        });
+    }
+}
+
+async fn handle_admin(
+    request: AdminRequest,
+    ctx: &Context,
+    commands: &mpsc::Sender<Command>,
+    status: &watch::Receiver<ClusterStatus>,
+) -> AdminResponse {
+    match request {
+        AdminRequest::Status => AdminResponse::Status(Box::new(status.borrow().clone())),
+        AdminRequest::Form { noapps: _ } => form_cluster(ctx, commands, status.clone()).await,
+        AdminRequest::Halt { force: _, node } => halt_cluster(ctx, commands, node).await,
+        AdminRequest::Distribute { kind, force } => distribute(ctx, kind, force).await,
+    }
+}
+
+async fn form_cluster(
+    ctx: &Context,
+    commands: &mpsc::Sender<Command>,
+    mut status: watch::Receiver<ClusterStatus>,
+) -> AdminResponse {
+    let mut lines = Vec::new();
+    // Agree on the configuration before anything starts.
+    let mut reachable = Vec::new();
+    for peer in ctx.peers() {
+        let addresses = ctx.manager_addresses(&peer);
+        match peer_request(
+            &ctx.key,
+            ctx.name(),
+            &ctx.local,
+            &addresses,
+            &PeerRequest::Hello,
+            PEER_TIMEOUT,
+        )
+        .await
+        {
+            Ok(PeerReply::State { config_version, config_checksum, .. }) => {
+                if config_version == ctx.built.version && config_checksum != ctx.checksum {
+                    return AdminResponse::Failed {
+                        message: format!(
+                            "clform: {} has configuration version {} (checksum {}) and {peer} has version {config_version} (checksum {config_checksum}); run `clbuild --force` on the node whose copy should win",
+                            ctx.local, ctx.built.version, ctx.checksum
+                        ),
+                        lines,
+                    };
+                }
+                if config_version != ctx.built.version {
+                    lines.push(format!("{peer}: configuration version {config_version}, this node {}; the newer one is distributed by clbuild", ctx.built.version));
+                }
+                reachable.push(peer);
+            }
+            Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),
+            Err(e) => lines
+                .push(format!("{peer}: not reachable ({e:#}); it joins when its cldaemon starts")),
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if commands.send(Command::FormLocal(tx)).await.is_err() {
+        return AdminResponse::Failed {
+            message: "clform: cldaemon is shutting down".into(),
+            lines,
+        };
+    }
+    match rx.await {
+        Ok(Ok(line)) => lines.push(line),
+        Ok(Err(e)) => return AdminResponse::Failed { message: format!("clform: {e}"), lines },
+        Err(_) => {
+            return AdminResponse::Failed {
+                message: "clform: cldaemon is shutting down".into(),
+                lines,
+            }
+        }
+    }
+    for peer in &reachable {
+        let addresses = ctx.manager_addresses(peer);
+        match peer_request(
+            &ctx.key,
+            ctx.name(),
+            &ctx.local,
+            &addresses,
+            &PeerRequest::Form,
+            PEER_TIMEOUT,
+        )
+        .await
+        {
+            Ok(PeerReply::Ok { detail }) => lines.push(detail),
+            Ok(PeerReply::Refused { reason }) => lines.push(format!("{peer}: refused: {reason}")),
+            Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),
+            Err(e) => lines.push(format!("{peer}: {e:#}")),
+        }
+    }
+    // Wait until every reachable peer is seen up (membership agreed), or give up after a while.
+    let timeout = ctx.cluster().heartbeat.timeout * 3 + Duration::from_secs(3);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let all_up = {
+            let s = status.borrow();
+            reachable.iter().all(|p| s.nodes.iter().any(|n| &n.name == p && n.state == "up"))
+        };
+        if all_up {
+            lines.push(format!(
+                "membership agreed: {} up",
+                std::iter::once(ctx.local.clone())
+                    .chain(reachable.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            lines.push("no applications to start (applications arrive in a later version)".into());
+            return AdminResponse::Done { lines };
+        }
+        if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {
+            return AdminResponse::Failed {
+                message: format!("clform: the nodes did not agree on membership within {} s; see /var/log/cluster/cldaemon.log", timeout.as_secs()),
+                lines,
+            };
+        }
+    }
+}
+
+async fn halt_cluster(
+    ctx: &Context,
+    commands: &mpsc::Sender<Command>,
+    node: Option<String>,
+) -> AdminResponse {
+    let mut lines = Vec::new();
+    if let Some(n) = &node {
+        if ctx.cluster().node(n).is_none() {
+            return AdminResponse::Failed {
+                message: format!("clhalt: `{n}` is not a node of cluster `{}`", ctx.name()),
+                lines,
+            };
+        }
+    }
+    let targets: Vec<String> = match &node {
+        Some(n) => vec![n.clone()],
+        None => ctx.peers().into_iter().chain(std::iter::once(ctx.local.clone())).collect(),
+    };
+    let mut failed = Vec::new();
+    for target in targets {
+        if target == ctx.local {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::HaltLocal(tx)).await.is_ok() {
+                if let Ok(line) = rx.await {
+                    lines.push(line);
+                }
+            }
+            continue;
+        }
+        let addresses = ctx.manager_addresses(&target);
+        match peer_request(
+            &ctx.key,
+            ctx.name(),
+            &ctx.local,
+            &addresses,
+            &PeerRequest::Halt { force: false },
+            PEER_TIMEOUT,
+        )
+        .await
+        {
+            Ok(PeerReply::Ok { detail }) => lines.push(detail),
+            Ok(PeerReply::Refused { reason }) => failed.push(format!("{target}: {reason}")),
+            Ok(other) => failed.push(format!("{target}: unexpected answer {other:?}")),
+            Err(e) => lines.push(format!("{target}: not reachable ({e:#}); nothing to stop there")),
+        }
+    }
+    if failed.is_empty() {
+        AdminResponse::Done { lines }
+    } else {
+        AdminResponse::Failed { message: format!("clhalt: {}", failed.join("; ")), lines }
+    }
+}
+
+async fn distribute(ctx: &Context, kind: ConfigKind, force: bool) -> AdminResponse {
+    let path = match &kind {
+        ConfigKind::Cluster => ctx.paths.built_clconf(),
+        ConfigKind::App { name } => ctx.paths.built_app(name),
+    };
+    let built = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => {
+            return AdminResponse::Failed {
+                message: format!("cannot read {}: {e}", path.display()),
+                lines: vec![],
+            }
+        }
+    };
+    AdminResponse::Done { lines: push_to_peers(ctx, &kind, &built, force).await }
+}
+
+/// Send a built configuration to every peer; one progress line each.
+pub async fn push_to_peers(
+    ctx: &Context,
+    kind: &ConfigKind,
+    built: &str,
+    force: bool,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for peer in ctx.peers() {
+        let addresses = ctx.manager_addresses(&peer);
+        let request =
+            PeerRequest::PushConfig { kind: kind.clone(), built: built.to_string(), force };
+        match peer_request(&ctx.key, ctx.name(), &ctx.local, &addresses, &request, PEER_TIMEOUT)
+            .await
+        {
+            Ok(PeerReply::Ok { detail }) => lines.push(format!("{peer}: {detail}")),
+            Ok(PeerReply::Refused { reason }) => lines.push(format!("{peer}: refused: {reason}")),
+            Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),
+            Err(e) => lines.push(format!(
+                "{peer}: not reachable ({e:#}); it gets the new version when it joins"
+            )),
+        }
+    }
+    lines
+}
+
+async fn serve_peers(
+    listener: TcpListener,
+    ctx: Context,
+    receiver: Arc<Mutex<Receiver>>,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<ClusterStatus>,
+) {
+    while let Ok((mut stream, from)) = listener.accept().await {
+        let ctx = ctx.clone();
+        let receiver = receiver.clone();
+        let commands = commands.clone();
+        let status = status.clone();
+        tokio::spawn(async move {
+            let frame = match tokio::time::timeout(PEER_TIMEOUT, read_frame(&mut stream)).await {
+                Ok(Ok(frame)) => frame,
+                _ => return,
+            };
+            let request = receiver.lock().await.try_receive::<PeerRequest>(&frame);
+            let (header, request) = match request {
+                Ok(ok) => ok,
+                Err(e) => {
+                    warn!(%from, "rejected a request from {from}: {e} (is the cluster key the same on every node?)");
+                    return;
+                }
+            };
+            let reply = handle_peer(&ctx, &header.sender, request, &commands, &status).await;
+            let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
+            if let Ok(frame) = sender.seal(Kind::NodeManager, &reply) {
+                let _ = stream.write_all(&frame).await;
+            }
+        });
+    }
+}
+
+async fn handle_peer(
+    ctx: &Context,
+    from: &str,
+    request: PeerRequest,
+    commands: &mpsc::Sender<Command>,
+    status: &watch::Receiver<ClusterStatus>,
+) -> PeerReply {
+    match request {
+        PeerRequest::Hello => {
+            let formed = status.borrow().state == "formed";
+            let apps = built_app_versions(ctx);
+            PeerReply::State {
+                node: ctx.local.clone(),
+                formed,
+                config_version: ctx.built.version,
+                config_checksum: ctx.checksum.clone(),
+                apps,
+            }
+        }
+        PeerRequest::Form => {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::FormLocal(tx)).await.is_err() {
+                return PeerReply::Refused { reason: "cldaemon is shutting down".into() };
+            }
+            match rx.await {
+                Ok(Ok(detail)) => {
+                    info!(peer = %from, "formed at the request of {from}");
+                    PeerReply::Ok { detail }
+                }
+                Ok(Err(reason)) => PeerReply::Refused { reason },
+                Err(_) => PeerReply::Refused { reason: "cldaemon is shutting down".into() },
+            }
+        }
+        PeerRequest::Halt { .. } => {
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::HaltLocal(tx)).await.is_err() {
+                return PeerReply::Refused { reason: "cldaemon is shutting down".into() };
+            }
+            info!(peer = %from, "halting at the request of {from}");
+            match rx.await {
+                Ok(detail) => PeerReply::Ok { detail },
+                Err(_) => PeerReply::Refused { reason: "cldaemon is shutting down".into() },
+            }
+        }
+        PeerRequest::PushConfig { kind, built, force } => {
+            crate::sync::install_pushed(ctx, from, &kind, &built, force)
+        }
+        PeerRequest::FetchConfig { kind } => {
+            let path = match &kind {
+                ConfigKind::Cluster => ctx.paths.built_clconf(),
+                ConfigKind::App { name } => ctx.paths.built_app(name),
+            };
+            PeerReply::Config { built: std::fs::read_to_string(path).ok() }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! clnetd: pings every known connection continuously, so that when a peer falls silent this
+//! node already knows whether it still reaches the outside world. Replies go to cldaemon as
+//! [`LocalEvent::KnownReply`]; cldaemon's core decides what a missing reply means.
+//! (VIPs and link watching arrive with the applications work.)
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use cl_wire::msg::LocalEvent;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::heartbeat::{event_sender, notify};
+
+/// How often each known connection is pinged: twice per heartbeat interval, at most every 10 ms.
+pub fn ping_interval(ctx: &Context) -> Duration {
+    (ctx.cluster().heartbeat.interval / 2).max(Duration::from_millis(10))
+}
+
+/// Run clnetd until it is told to stop.
+pub async fn run(ctx: Context) -> Result<()> {
+    let targets: Vec<Ipv4Addr> = ctx
+        .cluster()
+        .known_connections
+        .iter()
+        .filter_map(|a| match a {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(v6) => {
+                warn!(target = %v6, "IPv6 known connections are not pinged yet");
+                None
+            }
+        })
+        .collect();
+    if targets.is_empty() {
+        warn!("no known connections configured: partition detection is impossible");
+    }
+    let pinger = std::sync::Arc::new(
+        cl_sys::icmp::Pinger::new((std::process::id() & 0xffff) as u16)
+            .context("cannot open a raw ICMP socket (clnetd must run as root)")?,
+    );
+    let events = event_sender()?;
+    let interval = ping_interval(&ctx);
+    info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
+    let sender = {
+        let pinger = pinger.clone();
+        let targets = targets.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut seq: u16 = 0;
+            loop {
+                tick.tick().await;
+                seq = seq.wrapping_add(1);
+                for target in &targets {
+                    let _ = pinger.send(*target, seq).await;
+                }
+            }
+        })
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            reply = pinger.recv() => match reply {
+                Ok(reply) => {
+                    if targets.contains(&reply.from) {
+                        notify(&events, &ctx, &LocalEvent::KnownReply { target: IpAddr::V4(reply.from) }).await;
+                    }
+                }
+                Err(e) => {
+                    warn!("ICMP receive failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = terminate.recv() => {
+                sender.abort();
+                info!("stopping");
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Configuration distribution: installing a built configuration another node pushed, and
+//! fetching a newer one when joining.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cl_config::{load_app, load_cluster, AppConfig, Built, ClusterConfig, FileKind, Host};
+use cl_paths::Paths;
+use cl_wire::msg::{ConfigKind, PeerReply};
+use tracing::{info, warn};
+
+use crate::context::{checksum, Context};
+
+/// Answers the config checks about files under this node's root.
+pub struct RootedHost<'p> {
+    /// The node's layout.
+    pub paths: &'p Paths,
+}
+
+impl Host for RootedHost<'_> {
+    fn file_kind(&self, path: &Path) -> FileKind {
+        match std::fs::metadata(self.paths.resolve(path)) {
+            Err(_) => FileKind::Missing,
+            Ok(meta) if meta.is_dir() => FileKind::Directory,
+            Ok(meta) if meta.permissions().mode() & 0o111 != 0 => FileKind::Executable,
+            Ok(_) => FileKind::NotExecutable,
+        }
+    }
+}
+
+/// The version and source of the built configuration `kind` on this node, if any.
+fn local_version(paths: &Paths, kind: &ConfigKind) -> Option<(u64, String)> {
+    let path = built_path(paths, kind);
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: Built<serde_json::Value> = serde_json::from_str(&text).ok()?;
+    Some((value.version, value.source))
+}
+
+/// Where the built configuration `kind` lives.
+pub fn built_path(paths: &Paths, kind: &ConfigKind) -> std::path::PathBuf {
+    match kind {
+        ConfigKind::Cluster => paths.built_clconf(),
+        ConfigKind::App { name } => paths.built_app(name),
+    }
+}
+
+/// Install a configuration pushed by `from`, after checking it here as clbuild would.
+pub fn install_pushed(
+    ctx: &Context,
+    from: &str,
+    kind: &ConfigKind,
+    built: &str,
+    force: bool,
+) -> PeerReply {
+    match install(&ctx.paths, kind, built, force) {
+        Ok(detail) => {
+            info!(peer = %from, "{detail}");
+            PeerReply::Ok { detail }
+        }
+        Err(reason) => {
+            warn!(peer = %from, "refused a configuration from {from}: {reason}");
+            PeerReply::Refused { reason }
+        }
+    }
+}
+
+/// Check and install a built configuration received from another node.
+pub fn install(
+    paths: &Paths,
+    kind: &ConfigKind,
+    built: &str,
+    force: bool,
+) -> Result<String, String> {
+    let incoming: Built<serde_json::Value> = serde_json::from_str(built)
+        .map_err(|e| format!("the configuration sent is not a built configuration: {e}"))?;
+    let incoming_sum = checksum(&incoming.source);
+    if let Some((version, source)) = local_version(paths, kind) {
+        let local_sum = checksum(&source);
+        if version == incoming.version && local_sum == incoming_sum {
+            return Ok(format!("already has version {version}"));
+        }
+        if !force {
+            if version == incoming.version {
+                return Err(format!(
+                    "this node has a different configuration at the same version {version} (checksum {local_sum}, sent {incoming_sum}); run `clbuild --force` on the node whose copy should win"
+                ));
+            }
+            if version > incoming.version {
+                return Err(format!(
+                    "this node has a newer version ({version}) than the one sent ({})",
+                    incoming.version
+                ));
+            }
+        }
+    }
+    // Validate here too: the key file and scripts must exist on this node as well.
+    let host = RootedHost { paths };
+    let problems: Vec<String> = match kind {
+        ConfigKind::Cluster => {
+            let loaded = load_cluster("clconf.xml (sent)", incoming.source.as_bytes(), &host);
+            loaded.errors().map(|d| d.to_string()).collect()
+        }
+        ConfigKind::App { name } => {
+            let cluster: Option<Built<ClusterConfig>> = std::fs::read(paths.built_clconf())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let Some(cluster) = cluster else {
+                return Err("this node has no built cluster configuration".into());
+            };
+            let loaded = load_app(
+                "appconf.xml (sent)",
+                incoming.source.as_bytes(),
+                name,
+                &cluster.config,
+                &[],
+                &host,
+            );
+            loaded.errors().map(|d| d.to_string()).collect::<Vec<_>>()
+        }
+    };
+    if let Some(first) = problems.first() {
+        return Err(format!(
+            "the configuration does not validate on this node ({} problems; first: {first})",
+            problems.len()
+        ));
+    }
+    // Re-encode through the typed form so a damaged artefact never lands.
+    let text = match kind {
+        ConfigKind::Cluster => serde_json::from_str::<Built<ClusterConfig>>(built)
+            .and_then(|b| serde_json::to_vec_pretty(&b)),
+        ConfigKind::App { .. } => serde_json::from_str::<Built<AppConfig>>(built)
+            .and_then(|b| serde_json::to_vec_pretty(&b)),
+    }
+    .map_err(|e| format!("the configuration sent does not match this version of linuxha: {e}"))?;
+    let path = built_path(paths, kind);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    cl_paths::replace_keeping_previous(&path, &text)
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(format!("installed configuration version {} (checksum {incoming_sum})", incoming.version))
+}

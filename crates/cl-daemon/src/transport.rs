@@ -1,0 +1,111 @@
+//! Request/response transports: authenticated frames between nodes' cldaemons over TCP, and
+//! JSON lines over the admin Unix socket.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use cl_wire::msg::{AdminRequest, AdminResponse, PeerReply, PeerRequest};
+use cl_wire::{frame_len, ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A fresh epoch: nanoseconds since the Unix epoch, so a restarted sender's epoch is higher.
+pub fn new_epoch() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+}
+
+/// Read one whole frame from a stream (length from the header, capped at MAX_FRAME).
+pub async fn read_frame<R: AsyncReadExt + Unpin>(stream: &mut R) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        match frame_len(&buf) {
+            Ok(Some(len)) if buf.len() >= len => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Ok(_) => {}
+            Err(e) => bail!("bad frame: {e}"),
+        }
+        if buf.len() > MAX_FRAME {
+            bail!("frame too large");
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed mid-frame");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Send one request to a peer's cldaemon and wait for its reply, trying each address in turn.
+pub async fn peer_request(
+    key: &ClusterKey,
+    cluster: &str,
+    local: &str,
+    addresses: &[SocketAddr],
+    request: &PeerRequest,
+    timeout: Duration,
+) -> Result<PeerReply> {
+    let mut last_error = anyhow!("no address");
+    for address in addresses {
+        match tokio::time::timeout(
+            timeout,
+            peer_request_one(key, cluster, local, *address, request),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(e)) => last_error = e.context(format!("{address}")),
+            Err(_) => {
+                last_error = anyhow!("{address}: no answer within {} ms", timeout.as_millis())
+            }
+        }
+    }
+    Err(last_error)
+}
+
+async fn peer_request_one(
+    key: &ClusterKey,
+    cluster: &str,
+    local: &str,
+    address: SocketAddr,
+    request: &PeerRequest,
+) -> Result<PeerReply> {
+    let mut stream = TcpStream::connect(address).await.context("connect")?;
+    let mut sender = Sender::new(key.clone(), cluster, local, new_epoch());
+    let frame = sender.seal(Kind::NodeManager, request).map_err(|e| anyhow!("encode: {e}"))?;
+    stream.write_all(&frame).await?;
+    let reply = read_frame(&mut stream).await?;
+    let mut receiver = Receiver::new(key.clone(), cluster);
+    let (_, reply) = receiver
+        .try_receive::<PeerReply>(&reply)
+        .map_err(|e| anyhow!("reply rejected: {e} (is the cluster key the same on both nodes?)"))?;
+    Ok(reply)
+}
+
+/// Send one request to the local cldaemon's admin socket and read its response.
+pub async fn admin_request(
+    socket: &Path,
+    request: &AdminRequest,
+    timeout: Duration,
+) -> Result<AdminResponse> {
+    let work = async {
+        let stream = UnixStream::connect(socket).await?;
+        let (read, mut write) = stream.into_split();
+        let mut line = serde_json::to_string(request)?;
+        line.push('\n');
+        write.write_all(line.as_bytes()).await?;
+        let mut reader = BufReader::new(read);
+        let mut answer = String::new();
+        reader.read_line(&mut answer).await?;
+        let response: AdminResponse =
+            serde_json::from_str(answer.trim()).context("bad answer from cldaemon")?;
+        anyhow::Ok(response)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| anyhow!("cldaemon did not answer within {} s", timeout.as_secs()))?
+}

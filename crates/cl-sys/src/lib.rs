@@ -1,0 +1,12 @@
+//! Thin Linux wrappers for the linuxha daemons: raw ICMP echo, realtime scheduling and memory
+//! locking, logging set-up, process plumbing (daemonize, named children, pid files) and UDP
+//! sockets bound to a device.
+//!
+//! Everything here is Linux-only and deliberately small: policy lives in the daemons and the
+//! decision core; this crate only makes the system calls and turns their failures into errors.
+
+pub mod icmp;
+pub mod logging;
+pub mod process;
+pub mod realtime;
+pub mod udp;

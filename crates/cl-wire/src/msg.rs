@@ -1,0 +1,244 @@
+//! Message bodies: between nodes (heartbeats, node-manager requests) and between the admin
+//! commands and the local cldaemon.
+//!
+//! Peer messages travel inside authenticated frames ([`crate::codec`]); admin messages travel
+//! as one JSON line each way over the root-only Unix socket `run/cluster/cldaemon-<cluster>.sock`.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The body of a heartbeat frame (kind [`crate::Kind::Heartbeat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatMsg {
+    /// The sender's built cluster configuration version.
+    pub config_version: u64,
+    /// Checksum of that configuration's source.
+    pub config_checksum: String,
+}
+
+/// Which built configuration a push or fetch is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "config", rename_all = "snake_case")]
+pub enum ConfigKind {
+    /// clconf.xml.
+    Cluster,
+    /// An application's appconf.xml.
+    App {
+        /// Application name.
+        name: String,
+    },
+}
+
+/// A request from one node's cldaemon (or clbuild) to another's (kind [`crate::Kind::NodeManager`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum PeerRequest {
+    /// Who are you, are you formed, which configuration do you have?
+    Hello,
+    /// Start your cluster daemons and join.
+    Form,
+    /// Stop your cluster daemons.
+    Halt {
+        /// Stop applications first instead of refusing.
+        force: bool,
+    },
+    /// Install this built configuration (the JSON of a `cl_config::Built`).
+    PushConfig {
+        /// What it is.
+        kind: ConfigKind,
+        /// The built artefact, as JSON text.
+        built: String,
+        /// Install even if the receiver's version is the same or newer (`clbuild --force`).
+        force: bool,
+    },
+    /// Send me your built configuration.
+    FetchConfig {
+        /// What.
+        kind: ConfigKind,
+    },
+}
+
+/// The answer to a [`PeerRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum PeerReply {
+    /// Answer to Hello.
+    State {
+        /// The node answering.
+        node: String,
+        /// Whether its cluster daemons run.
+        formed: bool,
+        /// Its cluster configuration version.
+        config_version: u64,
+        /// Its configuration checksum.
+        config_checksum: String,
+        /// Its built applications with their versions.
+        apps: Vec<(String, u64)>,
+    },
+    /// Done.
+    Ok {
+        /// What was done, for the operator.
+        detail: String,
+    },
+    /// A built configuration (answer to FetchConfig); None when there is none.
+    Config {
+        /// The built artefact JSON.
+        built: Option<String>,
+    },
+    /// Not done, and why.
+    Refused {
+        /// One sentence.
+        reason: String,
+    },
+}
+
+/// A request from an admin command to the local cldaemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum AdminRequest {
+    /// The published status snapshot.
+    Status,
+    /// Form the cluster on every reachable node.
+    Form {
+        /// Start no applications.
+        noapps: bool,
+    },
+    /// Stop the cluster (or one node).
+    Halt {
+        /// Stop applications first.
+        force: bool,
+        /// Only this node.
+        node: Option<String>,
+    },
+    /// A new built configuration was installed locally: send it to the peers.
+    Distribute {
+        /// What was built.
+        kind: ConfigKind,
+        /// Let the local copy win over the peers' (`--force`).
+        force: bool,
+    },
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum AdminResponse {
+    /// The status snapshot.
+    Status(Box<ClusterStatus>),
+    /// Done; progress lines for --verbose.
+    Done {
+        /// What happened, one line each.
+        lines: Vec<String>,
+    },
+    /// Failed; one sentence, plus progress lines.
+    Failed {
+        /// Why.
+        message: String,
+        /// What happened before.
+        lines: Vec<String>,
+    },
+}
+
+/// What `clstat --json` prints: stable field names (documented in docs/clstat.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub cluster: String,
+    /// `formed` or `not_formed` (as seen from this node).
+    pub state: String,
+    /// The node answering.
+    pub local: String,
+    /// This node's standing: connected, undecided or isolated.
+    pub local_state: String,
+    /// Built configuration version on this node.
+    pub config_version: u64,
+    /// Every node, this one included.
+    pub nodes: Vec<NodeStatus>,
+    /// Every known connection.
+    pub known_connections: Vec<KnownConnectionStatus>,
+    /// Every application.
+    pub applications: Vec<ApplicationStatus>,
+    /// Warnings worth an operator's attention (a lost link, an unreachable router).
+    pub warnings: Vec<String>,
+    /// Frame counters of the receiving daemons (dropped frames by reason).
+    pub counters: serde_json::Value,
+}
+
+/// A node in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Name.
+    pub name: String,
+    /// up, down, isolated, joining, leaving.
+    pub state: String,
+    /// Heartbeat links as seen from the answering node (empty for itself).
+    pub links: Vec<LinkStatus>,
+}
+
+/// A heartbeat link in [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStatus {
+    /// Network name.
+    pub network: String,
+    /// up or down.
+    pub state: String,
+    /// Milliseconds since the last heartbeat, if any.
+    pub last_heard_ms: Option<u64>,
+}
+
+/// A known connection in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownConnectionStatus {
+    /// Address.
+    pub address: IpAddr,
+    /// Answered recently.
+    pub reachable: bool,
+    /// Milliseconds since the last reply, if any.
+    pub last_reply_ms: Option<u64>,
+}
+
+/// An application in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationStatus {
+    /// Name.
+    pub name: String,
+    /// stopped, starting, running, stopping, failed.
+    pub state: String,
+    /// Where it runs, if anywhere.
+    pub node: Option<String>,
+}
+
+/// Events the cluster daemons send to their cldaemon over the node-local datagram socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LocalEvent {
+    /// clhbd accepted a heartbeat.
+    Heartbeat {
+        /// Sender node.
+        from: String,
+        /// Network it arrived on.
+        link: String,
+        /// Its configuration version and checksum.
+        beat: HeartbeatMsg,
+    },
+    /// clnetd got an echo reply from a known connection.
+    KnownReply {
+        /// The known connection.
+        target: IpAddr,
+    },
+    /// A daemon's frame counters.
+    Counters {
+        /// Which daemon.
+        daemon: String,
+        /// Its counters.
+        counters: crate::Counters,
+    },
+    /// A daemon reports something for the cldaemon log.
+    Note {
+        /// Which daemon.
+        daemon: String,
+        /// What.
+        text: String,
+    },
+}

@@ -1,0 +1,256 @@
+//! `clform`, `clhalt`, `clstat`: commands answered by the local cldaemon over its admin socket.
+
+use std::io::Write;
+use std::time::Duration;
+
+use cl_paths::Paths;
+use cl_wire::msg::{AdminRequest, AdminResponse, ClusterStatus};
+
+use crate::cli::{ClformArgs, ClhaltArgs, ClstatArgs};
+use crate::fail::{Failure, Outcome};
+use crate::site;
+
+/// Exit code of clstat when the cluster is not formed on this node.
+pub const EXIT_NOT_FORMED: i32 = 3;
+
+fn runtime(command: &str) -> Outcome<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("{command}: {e}")))
+}
+
+/// Ask the local cldaemon; a cldaemon that is not running is one clear sentence.
+fn ask(
+    command: &str,
+    paths: &Paths,
+    request: &AdminRequest,
+    timeout: Duration,
+) -> Outcome<Option<AdminResponse>> {
+    let cluster = site::built_cluster(command, paths)?;
+    let socket = cl_daemon::context::admin_socket(paths, &cluster.config.name);
+    if !socket.exists() {
+        return Ok(None);
+    }
+    let rt = runtime(command)?;
+    match rt.block_on(cl_daemon::transport::admin_request(&socket, request, timeout)) {
+        Ok(response) => Ok(Some(response)),
+        Err(e) => {
+            let refused = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    )
+                })
+            });
+            if refused {
+                Ok(None)
+            } else {
+                Err(Failure::runtime(format!("{command}: {e:#}")))
+            }
+        }
+    }
+}
+
+fn not_running(command: &str) -> Failure {
+    Failure::runtime(format!(
+        "{command}: cldaemon is not running on this node; start it with `cldaemon` (at boot: the linuxha-cldaemon unit)"
+    ))
+}
+
+fn finish(command: &str, verbose: bool, response: AdminResponse) -> Outcome<()> {
+    match response {
+        AdminResponse::Done { lines } => {
+            if verbose {
+                for line in lines {
+                    println!("{command}: {line}");
+                }
+            }
+            Ok(())
+        }
+        AdminResponse::Failed { message, lines } => {
+            if verbose {
+                for line in lines {
+                    println!("{command}: {line}");
+                }
+            }
+            Err(Failure::runtime(message))
+        }
+        AdminResponse::Status(_) => {
+            Err(Failure::runtime(format!("{command}: unexpected answer from cldaemon")))
+        }
+    }
+}
+
+/// Run clform.
+pub fn clform(paths: &Paths, args: &ClformArgs) -> Outcome<()> {
+    if args.verbose {
+        println!("clform: asking the local cldaemon to form the cluster on every reachable node");
+    }
+    let request = AdminRequest::Form { noapps: args.noapps };
+    let response = ask("clform", paths, &request, Duration::from_secs(60))?
+        .ok_or_else(|| not_running("clform"))?;
+    finish("clform", args.verbose, response)
+}
+
+/// Run clhalt.
+pub fn clhalt(paths: &Paths, args: &ClhaltArgs) -> Outcome<()> {
+    if args.verbose {
+        match &args.node {
+            Some(node) => println!("clhalt: taking node {node} out of the cluster"),
+            None => println!("clhalt: stopping the cluster on every node"),
+        }
+    }
+    let request = AdminRequest::Halt { force: args.force, node: args.node.clone() };
+    let response = ask("clhalt", paths, &request, Duration::from_secs(60))?
+        .ok_or_else(|| not_running("clhalt"))?;
+    finish("clhalt", args.verbose, response)
+}
+
+/// Run clstat: exit 0 when formed, 3 when not formed here.
+pub fn clstat(paths: &Paths, args: &ClstatArgs) -> Outcome<()> {
+    loop {
+        let status = fetch_status(paths)?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&status)
+                .map_err(|e| Failure::runtime(format!("clstat: {e}")))?
+        } else {
+            render(&status, args.verbose)
+        };
+        if args.watch {
+            // Clear the screen and redraw; stop with Ctrl-C.
+            println!("\x1b[2J\x1b[H{text}");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        println!("{text}");
+        if status.state != "formed" {
+            return Err(Failure { code: EXIT_NOT_FORMED, message: String::new() });
+        }
+        return Ok(());
+    }
+}
+
+fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
+    let cluster = site::built_cluster("clstat", paths)?;
+    match ask("clstat", paths, &AdminRequest::Status, Duration::from_secs(2))? {
+        Some(AdminResponse::Status(status)) => Ok(*status),
+        Some(_) => Err(Failure::runtime("clstat: unexpected answer from cldaemon")),
+        None => {
+            let me = site::local_node("clstat")?;
+            Ok(ClusterStatus {
+                cluster: cluster.config.name.clone(),
+                state: "not_formed".into(),
+                local: me,
+                local_state: "unknown".into(),
+                config_version: cluster.version,
+                nodes: cluster
+                    .config
+                    .nodes
+                    .iter()
+                    .map(|n| cl_wire::msg::NodeStatus {
+                        name: n.name.clone(),
+                        state: "unknown".into(),
+                        links: vec![],
+                    })
+                    .collect(),
+                known_connections: vec![],
+                applications: vec![],
+                warnings: vec!["cldaemon is not running on this node".into()],
+                counters: serde_json::Value::Object(Default::default()),
+            })
+        }
+    }
+}
+
+/// The human-readable status.
+pub fn render(status: &ClusterStatus, verbose: bool) -> String {
+    let mut out = String::new();
+    let state = if status.state == "formed" { "FORMED" } else { "NOT FORMED" };
+    out += &format!(
+        "Cluster: {}  State: {state}  (seen from {}, {}, configuration version {})\n",
+        status.cluster, status.local, status.local_state, status.config_version
+    );
+    out += &format!("\n{:<12} {:<9} {}\n", "Node", "State", "Heartbeat links (last heard)");
+    for node in &status.nodes {
+        let links: Vec<String> = node
+            .links
+            .iter()
+            .map(|l| match l.last_heard_ms {
+                Some(ms) => format!("{} {} ({ms} ms ago)", l.network, l.state),
+                None => format!("{} {} (never)", l.network, l.state),
+            })
+            .collect();
+        let links =
+            if node.name == status.local { "(this node)".to_string() } else { links.join(", ") };
+        out += &format!("{:<12} {:<9} {}\n", node.name, node.state, links);
+    }
+    if !status.known_connections.is_empty() {
+        out += &format!("\n{:<16} {:<12} {}\n", "Known connection", "Reachable", "Last reply");
+        for k in &status.known_connections {
+            let last =
+                k.last_reply_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".into());
+            out += &format!(
+                "{:<16} {:<12} {}\n",
+                k.address.to_string(),
+                if k.reachable { "yes" } else { "NO" },
+                last
+            );
+        }
+    }
+    out += "\n";
+    if status.applications.is_empty() {
+        out += "Applications: none running\n";
+    } else {
+        out += &format!("{:<16} {:<10} {}\n", "Application", "State", "Node");
+        for app in &status.applications {
+            out += &format!(
+                "{:<16} {:<10} {}\n",
+                app.name,
+                app.state,
+                app.node.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    for warning in &status.warnings {
+        out += &format!("WARNING: {warning}\n");
+    }
+    if verbose {
+        out += &format!("\nFrame counters: {}\n", status.counters);
+    }
+    out.trim_end().to_string()
+}
+
+/// After a build, have the local cldaemon send the new configuration to the other nodes.
+/// The local build already succeeded, so problems here are warnings, not failures.
+pub fn distribute(
+    command: &str,
+    paths: &Paths,
+    kind: cl_wire::msg::ConfigKind,
+    force: bool,
+    verbose: bool,
+) -> Outcome<()> {
+    match ask(command, paths, &AdminRequest::Distribute { kind, force }, Duration::from_secs(30))? {
+        None => {
+            if verbose {
+                println!("{command}: cldaemon is not running on this node; the other nodes get this version when they join");
+            }
+        }
+        Some(AdminResponse::Done { lines }) => {
+            for line in lines {
+                if line.contains("refused") {
+                    eprintln!("{command}: warning: {line}");
+                } else if verbose {
+                    println!("{command}: {line}");
+                }
+            }
+        }
+        Some(AdminResponse::Failed { message, .. }) => {
+            eprintln!("{command}: warning: not distributed: {message}")
+        }
+        Some(AdminResponse::Status(_)) => {}
+    }
+    Ok(())
+}
