@@ -346,7 +346,7 @@ impl Membership {
             let expired: Vec<String> = peer
                 .links
                 .iter()
-                .filter(|(_, l)| l.up && !l.last.is_some_and(|t| now.since(t) < timeout))
+                .filter(|(_, l)| l.up && l.last.is_none_or(|t| now.since(t) >= timeout))
                 .map(|(name, _)| name.clone())
                 .collect();
             for link in &expired {
