@@ -138,7 +138,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         }
     }
     wait_for(lab, &second, &exe, "both nodes up", Duration::from_secs(10), |s| {
-        node_state(s, &first) == "up"
+        node_state(s, &first) == "up" && links_up(s, &first)
     })?;
     step(&format!("{second}: clstat"));
     run_on_status(lab, &second, &[&exe, "clstat"])?;
@@ -190,7 +190,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     step("healing the cut: the nodes find each other again, without a restart");
     lab.heal(&first).map_err(fail)?;
     wait_for(lab, &first, &exe, "both nodes up again", Duration::from_secs(10), |s| {
-        node_state(s, &second) == "up" && s["local_state"] == "connected"
+        node_state(s, &second) == "up" && links_up(s, &second) && s["local_state"] == "connected"
     })?;
     run_on_status(lab, &first, &[&exe, "clstat"])?;
     step(&format!("{first}: clhalt --verbose"));
