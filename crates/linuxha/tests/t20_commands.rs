@@ -93,7 +93,10 @@ fn cluster_commands_without_cldaemon_say_how_to_start_it() {
         let out = node.run(command, &args);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.starts_with(&format!("{command}: cldaemon is not running on this node")), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{command}: cldaemon is not running on this node")),
+            "{stderr}"
+        );
     }
 }
 

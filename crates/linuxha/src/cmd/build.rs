@@ -173,16 +173,13 @@ fn genkey(paths: &Paths, args: &ClbuildArgs, progress: &Progress) -> Outcome<()>
     Ok(())
 }
 
-/// Changing the configuration under running daemons needs --force (they pick it up on reload).
+/// Changing the configuration under a formed cluster needs --force: the daemons keep the
+/// version they started with until the cluster is formed again.
 fn refuse_while_running(paths: &Paths, cluster: &str, force: bool, command: &str) -> Outcome<()> {
-    let pid_file = paths.run_dir().join(format!("cldaemon-{cluster}.pid"));
-    let running = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-    if running && !force {
+    let formed = paths.run_dir().join(format!("{cluster}.formed")).exists();
+    if formed && !force {
         return Err(Failure::runtime(format!(
-            "{command}: cluster `{cluster}` is running on this node; use --force to install the new configuration anyway"
+            "{command}: cluster `{cluster}` is formed on this node; use --force to install the new configuration anyway (it is sent to the other nodes and used when the cluster is next formed)"
         )));
     }
     Ok(())
