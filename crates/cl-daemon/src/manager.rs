@@ -167,6 +167,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     loop {
         let wake = manager.next_wake();
         tokio::select! {
+            biased;
             received = events.recv(&mut buf) => {
                 if let Ok(n) = received {
                     if let Some(bytes) = buf.get(..n) {
@@ -186,7 +187,16 @@ pub async fn run(ctx: Context) -> Result<()> {
                     let _ = reply.send(format!("{}: cluster daemons stopped", manager.ctx.local));
                 }
             },
-            _ = tokio::time::sleep_until(wake) => manager.tick(),
+            _ = tokio::time::sleep_until(wake) => {
+                // After a stall, heartbeats may be waiting in the socket: count them before
+                // letting time judge anyone, or a busy cldaemon would declare a live peer dead.
+                while let Ok(n) = events.try_recv(&mut buf) {
+                    if let Some(event) = buf.get(..n).and_then(|b| serde_json::from_slice::<LocalEvent>(b).ok()) {
+                        manager.handle_event(event);
+                    }
+                }
+                manager.tick();
+            }
             _ = supervise.tick() => manager.supervise(),
             _ = publish.tick() => manager.publish(),
             _ = terminate.recv() => {
