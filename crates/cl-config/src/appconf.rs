@@ -159,14 +159,7 @@ fn resolve(
     cx: &Context<'_>,
     diags: &mut Diagnostics<'_>,
 ) -> Option<AppConfig> {
-    if root.tag_name().name() != "appconf" {
-        diags.error(
-            root.range().start,
-            format!(
-                "the root element of appconf.xml must be <appconf>, not <{}>",
-                root.tag_name().name()
-            ),
-        );
+    if !xml::expect_root(root, "appconf", "appconf.xml", diags) {
         return None;
     }
     let mut top = Element::new(root);

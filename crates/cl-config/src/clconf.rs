@@ -164,14 +164,7 @@ fn resolve(
     host: &dyn Host,
     diags: &mut Diagnostics<'_>,
 ) -> Option<ClusterConfig> {
-    if root.tag_name().name() != "linuxha" {
-        diags.error(
-            root.range().start,
-            format!(
-                "the root element of clconf.xml must be <linuxha>, not <{}>",
-                root.tag_name().name()
-            ),
-        );
+    if !xml::expect_root(root, "linuxha", "clconf.xml", diags) {
         return None;
     }
     let mut top = Element::new(root);

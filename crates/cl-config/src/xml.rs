@@ -169,6 +169,24 @@ fn find_open_tag(text: &str, name: &str, before: usize) -> Option<usize> {
     })
 }
 
+/// Check the document's root element; report and return false when it is not `expected`.
+pub fn expect_root(
+    root: Node<'_, '_>,
+    expected: &str,
+    file: &str,
+    diags: &mut Diagnostics<'_>,
+) -> bool {
+    let found = root.tag_name().name();
+    if found != expected {
+        diags.error(
+            root.range().start,
+            format!("the root element of {file} must be <{expected}>, not <{found}>"),
+        );
+        return false;
+    }
+    true
+}
+
 /// A value read from an attribute or element text, with the byte offset where it starts.
 #[derive(Debug, Clone, Copy)]
 pub struct Spanned<'a> {

@@ -526,20 +526,21 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
     }
 }
 
+/// One request to a peer's cldaemon, trying each of its addresses.
+async fn ask_peer(
+    ctx: &Context,
+    addresses: &[SocketAddr],
+    request: &PeerRequest,
+) -> Result<PeerReply> {
+    peer_request(&ctx.key, ctx.name(), &ctx.local, addresses, request, PEER_TIMEOUT).await
+}
+
 /// At start, catch up with a newer configuration a peer has, then join the cluster by itself
 /// if a peer runs it.
 async fn join_if_formed_elsewhere(ctx: Context, commands: mpsc::Sender<Command>) {
     for peer in ctx.peers() {
         let addresses = ctx.manager_addresses(&peer);
-        let hello = peer_request(
-            &ctx.key,
-            ctx.name(),
-            &ctx.local,
-            &addresses,
-            &PeerRequest::Hello,
-            PEER_TIMEOUT,
-        )
-        .await;
+        let hello = ask_peer(&ctx, &addresses, &PeerRequest::Hello).await;
         if let Ok(PeerReply::State { config_version, apps, .. }) = &hello {
             if catch_up(&ctx, &peer, &addresses, *config_version, apps).await {
                 crate::reexec(&ctx);
@@ -593,9 +594,7 @@ async fn catch_up(
     let mut cluster_changed = false;
     for kind in wanted {
         let request = PeerRequest::FetchConfig { kind: kind.clone() };
-        match peer_request(&ctx.key, ctx.name(), &ctx.local, addresses, &request, PEER_TIMEOUT)
-            .await
-        {
+        match ask_peer(ctx, addresses, &request).await {
             Ok(PeerReply::Config { built: Some(built) }) => {
                 match crate::sync::install(&ctx.paths, &kind, &built, false) {
                     Ok(detail) => {
@@ -687,16 +686,7 @@ async fn form_cluster(
     let mut reachable = Vec::new();
     for peer in ctx.peers() {
         let addresses = ctx.manager_addresses(&peer);
-        match peer_request(
-            &ctx.key,
-            ctx.name(),
-            &ctx.local,
-            &addresses,
-            &PeerRequest::Hello,
-            PEER_TIMEOUT,
-        )
-        .await
-        {
+        match ask_peer(ctx, &addresses, &PeerRequest::Hello).await {
             Ok(PeerReply::State { config_version, config_checksum, .. }) => {
                 if config_version == ctx.built.version && config_checksum != ctx.checksum {
                     return AdminResponse::Failed {
@@ -736,16 +726,7 @@ async fn form_cluster(
     }
     for peer in &reachable {
         let addresses = ctx.manager_addresses(peer);
-        match peer_request(
-            &ctx.key,
-            ctx.name(),
-            &ctx.local,
-            &addresses,
-            &PeerRequest::Form,
-            PEER_TIMEOUT,
-        )
-        .await
-        {
+        match ask_peer(ctx, &addresses, &PeerRequest::Form).await {
             Ok(PeerReply::Ok { detail }) => lines.push(detail),
             Ok(PeerReply::Refused { reason }) => lines.push(format!("{peer}: refused: {reason}")),
             Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),
@@ -810,16 +791,7 @@ async fn halt_cluster(
             continue;
         }
         let addresses = ctx.manager_addresses(&target);
-        match peer_request(
-            &ctx.key,
-            ctx.name(),
-            &ctx.local,
-            &addresses,
-            &PeerRequest::Halt { force: false },
-            PEER_TIMEOUT,
-        )
-        .await
-        {
+        match ask_peer(ctx, &addresses, &PeerRequest::Halt { force: false }).await {
             Ok(PeerReply::Ok { detail }) => lines.push(detail),
             Ok(PeerReply::Refused { reason }) => failed.push(format!("{target}: {reason}")),
             Ok(other) => failed.push(format!("{target}: unexpected answer {other:?}")),
@@ -862,9 +834,7 @@ pub async fn push_to_peers(
         let addresses = ctx.manager_addresses(&peer);
         let request =
             PeerRequest::PushConfig { kind: kind.clone(), built: built.to_string(), force };
-        match peer_request(&ctx.key, ctx.name(), &ctx.local, &addresses, &request, PEER_TIMEOUT)
-            .await
-        {
+        match ask_peer(ctx, &addresses, &request).await {
             Ok(PeerReply::Ok { detail }) => lines.push(format!("{peer}: {detail}")),
             Ok(PeerReply::Refused { reason }) => lines.push(format!("{peer}: refused: {reason}")),
             Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),

@@ -6,27 +6,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cl_config::{AppConfig, Built, ClusterConfig, FileKind, Host, Loaded};
+use cl_config::{AppConfig, Built, ClusterConfig, Loaded};
 use cl_paths::Paths;
 
 use crate::fail::{Failure, Outcome};
 
-/// Answers [`Host`] questions by looking under the node's root.
-pub struct RootedHost<'p> {
-    /// The node's layout.
-    pub paths: &'p Paths,
-}
-
-impl Host for RootedHost<'_> {
-    fn file_kind(&self, path: &Path) -> FileKind {
-        match fs::metadata(self.paths.resolve(path)) {
-            Err(_) => FileKind::Missing,
-            Ok(meta) if meta.is_dir() => FileKind::Directory,
-            Ok(meta) if meta.permissions().mode() & 0o111 != 0 => FileKind::Executable,
-            Ok(_) => FileKind::NotExecutable,
-        }
-    }
-}
+pub use cl_daemon::sync::RootedHost;
 
 /// Read a file the user points us at, with a readable error.
 pub fn read_file(command: &str, path: &Path) -> Outcome<Vec<u8>> {
