@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # tool:package pairs the tests use.
 needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext4:e2fsprogs
        mkfs.ext2:e2fsprogs blkid:util-linux unshare:util-linux nsenter:util-linux
-       mount:mount python3:python3 ps:procps)
+       mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}

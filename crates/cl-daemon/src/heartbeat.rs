@@ -86,8 +86,29 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let mut last_logged: BTreeMap<String, Instant> = BTreeMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut ctx = ctx;
     loop {
         tokio::select! {
+            _ = hangup.recv() => {
+                match Context::load(ctx.paths.clone()) {
+                    Ok(new) => {
+                        if new.cluster().ports != ctx.cluster().ports || new.cluster().nodes != ctx.cluster().nodes {
+                            warn!("ports or networks changed: they take effect when the cluster is formed again (clhalt, clform)");
+                        }
+                        if new.key.fingerprint() != ctx.key.fingerprint() {
+                            receiver = Receiver::new(new.key.clone(), new.name());
+                        }
+                        info!(version = new.built.version, "configuration reloaded");
+                        ctx = new;
+                    }
+                    Err(e) => warn!("cannot reload the configuration, keeping the current one: {e:#}"),
+                }
+                // SAFETY: kill(2) on our own child's pid with a valid signal.
+                unsafe {
+                    libc::kill(sender_child.id() as i32, libc::SIGHUP);
+                }
+            }
             Some((link, from, frame)) = rx.recv() => {
                 match receiver.try_receive::<HeartbeatMsg>(&frame) {
                     Ok((header, beat)) => {
@@ -173,14 +194,31 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         }
     }
     let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
-    let beat =
+    let mut beat =
         HeartbeatMsg { config_version: ctx.built.version, config_checksum: ctx.checksum.clone() };
     let mut tick = tokio::time::interval(cluster.heartbeat.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
     info!(interval_ms = cluster.heartbeat.interval.as_millis() as u64, "sending heartbeats");
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = hangup.recv() => {
+                match Context::load(ctx.paths.clone()) {
+                    Ok(new) => {
+                        // The new version goes out with the next beat; the key, if it changed, too.
+                        beat = HeartbeatMsg { config_version: new.built.version, config_checksum: new.checksum.clone() };
+                        if new.key.fingerprint() != ctx.key.fingerprint() {
+                            sender = Sender::new(new.key.clone(), new.name(), &new.local, new_epoch());
+                        }
+                        info!(version = new.built.version, "configuration reloaded");
+                    }
+                    Err(e) => warn!("cannot reload the configuration, keeping the current one: {e:#}"),
+                }
+                continue;
+            }
+        }
         for (socket, peers, link) in &targets {
             for peer in peers {
                 let frame = match sender.seal(Kind::Heartbeat, &beat) {

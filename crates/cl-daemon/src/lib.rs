@@ -52,6 +52,8 @@ impl Daemon {
 
 /// Set in the environment of a cldaemon that is already detached and named.
 const READY_ENV: &str = "LINUXHA_DAEMON_READY";
+/// Set when cldaemon restarts itself on a newly installed configuration.
+pub const CONFIG_CHANGED_ENV: &str = "LINUXHA_CONFIG_CHANGED";
 
 /// The environment every cluster daemon is started with: the node's root and name.
 pub fn child_env(ctx: &Context) -> Vec<(String, String)> {
@@ -103,6 +105,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
         let error = std::process::Command::new(exe)
             .arg0(&argv0)
             .env(READY_ENV, "1")
+            .env_remove(CONFIG_CHANGED_ENV)
             .envs(child_env(&ctx))
             .exec();
         bail!("cannot start {argv0}: {error}");
@@ -110,7 +113,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     let lock = refuse_second_instance(&ctx)?;
     let _ = cl_sys::process::write_pid_file(&ctx.pid_file("cldaemon"), std::process::id());
     cl_sys::logging::init_file_logging(&ctx.log_file("cldaemon"), "cldaemon")?;
-    tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, "{argv0} starting");
+    tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, key = %ctx.key.fingerprint(), "{argv0} starting");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(manager::run(ctx.clone()));
     if let Err(e) = &result {
@@ -155,6 +158,7 @@ pub fn reexec(ctx: &Context) {
             let error = std::process::Command::new(exe)
                 .arg0(&argv0)
                 .env(READY_ENV, "1")
+                .env(CONFIG_CHANGED_ENV, "1")
                 .envs(child_env(ctx))
                 .exec();
             tracing::error!("cannot restart: {error}");

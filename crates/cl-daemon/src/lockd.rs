@@ -29,7 +29,11 @@ pub async fn run(ctx: Context) -> Result<()> {
         });
     }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    terminate.recv().await;
-    info!("stopping");
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::select! {
+        _ = terminate.recv() => info!("stopping"),
+        // cldaemon starts a fresh cllockd on the new configuration.
+        _ = hangup.recv() => info!("configuration changed: exiting to be restarted on it"),
+    }
     Ok(())
 }

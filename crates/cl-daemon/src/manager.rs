@@ -45,6 +45,8 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 enum Command {
     FormLocal(oneshot::Sender<Result<String, String>>),
     HaltLocal(oneshot::Sender<String>),
+    /// A newer cluster configuration was installed: restart cldaemon on it.
+    Reload,
 }
 
 /// A cluster daemon this cldaemon looks after.
@@ -102,6 +104,8 @@ struct Manager {
     down_links: BTreeSet<(String, String)>,
     lost_known: BTreeSet<IpAddr>,
     status_tx: watch::Sender<ClusterStatus>,
+    /// This cldaemon was restarted because a new configuration was installed.
+    config_changed: bool,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -150,7 +154,10 @@ pub async fn run(ctx: Context) -> Result<()> {
         down_links: BTreeSet::new(),
         lost_known: BTreeSet::new(),
         status_tx,
+        config_changed: std::env::var_os(crate::CONFIG_CHANGED_ENV).is_some(),
     };
+    // Only this process needs to know; the daemons it starts read the new files anyway.
+    std::env::remove_var(crate::CONFIG_CHANGED_ENV);
     if ctx.formed_marker().exists() {
         info!("the cluster was formed on this node before this cldaemon started: rejoining");
         if let Err(e) = manager.form_local() {
@@ -185,6 +192,13 @@ pub async fn run(ctx: Context) -> Result<()> {
                 Command::HaltLocal(reply) => {
                     manager.halt_local();
                     let _ = reply.send(format!("{}: cluster daemons stopped", manager.ctx.local));
+                }
+                Command::Reload => {
+                    // Let the answer that announced the new version reach its caller first.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let _ = std::fs::remove_file(&admin_path);
+                    let _ = std::fs::remove_file(&events_path);
+                    crate::reexec(&manager.ctx);
                 }
             },
             _ = tokio::time::sleep_until(wake) => {
@@ -269,6 +283,14 @@ impl Manager {
         if let Some(pid) = cl_sys::process::read_pid_file(&self.ctx.pid_file(daemon)) {
             if cl_sys::process::process_alive(pid) && process_named(pid, &argv0) {
                 info!(daemon, pid, "adopting the running {argv0}");
+                if self.config_changed {
+                    // It runs on the previous configuration: SIGHUP makes it read the new one.
+                    info!(daemon, pid, "asking {argv0} to reload the configuration");
+                    // SAFETY: kill(2) on a pid we just checked is our daemon, with a valid signal.
+                    unsafe {
+                        libc::kill(pid as i32, libc::SIGHUP);
+                    }
+                }
                 self.children.insert(daemon, Child::Adopted(pid));
                 return Ok(());
             }
@@ -672,7 +694,15 @@ async fn handle_admin(
         AdminRequest::Status => AdminResponse::Status(Box::new(status.borrow().clone())),
         AdminRequest::Form { noapps: _ } => form_cluster(ctx, commands, status.clone()).await,
         AdminRequest::Halt { force: _, node } => halt_cluster(ctx, commands, node).await,
-        AdminRequest::Distribute { kind, force } => distribute(ctx, kind, force).await,
+        AdminRequest::Distribute { kind, force } => {
+            let response = distribute(ctx, kind.clone(), force).await;
+            // clbuild installed a new cluster configuration here: this cldaemon restarts on it.
+            let installed = crate::sync::built_version(&ctx.paths, &ConfigKind::Cluster);
+            if kind == ConfigKind::Cluster && installed.is_some_and(|v| v != ctx.built.version) {
+                let _ = commands.send(Command::Reload).await;
+            }
+            response
+        }
     }
 }
 
@@ -925,7 +955,13 @@ async fn handle_peer(
             }
         }
         PeerRequest::PushConfig { kind, built, force } => {
-            crate::sync::install_pushed(ctx, from, &kind, &built, force)
+            let reply = crate::sync::install_pushed(ctx, from, &kind, &built, force);
+            if kind == ConfigKind::Cluster
+                && matches!(&reply, PeerReply::Ok { detail } if detail.starts_with("installed"))
+            {
+                let _ = commands.send(Command::Reload).await;
+            }
+            reply
         }
         PeerRequest::FetchConfig { kind } => {
             let path = match &kind {

@@ -59,8 +59,15 @@ pub async fn run(ctx: Context) -> Result<()> {
         })
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
+            _ = hangup.recv() => {
+                // cldaemon starts a fresh clnetd, which reads the new known connections.
+                sender.abort();
+                info!("configuration changed: exiting to be restarted on it");
+                return Ok(());
+            }
             reply = pinger.recv() => match reply {
                 Ok(reply) => {
                     if targets.contains(&reply.from) {

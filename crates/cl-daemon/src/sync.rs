@@ -36,6 +36,11 @@ fn local_version(paths: &Paths, kind: &ConfigKind) -> Option<(u64, String)> {
     Some((value.version, value.source))
 }
 
+/// The version of the built configuration `kind` installed on this node now.
+pub fn built_version(paths: &Paths, kind: &ConfigKind) -> Option<u64> {
+    local_version(paths, kind).map(|(version, _)| version)
+}
+
 /// Where the built configuration `kind` lives.
 pub fn built_path(paths: &Paths, kind: &ConfigKind) -> std::path::PathBuf {
     match kind {

@@ -232,11 +232,18 @@ pub fn distribute(
     force: bool,
     verbose: bool,
 ) -> Outcome<()> {
-    match ask(command, paths, &AdminRequest::Distribute { kind, force }, Duration::from_secs(30))? {
+    let cluster_changed = kind == cl_wire::msg::ConfigKind::Cluster;
+    let running = match ask(
+        command,
+        paths,
+        &AdminRequest::Distribute { kind, force },
+        Duration::from_secs(30),
+    )? {
         None => {
             if verbose {
                 println!("{command}: cldaemon is not running on this node; the other nodes get this version when they join");
             }
+            false
         }
         Some(AdminResponse::Done { lines }) => {
             for line in lines {
@@ -246,11 +253,38 @@ pub fn distribute(
                     println!("{command}: {line}");
                 }
             }
+            true
         }
         Some(AdminResponse::Failed { message, .. }) => {
-            eprintln!("{command}: warning: not distributed: {message}")
+            eprintln!("{command}: warning: not distributed: {message}");
+            true
         }
-        Some(AdminResponse::Status(_)) => {}
+        Some(AdminResponse::Status(_)) => true,
+    };
+    if cluster_changed && running {
+        wait_for_reload(command, paths, verbose)?;
     }
+    Ok(())
+}
+
+/// cldaemon restarts itself on a new cluster configuration: return once it answers with it,
+/// so the next command does not meet a restarting daemon.
+fn wait_for_reload(command: &str, paths: &Paths, verbose: bool) -> Outcome<()> {
+    let installed = site::built_cluster(command, paths)?.version;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(Some(AdminResponse::Status(status))) =
+            ask(command, paths, &AdminRequest::Status, Duration::from_secs(1))
+        {
+            if status.config_version == installed {
+                if verbose {
+                    println!("{command}: cldaemon now runs configuration version {installed}");
+                }
+                return Ok(());
+            }
+        }
+    }
+    eprintln!("{command}: warning: cldaemon did not restart on version {installed} within 10 s; see /var/log/cluster/cldaemon.log");
     Ok(())
 }

@@ -1,0 +1,7 @@
+//! Resource drivers for linuxha: the real-world side of the decision core's actions
+//! (ARCHITECTURE.md §1, §4). Each driver talks to the kernel directly (netlink, raw sockets)
+//! rather than shelling out, so that errors are typed and timings are ours.
+
+#![warn(missing_docs)]
+
+pub mod vip;

@@ -1,0 +1,475 @@
+//! Shared helpers for the cluster daemon tests: a two-node lab with the example configuration
+//! built on both nodes, the daemons started as an operator would, and polling of `clstat`.
+//!
+//! Every test holds its [`Cluster`] (and so its [`Lab`]) until the end: dropping it, also in a
+//! panic, kills everything the test started on the nodes and removes the namespaces.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cl_lab::{Lab, LabSpec};
+use serde_json::Value;
+
+/// The multicall binary under test.
+pub const EXE: &str = env!("CARGO_BIN_EXE_linuxha");
+/// The example cluster's name.
+pub const CLUSTER: &str = "cluster1";
+/// The daemons cldaemon (and clhbd) start while the cluster is formed.
+pub const CLUSTER_DAEMONS: [&str; 4] = ["cllockd", "clnetd", "clhbd", "clhbd2"];
+/// Every daemon of a formed node.
+pub const ALL_DAEMONS: [&str; 5] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2"];
+/// How long a state may take to show: generous, these tests check behaviour, not speed.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// The known connection of the example configuration (the lab's `ext`).
+pub const KNOWN: &str = "10.10.0.1";
+/// clhbd's port in the example configuration.
+pub const CLHBD_PORT: u16 = 9904;
+
+/// A lab whose two nodes have the example configuration built with one shared key.
+pub struct Cluster {
+    /// The lab; dropping it removes everything.
+    pub lab: Lab,
+}
+
+/// A lab for `test`, or `None` (with a message) where labs cannot run.
+pub fn lab_or_skip(test: &str) -> Option<Lab> {
+    if let Err(e) = cl_lab::check_supported() {
+        eprintln!("skipping {test}: {e}");
+        return None;
+    }
+    Some(Lab::up(LabSpec::default()).expect("lab up"))
+}
+
+/// Output as text, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Copy a directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The state of `node` in a `clstat --json` object ("" when absent).
+pub fn node_state<'a>(status: &'a Value, node: &str) -> &'a str {
+    node_entry(status, node).and_then(|n| n["state"].as_str()).unwrap_or("")
+}
+
+/// The `nodes` entry for `node`.
+pub fn node_entry<'a>(status: &'a Value, node: &str) -> Option<&'a Value> {
+    status["nodes"].as_array()?.iter().find(|n| n["name"] == node)
+}
+
+/// The state of `node`'s link `network` as seen in `status` ("" when absent).
+pub fn link_state<'a>(status: &'a Value, node: &str, network: &str) -> &'a str {
+    node_entry(status, node)
+        .and_then(|n| n["links"].as_array())
+        .and_then(|links| links.iter().find(|l| l["network"] == network))
+        .and_then(|l| l["state"].as_str())
+        .unwrap_or("")
+}
+
+/// The `known_connections` entry for `address`.
+pub fn known<'a>(status: &'a Value, address: &str) -> Option<&'a Value> {
+    status["known_connections"].as_array()?.iter().find(|k| k["address"] == address)
+}
+
+/// The warnings of a status, as strings.
+pub fn warnings(status: &Value) -> Vec<String> {
+    status["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// A frame counter of `daemon` (`clhbd`), 0 while not reported yet.
+pub fn counter(status: &Value, daemon: &str, name: &str) -> u64 {
+    status["counters"][daemon][name].as_u64().unwrap_or(0)
+}
+
+/// Both nodes are up in this status, and the local node is connected.
+pub fn all_up(status: &Value) -> bool {
+    status["state"] == "formed"
+        && status["local_state"] == "connected"
+        && node_state(status, "node1") == "up"
+        && node_state(status, "node2") == "up"
+}
+
+/// argv[0] of `pid`, if it still runs.
+pub fn argv0(pid: u32) -> Option<String> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let first = cmdline.split(|b| *b == 0).next()?;
+    Some(String::from_utf8_lossy(first).into_owned())
+}
+
+/// Parent pid of `pid`.
+pub fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may hold spaces and parentheses, so start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Send `signal` (e.g. "KILL", "TERM") to one pid (never by name).
+pub fn signal(pid: u32, signal: &str) {
+    let out = std::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .output()
+        .expect("kill runs");
+    assert!(out.status.success(), "kill -s {signal} {pid}: {}", text(&out));
+}
+
+impl Cluster {
+    /// A lab with the example configuration built on both nodes (same key); no daemons yet.
+    pub fn configured(test: &str) -> Option<Cluster> {
+        let lab = lab_or_skip(test)?;
+        let cluster = Cluster { lab };
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster1/etc/cluster");
+        for node in ["node1", "node2"] {
+            copy_tree(&example, &cluster.etc(node));
+        }
+        cluster.must("node1", &["clbuild", "--genkey"]);
+        let key = std::fs::read(cluster.etc("node1").join("cluster.key")).expect("key written");
+        let copy = cluster.etc("node2").join("cluster.key");
+        std::fs::write(&copy, key).expect("copy key");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        for node in ["node1", "node2"] {
+            cluster.must(node, &["clbuild", "--verbose"]);
+        }
+        Some(cluster)
+    }
+
+    /// [`Cluster::configured`], then cldaemon on both nodes and `clform` on node1, and both
+    /// nodes see both up.
+    pub fn formed(test: &str) -> Option<Cluster> {
+        let cluster = Cluster::configured(test)?;
+        cluster.start_cldaemon("node1");
+        cluster.start_cldaemon("node2");
+        cluster.form();
+        Some(cluster)
+    }
+
+    /// `clform --verbose` on node1, then wait until both nodes see both up.
+    pub fn form(&self) {
+        self.must("node1", &["clform", "--verbose"]);
+        self.wait_all_up();
+    }
+
+    /// Wait until both nodes see both nodes up and themselves connected.
+    pub fn wait_all_up(&self) {
+        for node in ["node1", "node2"] {
+            self.wait(node, "both nodes up and this node connected", all_up);
+        }
+    }
+
+    /// Start cldaemon on `node` (it detaches) and wait until it answers clstat.
+    pub fn start_cldaemon(&self, node: &str) {
+        self.must(node, &["cldaemon"]);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (_, status) = self.status(node);
+            let running = !warnings(&status).iter().any(|w| w.contains("cldaemon is not running"));
+            if running && status["state"].is_string() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cldaemon on {node} does not answer\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `/etc/cluster` of `node`.
+    pub fn etc(&self, node: &str) -> PathBuf {
+        self.lab.root(node).expect("node root").join("etc/cluster")
+    }
+
+    /// Run `linuxha args…` on `node`.
+    pub fn run(&self, node: &str, args: &[&str]) -> Output {
+        let argv: Vec<&str> = std::iter::once(EXE).chain(args.iter().copied()).collect();
+        self.lab.run(node, &argv).expect("command runs on the node")
+    }
+
+    /// Run `linuxha args…` on `node` and insist it succeeds; its stdout.
+    pub fn must(&self, node: &str, args: &[&str]) -> String {
+        let out = self.run(node, args);
+        assert!(out.status.success(), "{node}: {args:?}: {}\n{}", text(&out), self.diagnostics());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `clstat --json` on `node`: exit code and the object (Null if unreadable).
+    pub fn status(&self, node: &str) -> (Option<i32>, Value) {
+        let out = self.run(node, &["clstat", "--json"]);
+        let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), value)
+    }
+
+    /// Poll `clstat --json` on `node` every 100 ms until `pred` holds ([`WAIT`] at most).
+    pub fn wait(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(node, what, WAIT, pred)
+    }
+
+    /// [`Cluster::wait`] with another bound.
+    pub fn wait_for(
+        &self,
+        node: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, status) = self.status(node);
+            if pred(&status) {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{node}: not within {timeout:?}: {what}\nlast clstat on {node}: {status:#}\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// For `duration`, poll clstat on both nodes and insist `pred(node, status)` always holds.
+    pub fn hold(&self, duration: Duration, what: &str, pred: impl Fn(&str, &Value) -> bool) {
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            for node in ["node1", "node2"] {
+                let (_, status) = self.status(node);
+                assert!(
+                    pred(node, &status),
+                    "{node}: {what} no longer holds\nclstat on {node}: {status:#}\n{}",
+                    self.diagnostics()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `node`'s processes by argv[0] (`clhbd-cluster1` → pids).
+    pub fn procs(&self, node: &str) -> BTreeMap<String, Vec<u32>> {
+        let mut found: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for pid in self.lab.pids(node).expect("node pids") {
+            if let Some(name) = argv0(pid) {
+                found.entry(name).or_default().push(pid);
+            }
+        }
+        found
+    }
+
+    /// The pids of `daemon` (`clhbd`) of the example cluster on `node`.
+    pub fn pids_of(&self, node: &str, daemon: &str) -> Vec<u32> {
+        self.procs(node).remove(&format!("{daemon}-{CLUSTER}")).unwrap_or_default()
+    }
+
+    /// The one pid of `daemon` on `node`; panics unless exactly one runs.
+    pub fn pid_of(&self, node: &str, daemon: &str) -> u32 {
+        let pids = self.pids_of(node, daemon);
+        match pids.as_slice() {
+            [pid] => *pid,
+            _ => panic!(
+                "{node}: expected one {daemon}-{CLUSTER}, found {pids:?}; processes: {:?}",
+                self.procs(node)
+            ),
+        }
+    }
+
+    /// The pid of every daemon on `node` (exactly one each), by daemon name.
+    pub fn daemon_pids(&self, node: &str) -> BTreeMap<&'static str, u32> {
+        ALL_DAEMONS.iter().map(|d| (*d, self.pid_of(node, d))).collect()
+    }
+
+    /// Wait until `pred(pids of daemon on node)` holds.
+    pub fn wait_pids(
+        &self,
+        node: &str,
+        daemon: &str,
+        what: &str,
+        pred: impl Fn(&[u32]) -> bool,
+    ) -> Vec<u32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let pids = self.pids_of(node, daemon);
+            if pred(&pids) {
+                return pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}: {daemon}: not within {WAIT:?}: {what} (pids {pids:?}; processes {:?})\n{}",
+                self.procs(node),
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Path of `daemon`'s log on `node`.
+    pub fn log_path(&self, node: &str, daemon: &str) -> PathBuf {
+        self.lab.root(node).expect("node root").join(format!("var/log/cluster/{daemon}.log"))
+    }
+
+    /// `daemon`'s log on `node` ("" if missing).
+    pub fn log(&self, node: &str, daemon: &str) -> String {
+        std::fs::read_to_string(self.log_path(node, daemon)).unwrap_or_default()
+    }
+
+    /// The log of `daemon` on `node` from byte `from` on.
+    pub fn log_since(&self, node: &str, daemon: &str, from: usize) -> String {
+        self.log(node, daemon).get(from..).unwrap_or("").to_string()
+    }
+
+    /// Wait until `daemon`'s log on `node` has a line containing `needle` (after byte `from`).
+    pub fn wait_log(&self, node: &str, daemon: &str, from: usize, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log_since(node, daemon, from);
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}: no line with {needle:?} in {daemon}.log within {WAIT:?}\n{}",
+                self.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// clstat of both nodes and the tail of every log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for node in ["node1", "node2"] {
+            let clstat = self.run(node, &["clstat", "--verbose"]);
+            out += &format!("===== {node}: clstat --verbose\n{}\n", text(&clstat));
+            out += &format!("===== {node}: processes {:?}\n", self.procs(node));
+            for daemon in ALL_DAEMONS {
+                let log = self.log(node, daemon);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines.get(lines.len().saturating_sub(25)..).unwrap_or(&[]);
+                out += &format!("----- {node}: {daemon}.log (last {} lines)\n", tail.len());
+                for line in tail {
+                    out += line;
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Send each datagram from `host` to `to`, one UDP datagram each (python3 in the host).
+    pub fn send_udp(&self, host: &str, to: SocketAddr, datagrams: &[Vec<u8>]) {
+        const SCRIPT: &str = "import socket,sys\n\
+            s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+            a=(sys.argv[1],int(sys.argv[2]))\n\
+            for h in sys.argv[3:]:\n    s.sendto(bytes.fromhex(h),a)\n";
+        let python =
+            if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let mut argv = vec![python.to_string(), "-c".into(), SCRIPT.into()];
+        argv.push(to.ip().to_string());
+        argv.push(to.port().to_string());
+        argv.extend(datagrams.iter().map(hex::encode));
+        let out = self.lab.run(host, &argv).expect("python3 runs");
+        assert!(out.status.success(), "sending UDP from {host}: {}", text(&out));
+    }
+
+    /// Capture `count` UDP datagrams on `host`'s `iface` matching the tcpdump `filter`;
+    /// their payloads, as the wire carried them.
+    pub fn capture_udp(&self, host: &str, iface: &str, filter: &str, count: usize) -> Vec<Vec<u8>> {
+        let count = count.to_string();
+        let argv = [
+            "timeout", "20", "tcpdump", "-i", iface, "-n", "-U", "-Z", "root", "-c", &count, "-w",
+            "-", filter,
+        ];
+        let out = self.lab.run(host, &argv).expect("tcpdump runs");
+        assert!(
+            out.status.success(),
+            "tcpdump on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        udp_payloads(&out.stdout)
+    }
+}
+
+/// The UDP payloads of the IPv4 packets in a pcap (classic format) capture.
+pub fn udp_payloads(pcap: &[u8]) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    let Some(head) = pcap.get(..24) else { return payloads };
+    let magic_le = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let little = matches!(magic_le, 0xa1b2_c3d4 | 0xa1b2_3c4d);
+    let u32_at = |b: &[u8], at: usize| -> Option<u32> {
+        let bytes: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        Some(if little { u32::from_le_bytes(bytes) } else { u32::from_be_bytes(bytes) })
+    };
+    let Some(linktype) = u32_at(pcap, 20) else { return payloads };
+    let link_header = match linktype {
+        1 => 14,   // Ethernet
+        113 => 16, // Linux cooked (SLL)
+        276 => 20, // Linux cooked v2 (SLL2)
+        other => panic!("unexpected pcap link type {other}"),
+    };
+    let mut at = 24;
+    while let Some(caplen) = u32_at(pcap, at + 8) {
+        let start = at + 16;
+        let Some(packet) = pcap.get(start..start + caplen as usize) else { break };
+        at = start + caplen as usize;
+        let Some(ip) = packet.get(link_header..) else { continue };
+        let Some(&vihl) = ip.first() else { continue };
+        if vihl >> 4 != 4 || ip.get(9) != Some(&17) {
+            continue;
+        }
+        let ihl = usize::from(vihl & 0x0f) * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        let Some(len) = udp.get(4..6).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+            continue;
+        };
+        if let Some(payload) = udp.get(8..len) {
+            payloads.push(payload.to_vec());
+        }
+    }
+    payloads
+}
+
+/// Check that a log has lines, each starting with an RFC 3339 UTC timestamp (continuation
+/// lines of multi-line messages start with a tab).
+pub fn assert_timestamped(name: &str, log: &str) {
+    assert!(!log.trim().is_empty(), "{name} is empty");
+    for line in log.lines().filter(|l| !l.starts_with('\t') && !l.is_empty()) {
+        let stamp = line.split(' ').next().unwrap_or("");
+        let b = stamp.as_bytes();
+        let shape = b.len() >= 20
+            && b[..4].iter().all(u8::is_ascii_digit)
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && stamp.ends_with('Z');
+        assert!(shape, "{name}: line without a timestamp: {line:?}");
+    }
+}
