@@ -6,6 +6,7 @@
 //! fake clock, and in a deterministic simulator. Nothing here opens a socket, reads a clock,
 //! spawns a thread or touches a file.
 
+pub mod apps;
 pub mod membership;
 pub mod time;
 

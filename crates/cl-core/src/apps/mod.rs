@@ -1,0 +1,622 @@
+//! Applications: where each one should run, and what this node must do about it.
+//!
+//! Every node runs this machine with the same inputs about the cluster (membership verdicts,
+//! the application states the peers announce, the shared *desired* state of each application)
+//! and decides only its own actions: start an application here, or stop it here. Both nodes
+//! compute the same placement, so they agree without a leader:
+//!
+//! - the **desired** state of an application (`running`, optionally on a chosen node, or
+//!   `stopped`) is shared by gossip; each change carries a Lamport stamp so the newest wins;
+//! - the **placement** is the chosen node if it is eligible, else the node already running it
+//!   (failback `manual`), else the most preferred eligible node. A node is eligible when it is
+//!   allowed, alive (this node: not isolated; a peer: up) and the application has not failed
+//!   there;
+//! - a node **starts** an application only when it is the placement and no other node may be
+//!   running it: every other allowed node is up and announces it stopped or failed-and-stopped,
+//!   or is down with a take-over verdict. When in doubt nobody starts it;
+//! - an **isolated** node stops everything and starts nothing.
+//!
+//! Resource work (filesystems, VIPs, scripts, monitors) is the shell's: it receives
+//! [`AppAction::Start`]/[`AppAction::Stop`] and reports back with the `*Finished` inputs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Time;
+
+/// The life-cycle state of an application on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    /// Not active here.
+    Stopped,
+    /// Being started here.
+    Starting,
+    /// Active here.
+    Running,
+    /// Being stopped here.
+    Stopping,
+    /// Failed here and stopped cleanly: this node will not run it until cleared.
+    Failed,
+    /// Its stop failed: it may still hold its address or filesystem here. No other node may
+    /// start it until this node is fenced or the administrator clears it.
+    Stuck,
+}
+
+impl AppState {
+    /// True when the application may be active on the node in this state.
+    pub fn may_be_active(self) -> bool {
+        !matches!(self, AppState::Stopped | AppState::Failed)
+    }
+}
+
+/// Where the administrator (or autostart) wants an application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "want", rename_all = "snake_case")]
+pub enum Want {
+    /// Keep it stopped.
+    Stopped,
+    /// Keep it running, on this node if given and eligible.
+    Running {
+        /// The chosen node.
+        node: Option<String>,
+    },
+}
+
+/// A desired state with the stamp that orders changes across nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// What is wanted.
+    pub want: Want,
+    /// Lamport counter of the change.
+    pub stamp: u64,
+    /// The node that made the change (breaks ties).
+    pub by: String,
+}
+
+impl Desired {
+    fn newer_than(&self, other: &Desired) -> bool {
+        (self.stamp, &self.by) > (other.stamp, &other.by)
+    }
+}
+
+/// Failback policy, as in appconf.xml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// Stay where it runs.
+    Manual,
+    /// Move back to the most preferred node when it is eligible again.
+    Auto,
+}
+
+/// What the machine needs to know about one application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPolicy {
+    /// Name.
+    pub name: String,
+    /// Allowed nodes, most preferred first.
+    pub nodes: Vec<String>,
+    /// Started when the cluster forms (unless `--noapps`).
+    pub autostart: bool,
+    /// Failback policy.
+    pub failback: Failback,
+    /// Local restarts allowed within `window` before the application fails over.
+    pub restarts: u32,
+    /// How long a failure counts.
+    pub window: Duration,
+}
+
+/// What a peer announces about its applications.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Announcement {
+    /// State of each application on the peer.
+    pub states: BTreeMap<String, AppState>,
+    /// The peer's view of the desired states.
+    pub desired: BTreeMap<String, Desired>,
+}
+
+/// Facts the shell reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum AppInput {
+    /// The cluster formed (or this node joined); start autostart applications unless told not to.
+    Formed {
+        /// False for `clform --noapps`.
+        start_autostart: bool,
+    },
+    /// Membership: a peer is up.
+    PeerUp {
+        /// The peer.
+        peer: String,
+    },
+    /// Membership: a peer is down; `take_over` when this node is connected (verdict TakeOver).
+    PeerDown {
+        /// The peer.
+        peer: String,
+        /// Whether its applications may be taken over.
+        take_over: bool,
+    },
+    /// Membership: this node is isolated.
+    Isolated,
+    /// Membership: this node is connected again.
+    Reconnected,
+    /// A peer's announcement.
+    Peer {
+        /// The peer.
+        peer: String,
+        /// What it says.
+        announcement: Announcement,
+    },
+    /// The start sequence ended.
+    StartFinished {
+        /// Application.
+        app: String,
+        /// Whether it is running.
+        ok: bool,
+        /// Why not, when it failed.
+        reason: String,
+    },
+    /// The stop sequence ended.
+    StopFinished {
+        /// Application.
+        app: String,
+        /// Whether everything was released (addresses, filesystems, processes).
+        ok: bool,
+        /// Why not, when it failed.
+        reason: String,
+    },
+    /// A monitor failed.
+    MonitorFailed {
+        /// Application.
+        app: String,
+        /// What failed.
+        reason: String,
+    },
+    /// An administrator's request (clstartapp, clhaltapp, clswitchapp).
+    Admin(AdminOp),
+}
+
+/// Administrator requests about applications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AdminOp {
+    /// Run it (on `node` if given); also clears a failure.
+    Start {
+        /// Application.
+        app: String,
+        /// Chosen node.
+        node: Option<String>,
+    },
+    /// Stop it everywhere.
+    Stop {
+        /// Application.
+        app: String,
+    },
+    /// Move it to `node` (or to the next eligible node).
+    Switch {
+        /// Application.
+        app: String,
+        /// Target node.
+        node: Option<String>,
+    },
+}
+
+/// What the machine asks the shell to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum AppAction {
+    /// Run the start sequence here.
+    Start {
+        /// Application.
+        app: String,
+    },
+    /// Run the stop sequence here.
+    Stop {
+        /// Application.
+        app: String,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Send our announcement to the peers.
+    Announce,
+}
+
+#[derive(Debug, Clone)]
+struct Local {
+    state: AppState,
+    failures: Vec<Time>,
+    last_failure: Option<(Time, String)>,
+    /// Restart here once the current stop finishes.
+    restart_after_stop: bool,
+}
+
+/// How this node knows a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Not heard yet: it might be running anything.
+    Unknown,
+    /// Up: its announcements count (once one arrived since it came up).
+    Up {
+        /// An announcement arrived since it came up.
+        announced: bool,
+    },
+    /// Down; its applications may be taken over only with `take_over`.
+    Down {
+        /// The membership verdict allowed it.
+        take_over: bool,
+    },
+}
+
+/// The applications machine of one node.
+#[derive(Debug)]
+pub struct Apps {
+    local: String,
+    policies: BTreeMap<String, AppPolicy>,
+    locals: BTreeMap<String, Local>,
+    peers: BTreeMap<String, Peer>,
+    peer_states: BTreeMap<String, BTreeMap<String, AppState>>,
+    desired: BTreeMap<String, Desired>,
+    clock: u64,
+    isolated: bool,
+    now: Time,
+    actions: VecDeque<AppAction>,
+}
+
+impl Apps {
+    /// A node that knows the applications and its peers; nothing runs yet.
+    pub fn new(local: &str, peers: &[String], policies: Vec<AppPolicy>) -> Apps {
+        let locals = policies
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Local {
+                        state: AppState::Stopped,
+                        failures: Vec::new(),
+                        last_failure: None,
+                        restart_after_stop: false,
+                    },
+                )
+            })
+            .collect();
+        Apps {
+            local: local.to_string(),
+            policies: policies.into_iter().map(|p| (p.name.clone(), p)).collect(),
+            locals,
+            peers: peers.iter().map(|p| (p.clone(), Peer::Unknown)).collect(),
+            peer_states: BTreeMap::new(),
+            desired: BTreeMap::new(),
+            clock: 0,
+            isolated: false,
+            now: Time::ZERO,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Feed one fact observed at `now`.
+    pub fn handle(&mut self, now: Time, input: AppInput) {
+        self.now = now;
+        match input {
+            AppInput::Formed { start_autostart } => {
+                let autostart: Vec<String> = self
+                    .policies
+                    .values()
+                    .filter(|p| p.autostart)
+                    .map(|p| p.name.clone())
+                    .collect();
+                for app in autostart {
+                    if start_autostart && !self.desired.contains_key(&app) {
+                        self.set_desired(&app, Want::Running { node: None });
+                    }
+                }
+            }
+            AppInput::PeerUp { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    *p = Peer::Up { announced: false };
+                }
+                // Tell the returning peer where things stand before it decides anything.
+                self.actions.push_back(AppAction::Announce);
+            }
+            AppInput::PeerDown { peer, take_over } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    *p = Peer::Down { take_over };
+                }
+            }
+            AppInput::Isolated => {
+                self.isolated = true;
+                let running: Vec<String> = self
+                    .locals
+                    .iter()
+                    .filter(|(_, l)| matches!(l.state, AppState::Running | AppState::Starting))
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                for app in running {
+                    self.stop_local(&app, "this node is isolated");
+                }
+            }
+            AppInput::Reconnected => self.isolated = false,
+            AppInput::Peer { peer, announcement } => {
+                if let Some(Peer::Up { announced }) = self.peers.get_mut(&peer) {
+                    if !*announced {
+                        *announced = true;
+                        // Its first word since it came up: answer, so it has ours too even if
+                        // ours crossed its PeerUp on the wire.
+                        self.actions.push_back(AppAction::Announce);
+                    }
+                }
+                self.peer_states.insert(peer, announcement.states);
+                for (app, theirs) in announcement.desired {
+                    if !self.policies.contains_key(&app) {
+                        continue;
+                    }
+                    self.clock = self.clock.max(theirs.stamp);
+                    let newer = self.desired.get(&app).is_none_or(|mine| theirs.newer_than(mine));
+                    if newer {
+                        self.desired.insert(app, theirs);
+                    }
+                }
+            }
+            AppInput::StartFinished { app, ok, reason } => {
+                let Some(local) = self.locals.get_mut(&app) else { return };
+                if local.state != AppState::Starting {
+                    return;
+                }
+                if ok {
+                    local.state = AppState::Running;
+                } else {
+                    // Whatever the start managed to acquire must be released before anyone
+                    // else may start it; the stop decides between Failed and Stuck.
+                    self.record_failure(&app, format!("start failed: {reason}"), true);
+                }
+                self.actions.push_back(AppAction::Announce);
+            }
+            AppInput::StopFinished { app, ok, reason } => {
+                let Some(local) = self.locals.get_mut(&app) else { return };
+                if local.state != AppState::Stopping {
+                    return;
+                }
+                if !ok {
+                    local.state = AppState::Stuck;
+                    local.last_failure = Some((now, format!("stop failed: {reason}")));
+                    local.restart_after_stop = false;
+                } else if local
+                    .last_failure
+                    .as_ref()
+                    .is_some_and(|(_, r)| r.starts_with("failed here"))
+                {
+                    local.state = AppState::Failed;
+                } else {
+                    local.state = AppState::Stopped;
+                }
+                self.actions.push_back(AppAction::Announce);
+            }
+            AppInput::MonitorFailed { app, reason } => {
+                if self.locals.get(&app).is_some_and(|l| l.state == AppState::Running) {
+                    self.record_failure(&app, reason, false);
+                }
+            }
+            AppInput::Admin(op) => self.admin(op),
+        }
+        self.reconcile();
+    }
+
+    fn admin(&mut self, op: AdminOp) {
+        match op {
+            AdminOp::Start { app, node } => {
+                if let Some(local) = self.locals.get_mut(&app) {
+                    // clstartapp clears a failure (not a stuck stop: that needs the node fixed).
+                    if local.state == AppState::Failed {
+                        local.state = AppState::Stopped;
+                    }
+                    local.failures.clear();
+                }
+                self.set_desired(&app, Want::Running { node });
+            }
+            AdminOp::Stop { app } => self.set_desired(&app, Want::Stopped),
+            AdminOp::Switch { app, node } => {
+                let target = node.or_else(|| {
+                    let here = self.running_on(&app);
+                    self.policies.get(&app).and_then(|p| {
+                        p.nodes
+                            .iter()
+                            .find(|n| Some(n.as_str()) != here.as_deref() && self.eligible(&app, n))
+                            .cloned()
+                    })
+                });
+                self.set_desired(&app, Want::Running { node: target });
+            }
+        }
+    }
+
+    fn set_desired(&mut self, app: &str, want: Want) {
+        if !self.policies.contains_key(app) {
+            return;
+        }
+        self.clock += 1;
+        self.desired
+            .insert(app.to_string(), Desired { want, stamp: self.clock, by: self.local.clone() });
+        self.actions.push_back(AppAction::Announce);
+    }
+
+    /// Count a failure here; restart locally while the budget lasts, else give the
+    /// application up on this node so another may take it.
+    fn record_failure(&mut self, app: &str, reason: String, start_failed: bool) {
+        let Some(policy) = self.policies.get(app) else { return };
+        let (restarts, window) = (policy.restarts, policy.window);
+        let now = self.now;
+        let Some(local) = self.locals.get_mut(app) else { return };
+        local.failures.retain(|t| now.since(*t) < window);
+        local.failures.push(now);
+        let exhausted = start_failed || local.failures.len() as u32 > restarts;
+        if exhausted {
+            local.last_failure = Some((now, format!("failed here: {reason}")));
+            local.restart_after_stop = false;
+        } else {
+            local.last_failure = Some((
+                now,
+                format!("restarting ({} of {restarts}): {reason}", local.failures.len()),
+            ));
+            local.restart_after_stop = true;
+        }
+        self.stop_local(app, &reason);
+    }
+
+    fn stop_local(&mut self, app: &str, reason: &str) {
+        let Some(local) = self.locals.get_mut(app) else { return };
+        if matches!(local.state, AppState::Running | AppState::Starting) {
+            local.state = AppState::Stopping;
+            self.actions
+                .push_back(AppAction::Stop { app: app.to_string(), reason: reason.to_string() });
+            self.actions.push_back(AppAction::Announce);
+        }
+    }
+
+    /// The node that announces the application running (this one included).
+    fn running_on(&self, app: &str) -> Option<String> {
+        if self.locals.get(app).is_some_and(|l| l.state == AppState::Running) {
+            return Some(self.local.clone());
+        }
+        self.peer_states
+            .iter()
+            .filter(|(peer, _)| matches!(self.peers.get(*peer), Some(Peer::Up { .. })))
+            .find(|(_, states)| states.get(app) == Some(&AppState::Running))
+            .map(|(peer, _)| peer.clone())
+    }
+
+    fn eligible(&self, app: &str, node: &str) -> bool {
+        let allowed = self.policies.get(app).is_some_and(|p| p.nodes.iter().any(|n| n == node));
+        if !allowed {
+            return false;
+        }
+        if node == self.local {
+            return !self.isolated
+                && self
+                    .locals
+                    .get(app)
+                    .is_some_and(|l| !matches!(l.state, AppState::Failed | AppState::Stuck));
+        }
+        match self.peers.get(node) {
+            Some(Peer::Up { announced: true }) => !matches!(
+                self.peer_states.get(node).and_then(|s| s.get(app)),
+                Some(AppState::Failed | AppState::Stuck)
+            ),
+            _ => false,
+        }
+    }
+
+    /// Where the application should run now, if anywhere.
+    pub fn placement(&self, app: &str) -> Option<String> {
+        let policy = self.policies.get(app)?;
+        let Some(Desired { want: Want::Running { node }, .. }) = self.desired.get(app) else {
+            return None;
+        };
+        if let Some(chosen) = node {
+            if self.eligible(app, chosen) {
+                return Some(chosen.clone());
+            }
+        }
+        let most_preferred = policy.nodes.iter().find(|n| self.eligible(app, n)).cloned();
+        if policy.failback == Failback::Manual {
+            if let Some(current) = self.running_on(app) {
+                if self.eligible(app, &current) {
+                    return Some(current);
+                }
+            }
+        }
+        most_preferred
+    }
+
+    /// No other node may be running `app`: each allowed peer is up and announces it inactive,
+    /// or is down with a take-over verdict.
+    fn safe_to_start(&self, app: &str) -> bool {
+        if self.isolated {
+            return false;
+        }
+        self.peers.iter().all(|(name, peer)| match peer {
+            Peer::Unknown => false,
+            Peer::Up { announced } => {
+                *announced
+                    && !self
+                        .peer_states
+                        .get(name)
+                        .and_then(|s| s.get(app))
+                        .is_some_and(|s| s.may_be_active())
+            }
+            Peer::Down { take_over } => {
+                // A peer stuck stopping it before it went down still counts as holding it.
+                *take_over
+                    && self.peer_states.get(name).and_then(|s| s.get(app)) != Some(&AppState::Stuck)
+            }
+        })
+    }
+
+    fn reconcile(&mut self) {
+        let apps: Vec<String> = self.policies.keys().cloned().collect();
+        for app in apps {
+            let placement = self.placement(&app);
+            let Some(local) = self.locals.get(&app) else { continue };
+            let here = placement.as_deref() == Some(self.local.as_str());
+            match local.state {
+                AppState::Stopped if here && self.safe_to_start(&app) => {
+                    if let Some(local) = self.locals.get_mut(&app) {
+                        local.state = AppState::Starting;
+                        local.restart_after_stop = false;
+                    }
+                    self.actions.push_back(AppAction::Start { app: app.clone() });
+                    self.actions.push_back(AppAction::Announce);
+                }
+                AppState::Stopped if local.restart_after_stop && !self.isolated => {
+                    // A local restart: nobody else may start it meanwhile, since it is still ours.
+                    if let Some(local) = self.locals.get_mut(&app) {
+                        local.state = AppState::Starting;
+                        local.restart_after_stop = false;
+                    }
+                    self.actions.push_back(AppAction::Start { app: app.clone() });
+                    self.actions.push_back(AppAction::Announce);
+                }
+                AppState::Running if !here => {
+                    let reason = match &placement {
+                        Some(node) => format!("moving to {node}"),
+                        None => "stopped by request".to_string(),
+                    };
+                    self.stop_local(&app, &reason);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next request for the shell.
+    pub fn poll_action(&mut self) -> Option<AppAction> {
+        self.actions.pop_front()
+    }
+
+    /// What this node announces to its peers.
+    pub fn announcement(&self) -> Announcement {
+        Announcement {
+            states: self.locals.iter().map(|(a, l)| (a.clone(), l.state)).collect(),
+            desired: self.desired.clone(),
+        }
+    }
+
+    /// This node's state of `app`.
+    pub fn state(&self, app: &str) -> Option<AppState> {
+        self.locals.get(app).map(|l| l.state)
+    }
+
+    /// The last failure of `app` here, with when it happened.
+    pub fn last_failure(&self, app: &str) -> Option<(Time, String)> {
+        self.locals.get(app).and_then(|l| l.last_failure.clone())
+    }
+
+    /// Local restart count of `app` within its window.
+    pub fn failures(&self, app: &str) -> usize {
+        self.locals.get(app).map(|l| l.failures.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

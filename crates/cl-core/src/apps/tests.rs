@@ -1,0 +1,290 @@
+//! Two application machines wired together by gossip, with a shell that finishes starts and
+//! stops at once (or fails them on request). After every delivered message: never active on
+//! both nodes.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::*;
+
+fn policy(name: &str, autostart: bool, failback: Failback) -> AppPolicy {
+    AppPolicy {
+        name: name.into(),
+        nodes: vec!["node1".into(), "node2".into()],
+        autostart,
+        failback,
+        restarts: 2,
+        window: Duration::from_secs(600),
+    }
+}
+
+struct Pair {
+    nodes: [Apps; 2],
+    now: Time,
+    /// Links between the two nodes carry announcements.
+    connected: bool,
+    /// A crashed node runs nothing, whatever its last state says.
+    dead: [bool; 2],
+    fail_start: BTreeSet<(usize, String)>,
+    fail_stop: BTreeSet<(usize, String)>,
+    log: Vec<String>,
+}
+
+const NAMES: [&str; 2] = ["node1", "node2"];
+
+impl Pair {
+    fn new(policies: Vec<AppPolicy>) -> Pair {
+        Pair {
+            nodes: [
+                Apps::new("node1", &["node2".into()], policies.clone()),
+                Apps::new("node2", &["node1".into()], policies),
+            ],
+            now: Time::ZERO,
+            connected: true,
+            dead: [false; 2],
+            fail_start: BTreeSet::new(),
+            fail_stop: BTreeSet::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Both nodes see each other up and exchange announcements.
+    fn meet(&mut self) {
+        self.input(0, AppInput::PeerUp { peer: "node2".into() });
+        self.input(1, AppInput::PeerUp { peer: "node1".into() });
+    }
+
+    fn input(&mut self, node: usize, input: AppInput) {
+        self.now = self.now + Duration::from_millis(10);
+        self.nodes[node].handle(self.now, input);
+        self.settle();
+    }
+
+    /// Run the shells and the gossip until nothing moves.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            for (i, name) in NAMES.iter().enumerate() {
+                while let Some(action) = self.nodes[i].poll_action() {
+                    moved = true;
+                    self.log.push(format!("{name}: {action:?}"));
+                    let now = self.now;
+                    match action {
+                        AppAction::Start { app } => {
+                            let ok = !self.fail_start.contains(&(i, app.clone()));
+                            self.nodes[i].handle(
+                                now,
+                                AppInput::StartFinished {
+                                    app,
+                                    ok,
+                                    reason: "script exited 1".into(),
+                                },
+                            );
+                        }
+                        AppAction::Stop { app, .. } => {
+                            let ok = !self.fail_stop.contains(&(i, app.clone()));
+                            self.nodes[i].handle(
+                                now,
+                                AppInput::StopFinished { app, ok, reason: "device busy".into() },
+                            );
+                        }
+                        AppAction::Announce => {
+                            if self.connected {
+                                let announcement = self.nodes[i].announcement();
+                                self.nodes[1 - i].handle(
+                                    now,
+                                    AppInput::Peer { peer: NAMES[i].into(), announcement },
+                                );
+                            }
+                        }
+                    }
+                    self.check_single_owner();
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence: {:#?}", self.log);
+    }
+
+    fn check_single_owner(&self) {
+        for app in self.nodes[0].policies.keys() {
+            let a = !self.dead[0] && self.nodes[0].state(app).is_some_and(|s| s.may_be_active());
+            let b = !self.dead[1] && self.nodes[1].state(app).is_some_and(|s| s.may_be_active());
+            assert!(!(a && b), "{app} active on both nodes\n{}", self.log.join("\n"));
+        }
+    }
+
+    fn states(&self, app: &str) -> (AppState, AppState) {
+        (self.nodes[0].state(app).expect("app"), self.nodes[1].state(app).expect("app"))
+    }
+}
+
+fn formed_pair(policies: Vec<AppPolicy>) -> Pair {
+    let mut pair = Pair::new(policies);
+    pair.meet();
+    pair.input(0, AppInput::Formed { start_autostart: true });
+    pair.input(1, AppInput::Formed { start_autostart: true });
+    pair
+}
+
+#[test]
+fn autostart_runs_on_the_preferred_node_only() {
+    let pair = formed_pair(vec![
+        policy("web", true, Failback::Manual),
+        policy("db", false, Failback::Manual),
+    ]);
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    assert_eq!(pair.states("db"), (AppState::Stopped, AppState::Stopped));
+}
+
+#[test]
+fn noapps_starts_nothing() {
+    let mut pair = Pair::new(vec![policy("web", true, Failback::Manual)]);
+    pair.meet();
+    pair.input(0, AppInput::Formed { start_autostart: false });
+    pair.input(1, AppInput::Formed { start_autostart: false });
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped));
+}
+
+#[test]
+fn nothing_starts_while_the_peer_is_unknown() {
+    let mut pair = Pair::new(vec![policy("web", true, Failback::Manual)]);
+    pair.connected = false;
+    pair.input(1, AppInput::Formed { start_autostart: true });
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+}
+
+#[test]
+fn a_peer_down_with_take_over_has_its_applications_started_here() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    // node1 crashes.
+    pair.dead[0] = true;
+    pair.connected = false;
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Running));
+}
+
+#[test]
+fn a_peer_down_without_take_over_keeps_its_applications_where_they_were() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.connected = false;
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: false });
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+}
+
+#[test]
+fn an_isolated_node_stops_everything_and_starts_nothing() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.connected = false;
+    pair.input(0, AppInput::PeerDown { peer: "node2".into(), take_over: false });
+    pair.input(0, AppInput::Isolated);
+    assert_eq!(pair.nodes[0].state("web"), Some(AppState::Stopped));
+    pair.input(
+        0,
+        AppInput::Admin(AdminOp::Start { app: "web".into(), node: Some("node1".into()) }),
+    );
+    assert_eq!(pair.nodes[0].state("web"), Some(AppState::Stopped));
+}
+
+#[test]
+fn monitor_failures_restart_locally_then_fail_over() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    for round in 1..=2 {
+        pair.input(
+            0,
+            AppInput::MonitorFailed { app: "web".into(), reason: "port 80 refused".into() },
+        );
+        assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped), "restart {round}");
+        assert_eq!(pair.nodes[0].failures("web"), round);
+    }
+    pair.input(0, AppInput::MonitorFailed { app: "web".into(), reason: "port 80 refused".into() });
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Running));
+    let (_, reason) = pair.nodes[0].last_failure("web").expect("reason");
+    assert!(reason.contains("port 80 refused"), "{reason}");
+}
+
+#[test]
+fn a_failed_start_moves_the_application_to_the_other_node() {
+    let mut pair = Pair::new(vec![policy("web", true, Failback::Manual)]);
+    pair.fail_start.insert((0, "web".into()));
+    pair.meet();
+    pair.input(0, AppInput::Formed { start_autostart: true });
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Running));
+}
+
+#[test]
+fn failing_everywhere_ends_failed_with_the_reason() {
+    let mut pair = Pair::new(vec![policy("web", true, Failback::Manual)]);
+    pair.fail_start.insert((0, "web".into()));
+    pair.fail_start.insert((1, "web".into()));
+    pair.meet();
+    pair.input(0, AppInput::Formed { start_autostart: true });
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Failed));
+    assert!(pair.nodes[1].last_failure("web").is_some_and(|(_, r)| r.contains("script exited 1")));
+}
+
+#[test]
+fn a_stop_that_fails_blocks_every_other_node() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.fail_stop.insert((0, "web".into()));
+    pair.input(
+        0,
+        AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node2".into()) }),
+    );
+    assert_eq!(pair.states("web"), (AppState::Stuck, AppState::Stopped));
+    // Even when node1 then disappears with a take-over verdict, node2 must not start it.
+    pair.connected = false;
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+}
+
+#[test]
+fn switch_moves_it_and_never_runs_it_twice() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.input(1, AppInput::Admin(AdminOp::Switch { app: "web".into(), node: None }));
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+    pair.input(
+        0,
+        AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node1".into()) }),
+    );
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}
+
+#[test]
+fn haltapp_stops_it_everywhere_and_startapp_clears_a_failure() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.input(1, AppInput::Admin(AdminOp::Stop { app: "web".into() }));
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped));
+    pair.fail_start.insert((0, "web".into()));
+    pair.fail_start.insert((1, "web".into()));
+    pair.input(0, AppInput::Admin(AdminOp::Start { app: "web".into(), node: None }));
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Failed));
+    pair.fail_start.clear();
+    pair.input(
+        0,
+        AppInput::Admin(AdminOp::Start { app: "web".into(), node: Some("node1".into()) }),
+    );
+    assert_eq!(pair.nodes[0].state("web"), Some(AppState::Running));
+}
+
+#[test]
+fn failback_auto_returns_to_the_preferred_node_manual_stays() {
+    for (failback, expected) in [
+        (Failback::Auto, (AppState::Running, AppState::Stopped)),
+        (Failback::Manual, (AppState::Stopped, AppState::Running)),
+    ] {
+        let mut pair = formed_pair(vec![policy("web", true, failback)]);
+        pair.dead[0] = true;
+        pair.connected = false;
+        pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+        // node1 comes back (restarted: nothing runs there any more).
+        pair.nodes[0] = Apps::new("node1", &["node2".into()], vec![policy("web", true, failback)]);
+        pair.dead[0] = false;
+        pair.connected = true;
+        pair.meet();
+        pair.input(0, AppInput::Formed { start_autostart: true });
+        assert_eq!(pair.states("web"), expected, "{failback:?}");
+    }
+}
