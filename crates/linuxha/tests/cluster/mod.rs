@@ -70,6 +70,12 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Copy the example `etc/cluster` (configuration and application) to `to`.
+pub fn copy_example(to: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster1/etc/cluster");
+    copy_tree(&example, to);
+}
+
 /// The state of `node` in a `clstat --json` object ("" when absent).
 pub fn node_state<'a>(status: &'a Value, node: &str) -> &'a str {
     node_entry(status, node).and_then(|n| n["state"].as_str()).unwrap_or("")
@@ -142,12 +148,17 @@ pub fn signal(pid: u32, signal: &str) {
 impl Cluster {
     /// A lab with the example configuration built on both nodes (same key); no daemons yet.
     pub fn configured(test: &str) -> Option<Cluster> {
+        Cluster::configured_with(test, |_, _| {})
+    }
+
+    /// [`Cluster::configured`], with `edit(node, etc/cluster of node)` run on each node's copy
+    /// of the example before the key is made and anything is built.
+    pub fn configured_with(test: &str, edit: impl Fn(&str, &Path)) -> Option<Cluster> {
         let lab = lab_or_skip(test)?;
         let cluster = Cluster { lab };
-        let example =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster1/etc/cluster");
         for node in ["node1", "node2"] {
-            copy_tree(&example, &cluster.etc(node));
+            copy_example(&cluster.etc(node));
+            edit(node, &cluster.etc(node));
         }
         cluster.must("node1", &["clbuild", "--genkey"]);
         let key = std::fs::read(cluster.etc("node1").join("cluster.key")).expect("key written");
@@ -211,6 +222,20 @@ impl Cluster {
     pub fn run(&self, node: &str, args: &[&str]) -> Output {
         let argv: Vec<&str> = std::iter::once(EXE).chain(args.iter().copied()).collect();
         self.lab.run(node, &argv).expect("command runs on the node")
+    }
+
+    /// Run `linuxha args…` on `node` with `LINUXHA_ROOT` set to `root` instead of the node's
+    /// lab root (another cluster on the same node).
+    pub fn run_at(&self, node: &str, root: &Path, args: &[&str]) -> Output {
+        let argv: Vec<&str> = std::iter::once(EXE).chain(args.iter().copied()).collect();
+        let mut cmd = self.lab.exec(node, &argv).expect("command for the node");
+        cmd.env("LINUXHA_ROOT", root).stdin(std::process::Stdio::null());
+        cmd.output().expect("command runs on the node")
+    }
+
+    /// The pids of the processes named `name` (argv[0], e.g. `clhbd-cluster2`) on `node`.
+    pub fn pids_named(&self, node: &str, name: &str) -> Vec<u32> {
+        self.procs(node).remove(name).unwrap_or_default()
     }
 
     /// Run `linuxha args…` on `node` and insist it succeeds; its stdout.
