@@ -47,6 +47,8 @@ enum Command {
     HaltLocal(oneshot::Sender<String>),
     /// A newer cluster configuration was installed: restart cldaemon on it.
     Reload,
+    /// A peer announced it leaves the cluster.
+    PeerLeft(String),
 }
 
 /// A cluster daemon this cldaemon looks after.
@@ -190,8 +192,19 @@ pub async fn run(ctx: Context) -> Result<()> {
                     let _ = reply.send(manager.form_local().map_err(|e| format!("{e:#}")));
                 }
                 Command::HaltLocal(reply) => {
+                    if manager.formed {
+                        // Peers then log a planned departure, not a failure.
+                        announce_leaving(&manager.ctx).await;
+                    }
                     manager.halt_local();
                     let _ = reply.send(format!("{}: cluster daemons stopped", manager.ctx.local));
+                }
+                Command::PeerLeft(peer) => {
+                    let now = manager.now();
+                    if let Some(m) = manager.membership.as_mut() {
+                        m.handle(now, Input::PeerLeft { peer });
+                    }
+                    manager.drain_actions();
                 }
                 Command::Reload => {
                     // Let the answer that announced the new version reach its caller first.
@@ -545,6 +558,26 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
         applications: Vec::new(),
         warnings: Vec::new(),
         counters: serde_json::Value::Object(Default::default()),
+    }
+}
+
+/// Tell every peer this node leaves the cluster; best effort, at most a second each.
+async fn announce_leaving(ctx: &Context) {
+    for peer in ctx.peers() {
+        let addresses = ctx.manager_addresses(&peer);
+        let request = PeerRequest::Leaving;
+        let sent = peer_request(
+            &ctx.key,
+            ctx.name(),
+            &ctx.local,
+            &addresses,
+            &request,
+            Duration::from_secs(1),
+        )
+        .await;
+        if let Err(e) = sent {
+            info!(%peer, "could not tell {peer} that this node leaves: {e:#}");
+        }
     }
 }
 
@@ -953,6 +986,11 @@ async fn handle_peer(
                 Ok(detail) => PeerReply::Ok { detail },
                 Err(_) => PeerReply::Refused { reason: "cldaemon is shutting down".into() },
             }
+        }
+        PeerRequest::Leaving => {
+            info!(peer = %from, "{from} is leaving the cluster");
+            let _ = commands.send(Command::PeerLeft(from.to_string())).await;
+            PeerReply::Ok { detail: format!("{}: noted", ctx.local) }
         }
         PeerRequest::PushConfig { kind, built, force } => {
             let reply = crate::sync::install_pushed(ctx, from, &kind, &built, force);

@@ -43,6 +43,8 @@ pub enum PeerRequest {
         /// Stop applications first instead of refusing.
         force: bool,
     },
+    /// I am leaving the cluster (clhalt): count me down by plan, not as a failure.
+    Leaving,
     /// Install this built configuration (the JSON of a `cl_config::Built`).
     PushConfig {
         /// What it is.

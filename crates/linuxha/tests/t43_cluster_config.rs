@@ -57,7 +57,7 @@ fn clbuild_distributes_to_a_running_node() {
     c.wait_log("node2", "cldaemon", 0, &format!("installed configuration version {}", v1 + 1));
     // node2's cldaemon restarts on the new version: its own view starts over ("joining" for a
     // heartbeat or two), but no node ever sees the other go down.
-    c.wait("node2", "node1 up again in node2's restarted cldaemon", |s| all_up(s));
+    c.wait("node2", "node1 up again in node2's restarted cldaemon", all_up);
     c.hold(Duration::from_millis(500), "both nodes up", |_, s| all_up(s));
     for node in ["node1", "node2"] {
         assert!(

@@ -67,6 +67,11 @@ pub enum Input {
         /// Which one.
         target: IpAddr,
     },
+    /// A peer announced that it leaves the cluster (clhalt): down, by plan, not by failure.
+    PeerLeft {
+        /// The peer.
+        peer: String,
+    },
 }
 
 /// What the core asks the daemons to do, or tells them happened.
@@ -270,6 +275,24 @@ impl Membership {
             Input::KnownConnectionReply { target } => {
                 if let Some(entry) = self.known.get_mut(&target) {
                     entry.0 = Some(now);
+                }
+            }
+            Input::PeerLeft { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    if p.state != PeerState::Down {
+                        p.state = PeerState::Down;
+                        for link in p.links.values_mut() {
+                            link.up = false;
+                            link.warned = false;
+                        }
+                        self.pending_verdicts.retain(|x| *x != peer);
+                        // It stopped its applications before leaving, so they may run here.
+                        self.actions.push_back(Action::PeerDown {
+                            peer,
+                            verdict: Verdict::TakeOver,
+                            reason: "it left the cluster (clhalt)".into(),
+                        });
+                    }
                 }
             }
         }

@@ -240,3 +240,18 @@ fn a_peer_returning_on_all_links_is_one_peer_up_not_link_noise() {
     let actions = run(&mut m, 4000, 5000, &["public", "private"], true);
     assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
 }
+
+#[test]
+fn a_peer_that_leaves_is_down_by_plan_and_its_links_raise_no_warnings() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    m.handle(t(2000), Input::PeerLeft { peer: "node1".into() });
+    let actions = drain(&mut m);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let Action::PeerDown { verdict, reason, .. } = &actions[0] else { panic!("{actions:?}") };
+    assert_eq!(*verdict, Verdict::TakeOver);
+    assert!(reason.contains("left the cluster"), "{reason}");
+    assert!(run(&mut m, 2000, 4000, &[], true).is_empty());
+    let actions = run(&mut m, 4000, 5000, &["public", "private"], true);
+    assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
+}
