@@ -7,11 +7,13 @@
 //! here. Daemons on a node talk over Unix sockets in `run/cluster/`; nodes talk over UDP
 //! (heartbeats) and TCP (node manager), every frame authenticated with the cluster key.
 
+pub mod appctl;
 pub mod context;
 pub mod heartbeat;
 pub mod lockd;
 pub mod manager;
 pub mod netd;
+pub mod runner;
 pub mod sync;
 pub mod transport;
 
@@ -115,7 +117,10 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     cl_sys::logging::init_file_logging(&ctx.log_file("cldaemon"), "cldaemon")?;
     tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, key = %ctx.key.fingerprint(), "{argv0} starting");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let result = runtime.block_on(manager::run(ctx.clone()));
+    // A LocalSet: resource work (netlink, raw sockets, pidfds) runs in tasks that stay on
+    // this thread, which is also what keeps them in this node's namespaces.
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&runtime, manager::run(ctx.clone()));
     if let Err(e) = &result {
         tracing::error!("exiting: {e:#}");
     }

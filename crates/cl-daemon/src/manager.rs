@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use cl_core::apps::AppInput;
 use cl_core::membership::{
     Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict,
 };
@@ -43,7 +44,14 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Work the connection tasks hand to the main loop.
 enum Command {
-    FormLocal(oneshot::Sender<Result<String, String>>),
+    FormLocal {
+        noapps: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    /// An application request from an administrator.
+    App(cl_core::apps::AdminOp, oneshot::Sender<Result<(), String>>),
+    /// A peer's application announcement.
+    PeerApps(String, cl_core::apps::Announcement),
     HaltLocal(oneshot::Sender<String>),
     /// A newer cluster configuration was installed: restart cldaemon on it.
     Reload,
@@ -108,6 +116,9 @@ struct Manager {
     status_tx: watch::Sender<ClusterStatus>,
     /// This cldaemon was restarted because a new configuration was installed.
     config_changed: bool,
+    /// The applications, while formed.
+    apps: Option<crate::appctl::AppControl>,
+    app_events: mpsc::Sender<crate::appctl::AppEvent>,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -145,6 +156,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     }
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
 
+    let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let mut manager = Manager {
         ctx: ctx.clone(),
         origin: Instant::now(),
@@ -157,13 +169,20 @@ pub async fn run(ctx: Context) -> Result<()> {
         lost_known: BTreeSet::new(),
         status_tx,
         config_changed: std::env::var_os(crate::CONFIG_CHANGED_ENV).is_some(),
+        apps: None,
+        app_events: app_events_tx,
     };
     // Only this process needs to know; the daemons it starts read the new files anyway.
     std::env::remove_var(crate::CONFIG_CHANGED_ENV);
     if ctx.formed_marker().exists() {
         info!("the cluster was formed on this node before this cldaemon started: rejoining");
-        if let Err(e) = manager.form_local() {
-            error!("cannot rejoin: {e}");
+        match manager.form_local(true) {
+            Ok(_) => {
+                if let Some(apps) = manager.apps.as_mut() {
+                    apps.adopt_running().await;
+                }
+            }
+            Err(e) => error!("cannot rejoin: {e}"),
         }
     } else {
         tokio::spawn(join_if_formed_elsewhere(ctx.clone(), command_tx.clone()));
@@ -172,6 +191,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut supervise = tokio::time::interval(Duration::from_millis(100));
     let mut publish = tokio::time::interval(Duration::from_millis(100));
+    let mut gossip = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; 65536];
     loop {
         let wake = manager.next_wake();
@@ -188,10 +208,27 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
             }
             Some(command) = command_rx.recv() => match command {
-                Command::FormLocal(reply) => {
-                    let _ = reply.send(manager.form_local().map_err(|e| format!("{e:#}")));
+                Command::FormLocal { noapps, reply } => {
+                    let _ = reply.send(manager.form_local(noapps).map_err(|e| format!("{e:#}")));
+                }
+                Command::App(op, reply) => {
+                    let result = match manager.apps.as_mut() {
+                        Some(apps) => apps.admin(op),
+                        None => Err(format!("the cluster is not formed on {}", manager.ctx.local)),
+                    };
+                    let _ = reply.send(result);
+                    manager.publish();
+                }
+                Command::PeerApps(peer, announcement) => {
+                    if let Some(apps) = manager.apps.as_mut() {
+                        apps.handle(cl_core::apps::AppInput::Peer { peer, announcement });
+                    }
+                    manager.publish();
                 }
                 Command::HaltLocal(reply) => {
+                    if let Some(apps) = manager.apps.as_mut() {
+                        apps.stop_all_here().await;
+                    }
                     if manager.formed {
                         // Peers then log a planned departure, not a failure.
                         announce_leaving(&manager.ctx).await;
@@ -224,8 +261,20 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
                 manager.tick();
             }
+            Some(event) = app_events_rx.recv() => {
+                if let Some(apps) = manager.apps.as_mut() {
+                    apps.on_event(event);
+                }
+                manager.publish();
+            }
             _ = supervise.tick() => manager.supervise(),
             _ = publish.tick() => manager.publish(),
+            _ = gossip.tick() => {
+                // Announcements also go out on every change; this heals a lost one.
+                if let Some(apps) = manager.apps.as_ref() {
+                    apps.announce();
+                }
+            }
             _ = terminate.recv() => {
                 info!("SIGTERM: stopping the cluster daemons of this node and exiting");
                 manager.stop_children();
@@ -244,7 +293,13 @@ impl Manager {
 
     fn next_wake(&self) -> tokio::time::Instant {
         let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
-        match self.membership.as_ref().and_then(|m| m.poll_timeout()) {
+        let membership = self.membership.as_ref().and_then(|m| m.poll_timeout());
+        let apps = self.apps.as_ref().and_then(|a| a.poll_timeout());
+        let next = match (membership, apps) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             Some(t) => {
                 let at = self.origin + t.since_origin();
                 tokio::time::Instant::from_std(at).min(fallback)
@@ -253,7 +308,7 @@ impl Manager {
         }
     }
 
-    fn form_local(&mut self) -> Result<String> {
+    fn form_local(&mut self, noapps: bool) -> Result<String> {
         if self.formed {
             return Ok(format!("{}: already formed", self.ctx.local));
         }
@@ -280,6 +335,10 @@ impl Manager {
         for daemon in CHILDREN {
             self.ensure_child(daemon)?;
         }
+        let mut apps =
+            crate::appctl::AppControl::new(self.ctx.clone(), self.origin, self.app_events.clone());
+        apps.handle(cl_core::apps::AppInput::Formed { start_autostart: !noapps });
+        self.apps = Some(apps);
         self.drain_actions();
         self.publish();
         info!("cluster `{}` formed on this node", self.ctx.name());
@@ -345,6 +404,7 @@ impl Manager {
         self.stop_children();
         self.formed = false;
         self.membership = None;
+        self.apps = None;
         self.down_links.clear();
         self.lost_known.clear();
         let _ = std::fs::remove_file(self.ctx.formed_marker());
@@ -396,25 +456,36 @@ impl Manager {
             m.handle_timeout(now);
         }
         self.drain_actions();
+        if let Some(apps) = self.apps.as_mut() {
+            apps.handle_timeout();
+        }
     }
 
     fn drain_actions(&mut self) {
         let Some(m) = self.membership.as_mut() else { return };
         let mut changed = false;
+        let mut for_apps = Vec::new();
         while let Some(action) = m.poll_action() {
             changed = true;
             match action {
                 // clhbd2 beats on its own clock, so a busy cldaemon never silences the node.
                 Action::SendHeartbeats => changed = false,
-                Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
-                Action::PeerDown { peer, verdict, reason } => match verdict {
-                    Verdict::TakeOver => {
-                        warn!(%peer, "node {peer} is down: {reason}; this node is connected and takes over its applications (none are defined in this version)")
+                Action::PeerUp { peer } => {
+                    info!(%peer, "node {peer} is up");
+                    for_apps.push(AppInput::PeerUp { peer });
+                }
+                Action::PeerDown { peer, verdict, reason } => {
+                    match verdict {
+                        Verdict::TakeOver => {
+                            warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
+                        }
+                        Verdict::StandBy => {
+                            warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
+                        }
                     }
-                    Verdict::StandBy => {
-                        warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
-                    }
-                },
+                    for_apps
+                        .push(AppInput::PeerDown { peer, take_over: verdict == Verdict::TakeOver });
+                }
                 Action::LinkDown { peer, link } => {
                     warn!(%peer, %link, "heartbeat link {link} to {peer} is silent; {peer} is still up over another link");
                     self.down_links.insert((peer, link));
@@ -424,9 +495,13 @@ impl Manager {
                     self.down_links.remove(&(peer, link));
                 }
                 Action::Isolated { reason } => {
-                    error!("this node is isolated: {reason}; stopping its applications (none run in this version) and taking nothing over");
+                    error!("this node is isolated: {reason}; stopping its applications and taking nothing over");
+                    for_apps.push(AppInput::Isolated);
                 }
-                Action::Reconnected => info!("this node is connected again"),
+                Action::Reconnected => {
+                    info!("this node is connected again");
+                    for_apps.push(AppInput::Reconnected);
+                }
                 Action::KnownConnectionLost { target } => {
                     warn!(%target, "known connection {target} does not answer");
                     self.lost_known.insert(target);
@@ -435,6 +510,11 @@ impl Manager {
                     info!(%target, "known connection {target} answers again");
                     self.lost_known.remove(&target);
                 }
+            }
+        }
+        if let Some(apps) = self.apps.as_mut() {
+            for input in for_apps {
+                apps.handle(input);
             }
         }
         if changed {
@@ -523,7 +603,7 @@ impl Manager {
             config_version: self.ctx.built.version,
             nodes,
             known_connections,
-            applications: Vec::new(),
+            applications: self.apps.as_ref().map(|a| a.status()).unwrap_or_default(),
             warnings,
             counters: serde_json::Value::Object(counters),
         }
@@ -609,7 +689,8 @@ async fn join_if_formed_elsewhere(ctx: Context, commands: mpsc::Sender<Command>)
                 }
                 info!(%peer, "{peer} runs the cluster: joining");
                 let (tx, rx) = oneshot::channel();
-                if commands.send(Command::FormLocal(tx)).await.is_ok() {
+                // What should run comes from the running peers' announcements.
+                if commands.send(Command::FormLocal { noapps: true, reply: tx }).await.is_ok() {
                     match rx.await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => error!("cannot join: {e}"),
@@ -725,8 +806,34 @@ async fn handle_admin(
 ) -> AdminResponse {
     match request {
         AdminRequest::Status => AdminResponse::Status(Box::new(status.borrow().clone())),
-        AdminRequest::Form { noapps: _ } => form_cluster(ctx, commands, status.clone()).await,
-        AdminRequest::Halt { force: _, node } => halt_cluster(ctx, commands, node).await,
+        AdminRequest::Form { noapps } => form_cluster(ctx, commands, status.clone(), noapps).await,
+        AdminRequest::Halt { force, node } => {
+            halt_cluster(ctx, commands, status.clone(), force, node).await
+        }
+        AdminRequest::App { action, app, node } => {
+            use cl_core::apps::AdminOp;
+            use cl_wire::msg::AppCommand;
+            let op = match action {
+                AppCommand::Start => AdminOp::Start { app, node },
+                AppCommand::Stop => AdminOp::Stop { app },
+                AppCommand::Switch => AdminOp::Switch { app, node },
+            };
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::App(op, tx)).await.is_err() {
+                return AdminResponse::Failed {
+                    message: "cldaemon is shutting down".into(),
+                    lines: vec![],
+                };
+            }
+            match rx.await {
+                Ok(Ok(())) => AdminResponse::Done { lines: vec!["request accepted".into()] },
+                Ok(Err(message)) => AdminResponse::Failed { message, lines: vec![] },
+                Err(_) => AdminResponse::Failed {
+                    message: "cldaemon is shutting down".into(),
+                    lines: vec![],
+                },
+            }
+        }
         AdminRequest::Distribute { kind, force } => {
             let response = distribute(ctx, kind.clone(), force).await;
             // clbuild installed a new cluster configuration here: this cldaemon restarts on it.
@@ -743,6 +850,7 @@ async fn form_cluster(
     ctx: &Context,
     commands: &mpsc::Sender<Command>,
     mut status: watch::Receiver<ClusterStatus>,
+    noapps: bool,
 ) -> AdminResponse {
     let mut lines = Vec::new();
     // Agree on the configuration before anything starts.
@@ -771,7 +879,7 @@ async fn form_cluster(
         }
     }
     let (tx, rx) = oneshot::channel();
-    if commands.send(Command::FormLocal(tx)).await.is_err() {
+    if commands.send(Command::FormLocal { noapps, reply: tx }).await.is_err() {
         return AdminResponse::Failed {
             message: "clform: cldaemon is shutting down".into(),
             lines,
@@ -789,7 +897,7 @@ async fn form_cluster(
     }
     for peer in &reachable {
         let addresses = ctx.manager_addresses(peer);
-        match ask_peer(ctx, &addresses, &PeerRequest::Form).await {
+        match ask_peer(ctx, &addresses, &PeerRequest::Form { noapps }).await {
             Ok(PeerReply::Ok { detail }) => lines.push(detail),
             Ok(PeerReply::Refused { reason }) => lines.push(format!("{peer}: refused: {reason}")),
             Ok(other) => lines.push(format!("{peer}: unexpected answer {other:?}")),
@@ -827,6 +935,8 @@ async fn form_cluster(
 async fn halt_cluster(
     ctx: &Context,
     commands: &mpsc::Sender<Command>,
+    mut status: watch::Receiver<ClusterStatus>,
+    force: bool,
     node: Option<String>,
 ) -> AdminResponse {
     let mut lines = Vec::new();
@@ -836,6 +946,58 @@ async fn halt_cluster(
                 message: format!("clhalt: `{n}` is not a node of cluster `{}`", ctx.name()),
                 lines,
             };
+        }
+    }
+    if node.is_none() {
+        // The whole cluster: running applications are stopped first (--force) or refused.
+        let active = |s: &ClusterStatus| -> Vec<String> {
+            s.applications
+                .iter()
+                .filter_map(|a| a.node.as_ref().map(|n| format!("{} on {n}", a.name)))
+                .collect()
+        };
+        let running = active(&status.borrow());
+        if !running.is_empty() {
+            if !force {
+                return AdminResponse::Failed {
+                    message: format!(
+                        "clhalt: applications are running ({}); stop them with clhaltapp, or use clhalt --force to stop them first",
+                        running.join(", ")
+                    ),
+                    lines,
+                };
+            }
+            let apps: Vec<String> = status
+                .borrow()
+                .applications
+                .iter()
+                .filter(|a| a.node.is_some())
+                .map(|a| a.name.clone())
+                .collect();
+            for app in apps {
+                let (tx, rx) = oneshot::channel();
+                if commands
+                    .send(Command::App(cl_core::apps::AdminOp::Stop { app: app.clone() }, tx))
+                    .await
+                    .is_ok()
+                {
+                    let _ = rx.await;
+                }
+                lines.push(format!("stopping {app}"));
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            while !active(&status.borrow()).is_empty() {
+                if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {
+                    return AdminResponse::Failed {
+                        message: format!(
+                            "clhalt: applications did not stop: {}",
+                            active(&status.borrow()).join(", ")
+                        ),
+                        lines,
+                    };
+                }
+            }
+            lines.push("all applications stopped".into());
         }
     }
     let targets: Vec<String> = match &node {
@@ -962,9 +1124,18 @@ async fn handle_peer(
                 apps,
             }
         }
-        PeerRequest::Form => {
+        PeerRequest::Apps { announcement } => match serde_json::from_value(announcement) {
+            Ok(announcement) => {
+                let _ = commands.send(Command::PeerApps(from.to_string(), announcement)).await;
+                PeerReply::Ok { detail: String::new() }
+            }
+            Err(e) => {
+                PeerReply::Refused { reason: format!("unreadable application announcement: {e}") }
+            }
+        },
+        PeerRequest::Form { noapps } => {
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::FormLocal(tx)).await.is_err() {
+            if commands.send(Command::FormLocal { noapps, reply: tx }).await.is_err() {
                 return PeerReply::Refused { reason: "cldaemon is shutting down".into() };
             }
             match rx.await {

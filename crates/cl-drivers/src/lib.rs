@@ -4,4 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod fs;
+pub mod monitor;
+pub mod script;
 pub mod vip;

@@ -421,7 +421,9 @@ fn teardown(name: &str, state: Option<&LabState>, holders: &mut Vec<Child>) -> V
         }
         // rmdir can race with the last exit being accounted; retry briefly.
         let mut last = None;
-        let removed = sys::wait_until(Duration::from_secs(5), || match fs::remove_dir(cg) {
+        // Daemons under test make cgroups of their own inside a node's (one per application):
+        // remove those first, deepest first.
+        let removed = sys::wait_until(Duration::from_secs(5), || match remove_cgroup_tree(cg) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => {
@@ -703,6 +705,19 @@ impl Lab {
             bail!("holder for {} did not come up inside the namespace", h.name);
         }
         self.state.hosts[i].holder_pid = pid;
+        // `ip netns exec` gave the host a fresh /sys without the cgroup filesystem; mount
+        // cgroup v2 where a real machine has it, so daemons can place their applications in
+        // cgroups (below the host's own, which freeze and kill act on).
+        let host = self.state.hosts[i].name.clone();
+        let mounted = self
+            .run(&host, &["mount", "-t", "cgroup2", "cgroup2", "/sys/fs/cgroup"])
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !mounted {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("cannot mount cgroup2 at /sys/fs/cgroup inside {host}");
+        }
         Ok(child)
     }
 
@@ -1123,6 +1138,19 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// rmdir a cgroup and every cgroup below it, deepest first (cgroup directories cannot be
+/// removed recursively in one call).
+fn remove_cgroup_tree(cg: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = fs::read_dir(cg) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&entry.path())?;
+            }
+        }
+    }
+    fs::remove_dir(cg)
 }
 
 #[cfg(test)]

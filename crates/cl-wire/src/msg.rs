@@ -37,7 +37,15 @@ pub enum PeerRequest {
     /// Who are you, are you formed, which configuration do you have?
     Hello,
     /// Start your cluster daemons and join.
-    Form,
+    Form {
+        /// Start no applications (clform --noapps).
+        noapps: bool,
+    },
+    /// My applications' states and the desired states I know (a `cl_core::apps::Announcement`).
+    Apps {
+        /// The announcement, as JSON.
+        announcement: serde_json::Value,
+    },
     /// Stop your cluster daemons.
     Halt {
         /// Stop applications first instead of refusing.
@@ -113,6 +121,15 @@ pub enum AdminRequest {
         /// Only this node.
         node: Option<String>,
     },
+    /// Start, stop or move an application.
+    App {
+        /// What to do.
+        action: AppCommand,
+        /// The application.
+        app: String,
+        /// The node to run it on (start, switch).
+        node: Option<String>,
+    },
     /// A new built configuration was installed locally: send it to the peers.
     Distribute {
         /// What was built.
@@ -120,6 +137,18 @@ pub enum AdminRequest {
         /// Let the local copy win over the peers' (`--force`).
         force: bool,
     },
+}
+
+/// What an administrator asks of an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppCommand {
+    /// clstartapp.
+    Start,
+    /// clhaltapp.
+    Stop,
+    /// clswitchapp.
+    Switch,
 }
 
 /// The answer to an [`AdminRequest`].
@@ -209,6 +238,12 @@ pub struct ApplicationStatus {
     pub state: String,
     /// Where it runs, if anywhere.
     pub node: Option<String>,
+    /// Local restarts within the monitors' window on the answering node.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The last failure on the answering node, with its reason.
+    #[serde(default)]
+    pub last_failure: Option<String>,
 }
 
 /// Events the cluster daemons send to their cldaemon over the node-local datagram socket.

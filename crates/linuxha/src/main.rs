@@ -10,6 +10,7 @@ mod fail;
 mod site;
 
 use cl_daemon::Daemon;
+use cl_wire::msg::AppCommand;
 use clap::Parser;
 
 use cli::{Cli, Command};
@@ -43,9 +44,15 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::Clform(args) => cmd::cluster::clform(paths, &args),
         Command::Clhalt(args) => cmd::cluster::clhalt(paths, &args),
-        Command::Clstartapp(_) => not_yet("clstartapp", "application control"),
-        Command::Clhaltapp(_) => not_yet("clhaltapp", "application control"),
-        Command::Clswitchapp(_) => not_yet("clswitchapp", "application control"),
+        Command::Clstartapp(args) => {
+            cmd::cluster::app_command("clstartapp", paths, AppCommand::Start, &args)
+        }
+        Command::Clhaltapp(args) => {
+            cmd::cluster::app_command("clhaltapp", paths, AppCommand::Stop, &args)
+        }
+        Command::Clswitchapp(args) => {
+            cmd::cluster::app_command("clswitchapp", paths, AppCommand::Switch, &args)
+        }
         Command::Cllock(_) => not_yet("cllock", "cluster locks"),
         Command::Cldaemon(args) => daemon(Daemon::Cldaemon, paths, &args),
         Command::Cllockd(args) => daemon(Daemon::Cllockd, paths, &args),

@@ -78,10 +78,10 @@ fn usage_errors_exit_2_with_one_sentence() {
 #[test]
 fn commands_not_in_this_build_say_so_and_fail() {
     let node = Node::with_example("node1");
-    let out = node.run("clstartapp", &["--application", "apache"]);
+    let out = node.run("cllock", &["--name", "x", "--", "true"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("clstartapp: ") && stderr.contains("nothing was done"), "{stderr}");
+    assert!(stderr.starts_with("cllock: ") && stderr.contains("nothing was done"), "{stderr}");
 }
 
 #[test]

@@ -177,6 +177,12 @@ pub enum AppInput {
     },
     /// An administrator's request (clstartapp, clhaltapp, clswitchapp).
     Admin(AdminOp),
+    /// After a cldaemon restart the application was found active here (its address,
+    /// filesystem or processes): it is ours, running.
+    Adopted {
+        /// Application.
+        app: String,
+    },
 }
 
 /// Administrator requests about applications.
@@ -243,10 +249,13 @@ enum Peer {
         /// An announcement arrived since it came up.
         announced: bool,
     },
-    /// Down; its applications may be taken over only with `take_over`.
+    /// Down; its applications may be taken over only with `take_over`, and only once
+    /// `until` has passed (see [`Apps::new`]'s `takeover_delay`).
     Down {
         /// The membership verdict allowed it.
         take_over: bool,
+        /// Not before this time.
+        until: Time,
     },
 }
 
@@ -262,12 +271,22 @@ pub struct Apps {
     clock: u64,
     isolated: bool,
     now: Time,
+    takeover_delay: Duration,
     actions: VecDeque<AppAction>,
 }
 
 impl Apps {
     /// A node that knows the applications and its peers; nothing runs yet.
-    pub fn new(local: &str, peers: &[String], policies: Vec<AppPolicy>) -> Apps {
+    ///
+    /// `takeover_delay` is how long after a peer is declared down (with a take-over verdict)
+    /// this node waits before starting that peer's applications: the time a peer that is in
+    /// fact isolated needs to notice it and stop its copy (docs/cluster.md).
+    pub fn new(
+        local: &str,
+        peers: &[String],
+        policies: Vec<AppPolicy>,
+        takeover_delay: Duration,
+    ) -> Apps {
         let locals = policies
             .iter()
             .map(|p| {
@@ -292,6 +311,7 @@ impl Apps {
             clock: 0,
             isolated: false,
             now: Time::ZERO,
+            takeover_delay,
             actions: VecDeque::new(),
         }
     }
@@ -321,12 +341,19 @@ impl Apps {
                 self.actions.push_back(AppAction::Announce);
             }
             AppInput::PeerDown { peer, take_over } => {
+                let until = now + self.takeover_delay;
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    *p = Peer::Down { take_over };
+                    *p = Peer::Down { take_over, until };
                 }
             }
             AppInput::Isolated => {
                 self.isolated = true;
+                // Cut off, this node knows nothing current about its peers: forget what they
+                // said until they are heard again.
+                let until = now;
+                for peer in self.peers.values_mut() {
+                    *peer = Peer::Down { take_over: false, until };
+                }
                 let running: Vec<String> = self
                     .locals
                     .iter()
@@ -399,6 +426,15 @@ impl Apps {
                 }
             }
             AppInput::Admin(op) => self.admin(op),
+            AppInput::Adopted { app } => {
+                if let Some(local) = self.locals.get_mut(&app) {
+                    local.state = AppState::Running;
+                }
+                if !self.desired.contains_key(&app) {
+                    self.set_desired(&app, Want::Running { node: Some(self.local.clone()) });
+                }
+                self.actions.push_back(AppAction::Announce);
+            }
         }
         self.reconcile();
     }
@@ -545,9 +581,10 @@ impl Apps {
                         .and_then(|s| s.get(app))
                         .is_some_and(|s| s.may_be_active())
             }
-            Peer::Down { take_over } => {
+            Peer::Down { take_over, until } => {
                 // A peer stuck stopping it before it went down still counts as holding it.
                 *take_over
+                    && self.now >= *until
                     && self.peer_states.get(name).and_then(|s| s.get(app)) != Some(&AppState::Stuck)
             }
         })
@@ -564,6 +601,15 @@ impl Apps {
                     if let Some(local) = self.locals.get_mut(&app) {
                         local.state = AppState::Starting;
                         local.restart_after_stop = false;
+                    }
+                    // Taken over from a chosen node that failed: the choice is spent, or the
+                    // application would move back by itself when that node returns.
+                    let chosen_elsewhere = matches!(
+                        self.desired.get(&app),
+                        Some(Desired { want: Want::Running { node: Some(n) }, .. }) if *n != self.local
+                    );
+                    if chosen_elsewhere {
+                        self.set_desired(&app, Want::Running { node: None });
                     }
                     self.actions.push_back(AppAction::Start { app: app.clone() });
                     self.actions.push_back(AppAction::Announce);
@@ -589,6 +635,23 @@ impl Apps {
         }
     }
 
+    /// Let time pass: a take-over delay may have ended.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        self.reconcile();
+    }
+
+    /// When `handle_timeout` must be called next, if a take-over is waiting.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.peers
+            .values()
+            .filter_map(|p| match p {
+                Peer::Down { take_over: true, until } if *until > self.now => Some(*until),
+                _ => None,
+            })
+            .min()
+    }
+
     /// The next request for the shell.
     pub fn poll_action(&mut self) -> Option<AppAction> {
         self.actions.pop_front()
@@ -610,6 +673,25 @@ impl Apps {
     /// The last failure of `app` here, with when it happened.
     pub fn last_failure(&self, app: &str) -> Option<(Time, String)> {
         self.locals.get(app).and_then(|l| l.last_failure.clone())
+    }
+
+    /// The state of `app` here and on every peer that is up (this node first).
+    pub fn view(&self, app: &str) -> Vec<(String, AppState)> {
+        let mut view = Vec::new();
+        if let Some(local) = self.locals.get(app) {
+            view.push((self.local.clone(), local.state));
+        }
+        for (peer, states) in &self.peer_states {
+            if let (Some(state), Some(Peer::Up { .. })) = (states.get(app), self.peers.get(peer)) {
+                view.push((peer.clone(), *state));
+            }
+        }
+        view
+    }
+
+    /// Names of the applications.
+    pub fn names(&self) -> Vec<String> {
+        self.policies.keys().cloned().collect()
     }
 
     /// Local restart count of `app` within its window.

@@ -31,13 +31,14 @@ struct Pair {
 }
 
 const NAMES: [&str; 2] = ["node1", "node2"];
+const DELAY: Duration = Duration::from_millis(700);
 
 impl Pair {
     fn new(policies: Vec<AppPolicy>) -> Pair {
         Pair {
             nodes: [
-                Apps::new("node1", &["node2".into()], policies.clone()),
-                Apps::new("node2", &["node1".into()], policies),
+                Apps::new("node1", &["node2".into()], policies.clone(), DELAY),
+                Apps::new("node2", &["node1".into()], policies, DELAY),
             ],
             now: Time::ZERO,
             connected: true,
@@ -108,6 +109,13 @@ impl Pair {
         panic!("no quiescence: {:#?}", self.log);
     }
 
+    /// Let time pass on one node.
+    fn tick(&mut self, node: usize, to: Time) {
+        self.now = to;
+        self.nodes[node].handle_timeout(to);
+        self.settle();
+    }
+
     fn check_single_owner(&self) {
         for app in self.nodes[0].policies.keys() {
             let a = !self.dead[0] && self.nodes[0].state(app).is_some_and(|s| s.may_be_active());
@@ -163,6 +171,10 @@ fn a_peer_down_with_take_over_has_its_applications_started_here() {
     pair.dead[0] = true;
     pair.connected = false;
     pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+    // Not at once: the take-over delay gives an isolated peer time to stop its copy.
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+    let due = pair.nodes[1].poll_timeout().expect("a take-over is pending");
+    pair.tick(1, due);
     assert_eq!(pair.nodes[1].state("web"), Some(AppState::Running));
 }
 
@@ -279,12 +291,37 @@ fn failback_auto_returns_to_the_preferred_node_manual_stays() {
         pair.dead[0] = true;
         pair.connected = false;
         pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+        let due = pair.nodes[1].poll_timeout().expect("pending");
+        pair.tick(1, due);
         // node1 comes back (restarted: nothing runs there any more).
-        pair.nodes[0] = Apps::new("node1", &["node2".into()], vec![policy("web", true, failback)]);
+        pair.nodes[0] =
+            Apps::new("node1", &["node2".into()], vec![policy("web", true, failback)], DELAY);
         pair.dead[0] = false;
         pair.connected = true;
         pair.meet();
         pair.input(0, AppInput::Formed { start_autostart: true });
         assert_eq!(pair.states("web"), expected, "{failback:?}");
     }
+}
+
+#[test]
+fn a_taken_over_application_does_not_return_to_a_chosen_node_by_itself() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.input(
+        0,
+        AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node2".into()) }),
+    );
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+    // node2 is cut off: it stops its copy (isolated); node1 takes over after the delay.
+    pair.connected = false;
+    pair.input(1, AppInput::Isolated);
+    pair.input(0, AppInput::PeerDown { peer: "node2".into(), take_over: true });
+    let due = pair.nodes[0].poll_timeout().expect("pending");
+    pair.tick(0, due);
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    // The network heals: with manual failback it stays on node1.
+    pair.connected = true;
+    pair.input(1, AppInput::Reconnected);
+    pair.meet();
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
 }

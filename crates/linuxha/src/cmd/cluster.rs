@@ -288,3 +288,71 @@ fn wait_for_reload(command: &str, paths: &Paths, verbose: bool) -> Outcome<()> {
     eprintln!("{command}: warning: cldaemon did not restart on version {installed} within 10 s; see /var/log/cluster/cldaemon.log");
     Ok(())
 }
+
+/// Run clstartapp, clhaltapp or clswitchapp: ask, then follow the application until it gets
+/// where it was sent (or fails), printing each change with --verbose.
+pub fn app_command(
+    command: &str,
+    paths: &Paths,
+    action: cl_wire::msg::AppCommand,
+    args: &crate::cli::AppCommandArgs,
+) -> Outcome<()> {
+    use cl_wire::msg::AppCommand;
+    let before = fetch_status(paths)?;
+    if before.state != "formed" {
+        return Err(Failure::runtime(format!(
+            "{command}: the cluster is not formed on this node; run clform first"
+        )));
+    }
+    let find =
+        |s: &ClusterStatus| s.applications.iter().find(|a| a.name == args.application).cloned();
+    let Some(was) = find(&before) else {
+        return Err(Failure::config(format!(
+            "{command}: there is no application `{}` in the cluster",
+            args.application
+        )));
+    };
+    let request =
+        AdminRequest::App { action, app: args.application.clone(), node: args.node.clone() };
+    let response = ask(command, paths, &request, Duration::from_secs(10))?
+        .ok_or_else(|| not_running(command))?;
+    finish(command, false, response)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    loop {
+        let status = fetch_status(paths)?;
+        let Some(app) = find(&status) else { continue };
+        let shown = format!("{} {}", app.state, app.node.as_deref().unwrap_or("-"));
+        if args.verbose && shown != last {
+            println!(
+                "{command}: {} is {}{}",
+                app.name,
+                app.state,
+                app.node.as_deref().map(|n| format!(" on {n}")).unwrap_or_default()
+            );
+            last = shown;
+        }
+        let wanted_node = |n: &Option<String>| args.node.is_none() || n == &args.node;
+        let done = match action {
+            AppCommand::Start => app.state == "running" && wanted_node(&app.node),
+            AppCommand::Stop => app.node.is_none(),
+            AppCommand::Switch => {
+                app.state == "running" && app.node != was.node && wanted_node(&app.node)
+            }
+        };
+        if done {
+            return Ok(());
+        }
+        if app.state == "failed" {
+            let why = app.last_failure.unwrap_or_else(|| "see /var/log/cluster".into());
+            return Err(Failure::runtime(format!("{command}: {} failed: {why}", app.name)));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::runtime(format!(
+                "{command}: {} is {} after 120 s; see /var/log/cluster/cldaemon.log",
+                app.name, app.state
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,348 @@
+//! The applications side of cldaemon: the `cl-core` applications machine, fed by membership
+//! and by the peers' announcements, with its actions carried out by [`Runner`]s in tasks whose
+//! results come back to the main loop as [`AppEvent`]s.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use cl_config::{AppConfig, Built};
+use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
+use cl_core::Time;
+use cl_wire::msg::{ApplicationStatus, PeerRequest};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::context::Context;
+use crate::runner::Runner;
+
+/// A resource task's result, for the main loop.
+pub enum AppEvent {
+    /// The start sequence ended.
+    Started {
+        /// Application.
+        app: String,
+        /// Ok, or why not.
+        result: Result<(), String>,
+    },
+    /// The stop sequence ended.
+    Stopped {
+        /// Application.
+        app: String,
+        /// Ok, or what may still be held.
+        result: Result<(), String>,
+    },
+    /// A monitor failed.
+    MonitorFailed {
+        /// Application.
+        app: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// The applications of this node.
+pub struct AppControl {
+    ctx: Context,
+    origin: Instant,
+    apps: Apps,
+    runners: BTreeMap<String, Runner>,
+    monitors: BTreeMap<String, Vec<JoinHandle<()>>>,
+    events: mpsc::Sender<AppEvent>,
+}
+
+/// How long a connected node waits, after declaring its peer down, before starting the peer's
+/// applications: the peer, if it is in fact the isolated one, decides so `timeout/2` later than
+/// we do (the known-connection wait), and then needs time to stop its copy; 500 ms covers a
+/// quick stop. Slower stops need fencing or the arbitrator (docs/cluster.md).
+pub fn takeover_delay(ctx: &Context) -> std::time::Duration {
+    ctx.cluster().heartbeat.timeout / 2 + std::time::Duration::from_millis(500)
+}
+
+/// The built applications under this node's root.
+pub fn built_apps(ctx: &Context) -> Vec<AppConfig> {
+    let Ok(entries) = std::fs::read_dir(ctx.paths.built_dir()) else { return Vec::new() };
+    let mut apps: Vec<AppConfig> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name().to_string_lossy().starts_with("app-")
+                && e.file_name().to_string_lossy().ends_with(".json")
+        })
+        .filter_map(|e| {
+            let built: Built<AppConfig> =
+                serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            Some(built.config)
+        })
+        .collect();
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    apps
+}
+
+impl AppControl {
+    /// The applications of this node, all stopped.
+    pub fn new(ctx: Context, origin: Instant, events: mpsc::Sender<AppEvent>) -> AppControl {
+        let configs = built_apps(&ctx);
+        let policies = configs
+            .iter()
+            .map(|a| AppPolicy {
+                name: a.name.clone(),
+                nodes: a.nodes.clone(),
+                autostart: a.autostart,
+                failback: match a.failback {
+                    cl_config::appconf::Failback::Auto => Failback::Auto,
+                    cl_config::appconf::Failback::Manual => Failback::Manual,
+                },
+                restarts: a.monitors.iter().map(|m| m.restarts).min().unwrap_or(3),
+                window: a
+                    .monitors
+                    .iter()
+                    .map(|m| m.window)
+                    .max()
+                    .unwrap_or(std::time::Duration::from_secs(600)),
+            })
+            .collect();
+        let apps = Apps::new(&ctx.local, &ctx.peers(), policies, takeover_delay(&ctx));
+        let runners =
+            configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
+        AppControl { ctx, origin, apps, runners, monitors: BTreeMap::new(), events }
+    }
+
+    fn now(&self) -> Time {
+        Time::ZERO + self.origin.elapsed()
+    }
+
+    /// When the machine must be woken next (a take-over delay ending).
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.apps.poll_timeout()
+    }
+
+    /// Let time pass.
+    pub fn handle_timeout(&mut self) {
+        let now = self.now();
+        self.apps.handle_timeout(now);
+        self.drain();
+    }
+
+    /// Feed the machine and carry out what it asks.
+    pub fn handle(&mut self, input: AppInput) {
+        let now = self.now();
+        self.apps.handle(now, input);
+        self.drain();
+    }
+
+    /// After a cldaemon restart: applications whose resources are active here are ours.
+    pub async fn adopt_running(&mut self) {
+        for (name, runner) in &self.runners {
+            if runner.is_active().await {
+                info!(app = %name, "{name} is active here: adopting it");
+                let now = Time::ZERO + self.origin.elapsed();
+                self.apps.handle(now, AppInput::Adopted { app: name.clone() });
+            }
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(action) = self.apps.poll_action() {
+            match action {
+                AppAction::Start { app } => {
+                    let Some(runner) = self.runners.get(&app).cloned() else { continue };
+                    info!(%app, "starting {app}");
+                    let events = self.events.clone();
+                    tokio::task::spawn_local(async move {
+                        let result = runner.start().await;
+                        let _ = events.send(AppEvent::Started { app, result }).await;
+                    });
+                }
+                AppAction::Stop { app, reason } => {
+                    for task in self.monitors.remove(&app).unwrap_or_default() {
+                        task.abort();
+                    }
+                    let Some(runner) = self.runners.get(&app).cloned() else { continue };
+                    info!(%app, "stopping {app}: {reason}");
+                    let events = self.events.clone();
+                    tokio::task::spawn_local(async move {
+                        let result = runner.stop().await;
+                        let _ = events.send(AppEvent::Stopped { app, result }).await;
+                    });
+                }
+                AppAction::Announce => self.announce(),
+            }
+        }
+    }
+
+    /// Send this node's announcement to every peer (in the background).
+    pub fn announce(&self) {
+        let announcement = self.apps.announcement();
+        let ctx = self.ctx.clone();
+        tokio::task::spawn_local(async move {
+            for peer in ctx.peers() {
+                let addresses = ctx.manager_addresses(&peer);
+                let request = PeerRequest::Apps {
+                    announcement: serde_json::to_value(&announcement).unwrap_or_default(),
+                };
+                let _ = crate::transport::peer_request(
+                    &ctx.key,
+                    ctx.name(),
+                    &ctx.local,
+                    &addresses,
+                    &request,
+                    std::time::Duration::from_millis(500),
+                )
+                .await;
+            }
+        });
+    }
+
+    /// A resource task finished.
+    pub fn on_event(&mut self, event: AppEvent) {
+        match event {
+            AppEvent::Started { app, result } => {
+                match &result {
+                    Ok(()) => {
+                        info!(%app, "{app} is running");
+                        self.start_monitors(&app);
+                    }
+                    Err(reason) => error!(%app, "{app} failed to start: {reason}"),
+                }
+                let (ok, reason) = split(result);
+                self.handle(AppInput::StartFinished { app, ok, reason });
+            }
+            AppEvent::Stopped { app, result } => {
+                match &result {
+                    Ok(()) => info!(%app, "{app} is stopped"),
+                    Err(reason) => {
+                        error!(%app, "{app} could not be stopped cleanly: {reason}; it stays blocked here until cleared")
+                    }
+                }
+                let (ok, reason) = split(result);
+                self.handle(AppInput::StopFinished { app, ok, reason });
+            }
+            AppEvent::MonitorFailed { app, reason } => {
+                warn!(%app, "monitor of {app} failed: {reason}");
+                if self.apps.state(&app) == Some(AppState::Running) {
+                    self.handle(AppInput::MonitorFailed { app, reason });
+                }
+            }
+        }
+    }
+
+    fn start_monitors(&mut self, app: &str) {
+        let Some(runner) = self.runners.get(app) else { return };
+        let mut tasks = Vec::new();
+        for (index, monitor) in runner.config().monitors.iter().enumerate() {
+            let runner = runner.clone();
+            let events = self.events.clone();
+            let interval = monitor.interval;
+            let app = app.to_string();
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Some(Err(reason)) = runner.check(index).await {
+                        let _ =
+                            events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
+                        return;
+                    }
+                }
+            }));
+        }
+        self.monitors.insert(app.to_string(), tasks);
+    }
+
+    /// An administrator's request.
+    pub fn admin(&mut self, op: AdminOp) -> Result<(), String> {
+        let app = match &op {
+            AdminOp::Start { app, .. } | AdminOp::Stop { app } | AdminOp::Switch { app, .. } => {
+                app.clone()
+            }
+        };
+        if !self.runners.contains_key(&app) {
+            return Err(format!("there is no built application `{app}` on {}", self.ctx.local));
+        }
+        self.handle(AppInput::Admin(op));
+        Ok(())
+    }
+
+    /// Where each application runs, for clstat.
+    pub fn status(&self) -> Vec<ApplicationStatus> {
+        self.apps
+            .names()
+            .into_iter()
+            .map(|name| {
+                let view = self.apps.view(&name);
+                let active = view.iter().find(|(_, s)| s.may_be_active());
+                let (state, node) = match active {
+                    Some((node, state)) => (state_name(*state), Some(node.clone())),
+                    None if !view.is_empty()
+                        && view.iter().all(|(_, s)| *s == AppState::Failed) =>
+                    {
+                        ("failed".to_string(), None)
+                    }
+                    None => ("stopped".to_string(), None),
+                };
+                let failure = self.apps.last_failure(&name).map(|(_, reason)| reason);
+                ApplicationStatus {
+                    name: name.clone(),
+                    state,
+                    node,
+                    restarts: self.apps.failures(&name) as u32,
+                    last_failure: failure,
+                }
+            })
+            .collect()
+    }
+
+    /// Applications active anywhere, as `app on node`.
+    pub fn active_anywhere(&self) -> Vec<String> {
+        self.apps
+            .names()
+            .into_iter()
+            .flat_map(|name| {
+                self.apps
+                    .view(&name)
+                    .into_iter()
+                    .filter(|(_, s)| s.may_be_active())
+                    .map(move |(node, _)| format!("{name} on {node}"))
+            })
+            .collect()
+    }
+
+    /// Stop every application active here and wait for it (clhalt on this node).
+    pub async fn stop_all_here(&mut self) {
+        for (app, tasks) in std::mem::take(&mut self.monitors) {
+            for task in tasks {
+                task.abort();
+            }
+            let _ = app;
+        }
+        for (name, runner) in &self.runners {
+            if self.apps.state(name).is_some_and(|s| s.may_be_active()) {
+                info!(app = %name, "stopping {name}: the cluster is halted on this node");
+                if let Err(e) = runner.stop().await {
+                    error!(app = %name, "{name} could not be stopped cleanly: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn split(result: Result<(), String>) -> (bool, String) {
+    match result {
+        Ok(()) => (true, String::new()),
+        Err(reason) => (false, reason),
+    }
+}
+
+fn state_name(state: AppState) -> String {
+    match state {
+        AppState::Stopped => "stopped",
+        AppState::Starting => "starting",
+        AppState::Running => "running",
+        AppState::Stopping => "stopping",
+        AppState::Failed => "failed",
+        AppState::Stuck => "stuck",
+    }
+    .to_string()
+}

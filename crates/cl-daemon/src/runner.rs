@@ -1,0 +1,267 @@
+//! Running one application's resources on this node: the start and stop sequences and the
+//! monitors (ARCHITECTURE.md §4). The decision core says *when*; this says *how*.
+//!
+//! Start: filesystems (fsck, mount) → VIPs (probe, add, announce) → start script. Stop: stop
+//! script, then every process left in the application's cgroup is killed → VIPs removed →
+//! filesystems unmounted (busy: holders killed; never a lazy unmount). Every step has a time
+//! limit; every step is logged to `/var/log/cluster/<app>.log` and cldaemon.log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cl_config::appconf::{AppConfig, MonitorKind};
+use cl_drivers::fs::FsSpec;
+use cl_drivers::monitor::{Check, MonitorResult};
+use cl_drivers::script::AppCgroup;
+use cl_drivers::vip::{Announce, ProbeOutcome, Vip};
+use tracing::{info, warn};
+
+use crate::context::Context;
+
+/// How long a VIP probe listens for another owner (3 probes).
+const PROBE_TIME: Duration = Duration::from_millis(300);
+/// Time limits for filesystem work.
+const FS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One application on this node.
+#[derive(Clone)]
+pub struct Runner {
+    ctx: Context,
+    app: AppConfig,
+}
+
+impl Runner {
+    /// The runner of `app` for this node.
+    pub fn new(ctx: Context, app: AppConfig) -> Runner {
+        Runner { ctx, app }
+    }
+
+    /// The application's name.
+    pub fn name(&self) -> &str {
+        &self.app.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AppConfig {
+        &self.app
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.ctx.paths.log_dir().join(format!("{}.log", self.app.name))
+    }
+
+    /// The application's cgroup, below cldaemon's own (so whatever contains the node — a
+    /// lab node's cgroup, a systemd unit — contains its applications too), one per cluster
+    /// and application.
+    fn cgroup(&self) -> Result<AppCgroup, String> {
+        let parent = own_cgroup().map(|c| c.join(format!("linuxha-{}", self.ctx.name())));
+        let parent = parent.ok_or_else(|| {
+            "cannot find this process's cgroup v2 (is cgroup2 mounted?)".to_string()
+        })?;
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        AppCgroup::new(&parent, &self.app.name)
+            .map_err(|e| format!("cannot create the cgroup of {}: {e}", self.app.name))
+    }
+
+    fn vips(&self) -> Vec<Vip> {
+        self.app
+            .vips
+            .iter()
+            .filter_map(|v| {
+                let interface = v.interfaces.get(&self.ctx.local)?;
+                Some(Vip { address: v.address, prefix: v.prefix, interface: interface.clone() })
+            })
+            .collect()
+    }
+
+    fn filesystems(&self) -> Vec<FsSpec> {
+        self.app
+            .filesystems
+            .iter()
+            .map(|f| FsSpec {
+                device: self.ctx.paths.resolve(&f.device),
+                mountpoint: self.ctx.paths.resolve(&f.mountpoint),
+                fstype: f.fstype.clone(),
+                options: f.options.clone(),
+                fsck: f.fsck,
+            })
+            .collect()
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = crate::child_env(&self.ctx);
+        env.push(("LINUXHA_APPLICATION".into(), self.app.name.clone()));
+        env.push(("LINUXHA_CLUSTER".into(), self.ctx.name().to_string()));
+        env
+    }
+
+    /// Run the start sequence. On error the caller stops the application, which undoes
+    /// whatever was done (every stop step is idempotent).
+    pub async fn start(&self) -> Result<(), String> {
+        let app = &self.app.name;
+        for spec in self.filesystems() {
+            let spec2 = spec.clone();
+            let checked =
+                tokio::task::spawn_blocking(move || cl_drivers::fs::check(&spec2, FS_TIMEOUT))
+                    .await
+                    .map_err(|e| format!("fsck of {}: {e}", spec.device.display()))?;
+            match checked {
+                Ok(outcome) => info!(%app, "fsck {}: {outcome:?}", spec.device.display()),
+                Err(e) => return Err(format!("{e}")),
+            }
+            let spec2 = spec.clone();
+            tokio::task::spawn_blocking(move || cl_drivers::fs::mount(&spec2, FS_TIMEOUT))
+                .await
+                .map_err(|e| format!("mount of {}: {e}", spec.device.display()))?
+                .map_err(|e| format!("{e}"))?;
+            info!(%app, "mounted {} on {}", spec.device.display(), spec.mountpoint.display());
+        }
+        for vip in self.vips() {
+            // The split-brain guard: never add an address someone else answers for.
+            if !cl_drivers::vip::is_present(&vip).await.map_err(|e| e.to_string())? {
+                match cl_drivers::vip::probe(&vip, PROBE_TIME).await.map_err(|e| e.to_string())? {
+                    ProbeOutcome::Free => {}
+                    ProbeOutcome::InUse { by_mac } => {
+                        return Err(format!(
+                            "VIP {} is already answered by {} on {}: refusing to start (another node may still run {app})",
+                            vip.address,
+                            by_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                            vip.interface
+                        ));
+                    }
+                }
+                cl_drivers::vip::add(&vip).await.map_err(|e| e.to_string())?;
+            }
+            // Gratuitous ARPs go out in the background (5 over ~1 s): the first one within
+            // microseconds, while the start script already runs.
+            let announced = vip.clone();
+            let name = app.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(e) = Announce::default().send(&announced).await {
+                    warn!(app = %name, "cannot announce VIP {}: {e}", announced.address);
+                }
+            });
+            info!(%app, "VIP {}/{} up on {}; announcing it", vip.address, vip.prefix, vip.interface);
+        }
+        let cgroup = self.cgroup()?;
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let script = self.ctx.paths.resolve(&self.app.start.path);
+        let outcome = cl_drivers::script::run_script(
+            &script,
+            &["start"],
+            &env,
+            &cgroup,
+            &self.log_file(),
+            self.app.start.timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if !outcome.success() {
+            return Err(format!("start script {} {outcome}", script.display()));
+        }
+        info!(%app, "start script finished");
+        Ok(())
+    }
+
+    /// Run the stop sequence; an error means something may still be held here.
+    pub async fn stop(&self) -> Result<(), String> {
+        let app = &self.app.name;
+        let cgroup = self.cgroup()?;
+        let script = self.ctx.paths.resolve(&self.app.stop.path);
+        let report = cl_drivers::script::stop_application(
+            &script,
+            &cgroup,
+            &self.log_file(),
+            self.app.stop.timeout,
+        )
+        .await;
+        match &report.script {
+            Ok(outcome) if !outcome.success() => {
+                warn!(%app, "stop script {outcome}; killing what is left")
+            }
+            Err(e) => warn!(%app, "stop script: {e}; killing what is left"),
+            _ => {}
+        }
+        match &report.killed {
+            Ok(killed) if !killed.is_empty() => {
+                warn!(%app, "killed processes left after the stop script: {:?}", killed.pids())
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("processes of {app} could not be killed: {e}")),
+        }
+        for vip in self.vips() {
+            cl_drivers::vip::remove(&vip)
+                .await
+                .map_err(|e| format!("cannot remove VIP {}: {e}", vip.address))?;
+            info!(%app, "VIP {} removed", vip.address);
+        }
+        for spec in self.filesystems().into_iter().rev() {
+            let spec2 = spec.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || cl_drivers::fs::unmount(&spec2, FS_TIMEOUT))
+                    .await
+                    .map_err(|e| format!("unmount of {}: {e}", spec.mountpoint.display()))?
+                    .map_err(|e| format!("{e}"))?;
+            if !outcome.killed.is_empty() {
+                warn!(%app, "killed holders of {}: {:?}", spec.mountpoint.display(), outcome.killed);
+            }
+            if outcome.was_mounted {
+                info!(%app, "unmounted {}", spec.mountpoint.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether anything of the application is active here: an address, a mount or a process.
+    pub async fn is_active(&self) -> bool {
+        for vip in self.vips() {
+            if cl_drivers::vip::is_present(&vip).await.unwrap_or(false) {
+                return true;
+            }
+        }
+        for spec in self.filesystems() {
+            if cl_drivers::fs::is_mounted(&spec).unwrap_or(false) {
+                return true;
+            }
+        }
+        self.cgroup().ok().is_some_and(|c| c.is_empty().map(|empty| !empty).unwrap_or(false))
+    }
+
+    /// Run one monitor once.
+    pub async fn check(&self, index: usize) -> Option<Result<(), String>> {
+        let monitor = self.app.monitors.get(index)?;
+        let check = match &monitor.kind {
+            MonitorKind::Process { name } => Check::Process { name: name.clone() },
+            MonitorKind::Tcp { address, port } => {
+                let address = address.or_else(|| self.app.vips.first().map(|v| v.address))?;
+                Check::Tcp { address, port: *port }
+            }
+            MonitorKind::Command { path } => Check::Command { path: self.ctx.paths.resolve(path) },
+        };
+        let cgroup = self.cgroup().ok();
+        let result = cl_drivers::monitor::check(&check, cgroup.as_ref(), monitor.timeout).await;
+        Some(match result {
+            MonitorResult::Ok => Ok(()),
+            MonitorResult::Failed(reason) => Err(reason),
+            MonitorResult::TimedOut => {
+                Err(format!("monitor {index} timed out after {:?}", monitor.timeout))
+            }
+        })
+    }
+}
+
+/// This process's cgroup v2 directory: the cgroup2 mount point plus the `0::` path of
+/// /proc/self/cgroup.
+fn own_cgroup() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let root = mounts.lines().find_map(|l| {
+        let mut fields = l.split_whitespace();
+        let (_, mountpoint, fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(mountpoint))
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(root.join(path.trim_start_matches('/')))
+}
