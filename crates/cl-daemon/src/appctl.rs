@@ -126,7 +126,16 @@ impl AppControl {
     /// Feed the machine and carry out what it asks.
     pub fn handle(&mut self, input: AppInput) {
         let now = self.now();
+        let healed = matches!(input, AppInput::PeerUp { .. } | AppInput::Reconnected);
         self.apps.handle(now, input);
+        if healed {
+            // A partition healed: make sure clients and switches find our VIPs here.
+            for (name, runner) in &self.runners {
+                if self.apps.state(name) == Some(AppState::Running) {
+                    runner.reannounce();
+                }
+            }
+        }
         self.drain();
     }
 
@@ -241,6 +250,24 @@ impl AppControl {
                 loop {
                     tick.tick().await;
                     if let Some(Err(reason)) = runner.check(index).await {
+                        let _ =
+                            events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
+                        return;
+                    }
+                }
+            }));
+        }
+        // The NIC check: a VIP whose interface loses its link is unreachable, whatever the
+        // application's own monitors say.
+        if !runner.config().vips.is_empty() {
+            let runner = runner.clone();
+            let events = self.events.clone();
+            let app = app.to_string();
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    if let Err(reason) = runner.check_links().await {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;

@@ -214,6 +214,38 @@ impl Runner {
         Ok(())
     }
 
+    /// Announce the application's VIPs again (after a partition heals, clients and switches
+    /// may still point at the other node).
+    pub fn reannounce(&self) {
+        for vip in self.vips() {
+            let app = self.app.name.clone();
+            tokio::task::spawn_local(async move {
+                match Announce::default().send(&vip).await {
+                    Ok(()) => info!(%app, "VIP {} announced again", vip.address),
+                    Err(e) => warn!(%app, "cannot announce VIP {}: {e}", vip.address),
+                }
+            });
+        }
+    }
+
+    /// A NIC check: the interface of every VIP still has its link. `Err` names the first
+    /// interface without carrier (a pulled cable, a dead switch port).
+    pub async fn check_links(&self) -> Result<(), String> {
+        for vip in self.vips() {
+            match cl_drivers::vip::link_info(&vip.interface).await {
+                Ok(info) if info.up && info.carrier => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "interface {} lost its link (no carrier): VIP {} is unreachable here",
+                        vip.interface, vip.address
+                    ))
+                }
+                Err(e) => return Err(format!("interface {}: {e}", vip.interface)),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether anything of the application is active here: an address, a mount or a process.
     pub async fn is_active(&self) -> bool {
         for vip in self.vips() {
