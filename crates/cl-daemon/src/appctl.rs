@@ -101,7 +101,13 @@ impl AppControl {
                     .unwrap_or(std::time::Duration::from_secs(600)),
             })
             .collect();
-        let apps = Apps::new(&ctx.local, &ctx.peers(), policies, takeover_delay(&ctx));
+        let apps = Apps::new(
+            &ctx.local,
+            &ctx.peers(),
+            policies,
+            takeover_delay(&ctx),
+            crate::transport::new_epoch(),
+        );
         let runners =
             configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
         AppControl { ctx, origin, apps, runners, monitors: BTreeMap::new(), events }

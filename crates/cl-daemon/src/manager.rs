@@ -920,7 +920,14 @@ async fn form_cluster(
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
-            lines.push("no applications to start (applications arrive in a later version)".into());
+            if noapps {
+                lines.push("no applications started (--noapps)".into());
+            } else {
+                lines.push(
+                    "autostart applications start on their preferred nodes; clstat shows where"
+                        .into(),
+                );
+            }
             return AdminResponse::Done { lines };
         }
         if tokio::time::timeout_at(deadline, status.changed()).await.is_err() {

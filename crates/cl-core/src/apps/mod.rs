@@ -110,8 +110,16 @@ pub struct AppPolicy {
 }
 
 /// What a peer announces about its applications.
+///
+/// Announcements can arrive late and out of order (a connection attempt made during a
+/// partition may complete after it heals), so each carries the sender's epoch (its start) and
+/// a sequence number; an older one is ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
+    /// The sender's epoch: higher after a restart.
+    pub epoch: u64,
+    /// Grows with every announcement within an epoch.
+    pub seq: u64,
     /// State of each application on the peer.
     pub states: BTreeMap<String, AppState>,
     /// The peer's view of the desired states.
@@ -272,6 +280,10 @@ pub struct Apps {
     isolated: bool,
     now: Time,
     takeover_delay: Duration,
+    epoch: u64,
+    announced_seq: std::cell::Cell<u64>,
+    /// The newest (epoch, seq) heard from each peer.
+    heard: BTreeMap<String, (u64, u64)>,
     actions: VecDeque<AppAction>,
 }
 
@@ -280,12 +292,14 @@ impl Apps {
     ///
     /// `takeover_delay` is how long after a peer is declared down (with a take-over verdict)
     /// this node waits before starting that peer's applications: the time a peer that is in
-    /// fact isolated needs to notice it and stop its copy (docs/cluster.md).
+    /// fact isolated needs to notice it and stop its copy (docs/cluster.md). `epoch` must
+    /// grow across restarts of this node's machine (its start time will do).
     pub fn new(
         local: &str,
         peers: &[String],
         policies: Vec<AppPolicy>,
         takeover_delay: Duration,
+        epoch: u64,
     ) -> Apps {
         let locals = policies
             .iter()
@@ -312,6 +326,9 @@ impl Apps {
             isolated: false,
             now: Time::ZERO,
             takeover_delay,
+            epoch,
+            announced_seq: std::cell::Cell::new(0),
+            heard: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -366,6 +383,11 @@ impl Apps {
             }
             AppInput::Reconnected => self.isolated = false,
             AppInput::Peer { peer, announcement } => {
+                let stamp = (announcement.epoch, announcement.seq);
+                if self.heard.get(&peer).is_some_and(|last| stamp <= *last) {
+                    return; // late or repeated: the peer has said something newer since
+                }
+                self.heard.insert(peer.clone(), stamp);
                 if let Some(Peer::Up { announced }) = self.peers.get_mut(&peer) {
                     if !*announced {
                         *announced = true;
@@ -659,7 +681,11 @@ impl Apps {
 
     /// What this node announces to its peers.
     pub fn announcement(&self) -> Announcement {
+        let seq = self.announced_seq.get() + 1;
+        self.announced_seq.set(seq);
         Announcement {
+            epoch: self.epoch,
+            seq,
             states: self.locals.iter().map(|(a, l)| (a.clone(), l.state)).collect(),
             desired: self.desired.clone(),
         }

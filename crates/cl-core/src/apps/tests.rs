@@ -37,8 +37,8 @@ impl Pair {
     fn new(policies: Vec<AppPolicy>) -> Pair {
         Pair {
             nodes: [
-                Apps::new("node1", &["node2".into()], policies.clone(), DELAY),
-                Apps::new("node2", &["node1".into()], policies, DELAY),
+                Apps::new("node1", &["node2".into()], policies.clone(), DELAY, 1),
+                Apps::new("node2", &["node1".into()], policies, DELAY, 1),
             ],
             now: Time::ZERO,
             connected: true,
@@ -295,7 +295,7 @@ fn failback_auto_returns_to_the_preferred_node_manual_stays() {
         pair.tick(1, due);
         // node1 comes back (restarted: nothing runs there any more).
         pair.nodes[0] =
-            Apps::new("node1", &["node2".into()], vec![policy("web", true, failback)], DELAY);
+            Apps::new("node1", &["node2".into()], vec![policy("web", true, failback)], DELAY, 2);
         pair.dead[0] = false;
         pair.connected = true;
         pair.meet();
@@ -324,4 +324,20 @@ fn a_taken_over_application_does_not_return_to_a_chosen_node_by_itself() {
     pair.input(1, AppInput::Reconnected);
     pair.meet();
     assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}
+
+#[test]
+fn a_late_announcement_from_before_a_start_is_ignored() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    // node2 said "stopped" long ago; that message arrives only now, after "running".
+    let mut stale = pair.nodes[1].announcement();
+    stale.seq = 0;
+    stale.states.insert("web".into(), AppState::Stopped);
+    pair.input(
+        1,
+        AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node2".into()) }),
+    );
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+    pair.input(0, AppInput::Peer { peer: "node2".into(), announcement: stale });
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
 }

@@ -127,7 +127,9 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     for node in &nodes {
         run_on(lab, node, &[&exe, "cldaemon"])?;
     }
-    step(&format!("{first}: clform --verbose (applications arrive in a later version)"));
+    step(&format!(
+        "{first}: clform --verbose (starts the autostart application apache on {first})"
+    ));
     run_on(lab, &first, &[&exe, "clform", "--verbose"])?;
     let ps = lab.run(&first, &["sh", "-c", "ps -eo pid,ppid,args | grep -E '(cldaemon|cllockd|clnetd|clhbd|clhbd2)-cluster1' | grep -v grep"]).map_err(fail)?;
     let own: Vec<String> = lab.pids(&first).map_err(fail)?.iter().map(|p| p.to_string()).collect();
@@ -142,6 +144,20 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     })?;
     step(&format!("{second}: clstat"));
     run_on_status(lab, &second, &[&exe, "clstat"])?;
+
+    wait_for(lab, &second, &exe, "apache running", Duration::from_secs(20), |s| {
+        app_node(s) == first
+    })?;
+    // The start script returns as soon as the server is launched; give it a moment to listen.
+    let mut served = None;
+    for _ in 0..50 {
+        served = fetch(lab);
+        if served.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("[ext]# curl http://10.10.0.100/  ->  {}", served.unwrap_or_default().trim());
 
     step(&format!(
         "fault: {first} silently cut from both networks at the switch (carrier stays up)"
@@ -169,7 +185,19 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         |s| s["local_state"] == "isolated",
     )?;
     println!("{first} declared itself isolated {} ms after the cut", cut_at.elapsed().as_millis());
-    step(&format!("{second}: clstat (connected: it would take over {first}'s applications)"));
+    let mut answered = None;
+    while cut_at.elapsed() < Duration::from_secs(20) {
+        if fetch(lab).is_some_and(|t| t.contains(&second)) {
+            answered = Some(cut_at.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match answered {
+        Some(t) => println!("ext is served by {second} {} ms after the cut (detection 1000 ms + take-over delay 1000 ms + start)", t.as_millis()),
+        None => return Err(Failure::runtime(format!("demo: {second} did not take over apache within 20 s"))),
+    }
+    step(&format!("{second}: clstat (connected: it took over {first}'s application)"));
     run_on_status(lab, &second, &[&exe, "clstat"])?;
     step(&format!(
         "{first}: clstat (isolated: it would stop its applications and take nothing over)"
@@ -193,8 +221,10 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         node_state(s, &second) == "up" && links_up(s, &second) && s["local_state"] == "connected"
     })?;
     run_on_status(lab, &first, &[&exe, "clstat"])?;
-    step(&format!("{first}: clhalt --verbose"));
-    run_on(lab, &first, &[&exe, "clhalt", "--verbose"])?;
+    let served = fetch(lab).unwrap_or_default();
+    println!("[ext]# curl http://10.10.0.100/  ->  {} (manual failback: it stays)", served.trim());
+    step(&format!("{first}: clhalt --force --verbose (stops the application, then the daemons)"));
+    run_on(lab, &first, &[&exe, "clhalt", "--force", "--verbose"])?;
     Ok(())
 }
 
@@ -308,4 +338,22 @@ fn wait_for(
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(Failure::runtime(format!("demo: gave up waiting for {what} after {} s", limit.as_secs())))
+}
+
+/// Where `apache` runs, per clstat --json.
+fn app_node(status: &serde_json::Value) -> String {
+    status["applications"]
+        .as_array()
+        .and_then(|apps| apps.iter().find(|a| a["name"] == "apache"))
+        .filter(|a| a["state"] == "running")
+        .and_then(|a| a["node"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The page the VIP serves, fetched from ext.
+fn fetch(lab: &Lab) -> Option<String> {
+    let script = "import urllib.request;print(urllib.request.urlopen('http://10.10.0.100/',timeout=0.5).read().decode())";
+    let output = lab.run("ext", &["python3", "-c", script]).ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
