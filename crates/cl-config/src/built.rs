@@ -25,3 +25,23 @@ pub struct Built<T> {
     /// The resolved configuration.
     pub config: T,
 }
+
+impl<T> Built<T> {
+    /// The build that follows `previous` (version 1 when there was none).
+    pub fn after(
+        previous: Option<u64>,
+        built_at: u64,
+        built_on: String,
+        source: String,
+        config: T,
+    ) -> Built<T> {
+        Built {
+            format: FORMAT,
+            version: previous.map_or(1, |v| v + 1),
+            built_at,
+            built_on,
+            source,
+            config,
+        }
+    }
+}

@@ -87,15 +87,14 @@ pub fn clbuild(paths: &Paths, args: &ClbuildArgs) -> Outcome<()> {
         }
     }
     refuse_while_running(paths, &config.name, args.force, "clbuild")?;
-    let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
-    let built = Built {
-        format: cl_config::built::FORMAT,
-        version,
-        built_at: site::now_epoch_seconds(),
-        built_on: me,
+    let built = Built::after(
+        previous.as_ref().map(|p| p.version),
+        site::now_epoch_seconds(),
+        me,
         source,
         config,
-    };
+    );
+    let version = built.version;
     site::install_built("clbuild", &paths.built_clconf(), &built)?;
     progress.say(format!("installed version {version} at {}", paths.built_clconf().display()));
     if previous.is_some() {
@@ -230,16 +229,16 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
                 return Ok(());
             }
         }
-        let version = previous.as_ref().map(|p| p.version + 1).unwrap_or(1);
         let me = site::local_node("clbuildapp")?;
-        let built = Built {
-            format: cl_config::built::FORMAT,
-            version,
-            built_at: site::now_epoch_seconds(),
-            built_on: me,
+        let built = Built::after(
+            previous.as_ref().map(|p| p.version),
+            site::now_epoch_seconds(),
+            me,
             source,
-            config: app,
-        };
+            app,
+        );
+        let version = built.version;
+
         site::install_built("clbuildapp", &built_path, &built)?;
         progress.say(format!("installed version {version} at {}", built_path.display()));
         let kind = cl_wire::msg::ConfigKind::App { name: app_name.clone() };
