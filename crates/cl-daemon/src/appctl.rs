@@ -147,12 +147,18 @@ impl AppControl {
 
     /// After a cldaemon restart: applications whose resources are active here are ours.
     pub async fn adopt_running(&mut self) {
+        let mut adopted = Vec::new();
         for (name, runner) in &self.runners {
             if runner.is_active().await {
                 info!(app = %name, "{name} is active here: adopting it");
                 let now = Time::ZERO + self.origin.elapsed();
                 self.apps.handle(now, AppInput::Adopted { app: name.clone() });
+                adopted.push(name.clone());
             }
+        }
+        // Adopted means running: watched like one we started ourselves.
+        for name in adopted {
+            self.start_monitors(&name);
         }
         self.drain();
     }

@@ -175,7 +175,9 @@ pub fn reexec(ctx: &Context) {
 /// Start the daemon binary under the name `argv0` (e.g. `clhbd-cluster1`), with the node's
 /// root and name in its environment.
 pub fn spawn_daemon(ctx: &Context, argv0: &str) -> Result<std::process::Child> {
-    let exe = std::env::current_exe().context("cannot find the linuxha binary")?;
+    // The running binary itself, even if its file was replaced meanwhile (an upgrade):
+    // daemons of one node always speak the same version.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     let env = child_env(ctx);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     cl_sys::process::spawn_named(&exe, argv0, &[], &env)

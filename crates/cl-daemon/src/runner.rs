@@ -100,6 +100,26 @@ impl Runner {
     /// whatever was done (every stop step is idempotent).
     pub async fn start(&self) -> Result<(), String> {
         let app = &self.app.name;
+        // The split-brain guard comes first, before anything touches shared data: if anyone
+        // answers for one of our addresses, another node may still run the application, and
+        // its filesystem must not be checked or mounted here either.
+        let mut to_add = Vec::new();
+        for vip in self.vips() {
+            if cl_drivers::vip::is_present(&vip).await.map_err(|e| e.to_string())? {
+                continue;
+            }
+            match cl_drivers::vip::probe(&vip, PROBE_TIME).await.map_err(|e| e.to_string())? {
+                ProbeOutcome::Free => to_add.push(vip),
+                ProbeOutcome::InUse { by_mac } => {
+                    return Err(format!(
+                        "VIP {} is already answered by {} on {}: refusing to start (another node may still run {app})",
+                        vip.address,
+                        by_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+                        vip.interface
+                    ));
+                }
+            }
+        }
         for spec in self.filesystems() {
             let spec2 = spec.clone();
             let checked =
@@ -118,30 +138,10 @@ impl Runner {
             info!(%app, "mounted {} on {}", spec.device.display(), spec.mountpoint.display());
         }
         for vip in self.vips() {
-            // The split-brain guard: never add an address someone else answers for.
-            if !cl_drivers::vip::is_present(&vip).await.map_err(|e| e.to_string())? {
-                match cl_drivers::vip::probe(&vip, PROBE_TIME).await.map_err(|e| e.to_string())? {
-                    ProbeOutcome::Free => {}
-                    ProbeOutcome::InUse { by_mac } => {
-                        return Err(format!(
-                            "VIP {} is already answered by {} on {}: refusing to start (another node may still run {app})",
-                            vip.address,
-                            by_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-                            vip.interface
-                        ));
-                    }
-                }
+            if to_add.contains(&vip) {
                 cl_drivers::vip::add(&vip).await.map_err(|e| e.to_string())?;
             }
-            // Gratuitous ARPs go out in the background (5 over ~1 s): the first one within
-            // microseconds, while the start script already runs.
-            let announced = vip.clone();
-            let name = app.clone();
-            tokio::task::spawn_local(async move {
-                if let Err(e) = Announce::default().send(&announced).await {
-                    warn!(app = %name, "cannot announce VIP {}: {e}", announced.address);
-                }
-            });
+            self.announce(vip.clone());
             info!(%app, "VIP {}/{} up on {}; announcing it", vip.address, vip.prefix, vip.interface);
         }
         let cgroup = self.cgroup()?;
@@ -218,14 +218,29 @@ impl Runner {
     /// may still point at the other node).
     pub fn reannounce(&self) {
         for vip in self.vips() {
-            let app = self.app.name.clone();
-            tokio::task::spawn_local(async move {
-                match Announce::default().send(&vip).await {
-                    Ok(()) => info!(%app, "VIP {} announced again", vip.address),
-                    Err(e) => warn!(%app, "cannot announce VIP {}: {e}", vip.address),
-                }
-            });
+            self.announce(vip);
         }
+    }
+
+    /// Gratuitous ARPs / unsolicited NAs for `vip` in the background, one at a time, each only
+    /// while the address is still ours: an announcement after a stop removed it would pull
+    /// clients back to this node and make the other node's probe see a conflict.
+    fn announce(&self, vip: Vip) {
+        let app = self.app.name.clone();
+        tokio::task::spawn_local(async move {
+            let plan = Announce::default();
+            for _ in 0..plan.count {
+                if !cl_drivers::vip::is_present(&vip).await.unwrap_or(false) {
+                    return;
+                }
+                let once = Announce { count: 1, ..plan };
+                if let Err(e) = once.send(&vip).await {
+                    warn!(%app, "cannot announce VIP {}: {e}", vip.address);
+                    return;
+                }
+                tokio::time::sleep(plan.interval).await;
+            }
+        });
     }
 
     /// A NIC check: the interface of every VIP still has its link. `Err` names the first

@@ -74,6 +74,10 @@ pub struct Desired {
     pub stamp: u64,
     /// The node that made the change (breaks ties).
     pub by: String,
+    /// An administrator's start or switch: every node forgets its failures of the
+    /// application, so the chosen node can run it again.
+    #[serde(default)]
+    pub clears_failures: bool,
 }
 
 impl Desired {
@@ -404,6 +408,9 @@ impl Apps {
                     self.clock = self.clock.max(theirs.stamp);
                     let newer = self.desired.get(&app).is_none_or(|mine| theirs.newer_than(mine));
                     if newer {
+                        if theirs.clears_failures {
+                            self.clear_failure(&app);
+                        }
                         self.desired.insert(app, theirs);
                     }
                 }
@@ -464,14 +471,8 @@ impl Apps {
     fn admin(&mut self, op: AdminOp) {
         match op {
             AdminOp::Start { app, node } => {
-                if let Some(local) = self.locals.get_mut(&app) {
-                    // clstartapp clears a failure (not a stuck stop: that needs the node fixed).
-                    if local.state == AppState::Failed {
-                        local.state = AppState::Stopped;
-                    }
-                    local.failures.clear();
-                }
-                self.set_desired(&app, Want::Running { node });
+                self.clear_failure(&app);
+                self.set_desired_clearing(&app, Want::Running { node });
             }
             AdminOp::Stop { app } => self.set_desired(&app, Want::Stopped),
             AdminOp::Switch { app, node } => {
@@ -484,8 +485,28 @@ impl Apps {
                             .cloned()
                     })
                 });
-                self.set_desired(&app, Want::Running { node: target });
+                self.clear_failure(&app);
+                self.set_desired_clearing(&app, Want::Running { node: target });
             }
+        }
+    }
+
+    /// clstartapp and clswitchapp clear a failure (not a stuck stop: that needs the node fixed).
+    fn clear_failure(&mut self, app: &str) {
+        if let Some(local) = self.locals.get_mut(app) {
+            if local.state == AppState::Failed {
+                local.state = AppState::Stopped;
+                // The others must learn this node can run it again.
+                self.actions.push_back(AppAction::Announce);
+            }
+            local.failures.clear();
+        }
+    }
+
+    fn set_desired_clearing(&mut self, app: &str, want: Want) {
+        self.set_desired(app, want);
+        if let Some(desired) = self.desired.get_mut(app) {
+            desired.clears_failures = true;
         }
     }
 
@@ -494,8 +515,10 @@ impl Apps {
             return;
         }
         self.clock += 1;
-        self.desired
-            .insert(app.to_string(), Desired { want, stamp: self.clock, by: self.local.clone() });
+        self.desired.insert(
+            app.to_string(),
+            Desired { want, stamp: self.clock, by: self.local.clone(), clears_failures: false },
+        );
         self.actions.push_back(AppAction::Announce);
     }
 

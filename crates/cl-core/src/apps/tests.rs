@@ -341,3 +341,19 @@ fn a_late_announcement_from_before_a_start_is_ignored() {
     pair.input(0, AppInput::Peer { peer: "node2".into(), announcement: stale });
     assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
 }
+
+#[test]
+fn a_start_aimed_at_a_node_where_it_failed_clears_that_failure_there() {
+    let mut pair = Pair::new(vec![policy("web", true, Failback::Manual)]);
+    pair.fail_start.insert((0, "web".into()));
+    pair.meet();
+    pair.input(0, AppInput::Formed { start_autostart: true });
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Running));
+    pair.fail_start.clear();
+    // Asked on node2, for node1.
+    pair.input(
+        1,
+        AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node1".into()) }),
+    );
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}

@@ -76,6 +76,11 @@ pub fn copy_example(to: &Path) {
     copy_tree(&example, to);
 }
 
+/// The `applications` entry for `name` in a `clstat --json` object.
+pub fn app<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["applications"].as_array()?.iter().find(|a| a["name"] == name)
+}
+
 /// The state of `node` in a `clstat --json` object ("" when absent).
 pub fn node_state<'a>(status: &'a Value, node: &str) -> &'a str {
     node_entry(status, node).and_then(|n| n["state"].as_str()).unwrap_or("")
@@ -211,6 +216,46 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// [`Cluster::configured`] with the example application `apache` built on both nodes (each
+    /// with its own filesystem image), then cldaemon on both, `clform` on node1, and apache
+    /// running (on node1, its preferred node).
+    pub fn formed_with_apache(test: &str) -> Option<Cluster> {
+        let cluster = Cluster::configured(test)?;
+        for node in ["node1", "node2"] {
+            cluster.build_apache(node);
+        }
+        cluster.start_cldaemon("node1");
+        cluster.start_cldaemon("node2");
+        cluster.form();
+        for node in ["node1", "node2"] {
+            cluster.wait_for(node, "apache running on node1", WAIT * 3, |s| {
+                app(s, "apache").is_some_and(|a| a["state"] == "running" && a["node"] == "node1")
+            });
+        }
+        Some(cluster)
+    }
+
+    /// Give `node` a 32 MiB image at `dev/linuxha/apache` with an ext4 filesystem
+    /// (`clbuildapp --force --vgbuild` makes it) and build the application.
+    pub fn build_apache(&self, node: &str) {
+        let root = self.lab.root(node).expect("node root").to_path_buf();
+        std::fs::create_dir_all(root.join("dev/linuxha")).expect("dev dir");
+        let image = std::fs::File::create(root.join("dev/linuxha/apache")).expect("image");
+        image.set_len(32 << 20).expect("sparse image");
+        self.must(node, &["clbuildapp", "--force", "--vgbuild", "--application", "apache"]);
+        self.must(node, &["clbuildapp", "--build", "--verbose", "--application", "apache"]);
+    }
+
+    /// Start `linuxha args…` on `node` without waiting (stdin closed, output captured).
+    pub fn spawn(&self, node: &str, args: &[&str]) -> std::process::Child {
+        let argv: Vec<&str> = std::iter::once(EXE).chain(args.iter().copied()).collect();
+        let mut cmd = self.lab.exec(node, &argv).expect("command for the node");
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("command starts on the node")
     }
 
     /// `/etc/cluster` of `node`.
@@ -496,5 +541,322 @@ pub fn assert_timestamped(name: &str, log: &str) {
             && b[16] == b':'
             && stamp.ends_with('Z');
         assert!(shape, "{name}: line without a timestamp: {line:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applications: the example `apache` (VIP 10.10.0.100 on eth0, an ext4 image mounted at
+// `<root>/apache`, a python3 web server) and what each node holds of it.
+
+/// The example application.
+pub const APP: &str = "apache";
+/// Its virtual address (on the public network, `eth0` of every node).
+pub const VIP: &str = "10.10.0.100";
+
+/// The `applications` entry for `app` in a `clstat --json` object.
+pub fn app_entry<'a>(status: &'a Value, app: &str) -> Option<&'a Value> {
+    status["applications"].as_array()?.iter().find(|a| a["name"] == app)
+}
+
+/// `(state, node)` of [`APP`] in a status (`("", None)` when absent).
+pub fn app_state(status: &Value) -> (String, Option<String>) {
+    let Some(entry) = app_entry(status, APP) else { return (String::new(), None) };
+    (entry["state"].as_str().unwrap_or("").to_string(), entry["node"].as_str().map(String::from))
+}
+
+/// [`APP`] is running on `node` in this status.
+pub fn app_running_on(status: &Value, node: &str) -> bool {
+    app_state(status) == ("running".to_string(), Some(node.to_string()))
+}
+
+/// [`APP`]'s `last_failure` in this status ("" when none).
+pub fn app_failure(status: &Value) -> String {
+    app_entry(status, APP).and_then(|a| a["last_failure"].as_str()).unwrap_or("").to_string()
+}
+
+/// [`APP`]'s `restarts` in this status.
+pub fn app_restarts(status: &Value) -> u64 {
+    app_entry(status, APP).and_then(|a| a["restarts"].as_u64()).unwrap_or(0)
+}
+
+/// The time stamp that starts a log line, if it has one.
+pub fn log_time(line: &str) -> Option<std::time::SystemTime> {
+    // 2026-11-25T22:28:37.406972Z
+    let stamp = line.split(' ').next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let secs: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let whole = u64::try_from(days * 86_400 + h * 3_600 + min * 60).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(whole) + Duration::from_secs_f64(secs))
+}
+
+/// `later - earlier` in signed milliseconds.
+pub fn ms_between(earlier: std::time::SystemTime, later: std::time::SystemTime) -> i64 {
+    match later.duration_since(earlier) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+impl Cluster {
+    /// [`Cluster::configured_with`], then on each node an ext4 image for [`APP`] (each node
+    /// its own: the lab has no shared storage), `clbuildapp --build --application apache` and
+    /// cldaemon. The cluster is not formed yet (see [`Cluster::form`]).
+    pub fn with_apache(test: &str, edit: impl Fn(&str, &Path)) -> Option<Cluster> {
+        let cluster = Cluster::configured_with(test, edit)?;
+        for node in ["node1", "node2"] {
+            let dir = cluster.lab.root(node).expect("node root").join("dev/linuxha");
+            std::fs::create_dir_all(&dir).expect("create dev/linuxha");
+            let image = dir.join(APP);
+            let file = std::fs::File::create(&image).expect("create the image");
+            file.set_len(32 << 20).expect("size the image");
+            let out = std::process::Command::new("mkfs.ext4")
+                .arg("-q")
+                .arg(&image)
+                .output()
+                .expect("mkfs.ext4 runs");
+            assert!(out.status.success(), "mkfs.ext4 {}: {}", image.display(), text(&out));
+            cluster.must(node, &["clbuildapp", "--build", "--application", APP]);
+        }
+        for node in ["node1", "node2"] {
+            cluster.start_cldaemon(node);
+        }
+        Some(cluster)
+    }
+
+    /// [`Cluster::with_apache`] unchanged, formed, and [`APP`] running on node1 as both nodes
+    /// see it.
+    pub fn apache_on_node1(test: &str) -> Option<Cluster> {
+        let cluster = Cluster::with_apache(test, |_, _| {})?;
+        cluster.form();
+        cluster.wait_app_everywhere("apache running on node1", |s| app_running_on(s, "node1"));
+        Some(cluster)
+    }
+
+    /// Sleep past the gratuitous ARPs a node sends for ~1 s after its VIP came up. They go on
+    /// after a stop, and the peer's VIP probe takes them for another owner (a product bug, see
+    /// `switch_right_after_start_moves_it`): tests about something else wait them out.
+    pub fn let_announcements_end(&self) {
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    /// Wait (15 s at most) until `pred` holds for [`APP`] in clstat on both nodes.
+    pub fn wait_app_everywhere(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+        for node in ["node1", "node2"] {
+            self.wait_for(node, what, Duration::from_secs(15), &pred);
+        }
+    }
+
+    /// Where [`APP`]'s filesystem is mounted on `node`.
+    pub fn app_mountpoint(&self, node: &str) -> PathBuf {
+        self.lab.root(node).expect("node root").join(APP)
+    }
+
+    /// `node`'s IPv4 addresses on eth0 (`10.10.0.11/24`, …).
+    pub fn addresses(&self, node: &str) -> Vec<String> {
+        let netns = self.lab.netns(node).expect("node netns");
+        let out = std::process::Command::new("ip")
+            .args(["-n", netns, "-4", "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip runs");
+        assert!(out.status.success(), "ip -n {netns} addr: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                words.find(|w| *w == "inet")?;
+                words.next().map(String::from)
+            })
+            .collect()
+    }
+
+    /// The VIP is configured on `node`'s eth0.
+    pub fn has_vip(&self, node: &str) -> bool {
+        self.addresses(node).iter().any(|a| a.split('/').next() == Some(VIP))
+    }
+
+    /// The MAC address of `node`'s eth0 (`aa:bb:…`).
+    pub fn mac(&self, node: &str) -> String {
+        let netns = self.lab.netns(node).expect("node netns");
+        let out = std::process::Command::new("ip")
+            .args(["-n", netns, "-o", "link", "show", "dev", "eth0"])
+            .output()
+            .expect("ip runs");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == "link/ether");
+        words.next().unwrap_or_default().to_string()
+    }
+
+    /// Mount points in `node`'s mount namespace (the lab holder's).
+    pub fn mounts(&self, node: &str) -> Vec<PathBuf> {
+        let holder = self.lab.holder_pid(node).expect("holder pid");
+        let info = std::fs::read_to_string(format!("/proc/{holder}/mountinfo")).expect("mountinfo");
+        info.lines().filter_map(|l| l.split(' ').nth(4)).map(PathBuf::from).collect()
+    }
+
+    /// [`APP`]'s filesystem is mounted in `node`'s mount namespace.
+    pub fn app_mounted(&self, node: &str) -> bool {
+        let mountpoint = self.app_mountpoint(node);
+        self.mounts(node).contains(&mountpoint)
+    }
+
+    /// The cgroup cldaemon runs [`APP`] in on `node`.
+    pub fn app_cgroup(&self, node: &str) -> PathBuf {
+        self.lab.cgroup(node).expect("node cgroup").join(format!("linuxha-{CLUSTER}")).join(APP)
+    }
+
+    /// The pids in [`APP`]'s cgroup on `node` (none when the cgroup does not exist).
+    pub fn app_pids(&self, node: &str) -> Vec<u32> {
+        std::fs::read_to_string(self.app_cgroup(node).join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The pid of the process whose comm is `comm` in [`APP`]'s cgroup on `node`.
+    pub fn app_process(&self, node: &str, comm: &str) -> Option<u32> {
+        self.app_pids(node).into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+    }
+
+    /// Wait (5 s at most) for a process named `comm` in [`APP`]'s cgroup on `node`: the start
+    /// script forks the server in the background, so it may exec a moment after "running".
+    pub fn wait_app_process(&self, node: &str, comm: &str) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(pid) = self.app_process(node, comm) {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{node}: no {comm} in {APP}'s cgroup (pids {:?})\n{}",
+                self.app_pids(node),
+                self.app_diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What `node` holds of [`APP`]: "VIP", "mount", "processes [..]" (empty: nothing).
+    pub fn app_held(&self, node: &str) -> Vec<String> {
+        let mut held = Vec::new();
+        if self.has_vip(node) {
+            held.push(format!("VIP {VIP}"));
+        }
+        if self.app_mounted(node) {
+            held.push(format!("mount {}", self.app_mountpoint(node).display()));
+        }
+        let pids = self.app_pids(node);
+        if !pids.is_empty() {
+            held.push(format!("processes {pids:?}"));
+        }
+        held
+    }
+
+    /// Insist `node` holds nothing of [`APP`] (no VIP, no mount, empty cgroup).
+    pub fn assert_released(&self, node: &str, when: &str) {
+        let held = self.app_held(node);
+        assert!(
+            held.is_empty(),
+            "{when}: {node} still holds {held:?} of {APP}\n{}",
+            self.app_diagnostics()
+        );
+    }
+
+    /// Ask `http://VIP/` from `ext`: the page (trimmed), or why not.
+    pub fn fetch(&self, timeout: Duration) -> Result<String, String> {
+        const SCRIPT: &str = "import sys,urllib.request\n\
+            try:\n    print(urllib.request.urlopen(sys.argv[1],timeout=float(sys.argv[2])).read().decode().strip())\n\
+            except Exception as e:\n    print(e)\n    sys.exit(1)\n";
+        let python =
+            if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let url = format!("http://{VIP}/");
+        let secs = format!("{:.3}", timeout.as_secs_f64());
+        let out = self.lab.run("ext", &[python, "-c", SCRIPT, &url, &secs]).expect("python3 runs");
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() {
+            Ok(said)
+        } else {
+            Err(format!("{said}{}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// Poll `http://VIP/` from ext until `served by <node>` answers; how long that took.
+    pub fn wait_served_by(&self, node: &str, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let want = format!("served by {node}");
+        loop {
+            let got = self.fetch(Duration::from_millis(500));
+            if got.as_deref() == Ok(want.as_str()) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "ext: not {want:?} within {timeout:?} (last answer {got:?})\n{}",
+                self.app_diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The first line of `daemon`'s log on `node` after byte `from` containing `needle`, with
+    /// its time stamp.
+    pub fn log_line(
+        &self,
+        node: &str,
+        daemon: &str,
+        from: usize,
+        needle: &str,
+    ) -> Option<(std::time::SystemTime, String)> {
+        let log = self.log_since(node, daemon, from);
+        let line = log.lines().find(|l| l.contains(needle))?;
+        Some((log_time(line)?, line.to_string()))
+    }
+
+    /// [`Cluster::diagnostics`], plus what each node holds of [`APP`] and its script log.
+    pub fn app_diagnostics(&self) -> String {
+        let mut out = self.diagnostics();
+        for node in ["node1", "node2"] {
+            out += &format!("===== {node}: holds {:?} of {APP}\n", self.app_held(node));
+            let log = self.log(node, APP);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines.get(lines.len().saturating_sub(15)..).unwrap_or(&[]);
+            out += &format!("----- {node}: {APP}.log (last {} lines)\n", tail.len());
+            for line in tail {
+                out += line;
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Wait until `pid` has really exited (gone, or a zombie): unlike an empty argv0 (the process
+/// has released its memory), this means it has closed its files and released its locks too.
+pub fn wait_exited(pid: u32) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        let done = match status {
+            Err(_) => true,
+            Ok(s) => s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        };
+        if done {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not exit within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
