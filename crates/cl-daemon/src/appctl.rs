@@ -321,13 +321,23 @@ impl AppControl {
                     }
                     None => ("stopped".to_string(), None),
                 };
-                let failure = self.apps.last_failure(&name).map(|(_, reason)| reason);
+                let failure = self.apps.last_failure(&name);
+                // The core keeps monotonic time; operators want the wall-clock moment.
+                let failure_at = failure.as_ref().map(|(at, _)| {
+                    let ago = self.now().since(*at);
+                    let when = std::time::SystemTime::now()
+                        .checked_sub(ago)
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    cl_drivers::script::rfc3339_utc(when)
+                });
+                let failure = failure.map(|(_, reason)| reason);
                 ApplicationStatus {
                     name: name.clone(),
                     state,
                     node,
                     restarts: self.apps.failures(&name) as u32,
                     last_failure: failure,
+                    last_failure_at: failure_at,
                 }
             })
             .collect()

@@ -10,6 +10,7 @@
 pub mod appctl;
 pub mod context;
 pub mod heartbeat;
+pub mod lockclient;
 pub mod lockd;
 pub mod manager;
 pub mod netd;

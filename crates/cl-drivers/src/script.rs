@@ -673,7 +673,7 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 }
 
 /// RFC 3339 UTC time with milliseconds, e.g. `2026-05-01T10:00:00.123Z`.
-pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
+pub fn rfc3339_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (y, m, day) = civil_from_days((secs / 86_400) as i64);

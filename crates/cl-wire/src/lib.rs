@@ -27,6 +27,7 @@
 pub mod codec;
 pub mod endpoint;
 pub mod key;
+pub mod lock;
 pub mod msg;
 pub mod replay;
 

@@ -244,6 +244,9 @@ pub struct ApplicationStatus {
     /// The last failure on the answering node, with its reason.
     #[serde(default)]
     pub last_failure: Option<String>,
+    /// When it happened (RFC 3339, UTC).
+    #[serde(default)]
+    pub last_failure_at: Option<String>,
 }
 
 /// Events the cluster daemons send to their cldaemon over the node-local datagram socket.

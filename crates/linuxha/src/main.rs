@@ -53,7 +53,7 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
         Command::Clswitchapp(args) => {
             cmd::cluster::app_command("clswitchapp", paths, AppCommand::Switch, &args)
         }
-        Command::Cllock(_) => not_yet("cllock", "cluster locks"),
+        Command::Cllock(args) => cmd::lock::cllock(paths, &args),
         Command::Cldaemon(args) => daemon(Daemon::Cldaemon, paths, &args),
         Command::Cllockd(args) => daemon(Daemon::Cllockd, paths, &args),
         Command::Clnetd(args) => daemon(Daemon::Clnetd, paths, &args),
@@ -67,12 +67,4 @@ fn daemon(which: Daemon, paths: &cl_paths::Paths, args: &cli::DaemonArgs) -> Out
     let foreground = args.foreground || which != Daemon::Cldaemon;
     cl_daemon::start(which, paths.clone(), foreground, args.cluster.as_deref())
         .map_err(|e| Failure::runtime(format!("{}: {e:#}", which.name())))
-}
-
-/// Commands whose machinery is not in this build say so plainly and change nothing.
-fn not_yet(command: &str, what: &str) -> Outcome<()> {
-    Err(Failure::runtime(format!(
-        "{command}: {what} is not available in this build of linuxha {}; nothing was done",
-        cl_paths::PRODUCT_VERSION
-    )))
 }

@@ -1,5 +1,4 @@
-//! Every command answers to its own name and to `linuxha <command>`, has --help, and the
-//! ones whose machinery is not built yet say so and change nothing.
+//! Every command answers to its own name and to `linuxha <command>` and has --help.
 
 mod common;
 
@@ -73,15 +72,6 @@ fn usage_errors_exit_2_with_one_sentence() {
         "{}",
         text(&out)
     );
-}
-
-#[test]
-fn commands_not_in_this_build_say_so_and_fail() {
-    let node = Node::with_example("node1");
-    let out = node.run("cllock", &["--name", "x", "--", "true"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("cllock: ") && stderr.contains("nothing was done"), "{stderr}");
 }
 
 #[test]

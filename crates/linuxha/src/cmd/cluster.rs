@@ -312,6 +312,9 @@ pub fn app_command(
             args.application
         )));
     };
+    // Held until this function returns: a concurrent change of the same application, on
+    // either node, is refused naming this command.
+    let _lock = crate::cmd::lock::app_lock(command, paths, &args.application)?;
     let request =
         AdminRequest::App { action, app: args.application.clone(), node: args.node.clone() };
     let response = ask(command, paths, &request, Duration::from_secs(10))?

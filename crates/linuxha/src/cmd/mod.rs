@@ -4,3 +4,4 @@ pub mod build;
 pub mod cluster;
 pub mod demo;
 pub mod install;
+pub mod lock;

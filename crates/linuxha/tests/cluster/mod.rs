@@ -76,11 +76,6 @@ pub fn copy_example(to: &Path) {
     copy_tree(&example, to);
 }
 
-/// The `applications` entry for `name` in a `clstat --json` object.
-pub fn app<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
-    status["applications"].as_array()?.iter().find(|a| a["name"] == name)
-}
-
 /// The state of `node` in a `clstat --json` object ("" when absent).
 pub fn node_state<'a>(status: &'a Value, node: &str) -> &'a str {
     node_entry(status, node).and_then(|n| n["state"].as_str()).unwrap_or("")
@@ -216,36 +211,6 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// [`Cluster::configured`] with the example application `apache` built on both nodes (each
-    /// with its own filesystem image), then cldaemon on both, `clform` on node1, and apache
-    /// running (on node1, its preferred node).
-    pub fn formed_with_apache(test: &str) -> Option<Cluster> {
-        let cluster = Cluster::configured(test)?;
-        for node in ["node1", "node2"] {
-            cluster.build_apache(node);
-        }
-        cluster.start_cldaemon("node1");
-        cluster.start_cldaemon("node2");
-        cluster.form();
-        for node in ["node1", "node2"] {
-            cluster.wait_for(node, "apache running on node1", WAIT * 3, |s| {
-                app(s, "apache").is_some_and(|a| a["state"] == "running" && a["node"] == "node1")
-            });
-        }
-        Some(cluster)
-    }
-
-    /// Give `node` a 32 MiB image at `dev/linuxha/apache` with an ext4 filesystem
-    /// (`clbuildapp --force --vgbuild` makes it) and build the application.
-    pub fn build_apache(&self, node: &str) {
-        let root = self.lab.root(node).expect("node root").to_path_buf();
-        std::fs::create_dir_all(root.join("dev/linuxha")).expect("dev dir");
-        let image = std::fs::File::create(root.join("dev/linuxha/apache")).expect("image");
-        image.set_len(32 << 20).expect("sparse image");
-        self.must(node, &["clbuildapp", "--force", "--vgbuild", "--application", "apache"]);
-        self.must(node, &["clbuildapp", "--build", "--verbose", "--application", "apache"]);
     }
 
     /// Start `linuxha args…` on `node` without waiting (stdin closed, output captured).
