@@ -39,6 +39,10 @@ pub struct AppConfig {
     pub stop: Script,
     /// Health checks.
     pub monitors: Vec<Monitor>,
+    /// Announce the VIPs again this often while running (`<networks announce_every>`); off
+    /// when absent. They are always announced at start and when a partition heals.
+    #[serde(default)]
+    pub announce_every: Option<Duration>,
 }
 
 /// Failback policy.
@@ -192,6 +196,17 @@ fn resolve(
     let check_nodes = nodes
         .clone()
         .unwrap_or_else(|| cx.cluster.node_names().iter().map(|s| s.to_string()).collect());
+    let announce_every = networks.and_then(|n| {
+        let attribute = n.attributes().find(|a| a.name() == "announce_every")?;
+        let at = attribute.range_value().start;
+        match ranged(Duration::from_secs(1), Duration::from_secs(3600))(attribute.value().trim()) {
+            Ok(d) => Some(Some(d)),
+            Err(message) => {
+                diags.error(at, format!("<networks announce_every>: {message}"));
+                Some(None)
+            }
+        }
+    });
     let vips =
         networks.map(|n| read_networks(n, &check_nodes, cx, diags)).unwrap_or(Some(Vec::new()));
     let filesystems = storage.map(|s| read_storage(s, cx, diags)).unwrap_or(Some(Vec::new()));
@@ -211,6 +226,11 @@ fn resolve(
         start,
         stop,
         monitors: monitors?,
+        announce_every: match announce_every {
+            Some(Some(d)) => Some(d),
+            Some(None) => return None,
+            None => None,
+        },
     })
 }
 
@@ -313,6 +333,7 @@ fn read_networks(
     diags: &mut Diagnostics<'_>,
 ) -> Option<Vec<Vip>> {
     let mut section = Element::new(node);
+    section.allow_attrs(&["announce_every"]);
     let elements = section.children("network");
     section.finish(diags);
     let mut vips: Vec<Vip> = Vec::new();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use cl_config::{AppConfig, Built};
 use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
 use cl_core::Time;
-use cl_wire::msg::{ApplicationStatus, PeerRequest};
+use cl_wire::msg::{ApplicationStatus, MonitorStatus, PeerRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -41,8 +41,13 @@ pub enum AppEvent {
     },
 }
 
+/// Latest monitor results per application: (what, result, when).
+type Results =
+    std::rc::Rc<std::cell::RefCell<BTreeMap<String, BTreeMap<String, (String, Instant)>>>>;
+
 /// The applications of this node.
 pub struct AppControl {
+    results: Results,
     ctx: Context,
     origin: Instant,
     apps: Apps,
@@ -110,7 +115,15 @@ impl AppControl {
         );
         let runners =
             configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
-        AppControl { ctx, origin, apps, runners, monitors: BTreeMap::new(), events }
+        AppControl {
+            results: Results::default(),
+            ctx,
+            origin,
+            apps,
+            runners,
+            monitors: BTreeMap::new(),
+            events,
+        }
     }
 
     fn now(&self) -> Time {
@@ -250,18 +263,31 @@ impl AppControl {
 
     fn start_monitors(&mut self, app: &str) {
         let Some(runner) = self.runners.get(app) else { return };
+        self.results.borrow_mut().remove(app);
         let mut tasks = Vec::new();
         for (index, monitor) in runner.config().monitors.iter().enumerate() {
             let runner = runner.clone();
             let events = self.events.clone();
+            let results = self.results.clone();
             let interval = monitor.interval;
+            let what = describe(&monitor.kind);
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if let Some(Err(reason)) = runner.check(index).await {
+                    let outcome = runner.check(index).await;
+                    let shown = match &outcome {
+                        Some(Err(reason)) => format!("failed: {reason}"),
+                        _ => "ok".to_string(),
+                    };
+                    results
+                        .borrow_mut()
+                        .entry(app.clone())
+                        .or_default()
+                        .insert(what.clone(), (shown, Instant::now()));
+                    if let Some(Err(reason)) = outcome {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;
@@ -274,16 +300,39 @@ impl AppControl {
         if !runner.config().vips.is_empty() {
             let runner = runner.clone();
             let events = self.events.clone();
+            let results = self.results.clone();
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
                 loop {
                     tick.tick().await;
-                    if let Err(reason) = runner.check_links().await {
+                    let outcome = runner.check_links().await;
+                    let shown = match &outcome {
+                        Ok(()) => "ok".to_string(),
+                        Err(reason) => format!("failed: {reason}"),
+                    };
+                    results
+                        .borrow_mut()
+                        .entry(app.clone())
+                        .or_default()
+                        .insert("links".into(), (shown, Instant::now()));
+                    if let Err(reason) = outcome {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;
                     }
+                }
+            }));
+        }
+        // Periodic announcements, when the application asks for them.
+        if let Some(every) = runner.config().announce_every {
+            let runner = runner.clone();
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    runner.reannounce();
                 }
             }));
         }
@@ -338,6 +387,31 @@ impl AppControl {
                     restarts: self.apps.failures(&name) as u32,
                     last_failure: failure,
                     last_failure_at: failure_at,
+                    vips: self
+                        .runners
+                        .get(&name)
+                        .map(|r| {
+                            r.config()
+                                .vips
+                                .iter()
+                                .map(|v| format!("{}/{}", v.address, v.prefix))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    monitors: self
+                        .results
+                        .borrow()
+                        .get(&name)
+                        .map(|m| {
+                            m.iter()
+                                .map(|(check, (result, at))| MonitorStatus {
+                                    check: check.clone(),
+                                    result: result.clone(),
+                                    age_ms: at.elapsed().as_millis() as u64,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect()
@@ -394,4 +468,15 @@ fn state_name(state: AppState) -> String {
         AppState::Stuck => "stuck",
     }
     .to_string()
+}
+
+/// How a monitor shows in clstat.
+fn describe(kind: &cl_config::appconf::MonitorKind) -> String {
+    use cl_config::appconf::MonitorKind;
+    match kind {
+        MonitorKind::Process { name } => format!("process {name}"),
+        MonitorKind::Tcp { address: Some(a), port } => format!("tcp {a}:{port}"),
+        MonitorKind::Tcp { address: None, port } => format!("tcp {port}"),
+        MonitorKind::Command { path } => format!("command {}", path.display()),
+    }
 }

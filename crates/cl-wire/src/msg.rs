@@ -247,6 +247,23 @@ pub struct ApplicationStatus {
     /// When it happened (RFC 3339, UTC).
     #[serde(default)]
     pub last_failure_at: Option<String>,
+    /// Its service addresses, `address/prefix`.
+    #[serde(default)]
+    pub vips: Vec<String>,
+    /// The latest result of each monitor on the node running it (answering node only).
+    #[serde(default)]
+    pub monitors: Vec<MonitorStatus>,
+}
+
+/// One monitor's latest result in [`ApplicationStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// What it checks, e.g. `tcp 80`, `process python3`, `link eth0`.
+    pub check: String,
+    /// `ok`, or the failure.
+    pub result: String,
+    /// Milliseconds since that result.
+    pub age_ms: u64,
 }
 
 /// Events the cluster daemons send to their cldaemon over the node-local datagram socket.

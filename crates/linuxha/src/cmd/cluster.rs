@@ -204,14 +204,34 @@ pub fn render(status: &ClusterStatus, verbose: bool) -> String {
     if status.applications.is_empty() {
         out += "Applications: none running\n";
     } else {
-        out += &format!("{:<16} {:<10} {}\n", "Application", "State", "Node");
+        out += &format!(
+            "{:<16} {:<10} {:<10} {:<9} {}\n",
+            "Application", "State", "Node", "Restarts", "Last failure"
+        );
         for app in &status.applications {
+            let failure = match (&app.last_failure_at, &app.last_failure) {
+                (Some(at), Some(reason)) => format!("{at} {reason}"),
+                (_, reason) => reason.clone().unwrap_or_else(|| "-".into()),
+            };
             out += &format!(
-                "{:<16} {:<10} {}\n",
+                "{:<16} {:<10} {:<10} {:<9} {}\n",
                 app.name,
                 app.state,
-                app.node.as_deref().unwrap_or("-")
+                app.node.as_deref().unwrap_or("-"),
+                app.restarts,
+                failure
             );
+            if !app.vips.is_empty() {
+                out += &format!("  VIPs: {}\n", app.vips.join(" "));
+            }
+            if !app.monitors.is_empty() {
+                let results: Vec<String> = app
+                    .monitors
+                    .iter()
+                    .map(|m| format!("{} {} ({} ms ago)", m.check, m.result, m.age_ms))
+                    .collect();
+                out += &format!("  monitors: {}\n", results.join("; "));
+            }
         }
     }
     for warning in &status.warnings {
