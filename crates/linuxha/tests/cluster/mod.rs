@@ -154,7 +154,18 @@ impl Cluster {
     /// [`Cluster::configured`], with `edit(node, etc/cluster of node)` run on each node's copy
     /// of the example before the key is made and anything is built.
     pub fn configured_with(test: &str, edit: impl Fn(&str, &Path)) -> Option<Cluster> {
+        Cluster::configured_prepared(test, |_| {}, edit)
+    }
+
+    /// [`Cluster::configured_with`], with `prepare(lab)` run first, right after the lab is up
+    /// (e.g. extra addresses in the namespaces before anything is built).
+    pub fn configured_prepared(
+        test: &str,
+        prepare: impl Fn(&Lab),
+        edit: impl Fn(&str, &Path),
+    ) -> Option<Cluster> {
         let lab = lab_or_skip(test)?;
+        prepare(&lab);
         let cluster = Cluster { lab };
         for node in ["node1", "node2"] {
             copy_example(&cluster.etc(node));
@@ -577,7 +588,17 @@ impl Cluster {
     /// its own: the lab has no shared storage), `clbuildapp --build --application apache` and
     /// cldaemon. The cluster is not formed yet (see [`Cluster::form`]).
     pub fn with_apache(test: &str, edit: impl Fn(&str, &Path)) -> Option<Cluster> {
-        let cluster = Cluster::configured_with(test, edit)?;
+        Cluster::with_apache_prepared(test, |_| {}, edit)
+    }
+
+    /// [`Cluster::with_apache`], with `prepare(lab)` run right after the lab is up (see
+    /// [`Cluster::configured_prepared`]).
+    pub fn with_apache_prepared(
+        test: &str,
+        prepare: impl Fn(&Lab),
+        edit: impl Fn(&str, &Path),
+    ) -> Option<Cluster> {
+        let cluster = Cluster::configured_prepared(test, prepare, edit)?;
         for node in ["node1", "node2"] {
             let dir = cluster.lab.root(node).expect("node root").join("dev/linuxha");
             std::fs::create_dir_all(&dir).expect("create dev/linuxha");
