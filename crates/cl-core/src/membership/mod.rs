@@ -394,16 +394,12 @@ impl Membership {
                     went_down.push(name.clone());
                 }
                 PeerState::Unknown if now.since(self.started) >= timeout => {
-                    // Never heard since start: nothing of its to take over, but say it is down.
+                    // Never heard since this node started (powered off, or not booted yet):
+                    // judged like a peer that fell silent, so a lone node can run the
+                    // applications once it knows it is connected. The VIP probe still guards
+                    // against a peer that is alive but unreachable over the heartbeat links.
                     peer.state = PeerState::Down;
-                    self.actions.push_back(Action::PeerDown {
-                        peer: name.clone(),
-                        verdict: Verdict::StandBy,
-                        reason: format!(
-                            "not heard since this node started ({} ms ago)",
-                            now.since(self.started).as_millis()
-                        ),
-                    });
+                    went_down.push(name.clone());
                 }
                 _ => {}
             }

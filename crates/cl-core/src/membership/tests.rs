@@ -177,12 +177,18 @@ fn without_known_connections_a_silent_peer_is_taken_over() {
 }
 
 #[test]
-fn a_peer_never_heard_is_down_after_the_timeout_without_take_over() {
+fn a_peer_never_heard_is_judged_like_a_silent_one() {
+    // Connected: a lone node may run the applications (the VIP probe guards the rest).
     let mut m = Membership::new(config(true), t(0));
     let actions = run(&mut m, 0, 1500, &[], true);
     assert_eq!(actions.len(), 1, "{actions:?}");
-    assert!(peer_down(Verdict::StandBy)(&actions[0]), "{actions:?}");
+    assert!(peer_down(Verdict::TakeOver)(&actions[0]), "{actions:?}");
     assert_eq!(m.peer_state("node1"), Some(PeerState::Down));
+    // Cut off from the start: isolated, nothing taken over.
+    let mut m = Membership::new(config(true), t(0));
+    let actions = run(&mut m, 0, 3000, &[], false);
+    assert!(actions.iter().any(peer_down(Verdict::StandBy)), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Isolated);
 }
 
 #[test]
