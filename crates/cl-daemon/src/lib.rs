@@ -101,7 +101,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     if std::env::var_os(READY_ENV).is_none() {
         refuse_second_instance(&ctx)?;
         if !foreground {
-            cl_sys::process::daemonize().context("cannot detach")?;
+            return launch_detached(&ctx, &argv0);
         }
         // Re-execute under the name operators look for in `ps -ef`.
         let exe = std::env::current_exe().context("cannot find the linuxha binary")?;
@@ -128,6 +128,62 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     let _ = std::fs::remove_file(ctx.pid_file("cldaemon"));
     drop(lock);
     result
+}
+
+/// Start cldaemon in the background (its own session, PPID 1 once we exit) and return only
+/// when it answers on its admin socket, so whatever runs next (clform, a peer's request) finds
+/// it ready — the contract of a `Type=forking` service.
+fn launch_detached(ctx: &Context, argv0: &str) -> Result<()> {
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command
+        .arg0(argv0)
+        .env(READY_ENV, "1")
+        .env_remove(CONFIG_CHANGED_ENV)
+        .envs(child_env(ctx))
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| format!("cannot start {argv0}"))?;
+    let log = ctx.log_file("cldaemon");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{argv0} stopped at once ({status}); see {}", log.display());
+        }
+        if admin_answers(&ctx.admin_socket()) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{argv0} did not become ready within 15 s; see {}", log.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether a cldaemon answers a status request on `socket`.
+fn admin_answers(socket: &std::path::Path) -> bool {
+    use std::io::{BufRead, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    let Ok(mut line) = serde_json::to_string(&cl_wire::msg::AdminRequest::Status) else {
+        return false;
+    };
+    line.push('\n');
+    if stream.write_all(line.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    std::io::BufReader::new(stream).read_line(&mut answer).is_ok() && answer.contains("status")
 }
 
 /// Hold an exclusive lock for this cluster's cldaemon; a second one is refused with the pid.
