@@ -199,9 +199,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     }
     step(&format!("{second}: clstat (connected: it took over {first}'s application)"));
     run_on_status(lab, &second, &[&exe, "clstat"])?;
-    step(&format!(
-        "{first}: clstat (isolated: it stopped its copy and takes nothing over)"
-    ));
+    step(&format!("{first}: clstat (isolated: it stopped its copy and takes nothing over)"));
     run_on_status(lab, &first, &[&exe, "clstat"])?;
     for (node, file) in [(&second, "cldaemon.log"), (&first, "cldaemon.log")] {
         let log = std::fs::read_to_string(
