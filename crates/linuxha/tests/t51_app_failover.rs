@@ -208,7 +208,7 @@ fn adopted_application_is_still_monitored() {
     c.start_cldaemon("node1");
     c.wait_log("node1", "cldaemon", from1, "apache is active here: adopting it");
     c.wait_app_everywhere("apache running on node1", |s| app_running_on(s, "node1"));
-    assert_eq!(c.fetch(Duration::from_secs(2)).as_deref(), Ok("served by node1"));
+    c.wait_served_by("node1", Duration::from_secs(10));
 
     let python = c.wait_app_process("node1", "python3");
     signal(python, "KILL");

@@ -625,6 +625,9 @@ impl Cluster {
         let cluster = Cluster::with_apache(test, |_, _| {})?;
         cluster.form();
         cluster.wait_app_everywhere("apache running on node1", |s| app_running_on(s, "node1"));
+        // "running" means the start script finished; the server it launched may need a moment
+        // more to listen (longer on a loaded CI machine).
+        cluster.wait_served_by("node1", Duration::from_secs(10));
         Some(cluster)
     }
 
