@@ -17,6 +17,11 @@ use cl_lab::{Lab, LabSpec};
 use serde_json::Value;
 
 /// The multicall binary under test.
+// The command-line tests' helpers, shared rather than copied.
+#[path = "../common.rs"]
+mod common;
+pub use common::{copy_tree, text};
+
 pub const EXE: &str = env!("CARGO_BIN_EXE_linuxha");
 /// The example cluster's name.
 pub const CLUSTER: &str = "cluster1";
@@ -44,30 +49,6 @@ pub fn lab_or_skip(test: &str) -> Option<Lab> {
         return None;
     }
     Some(Lab::up(LabSpec::default()).expect("lab up"))
-}
-
-/// Output as text, for assertion messages.
-pub fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Copy a directory tree.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// Copy the example `etc/cluster` (configuration and application) to `to`.
