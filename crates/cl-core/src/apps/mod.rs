@@ -151,6 +151,12 @@ pub enum AppInput {
         /// Whether its applications may be taken over.
         take_over: bool,
     },
+    /// The takeover guard fenced this peer: it holds nothing, so its applications may be taken
+    /// over at once.
+    PeerFenced {
+        /// The peer.
+        peer: String,
+    },
     /// Membership: this node is isolated.
     Isolated,
     /// Membership: this node is connected again.
@@ -367,6 +373,13 @@ impl Apps {
                     *p = Peer::Down { take_over, until };
                 }
             }
+            AppInput::PeerFenced { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    *p = Peer::Down { take_over: true, until: now };
+                }
+                // Powered off: whatever it announced is gone with it.
+                self.peer_states.remove(&peer);
+            }
             AppInput::Isolated => {
                 self.isolated = true;
                 // Cut off, this node knows nothing current about its peers: forget what they
@@ -555,16 +568,19 @@ impl Apps {
         }
     }
 
-    /// The node that announces the application running (this one included).
+    /// The node that announces the application running (this one included). Should two
+    /// (after a partition heals), every node names the same one: the most preferred, so the
+    /// other stops its copy.
     fn running_on(&self, app: &str) -> Option<String> {
-        if self.locals.get(app).is_some_and(|l| l.state == AppState::Running) {
-            return Some(self.local.clone());
-        }
-        self.peer_states
-            .iter()
-            .filter(|(peer, _)| matches!(self.peers.get(*peer), Some(Peer::Up { .. })))
-            .find(|(_, states)| states.get(app) == Some(&AppState::Running))
-            .map(|(peer, _)| peer.clone())
+        let runs = |node: &str| -> bool {
+            if node == self.local {
+                return self.locals.get(app).is_some_and(|l| l.state == AppState::Running);
+            }
+            matches!(self.peers.get(node), Some(Peer::Up { .. }))
+                && self.peer_states.get(node).and_then(|s| s.get(app)) == Some(&AppState::Running)
+        };
+        let policy = self.policies.get(app)?;
+        policy.nodes.iter().find(|n| runs(n)).cloned()
     }
 
     fn eligible(&self, app: &str, node: &str) -> bool {

@@ -1,0 +1,683 @@
+//! The takeover guard: what must be true before this node takes over a silent peer's
+//! applications, and when this node must stop its own because it may not be the survivor.
+//!
+//! Membership says a peer is silent and whether this node is connected ([`Verdict`]). That is
+//! not enough to start a second copy of an application safely: the peer may be alive behind a
+//! broken heartbeat path, or the two nodes may be cut from each other while both reach the
+//! outside. The guard sits between membership and the applications machine and adds, in this
+//! order, the gates configured for the cluster (docs/safety.md):
+//!
+//! 1. **lease** (an arbitrator is configured): after losing a peer, this node may keep or take
+//!    over applications only while it holds the arbitrator's lease. Without it (denied, or no
+//!    answer) it stops its own applications, exactly like an isolated node. A held lease is
+//!    renewed; one that cannot be renewed makes this node stop its applications `stop_margin`
+//!    before the lease could expire at the arbitrator and be granted to the other node;
+//! 2. **fencing** (the peer has a fence device): the peer is powered off before anything is
+//!    taken over; a failed fence is reported and retried, and nothing is taken over meanwhile.
+//!    A fenced peer holds nothing, so its applications are taken over at once;
+//! 3. **peer-alive probe** (unfenced peers): the peer's addresses are probed on the public
+//!    networks (ARP / ND). A peer that answers is alive and only the heartbeat path is broken:
+//!    nothing is taken over and an alarm is raised until it stops answering or comes back.
+//!
+//! Only when every gate is passed does the applications machine hear that it may take the
+//! peer's applications over; until then it hears that the peer is down without a take-over.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::apps::AppInput;
+use crate::membership::{Action as MembershipAction, Verdict};
+use crate::time::Time;
+
+#[cfg(test)]
+mod tests;
+
+/// Lease timing, when an arbitrator is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// How long a grant lasts at the arbitrator.
+    pub lease: Duration,
+    /// A request without an answer within this time counts as refused.
+    pub answer_timeout: Duration,
+    /// Time this node needs to stop every application (stop deadlines and the hard kill that
+    /// ends them): it stops this long before its lease could expire.
+    pub stop_margin: Duration,
+}
+
+impl LeaseTiming {
+    /// When a lease granted for a request sent at `sent` must be renewed: after a third of it,
+    /// leaving two more attempts before the stop margin.
+    fn renew_after(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// A deliberately broken rule, so the simulator can show its checker catches a violation.
+/// Never set outside tests.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sabotage {
+    /// The rules as documented.
+    #[default]
+    None,
+    /// Take over without waiting for the lease, the fence or the probe.
+    SkipGates,
+}
+
+/// What the guard needs to know about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// This node.
+    pub local: String,
+    /// The other nodes, with whether each has a fence device this node can use.
+    pub peers: BTreeMap<String, bool>,
+    /// Delay before fencing a peer: non-zero on the less preferred node, so that two nodes
+    /// cut from each other do not power each other off at the same moment.
+    pub fence_delay: Duration,
+    /// Wait between fence attempts after a failure.
+    pub fence_retry: Duration,
+    /// Probe an unfenced peer's addresses before taking over.
+    pub probe: bool,
+    /// Wait before probing again a peer that answered.
+    pub probe_retry: Duration,
+    /// The arbitrator's lease, when one is configured.
+    pub lease: Option<LeaseTiming>,
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
+}
+
+/// Facts the shell reports to the guard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum GuardInput {
+    /// The probe of a peer's addresses ended.
+    ProbeResult {
+        /// The peer.
+        peer: String,
+        /// Some address answered.
+        alive: bool,
+        /// What answered, or what was probed.
+        detail: String,
+    },
+    /// A fence action ended.
+    FenceResult {
+        /// The peer.
+        peer: String,
+        /// The agent reported success.
+        ok: bool,
+        /// The agent's message.
+        detail: String,
+    },
+    /// The arbitrator answered request `id`.
+    LeaseReply {
+        /// The request.
+        id: u64,
+        /// The lease is ours.
+        granted: bool,
+        /// Who holds it, when not us.
+        holder: Option<String>,
+    },
+}
+
+/// The three lease operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseOp {
+    /// Get the lease.
+    Acquire,
+    /// Extend the lease this node holds.
+    Renew,
+    /// Give it back: the peers are up again.
+    Release,
+}
+
+/// How serious an event is, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Worth logging.
+    Info,
+    /// Something is wrong but handled.
+    Warn,
+    /// An administrator must look: a takeover is being refused or the node stops its copies.
+    Alarm,
+}
+
+/// What the guard asks the shell to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum GuardAction {
+    /// Feed this to the applications machine.
+    Apps(AppInput),
+    /// Probe the peer's addresses on the public networks; report [`GuardInput::ProbeResult`].
+    Probe {
+        /// The peer.
+        peer: String,
+    },
+    /// Power the peer off with its fence device; report [`GuardInput::FenceResult`].
+    Fence {
+        /// The peer.
+        peer: String,
+    },
+    /// Send a lease request to the arbitrator; report [`GuardInput::LeaseReply`] with `id`.
+    Lease {
+        /// Matches the reply.
+        id: u64,
+        /// What to ask.
+        op: LeaseOp,
+    },
+    /// Log this (and show alarms in clstat).
+    Event {
+        /// How serious.
+        level: Level,
+        /// What happened and why.
+        text: String,
+    },
+}
+
+/// Where the takeover of one silent peer stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "gate", rename_all = "snake_case")]
+pub enum Gate {
+    /// The peer is up (or not judged yet): nothing to guard.
+    Idle,
+    /// The peer is down but this node may not take over (it is isolated or cannot tell).
+    StandBy,
+    /// Waiting for the arbitrator's lease.
+    Lease,
+    /// Fencing starts at `at` (the fence-race delay, or the retry after a failure).
+    FenceAt {
+        /// When.
+        at: Time,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// The fence agent runs.
+    Fencing {
+        /// Attempts so far, this one included.
+        attempts: u32,
+    },
+    /// The probe runs.
+    Probing,
+    /// The peer answered the probe: probe again at `at`.
+    ProbeAt {
+        /// When.
+        at: Time,
+    },
+    /// Every gate passed; `fenced` when the peer was powered off.
+    Cleared {
+        /// The peer was fenced.
+        fenced: bool,
+    },
+}
+
+/// The lease as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "lease", rename_all = "snake_case")]
+pub enum LeaseView {
+    /// Not needed: every peer is up (or no arbitrator).
+    NotNeeded,
+    /// Asked for, no answer yet.
+    Asking,
+    /// Held until `until` (this node's clock, measured from the request's sending).
+    Held {
+        /// Expiry.
+        until: Time,
+    },
+    /// Refused: another node holds it.
+    Denied {
+        /// The holder.
+        holder: Option<String>,
+    },
+    /// The arbitrator did not answer.
+    NoAnswer,
+}
+
+/// A snapshot for clstat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardStatus {
+    /// Each peer's takeover gate.
+    pub gates: BTreeMap<String, Gate>,
+    /// The lease, when an arbitrator is configured.
+    pub lease: Option<LeaseView>,
+    /// Conditions an administrator must see, newest last.
+    pub alarms: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Outstanding {
+    id: u64,
+    sent: Time,
+}
+
+#[derive(Debug)]
+struct Lease {
+    timing: LeaseTiming,
+    /// Held until this time on our clock (request sending time + lease).
+    held_until: Option<Time>,
+    outstanding: Option<Outstanding>,
+    /// Next request, when none is outstanding.
+    next_at: Option<Time>,
+    view: LeaseView,
+}
+
+/// The takeover guard of one node.
+#[derive(Debug)]
+pub struct Guard {
+    config: GuardConfig,
+    now: Time,
+    gates: BTreeMap<String, Gate>,
+    lease: Option<Lease>,
+    next_id: u64,
+    /// Membership says this node is isolated.
+    isolated: bool,
+    /// The applications machine was told to stop everything for want of the lease.
+    stopped_for_lease: bool,
+    alarms: BTreeMap<String, String>,
+    actions: VecDeque<GuardAction>,
+}
+
+impl Guard {
+    /// A guard for a node whose peers are not judged yet.
+    pub fn new(config: GuardConfig) -> Guard {
+        let gates = config.peers.keys().map(|p| (p.clone(), Gate::Idle)).collect();
+        let lease = config.lease.map(|timing| Lease {
+            timing,
+            held_until: None,
+            outstanding: None,
+            next_at: None,
+            view: LeaseView::NotNeeded,
+        });
+        Guard {
+            config,
+            now: Time::ZERO,
+            gates,
+            lease,
+            next_id: 0,
+            isolated: false,
+            stopped_for_lease: false,
+            alarms: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// Feed a membership action; the guard passes on what the applications machine must hear.
+    pub fn on_membership(&mut self, now: Time, action: &MembershipAction) {
+        self.now = now;
+        match action {
+            MembershipAction::PeerUp { peer } => {
+                if let Some(gate) = self.gates.get_mut(peer) {
+                    *gate = Gate::Idle;
+                }
+                self.alarms.remove(&format!("peer:{peer}"));
+                self.apps(AppInput::PeerUp { peer: peer.clone() });
+            }
+            MembershipAction::PeerDown { peer, verdict, .. } => {
+                if !self.gates.contains_key(peer) {
+                    return;
+                }
+                // Until every gate is passed the peer's applications stay where they are.
+                self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
+                if *verdict == Verdict::StandBy {
+                    self.set_gate(peer, Gate::StandBy);
+                } else if self.config.sabotage == Sabotage::SkipGates {
+                    self.clear(peer, true);
+                } else if self.lease.is_some() {
+                    self.set_gate(peer, Gate::Lease);
+                } else {
+                    self.after_lease(peer);
+                }
+            }
+            MembershipAction::Isolated { .. } => {
+                self.isolated = true;
+                for gate in self.gates.values_mut() {
+                    if *gate != Gate::Idle {
+                        *gate = Gate::StandBy;
+                    }
+                }
+                self.apps(AppInput::Isolated);
+            }
+            MembershipAction::Reconnected => {
+                self.isolated = false;
+                if !self.stopped_for_lease {
+                    self.apps(AppInput::Reconnected);
+                }
+            }
+            _ => {}
+        }
+        self.step();
+    }
+
+    /// Feed a fact from the shell.
+    pub fn handle(&mut self, now: Time, input: GuardInput) {
+        self.now = now;
+        match input {
+            GuardInput::ProbeResult { peer, alive, detail } => {
+                if self.gates.get(&peer) != Some(&Gate::Probing) {
+                    return;
+                }
+                if alive {
+                    let text = format!("node {peer} is silent on every heartbeat link but still answers on the public network ({detail}): it is alive, so this node takes nothing over; check the heartbeat networks");
+                    self.alarm(format!("peer:{peer}"), text);
+                    let at = now + self.config.probe_retry;
+                    self.set_gate(&peer, Gate::ProbeAt { at });
+                } else {
+                    self.alarms.remove(&format!("peer:{peer}"));
+                    self.event(
+                        Level::Info,
+                        format!("node {peer} does not answer on the public network ({detail})"),
+                    );
+                    self.clear(&peer, false);
+                }
+            }
+            GuardInput::FenceResult { peer, ok, detail } => {
+                let Some(Gate::Fencing { attempts }) = self.gates.get(&peer).cloned() else {
+                    return;
+                };
+                if ok {
+                    self.alarms.remove(&format!("peer:{peer}"));
+                    self.event(Level::Warn, format!("node {peer} was fenced (powered off)"));
+                    self.clear(&peer, true);
+                } else {
+                    let at = now + self.config.fence_retry;
+                    let text = format!("fencing node {peer} failed (attempt {attempts}): {detail}; nothing of {peer} is taken over until it succeeds; retrying in {} ms", self.config.fence_retry.as_millis());
+                    self.alarm(format!("peer:{peer}"), text);
+                    self.set_gate(&peer, Gate::FenceAt { at, attempts });
+                }
+            }
+            GuardInput::LeaseReply { id, granted, holder } => self.lease_reply(id, granted, holder),
+        }
+        self.step();
+    }
+
+    /// Let time pass: retries, lease renewals and expiries.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        let due: Vec<(String, Gate)> = self
+            .gates
+            .iter()
+            .filter(|(_, g)| match g {
+                Gate::FenceAt { at, .. } | Gate::ProbeAt { at } => *at <= now,
+                _ => false,
+            })
+            .map(|(p, g)| (p.clone(), g.clone()))
+            .collect();
+        for (peer, gate) in due {
+            match gate {
+                Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
+                Gate::ProbeAt { .. } => self.probe(&peer),
+                _ => {}
+            }
+        }
+        self.step();
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let mut next: Option<Time> = None;
+        let mut consider = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
+        for gate in self.gates.values() {
+            if let Gate::FenceAt { at, .. } | Gate::ProbeAt { at } = gate {
+                consider(*at);
+            }
+        }
+        if let Some(lease) = &self.lease {
+            if let Some(o) = &lease.outstanding {
+                consider(o.sent + lease.timing.answer_timeout);
+            }
+            if let Some(t) = lease.next_at {
+                consider(t);
+            }
+            if let Some(until) = lease.held_until {
+                consider(until - lease.timing.stop_margin);
+            }
+        }
+        next
+    }
+
+    /// The next request for the shell.
+    pub fn poll_action(&mut self) -> Option<GuardAction> {
+        self.actions.pop_front()
+    }
+
+    /// A snapshot for clstat.
+    pub fn status(&self) -> GuardStatus {
+        GuardStatus {
+            gates: self.gates.clone(),
+            lease: self.lease.as_ref().map(|l| l.view.clone()),
+            alarms: self.alarms.values().cloned().collect(),
+        }
+    }
+
+    /// True while this node holds the arbitrator's lease.
+    pub fn holds_lease(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| l.held_until.is_some_and(|t| self.now < t))
+    }
+
+    fn needs_lease(&self) -> bool {
+        !self.isolated && self.gates.values().any(|g| !matches!(g, Gate::Idle | Gate::StandBy))
+    }
+
+    /// Everything that depends on the lease and on time, after any change.
+    fn step(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        let now = self.now;
+        let needed = self.needs_lease();
+        let mut request: Option<LeaseOp> = None;
+        let mut lost: Option<String> = None;
+        let mut gained = false;
+        if let Some(lease) = self.lease.as_mut() {
+            // A request without an answer in time counts as refused.
+            if let Some(o) = &lease.outstanding {
+                if now >= o.sent + lease.timing.answer_timeout {
+                    lease.outstanding = None;
+                    if lease.held_until.is_none() {
+                        lease.view = LeaseView::NoAnswer;
+                        lost = Some(format!(
+                            "the arbitrator did not answer within {} ms",
+                            lease.timing.answer_timeout.as_millis()
+                        ));
+                    }
+                    lease.next_at = Some(now);
+                }
+            }
+            if let Some(until) = lease.held_until {
+                if now >= until - lease.timing.stop_margin {
+                    lease.held_until = None;
+                    lease.view = LeaseView::NoAnswer;
+                    lost = Some(format!(
+                        "the arbitrator's lease could not be renewed and expires in {} ms",
+                        until.since(now).as_millis()
+                    ));
+                }
+            }
+            if needed {
+                if lease.outstanding.is_none() && lease.next_at.is_none_or(|t| now >= t) {
+                    request = Some(if lease.held_until.is_some() {
+                        LeaseOp::Renew
+                    } else {
+                        LeaseOp::Acquire
+                    });
+                }
+                if lease.held_until.is_some() {
+                    gained = true;
+                }
+            } else if lease.held_until.is_some() || lease.outstanding.is_some() {
+                // The peers are back: give the lease up so either node may win the next time.
+                lease.held_until = None;
+                lease.outstanding = None;
+                lease.next_at = None;
+                lease.view = LeaseView::NotNeeded;
+                request = Some(LeaseOp::Release);
+            } else {
+                lease.next_at = None;
+                lease.view = LeaseView::NotNeeded;
+            }
+        }
+        if let Some(op) = request {
+            self.next_id += 1;
+            let id = self.next_id;
+            if let Some(lease) = self.lease.as_mut() {
+                if op != LeaseOp::Release {
+                    lease.outstanding = Some(Outstanding { id, sent: now });
+                    lease.next_at = None;
+                    if lease.held_until.is_none() && lease.view != LeaseView::NoAnswer {
+                        if !matches!(lease.view, LeaseView::Denied { .. }) {
+                            lease.view = LeaseView::Asking;
+                        }
+                    }
+                }
+            }
+            self.actions.push_back(GuardAction::Lease { id, op });
+        }
+        if let Some(reason) = lost {
+            self.lose_lease(reason);
+        } else if gained && self.stopped_for_lease {
+            self.stopped_for_lease = false;
+            self.alarms.remove("lease");
+            self.event(Level::Warn, "this node holds the arbitrator's lease again".into());
+            if !self.isolated {
+                self.apps(AppInput::Reconnected);
+            }
+        }
+        if gained {
+            let waiting: Vec<String> = self
+                .gates
+                .iter()
+                .filter(|(_, g)| **g == Gate::Lease)
+                .map(|(p, _)| p.clone())
+                .collect();
+            // Back from a lost lease, the gates start over: the applications machine forgot
+            // the cleared verdicts when it was told to stop everything.
+            for peer in waiting {
+                self.after_lease(&peer);
+            }
+        } else if !needed && self.stopped_for_lease {
+            self.stopped_for_lease = false;
+            self.alarms.remove("lease");
+            if !self.isolated {
+                self.apps(AppInput::Reconnected);
+            }
+        }
+    }
+
+    fn lease_reply(&mut self, id: u64, granted: bool, holder: Option<String>) {
+        let now = self.now;
+        let mut refused: Option<String> = None;
+        let Some(lease) = self.lease.as_mut() else { return };
+        let Some(o) = lease.outstanding.clone() else { return };
+        if o.id != id {
+            return; // an answer to a request given up on
+        }
+        lease.outstanding = None;
+        if granted {
+            let until = o.sent + lease.timing.lease;
+            lease.held_until = Some(until);
+            lease.view = LeaseView::Held { until };
+            lease.next_at = Some(o.sent + lease.timing.renew_after());
+        } else {
+            lease.held_until = None;
+            lease.view = LeaseView::Denied { holder: holder.clone() };
+            // The holder may die: ask again while its lease could run out.
+            lease.next_at = Some(now + lease.timing.lease / 4);
+            refused = Some(match holder {
+                Some(h) => format!("the arbitrator's lease is held by {h}"),
+                None => "the arbitrator refused the lease".to_string(),
+            });
+        }
+        if let Some(reason) = refused {
+            self.lose_lease(reason);
+        }
+    }
+
+    /// Without the lease this node may not run anything while a peer is down.
+    fn lose_lease(&mut self, reason: String) {
+        if !self.needs_lease() {
+            return;
+        }
+        for gate in self.gates.values_mut() {
+            if !matches!(gate, Gate::Idle | Gate::StandBy) {
+                *gate = Gate::Lease;
+            }
+        }
+        if !self.stopped_for_lease {
+            self.stopped_for_lease = true;
+            self.alarm(
+                "lease".into(),
+                format!("{reason}: this node lost its peer without holding the lease, so it stops its applications and takes nothing over"),
+            );
+            if !self.isolated {
+                self.apps(AppInput::Isolated);
+            }
+        }
+    }
+
+    fn after_lease(&mut self, peer: &str) {
+        let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
+        if fenced {
+            let delay = self.config.fence_delay;
+            if delay.is_zero() {
+                self.fence(peer, 1);
+            } else {
+                let at = self.now + delay;
+                self.set_gate(peer, Gate::FenceAt { at, attempts: 0 });
+            }
+        } else if self.config.probe {
+            self.probe(peer);
+        } else {
+            self.clear(peer, false);
+        }
+    }
+
+    fn fence(&mut self, peer: &str, attempts: u32) {
+        self.set_gate(peer, Gate::Fencing { attempts });
+        self.event(Level::Warn, format!("fencing node {peer} (attempt {attempts})"));
+        self.actions.push_back(GuardAction::Fence { peer: peer.to_string() });
+    }
+
+    fn probe(&mut self, peer: &str) {
+        self.set_gate(peer, Gate::Probing);
+        self.actions.push_back(GuardAction::Probe { peer: peer.to_string() });
+    }
+
+    fn clear(&mut self, peer: &str, fenced: bool) {
+        self.set_gate(peer, Gate::Cleared { fenced });
+        let how = if fenced { "it was fenced" } else { "it does not answer on any network" };
+        let lease =
+            if self.holds_lease() { " and this node holds the arbitrator's lease" } else { "" };
+        self.event(
+            Level::Warn,
+            format!("taking over the applications of node {peer}: {how}{lease}"),
+        );
+        if fenced {
+            self.apps(AppInput::PeerFenced { peer: peer.to_string() });
+        } else {
+            self.apps(AppInput::PeerDown { peer: peer.to_string(), take_over: true });
+        }
+    }
+
+    fn set_gate(&mut self, peer: &str, gate: Gate) {
+        if let Some(g) = self.gates.get_mut(peer) {
+            *g = gate;
+        }
+    }
+
+    fn alarm(&mut self, key: String, text: String) {
+        if self.alarms.get(&key) != Some(&text) {
+            self.event(Level::Alarm, text.clone());
+        }
+        self.alarms.insert(key, text);
+    }
+
+    fn event(&mut self, level: Level, text: String) {
+        self.actions.push_back(GuardAction::Event { level, text });
+    }
+
+    fn apps(&mut self, input: AppInput) {
+        self.actions.push_back(GuardAction::Apps(input));
+    }
+}

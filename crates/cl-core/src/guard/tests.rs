@@ -1,0 +1,228 @@
+use super::*;
+
+const PEER: &str = "node2";
+
+fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
+    GuardConfig {
+        local: "node1".into(),
+        peers: [(PEER.to_string(), fenced)].into_iter().collect(),
+        fence_delay: Duration::ZERO,
+        fence_retry: Duration::from_secs(2),
+        probe,
+        probe_retry: Duration::from_secs(1),
+        lease: lease.then_some(LeaseTiming {
+            lease: Duration::from_secs(6),
+            answer_timeout: Duration::from_millis(500),
+            stop_margin: Duration::from_secs(2),
+        }),
+        sabotage: Sabotage::None,
+    }
+}
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn down(verdict: Verdict) -> MembershipAction {
+    MembershipAction::PeerDown { peer: PEER.into(), verdict, reason: "silent".into() }
+}
+
+fn drain(guard: &mut Guard) -> Vec<GuardAction> {
+    std::iter::from_fn(|| guard.poll_action())
+        .filter(|a| !matches!(a, GuardAction::Event { .. }))
+        .collect()
+}
+
+fn app(input: AppInput) -> GuardAction {
+    GuardAction::Apps(input)
+}
+
+fn takeover() -> GuardAction {
+    app(AppInput::PeerDown { peer: PEER.into(), take_over: true })
+}
+
+fn no_takeover() -> GuardAction {
+    app(AppInput::PeerDown { peer: PEER.into(), take_over: false })
+}
+
+#[test]
+fn without_gates_a_take_over_verdict_passes_straight_through() {
+    let mut g = Guard::new(config(false, false, false));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), takeover()]);
+}
+
+#[test]
+fn a_stand_by_verdict_never_takes_over() {
+    let mut g = Guard::new(config(true, true, true));
+    g.on_membership(t(0), &down(Verdict::StandBy));
+    assert_eq!(drain(&mut g), vec![no_takeover()]);
+    assert_eq!(g.poll_timeout(), None);
+}
+
+#[test]
+fn a_peer_that_answers_the_probe_is_not_taken_over_and_raises_an_alarm() {
+    let mut g = Guard::new(config(false, true, false));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), GuardAction::Probe { peer: PEER.into() }]);
+    g.handle(
+        t(100),
+        GuardInput::ProbeResult { peer: PEER.into(), alive: true, detail: "10.0.0.2".into() },
+    );
+    assert_eq!(drain(&mut g), vec![]);
+    assert_eq!(g.status().alarms.len(), 1, "{:?}", g.status());
+    assert!(g.status().alarms[0].contains("still answers"));
+    // Probed again later; once it is silent, taken over.
+    assert_eq!(g.poll_timeout(), Some(t(1100)));
+    g.handle_timeout(t(1100));
+    assert_eq!(drain(&mut g), vec![GuardAction::Probe { peer: PEER.into() }]);
+    g.handle(
+        t(1200),
+        GuardInput::ProbeResult { peer: PEER.into(), alive: false, detail: "".into() },
+    );
+    assert_eq!(drain(&mut g), vec![takeover()]);
+    assert!(g.status().alarms.is_empty());
+}
+
+#[test]
+fn a_fenced_peer_is_taken_over_at_once_and_a_failed_fence_is_retried() {
+    let mut g = Guard::new(config(true, true, false));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), GuardAction::Fence { peer: PEER.into() }]);
+    g.handle(
+        t(500),
+        GuardInput::FenceResult { peer: PEER.into(), ok: false, detail: "timeout".into() },
+    );
+    assert_eq!(drain(&mut g), vec![]);
+    assert!(g.status().alarms[0].contains("fencing node node2 failed"));
+    assert_eq!(g.status().gates[PEER], Gate::FenceAt { at: t(2500), attempts: 1 });
+    g.handle_timeout(t(2500));
+    assert_eq!(drain(&mut g), vec![GuardAction::Fence { peer: PEER.into() }]);
+    g.handle(t(2600), GuardInput::FenceResult { peer: PEER.into(), ok: true, detail: "".into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::PeerFenced { peer: PEER.into() })]);
+    assert!(g.status().alarms.is_empty());
+}
+
+#[test]
+fn the_less_preferred_node_waits_before_fencing() {
+    let mut c = config(true, false, false);
+    c.fence_delay = Duration::from_secs(1);
+    let mut g = Guard::new(c);
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover()]);
+    g.handle_timeout(t(999));
+    assert_eq!(drain(&mut g), vec![]);
+    g.handle_timeout(t(1000));
+    assert_eq!(drain(&mut g), vec![GuardAction::Fence { peer: PEER.into() }]);
+}
+
+#[test]
+fn a_peer_back_before_the_fence_answers_cancels_the_takeover() {
+    let mut g = Guard::new(config(true, false, false));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    drain(&mut g);
+    g.on_membership(t(100), &MembershipAction::PeerUp { peer: PEER.into() });
+    g.handle(t(200), GuardInput::FenceResult { peer: PEER.into(), ok: true, detail: "".into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::PeerUp { peer: PEER.into() })]);
+}
+
+#[test]
+fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
+    let mut g = Guard::new(config(false, false, true));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(
+        drain(&mut g),
+        vec![no_takeover(), GuardAction::Lease { id: 1, op: LeaseOp::Acquire }]
+    );
+    g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    assert_eq!(drain(&mut g), vec![takeover()]);
+    assert!(g.holds_lease());
+    // Renewed after a third of the lease, counted from the request.
+    assert_eq!(g.poll_timeout(), Some(t(2000)));
+    g.handle_timeout(t(2000));
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: LeaseOp::Renew }]);
+    g.handle(t(2010), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
+    assert_eq!(g.status().lease, Some(LeaseView::Held { until: t(8000) }));
+    // The peer returns: the lease is given back.
+    g.on_membership(t(3000), &MembershipAction::PeerUp { peer: PEER.into() });
+    assert_eq!(
+        drain(&mut g),
+        vec![
+            app(AppInput::PeerUp { peer: PEER.into() }),
+            GuardAction::Lease { id: 3, op: LeaseOp::Release }
+        ]
+    );
+    assert!(!g.holds_lease());
+}
+
+#[test]
+fn a_denied_lease_stops_the_local_applications_and_a_later_grant_resumes() {
+    let mut g = Guard::new(config(false, false, true));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    drain(&mut g);
+    g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: false, holder: Some(PEER.into()) });
+    assert_eq!(drain(&mut g), vec![app(AppInput::Isolated)]);
+    assert!(g.status().alarms[0].contains("held by node2"));
+    // Asked again while the holder's lease could run out.
+    g.handle_timeout(t(1520));
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: LeaseOp::Acquire }]);
+    g.handle(t(1530), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
+    assert_eq!(drain(&mut g), vec![app(AppInput::Reconnected), takeover()]);
+    assert!(g.status().alarms.is_empty());
+}
+
+#[test]
+fn an_unanswered_request_counts_as_refused() {
+    let mut g = Guard::new(config(false, false, true));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    drain(&mut g);
+    assert_eq!(g.poll_timeout(), Some(t(500)));
+    g.handle_timeout(t(500));
+    assert_eq!(
+        drain(&mut g),
+        vec![GuardAction::Lease { id: 2, op: LeaseOp::Acquire }, app(AppInput::Isolated)]
+    );
+    // A late answer to the first request is ignored.
+    g.handle(t(600), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    assert!(!g.holds_lease());
+}
+
+#[test]
+fn a_lease_that_cannot_be_renewed_stops_the_applications_before_it_expires() {
+    let mut g = Guard::new(config(false, false, true));
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    drain(&mut g);
+    g.handle(t(10), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    drain(&mut g);
+    // Renewals go unanswered; the lease (until 6000) must be dropped at 6000 - 2000.
+    let mut now = 2000;
+    while now < 4000 {
+        g.handle_timeout(t(now));
+        drain(&mut g);
+        assert!(g.holds_lease(), "at {now}");
+        now = g.poll_timeout().map(|t| t.since_origin().as_millis() as u64).unwrap_or(now + 100);
+    }
+    g.handle_timeout(t(4000));
+    let actions = drain(&mut g);
+    assert!(actions.contains(&app(AppInput::Isolated)), "{actions:?}");
+    assert!(!g.holds_lease());
+}
+
+#[test]
+fn the_lease_is_not_asked_for_while_isolated() {
+    let mut g = Guard::new(config(false, false, true));
+    g.on_membership(t(0), &down(Verdict::StandBy));
+    g.on_membership(t(0), &MembershipAction::Isolated { reason: "cut".into() });
+    assert_eq!(drain(&mut g), vec![no_takeover(), app(AppInput::Isolated)]);
+    assert_eq!(g.poll_timeout(), None);
+}
+
+#[test]
+fn sabotage_skips_every_gate() {
+    let mut c = config(true, true, true);
+    c.sabotage = Sabotage::SkipGates;
+    let mut g = Guard::new(c);
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    let actions = drain(&mut g);
+    assert_eq!(actions[..2], [no_takeover(), app(AppInput::PeerFenced { peer: PEER.into() })]);
+}
