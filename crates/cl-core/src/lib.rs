@@ -10,6 +10,7 @@ pub mod apps;
 pub mod guard;
 pub mod membership;
 pub mod time;
+pub mod timing;
 
 pub use membership::{Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict};
 pub use time::Time;

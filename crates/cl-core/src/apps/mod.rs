@@ -285,6 +285,8 @@ pub struct Apps {
     locals: BTreeMap<String, Local>,
     peers: BTreeMap<String, Peer>,
     peer_states: BTreeMap<String, BTreeMap<String, AppState>>,
+    /// The desired states each peer last announced.
+    peer_desired: BTreeMap<String, BTreeMap<String, Desired>>,
     desired: BTreeMap<String, Desired>,
     clock: u64,
     isolated: bool,
@@ -331,6 +333,7 @@ impl Apps {
             locals,
             peers: peers.iter().map(|p| (p.clone(), Peer::Unknown)).collect(),
             peer_states: BTreeMap::new(),
+            peer_desired: BTreeMap::new(),
             desired: BTreeMap::new(),
             clock: 0,
             isolated: false,
@@ -413,7 +416,9 @@ impl Apps {
                         self.actions.push_back(AppAction::Announce);
                     }
                 }
-                self.peer_states.insert(peer, announcement.states);
+                self.peer_states.insert(peer.clone(), announcement.states);
+                self.peer_desired.insert(peer, announcement.desired.clone());
+                let mut adopted = false;
                 for (app, theirs) in announcement.desired {
                     if !self.policies.contains_key(&app) {
                         continue;
@@ -425,7 +430,12 @@ impl Apps {
                             self.clear_failure(&app);
                         }
                         self.desired.insert(app, theirs);
+                        adopted = true;
                     }
+                }
+                if adopted {
+                    // The sender waits for us to agree before it starts anything (safe_to_start).
+                    self.actions.push_back(AppAction::Announce);
                 }
             }
             AppInput::StartFinished { app, ok, reason } => {
@@ -635,7 +645,12 @@ impl Apps {
         self.peers.iter().all(|(name, peer)| match peer {
             Peer::Unknown => false,
             Peer::Up { announced } => {
+                // Two nodes acting on different requests (say clstartapp on both at once, each
+                // seeing the other failed) could both start it: agree on the request first.
+                let agreed =
+                    self.peer_desired.get(name).and_then(|d| d.get(app)) == self.desired.get(app);
                 *announced
+                    && agreed
                     && !self
                         .peer_states
                         .get(name)

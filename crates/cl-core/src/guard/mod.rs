@@ -82,6 +82,9 @@ pub struct GuardConfig {
     pub probe: bool,
     /// Wait before probing again a peer that answered.
     pub probe_retry: Duration,
+    /// A peer that answered the probe and then fell silent may have lost this node only now:
+    /// wait this long (the heartbeat timeout) so it has noticed too, before taking over.
+    pub settle: Duration,
     /// The arbitrator's lease, when one is configured.
     pub lease: Option<LeaseTiming>,
     #[doc(hidden)]
@@ -109,6 +112,12 @@ pub enum GuardInput {
         ok: bool,
         /// The agent's message.
         detail: String,
+    },
+    /// A peer says (over any link that still carries its messages) that it cannot hear this
+    /// node and is taking over its applications.
+    PeerTakingOver {
+        /// The peer.
+        peer: String,
     },
     /// The arbitrator answered request `id`.
     LeaseReply {
@@ -206,6 +215,11 @@ pub enum Gate {
         /// When.
         at: Time,
     },
+    /// The peer answered the probe before and is silent now: take over at `at`.
+    Settle {
+        /// When.
+        at: Time,
+    },
     /// Every gate passed; `fenced` when the peer was powered off.
     Cleared {
         /// The peer was fenced.
@@ -273,8 +287,14 @@ pub struct Guard {
     next_id: u64,
     /// Membership says this node is isolated.
     isolated: bool,
-    /// The applications machine was told to stop everything for want of the lease.
+    /// This node stopped its applications for want of the lease.
     stopped_for_lease: bool,
+    /// A peer that cannot hear this node says it takes over: this node yields until then.
+    yielded_until: Option<Time>,
+    /// Peers membership reports up.
+    up: std::collections::BTreeSet<String>,
+    /// What the applications machine was last told: stop everything (true) or not.
+    apps_isolated: bool,
     alarms: BTreeMap<String, String>,
     actions: VecDeque<GuardAction>,
 }
@@ -298,6 +318,9 @@ impl Guard {
             next_id: 0,
             isolated: false,
             stopped_for_lease: false,
+            yielded_until: None,
+            up: Default::default(),
+            apps_isolated: false,
             alarms: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -311,6 +334,7 @@ impl Guard {
                 if let Some(gate) = self.gates.get_mut(peer) {
                     *gate = Gate::Idle;
                 }
+                self.up.insert(peer.clone());
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -318,6 +342,7 @@ impl Guard {
                 if !self.gates.contains_key(peer) {
                     return;
                 }
+                self.up.remove(peer);
                 // Until every gate is passed the peer's applications stay where they are.
                 self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
                 if *verdict == Verdict::StandBy {
@@ -337,14 +362,8 @@ impl Guard {
                         *gate = Gate::StandBy;
                     }
                 }
-                self.apps(AppInput::Isolated);
             }
-            MembershipAction::Reconnected => {
-                self.isolated = false;
-                if !self.stopped_for_lease {
-                    self.apps(AppInput::Reconnected);
-                }
-            }
+            MembershipAction::Reconnected => self.isolated = false,
             _ => {}
         }
         self.step();
@@ -364,12 +383,17 @@ impl Guard {
                     let at = now + self.config.probe_retry;
                     self.set_gate(&peer, Gate::ProbeAt { at });
                 } else {
-                    self.alarms.remove(&format!("peer:{peer}"));
+                    let was_alive = self.alarms.remove(&format!("peer:{peer}")).is_some();
                     self.event(
                         Level::Info,
                         format!("node {peer} does not answer on the public network ({detail})"),
                     );
-                    self.clear(&peer, false);
+                    if was_alive {
+                        let at = now + self.config.settle;
+                        self.set_gate(&peer, Gate::Settle { at });
+                    } else {
+                        self.clear(&peer, false);
+                    }
                 }
             }
             GuardInput::FenceResult { peer, ok, detail } => {
@@ -388,6 +412,15 @@ impl Guard {
                 }
             }
             GuardInput::LeaseReply { id, granted, holder } => self.lease_reply(id, granted, holder),
+            GuardInput::PeerTakingOver { peer } => {
+                if !self.gates.contains_key(&peer) {
+                    return;
+                }
+                if self.yielded_until.is_none() {
+                    self.alarm("yield".into(), format!("node {peer} cannot hear this node and is taking over its applications: stopping them here"));
+                }
+                self.yielded_until = Some(now + self.config.settle);
+            }
         }
         self.step();
     }
@@ -395,11 +428,19 @@ impl Guard {
     /// Let time pass: retries, lease renewals and expiries.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
+        if self.yielded_until.is_some_and(|t| now >= t) {
+            self.yielded_until = None;
+            self.alarms.remove("yield");
+            self.event(
+                Level::Info,
+                "no peer says it takes over this node's applications any more".into(),
+            );
+        }
         let due: Vec<(String, Gate)> = self
             .gates
             .iter()
             .filter(|(_, g)| match g {
-                Gate::FenceAt { at, .. } | Gate::ProbeAt { at } => *at <= now,
+                Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } => *at <= now,
                 _ => false,
             })
             .map(|(p, g)| (p.clone(), g.clone()))
@@ -408,6 +449,7 @@ impl Guard {
             match gate {
                 Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
                 Gate::ProbeAt { .. } => self.probe(&peer),
+                Gate::Settle { .. } => self.clear(&peer, false),
                 _ => {}
             }
         }
@@ -419,9 +461,12 @@ impl Guard {
         let mut next: Option<Time> = None;
         let mut consider = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
         for gate in self.gates.values() {
-            if let Gate::FenceAt { at, .. } | Gate::ProbeAt { at } = gate {
+            if let Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } = gate {
                 consider(*at);
             }
+        }
+        if let Some(t) = self.yielded_until {
+            consider(t);
         }
         if let Some(lease) = &self.lease {
             if let Some(o) = &lease.outstanding {
@@ -456,12 +501,52 @@ impl Guard {
         self.lease.as_ref().is_some_and(|l| l.held_until.is_some_and(|t| self.now < t))
     }
 
+    /// True while this node has stopped its applications for want of the lease.
+    pub fn stopped_for_lease(&self) -> bool {
+        self.stopped_for_lease
+    }
+
     fn needs_lease(&self) -> bool {
         !self.isolated && self.gates.values().any(|g| !matches!(g, Gate::Idle | Gate::StandBy))
     }
 
+    /// The peers this node is taking over (every gate passed): it tells them, so a peer that
+    /// can send but not receive learns it must give up (docs/safety.md, one-way partitions).
+    pub fn taking_over(&self) -> Vec<String> {
+        self.gates
+            .iter()
+            .filter(|(_, g)| matches!(g, Gate::Cleared { .. }))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Tell the applications machine to stop everything, or that it may run again, when the
+    /// reasons change: membership isolation, the lease, or a peer taking over.
+    fn sync_apps(&mut self) {
+        let isolated = self.isolated || self.stopped_for_lease || self.yielded_until.is_some();
+        if isolated == self.apps_isolated {
+            return;
+        }
+        self.apps_isolated = isolated;
+        if isolated {
+            self.apps(AppInput::Isolated);
+        } else {
+            self.apps(AppInput::Reconnected);
+            // Stopping everything made it forget its peers: those that are up count again.
+            let up: Vec<String> = self.up.iter().cloned().collect();
+            for peer in up {
+                self.apps(AppInput::PeerUp { peer });
+            }
+        }
+    }
+
     /// Everything that depends on the lease and on time, after any change.
     fn step(&mut self) {
+        self.step_lease();
+        self.sync_apps();
+    }
+
+    fn step_lease(&mut self) {
         if self.lease.is_none() {
             return;
         }
@@ -540,9 +625,7 @@ impl Guard {
             self.stopped_for_lease = false;
             self.alarms.remove("lease");
             self.event(Level::Warn, "this node holds the arbitrator's lease again".into());
-            if !self.isolated {
-                self.apps(AppInput::Reconnected);
-            }
+            self.sync_apps();
         }
         if gained {
             let waiting: Vec<String> = self
@@ -559,9 +642,6 @@ impl Guard {
         } else if !needed && self.stopped_for_lease {
             self.stopped_for_lease = false;
             self.alarms.remove("lease");
-            if !self.isolated {
-                self.apps(AppInput::Reconnected);
-            }
         }
     }
 
@@ -610,9 +690,6 @@ impl Guard {
                 "lease".into(),
                 format!("{reason}: this node lost its peer without holding the lease, so it stops its applications and takes nothing over"),
             );
-            if !self.isolated {
-                self.apps(AppInput::Isolated);
-            }
         }
     }
 

@@ -11,8 +11,11 @@
 //!   own applications and take nothing over;
 //! - without known connections configured the verdict is always `TakeOver` (documented, and
 //!   warned about by clbuild): partition detection is then impossible;
-//! - an isolated node that reaches the outside again does not take over anything: the peer
-//!   may be running the applications. It rejoins when heartbeats return.
+//! - a connected node whose peers are all down becomes isolated when every known connection
+//!   falls silent too;
+//! - an isolated node that reaches the outside again judges its silent peers anew, exactly as
+//!   at the first silence (the takeover guard then probes, fences or asks the arbitrator
+//!   before anything is taken over).
 //!
 //! Freshness matters: a reply received before the cut would otherwise vouch for a node that
 //! has just lost its network, so `ping_freshness` must be shorter than `timeout`.
@@ -334,6 +337,43 @@ impl Membership {
         self.expire_known_connections(now);
         self.expire_links(now);
         self.settle_undecided(now);
+        self.check_alone(now);
+    }
+
+    /// With every peer down, this node's standing follows the known connections alone: losing
+    /// them all makes it isolated (it must not keep, let alone take over, anything), and
+    /// reaching them again makes it judge its silent peers anew, as a connected node would.
+    fn check_alone(&mut self, now: Time) {
+        if self.config.known_connections.is_empty()
+            || self.peers.values().any(|p| p.state != PeerState::Down)
+        {
+            return;
+        }
+        let fresh = self.fresh_reply(now);
+        match self.local_state {
+            LocalState::Connected if !fresh => {
+                self.local_state = LocalState::Isolated;
+                self.actions.push_back(Action::Isolated {
+                    reason: format!(
+                        "every peer is down and none of {} known connections answers",
+                        self.config.known_connections.len()
+                    ),
+                });
+            }
+            LocalState::Isolated if fresh => {
+                self.local_state = LocalState::Connected;
+                self.actions.push_back(Action::Reconnected);
+                let peers: Vec<String> = self.peers.keys().cloned().collect();
+                for peer in peers {
+                    self.actions.push_back(Action::PeerDown {
+                        peer,
+                        verdict: Verdict::TakeOver,
+                        reason: "still silent on every link, and this node reaches a known connection again".into(),
+                    });
+                }
+            }
+            _ => {}
+        }
     }
 
     fn fresh_reply(&self, now: Time) -> bool {

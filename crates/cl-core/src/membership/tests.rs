@@ -145,12 +145,24 @@ fn undecided_becomes_take_over_when_a_late_reply_arrives() {
 }
 
 #[test]
-fn an_isolated_node_that_reaches_the_router_again_takes_nothing_over() {
+fn an_isolated_node_that_reaches_the_router_again_judges_its_peer_anew() {
     let mut m = Membership::new(config(true), t(0));
     run(&mut m, 0, 2000, &["public", "private"], true);
     run(&mut m, 2000, 5000, &[], false);
     let actions = run(&mut m, 5000, 8000, &[], true);
-    assert!(!actions.iter().any(|a| matches!(a, Action::PeerDown { .. })), "{actions:?}");
+    assert!(actions.contains(&Action::Reconnected), "{actions:?}");
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Connected);
+}
+
+#[test]
+fn a_node_alone_that_loses_every_known_connection_is_isolated() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    let actions = run(&mut m, 2000, 4000, &[], true);
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    let actions = run(&mut m, 4000, 5000, &[], false);
+    assert!(actions.iter().any(|a| matches!(a, Action::Isolated { .. })), "{actions:?}");
     assert_eq!(m.local_state(), LocalState::Isolated);
 }
 
