@@ -2,8 +2,11 @@
 //! and the lease, how long a survivor waits before starting a silent peer's applications.
 //!
 //! Two nodes that lose each other notice it at different moments: each declares the other down
-//! `timeout` after the last heartbeat it heard, and the last heartbeats differ by up to one
-//! `interval` plus the network's delivery jitter. The node that must give up (isolated, or
+//! `timeout` after the last heartbeat it heard. On a clean cut the last heartbeats differ by one
+//! `interval` plus the delivery jitter, but on a lossy network this node may have stopped
+//! hearing the peer long before the peer stopped hearing it: the cut came at the latest when
+//! this node declares the peer down, so the peer declares this node down at the latest one
+//! `timeout` (plus jitter) later. The simulator found this (loss, then a cut). The node that must give up (isolated, or
 //! refused the lease) then needs its decision time (the isolation wait, or the lease answer)
 //! and its stop deadline, after which the shell has killed what the stop scripts left. The
 //! survivor waits at least that sum, so the loser has always stopped before the survivor starts.
@@ -66,11 +69,7 @@ impl SafetyTiming {
     /// How long after declaring a peer down (and passing the guard) a node waits before
     /// starting that peer's applications.
     pub fn takeover_delay(&self) -> Duration {
-        self.interval
-            + JITTER_ALLOWANCE
-            + self.decision_time()
-            + self.stop_margin
-            + SCHEDULING_SLACK
+        self.timeout + JITTER_ALLOWANCE + self.decision_time() + self.stop_margin + SCHEDULING_SLACK
     }
 }
 
@@ -87,7 +86,7 @@ mod tests {
     #[test]
     fn default_profile_waits_for_skew_isolation_and_the_stop() {
         let t = SafetyTiming::new(Duration::from_millis(200), Duration::from_secs(1));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(200 + 100 + 500 + 500 + 100));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 500 + 500 + 100));
         let t = t.with_lease(Duration::from_secs(4));
         assert_eq!(t.decision_time(), Duration::from_millis(500));
     }
@@ -96,6 +95,6 @@ mod tests {
     fn fast_profile_keeps_a_real_stop_deadline() {
         let t = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
         assert_eq!(t.stop_margin, Duration::from_millis(500));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(20 + 100 + 50 + 500 + 100));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 500 + 100));
     }
 }

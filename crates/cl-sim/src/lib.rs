@@ -847,7 +847,8 @@ impl Sim {
     fn start(&mut self, n: usize, app: String) {
         let peer = other(n);
         // S2: the other holder must not be one that has given up.
-        if self.nodes[peer].held.contains(&app) {
+        let documented = self.options.protection == Protection::None && self.blind_while_outside;
+        if self.nodes[peer].held.contains(&app) && !documented {
             if let Some(m) = self.nodes[peer].machines.as_ref() {
                 if m.membership.local_state() == LocalState::Isolated || m.guard.stopped_for_lease()
                 {
@@ -864,7 +865,7 @@ impl Sim {
         self.log(format!("{}: starts {app}", NAMES[n]));
         self.nodes[n].held.insert(app.clone());
         let d = Duration::from_millis(self.rng.random_range(10..400));
-        let ok = self.rng.random_range(0..100) >= 3;
+        let ok = self.tail_started || self.rng.random_range(0..100) >= 3;
         let epoch = self.nodes[n].epoch;
         self.at(d, Ev::StartDone { n, app, ok, epoch });
     }
@@ -911,9 +912,16 @@ impl Sim {
 
     fn check_safety(&mut self) {
         let outside = !self.options.known_connections || self.net.outside.iter().all(|o| *o);
-        if !self.net.mutually_blind() {
+        // A blind spell lasts, for the nodes, until each has heard the other again: decisions
+        // taken during it may still be carried out just after the network heals.
+        let reunited = (0..2).all(|n| {
+            self.nodes[n].machines.as_ref().is_some_and(|m| {
+                m.membership.peer_state(NAMES[other(n)]) == Some(cl_core::PeerState::Up)
+            })
+        });
+        if !self.net.mutually_blind() && reunited {
             self.blind_while_outside = false;
-        } else if outside {
+        } else if self.net.mutually_blind() && outside {
             self.blind_while_outside = true;
         }
         for app in APPS {

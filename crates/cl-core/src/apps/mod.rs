@@ -285,6 +285,8 @@ pub struct Apps {
     locals: BTreeMap<String, Local>,
     peers: BTreeMap<String, Peer>,
     peer_states: BTreeMap<String, BTreeMap<String, AppState>>,
+    /// Peers that announced something while this node considered them down.
+    heard_since_down: std::collections::BTreeSet<String>,
     /// The desired states each peer last announced.
     peer_desired: BTreeMap<String, BTreeMap<String, Desired>>,
     desired: BTreeMap<String, Desired>,
@@ -334,6 +336,7 @@ impl Apps {
             peers: peers.iter().map(|p| (p.clone(), Peer::Unknown)).collect(),
             peer_states: BTreeMap::new(),
             peer_desired: BTreeMap::new(),
+            heard_since_down: Default::default(),
             desired: BTreeMap::new(),
             clock: 0,
             isolated: false,
@@ -374,11 +377,13 @@ impl Apps {
                 let until = now + self.takeover_delay;
                 if let Some(p) = self.peers.get_mut(&peer) {
                     *p = Peer::Down { take_over, until };
+                    self.heard_since_down.remove(&peer);
                 }
             }
             AppInput::PeerFenced { peer } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     *p = Peer::Down { take_over: true, until: now };
+                    self.heard_since_down.remove(&peer);
                 }
                 // Powered off: whatever it announced is gone with it.
                 self.peer_states.remove(&peer);
@@ -390,6 +395,7 @@ impl Apps {
                 let until = now;
                 for peer in self.peers.values_mut() {
                     *peer = Peer::Down { take_over: false, until };
+                    self.heard_since_down.clear();
                 }
                 let running: Vec<String> = self
                     .locals
@@ -415,6 +421,9 @@ impl Apps {
                         // ours crossed its PeerUp on the wire.
                         self.actions.push_back(AppAction::Announce);
                     }
+                }
+                if matches!(self.peers.get(&peer), Some(Peer::Down { .. })) {
+                    self.heard_since_down.insert(peer.clone());
                 }
                 self.peer_states.insert(peer.clone(), announcement.states);
                 self.peer_desired.insert(peer, announcement.desired.clone());
@@ -658,10 +667,14 @@ impl Apps {
                         .is_some_and(|s| s.may_be_active())
             }
             Peer::Down { take_over, until } => {
-                // A peer stuck stopping it before it went down still counts as holding it.
+                // A peer stuck stopping it before it went down still counts as holding it, and
+                // so does one that announced it active after it went down: it is alive.
+                let state = self.peer_states.get(name).and_then(|s| s.get(app));
+                let spoke_since = self.heard_since_down.contains(name);
                 *take_over
                     && self.now >= *until
-                    && self.peer_states.get(name).and_then(|s| s.get(app)) != Some(&AppState::Stuck)
+                    && state != Some(&AppState::Stuck)
+                    && !(spoke_since && state.is_some_and(|s| s.may_be_active()))
             }
         })
     }

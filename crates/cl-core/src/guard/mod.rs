@@ -610,10 +610,11 @@ impl Guard {
                 if op != LeaseOp::Release {
                     lease.outstanding = Some(Outstanding { id, sent: now });
                     lease.next_at = None;
-                    if lease.held_until.is_none() && lease.view != LeaseView::NoAnswer {
-                        if !matches!(lease.view, LeaseView::Denied { .. }) {
-                            lease.view = LeaseView::Asking;
-                        }
+                    if lease.held_until.is_none()
+                        && lease.view != LeaseView::NoAnswer
+                        && !matches!(lease.view, LeaseView::Denied { .. })
+                    {
+                        lease.view = LeaseView::Asking;
                     }
                 }
             }
