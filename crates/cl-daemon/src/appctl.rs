@@ -56,12 +56,12 @@ pub struct AppControl {
     events: mpsc::Sender<AppEvent>,
 }
 
-/// How long a connected node waits, after declaring its peer down, before starting the peer's
-/// applications: the peer, if it is in fact the isolated one, decides so `timeout/2` later than
-/// we do (the known-connection wait), and then needs time to stop its copy; 500 ms covers a
-/// quick stop. Slower stops need fencing or the arbitrator (docs/cluster.md).
+/// How long a connected node waits, after its guard let it take over a silent peer, before
+/// starting the peer's applications: the time the peer, if it is in fact the one cut off, needs
+/// to notice, decide and stop its copy (cl-core `timing`, docs/safety.md). A fenced peer is
+/// taken over without it.
 pub fn takeover_delay(ctx: &Context) -> std::time::Duration {
-    ctx.cluster().heartbeat.timeout / 2 + std::time::Duration::from_millis(500)
+    crate::guardctl::safety_timing(ctx).takeover_delay()
 }
 
 /// The built applications under this node's root.

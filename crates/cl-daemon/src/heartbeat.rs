@@ -194,8 +194,11 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         }
     }
     let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
-    let mut beat =
-        HeartbeatMsg { config_version: ctx.built.version, config_checksum: ctx.checksum.clone() };
+    let mut beat = HeartbeatMsg {
+        config_version: ctx.built.version,
+        config_checksum: ctx.checksum.clone(),
+        taking_over: Vec::new(),
+    };
     let mut tick = tokio::time::interval(cluster.heartbeat.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -208,7 +211,7 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                 match Context::load(ctx.paths.clone()) {
                     Ok(new) => {
                         // The new version goes out with the next beat; the key, if it changed, too.
-                        beat = HeartbeatMsg { config_version: new.built.version, config_checksum: new.checksum.clone() };
+                        beat = HeartbeatMsg { config_version: new.built.version, config_checksum: new.checksum.clone(), taking_over: Vec::new() };
                         if new.key.fingerprint() != ctx.key.fingerprint() {
                             sender = Sender::new(new.key.clone(), new.name(), &new.local, new_epoch());
                         }
@@ -219,6 +222,8 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                 continue;
             }
         }
+        // cldaemon names the peers it takes over; they must hear it even if we cannot hear them.
+        beat.taking_over = crate::guardctl::read_notice(&ctx);
         for (socket, peers, link) in &targets {
             for peer in peers {
                 let frame = match sender.seal(Kind::Heartbeat, &beat) {

@@ -9,6 +9,7 @@
 
 pub mod appctl;
 pub mod context;
+pub mod guardctl;
 pub mod heartbeat;
 pub mod lockclient;
 pub mod lockd;

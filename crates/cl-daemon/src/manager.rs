@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use cl_core::apps::AppInput;
+use cl_core::guard::{Guard, GuardAction, GuardInput, Level};
 use cl_core::membership::{
     Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict,
 };
@@ -119,6 +119,12 @@ struct Manager {
     /// The applications, while formed.
     apps: Option<crate::appctl::AppControl>,
     app_events: mpsc::Sender<crate::appctl::AppEvent>,
+    /// The takeover guard, while formed.
+    guard: Option<Guard>,
+    /// Where the guard's background work (probe, fence, lease) reports.
+    guard_results: mpsc::Sender<GuardInput>,
+    /// The peers named in the "taking over" notice file.
+    notice: Vec<String>,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -157,6 +163,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
 
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
+    let (guard_tx, mut guard_rx) = mpsc::channel::<GuardInput>(64);
     let mut manager = Manager {
         ctx: ctx.clone(),
         origin: Instant::now(),
@@ -171,7 +178,11 @@ pub async fn run(ctx: Context) -> Result<()> {
         config_changed: std::env::var_os(crate::CONFIG_CHANGED_ENV).is_some(),
         apps: None,
         app_events: app_events_tx,
+        guard: None,
+        guard_results: guard_tx,
+        notice: Vec::new(),
     };
+    crate::guardctl::write_notice(&ctx, &[]);
     // Only this process needs to know; the daemons it starts read the new files anyway.
     std::env::remove_var(crate::CONFIG_CHANGED_ENV);
     if ctx.formed_marker().exists() {
@@ -261,6 +272,13 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
                 manager.tick();
             }
+            Some(input) = guard_rx.recv() => {
+                let now = manager.now();
+                if let Some(guard) = manager.guard.as_mut() {
+                    guard.handle(now, input);
+                }
+                manager.drain_actions();
+            }
             Some(event) = app_events_rx.recv() => {
                 if let Some(apps) = manager.apps.as_mut() {
                     apps.on_event(event);
@@ -293,12 +311,14 @@ impl Manager {
 
     fn next_wake(&self) -> tokio::time::Instant {
         let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
-        let membership = self.membership.as_ref().and_then(|m| m.poll_timeout());
-        let apps = self.apps.as_ref().and_then(|a| a.poll_timeout());
-        let next = match (membership, apps) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            self.membership.as_ref().and_then(|m| m.poll_timeout()),
+            self.apps.as_ref().and_then(|a| a.poll_timeout()),
+            self.guard.as_ref().and_then(|g| g.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match next {
             Some(t) => {
                 let at = self.origin + t.since_origin();
@@ -329,6 +349,7 @@ impl Manager {
             ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
         };
         self.membership = Some(Membership::new(config, self.now()));
+        self.guard = Some(Guard::new(crate::guardctl::guard_config(&self.ctx)));
         self.formed = true;
         std::fs::write(self.ctx.formed_marker(), b"formed\n")
             .context("cannot write the formed marker")?;
@@ -405,6 +426,9 @@ impl Manager {
         self.formed = false;
         self.membership = None;
         self.apps = None;
+        self.guard = None;
+        self.notice.clear();
+        crate::guardctl::write_notice(&self.ctx, &[]);
         self.down_links.clear();
         self.lost_known.clear();
         let _ = std::fs::remove_file(self.ctx.formed_marker());
@@ -430,8 +454,14 @@ impl Manager {
                             beat.config_version, beat.config_checksum, self.ctx.built.version, self.ctx.checksum);
                     }
                 }
+                let named = beat.taking_over.contains(&self.ctx.local);
                 if let Some(m) = self.membership.as_mut() {
-                    m.handle(now, Input::Heartbeat { from, link });
+                    m.handle(now, Input::Heartbeat { from: from.clone(), link });
+                }
+                if named {
+                    if let Some(guard) = self.guard.as_mut() {
+                        guard.handle(now, GuardInput::PeerTakingOver { peer: from });
+                    }
                 }
             }
             LocalEvent::KnownReply { target } => {
@@ -455,6 +485,9 @@ impl Manager {
         if let Some(m) = self.membership.as_mut() {
             m.handle_timeout(now);
         }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.handle_timeout(now);
+        }
         self.drain_actions();
         if let Some(apps) = self.apps.as_mut() {
             apps.handle_timeout();
@@ -464,28 +497,22 @@ impl Manager {
     fn drain_actions(&mut self) {
         let Some(m) = self.membership.as_mut() else { return };
         let mut changed = false;
-        let mut for_apps = Vec::new();
+        let mut for_guard = Vec::new();
         while let Some(action) = m.poll_action() {
             changed = true;
+            for_guard.push(action.clone());
             match action {
                 // clhbd2 beats on its own clock, so a busy cldaemon never silences the node.
                 Action::SendHeartbeats => changed = false,
-                Action::PeerUp { peer } => {
-                    info!(%peer, "node {peer} is up");
-                    for_apps.push(AppInput::PeerUp { peer });
-                }
-                Action::PeerDown { peer, verdict, reason } => {
-                    match verdict {
-                        Verdict::TakeOver => {
-                            warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
-                        }
-                        Verdict::StandBy => {
-                            warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
-                        }
+                Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
+                Action::PeerDown { peer, verdict, reason } => match verdict {
+                    Verdict::TakeOver => {
+                        warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
                     }
-                    for_apps
-                        .push(AppInput::PeerDown { peer, take_over: verdict == Verdict::TakeOver });
-                }
+                    Verdict::StandBy => {
+                        warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
+                    }
+                },
                 Action::LinkDown { peer, link } => {
                     warn!(%peer, %link, "heartbeat link {link} to {peer} is silent; {peer} is still up over another link");
                     self.down_links.insert((peer, link));
@@ -496,12 +523,8 @@ impl Manager {
                 }
                 Action::Isolated { reason } => {
                     error!("this node is isolated: {reason}; stopping its applications and taking nothing over");
-                    for_apps.push(AppInput::Isolated);
                 }
-                Action::Reconnected => {
-                    info!("this node is connected again");
-                    for_apps.push(AppInput::Reconnected);
-                }
+                Action::Reconnected => info!("this node is connected again"),
                 Action::KnownConnectionLost { target } => {
                     warn!(%target, "known connection {target} does not answer");
                     self.lost_known.insert(target);
@@ -510,6 +533,39 @@ impl Manager {
                     info!(%target, "known connection {target} answers again");
                     self.lost_known.remove(&target);
                 }
+            }
+        }
+        let now = self.now();
+        let mut for_apps = Vec::new();
+        if let Some(guard) = self.guard.as_mut() {
+            for action in &for_guard {
+                guard.on_membership(now, action);
+            }
+            while let Some(action) = guard.poll_action() {
+                changed = true;
+                match action {
+                    GuardAction::Apps(input) => for_apps.push(input),
+                    GuardAction::Probe { peer } => {
+                        info!(%peer, "probing node {peer} on the public networks before taking anything over");
+                        crate::guardctl::probe(&self.ctx, peer, self.guard_results.clone());
+                    }
+                    GuardAction::Fence { peer } => {
+                        crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
+                    }
+                    GuardAction::Lease { id, op } => {
+                        crate::guardctl::lease(&self.ctx, id, op, self.guard_results.clone());
+                    }
+                    GuardAction::Event { level, text } => match level {
+                        Level::Info => info!("{text}"),
+                        Level::Warn => warn!("{text}"),
+                        Level::Alarm => error!("{text}"),
+                    },
+                }
+            }
+            let notice = guard.taking_over();
+            if notice != self.notice {
+                crate::guardctl::write_notice(&self.ctx, &notice);
+                self.notice = notice;
             }
         }
         if let Some(apps) = self.apps.as_mut() {
@@ -585,6 +641,10 @@ impl Manager {
         warnings.extend(
             self.lost_known.iter().map(|k| format!("known connection {k} does not answer")),
         );
+        let (alarms, takeover) = match self.guard.as_ref() {
+            Some(g) => crate::guardctl::describe(&g.status(), now),
+            None => (Vec::new(), Vec::new()),
+        };
         if self.ctx.cluster().known_connections.is_empty() {
             warnings
                 .push("no known connections configured: partition detection is impossible".into());
@@ -605,6 +665,8 @@ impl Manager {
             known_connections,
             applications: self.apps.as_ref().map(|a| a.status()).unwrap_or_default(),
             warnings,
+            alarms,
+            takeover,
             counters: serde_json::Value::Object(counters),
         }
     }
@@ -637,6 +699,8 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
         known_connections: Vec::new(),
         applications: Vec::new(),
         warnings: Vec::new(),
+        alarms: Vec::new(),
+        takeover: Vec::new(),
         counters: serde_json::Value::Object(Default::default()),
     }
 }

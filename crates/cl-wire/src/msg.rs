@@ -15,6 +15,10 @@ pub struct HeartbeatMsg {
     pub config_version: u64,
     /// Checksum of that configuration's source.
     pub config_checksum: String,
+    /// Peers whose applications the sender is taking over (it cannot hear them): a peer that
+    /// finds itself named here gives its applications up (docs/safety.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taking_over: Vec<String>,
 }
 
 /// Which built configuration a push or fetch is about.
@@ -192,6 +196,13 @@ pub struct ClusterStatus {
     pub applications: Vec<ApplicationStatus>,
     /// Warnings worth an operator's attention (a lost link, an unreachable router).
     pub warnings: Vec<String>,
+    /// Conditions that need the administrator now: a takeover refused (peer alive, fence
+    /// failing), applications stopped for want of the arbitrator's lease.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    /// Where each takeover of a silent peer stands, and the lease (why it waits, or why not).
+    #[serde(default)]
+    pub takeover: Vec<String>,
     /// Frame counters of the receiving daemons (dropped frames by reason).
     pub counters: serde_json::Value,
 }

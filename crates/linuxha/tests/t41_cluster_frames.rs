@@ -31,7 +31,8 @@ fn forged_garbage_and_replayed_heartbeats_are_dropped_and_counted() {
         "node1",
         epoch + 1_000_000_000_000,
     );
-    let beat = HeartbeatMsg { config_version: 1, config_checksum: "forged".into() };
+    let beat =
+        HeartbeatMsg { config_version: 1, config_checksum: "forged".into(), taking_over: vec![] };
     let forged: Vec<Vec<u8>> =
         (0..20).map(|_| forger.seal(Kind::Heartbeat, &beat).expect("seal")).collect();
     c.send_udp("ext", target, &forged);

@@ -159,6 +159,8 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
                 known_connections: vec![],
                 applications: vec![],
                 warnings: vec!["cldaemon is not running on this node".into()],
+                alarms: vec![],
+                takeover: vec![],
                 counters: serde_json::Value::Object(Default::default()),
             })
         }
@@ -233,6 +235,15 @@ pub fn render(status: &ClusterStatus, verbose: bool) -> String {
                 out += &format!("  monitors: {}\n", results.join("; "));
             }
         }
+    }
+    if !status.takeover.is_empty() {
+        out += "\nTakeover:\n";
+        for line in &status.takeover {
+            out += &format!("  {line}\n");
+        }
+    }
+    for alarm in &status.alarms {
+        out += &format!("ALARM: {alarm}\n");
     }
     for warning in &status.warnings {
         out += &format!("WARNING: {warning}\n");

@@ -1,0 +1,225 @@
+//! The IO side of the takeover guard (cl-core `guard`): the peer-alive probe over ARP / ND,
+//! the fence agent, the arbitrator's lease, and the "taking over" notice the heartbeats carry.
+//!
+//! Each piece of work runs in its own task and reports back to the manager's loop as a
+//! [`GuardInput`]; the guard alone decides what it means.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseOp, LeaseView, Sabotage};
+use cl_core::timing::SafetyTiming;
+use cl_core::Time;
+use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::context::Context;
+
+/// How long the peer-alive probe listens for an answer.
+const PROBE_TIME: Duration = Duration::from_millis(300);
+
+/// The safety timing of this cluster (docs/safety.md).
+pub fn safety_timing(ctx: &Context) -> SafetyTiming {
+    let hb = &ctx.cluster().heartbeat;
+    SafetyTiming::new(hb.interval, hb.timeout)
+}
+
+/// The guard's configuration for this node.
+pub fn guard_config(ctx: &Context) -> GuardConfig {
+    let cluster = ctx.cluster();
+    let timing = safety_timing(ctx);
+    let peers = ctx.peers().into_iter().map(|p| (p, false)).collect();
+    // The less preferred node (later in clconf.xml) waits before fencing, so two nodes cut
+    // from each other do not power each other off at once.
+    let first = cluster.nodes.first().map(|n| n.name.as_str());
+    let fence_delay = if first == Some(ctx.local.as_str()) {
+        Duration::ZERO
+    } else {
+        cluster.heartbeat.timeout * 2
+    };
+    GuardConfig {
+        local: ctx.local.clone(),
+        peers,
+        fence_delay,
+        fence_retry: Duration::from_secs(2),
+        probe: true,
+        probe_retry: Duration::from_secs(1),
+        settle: cluster.heartbeat.timeout,
+        lease: timing.lease,
+        sabotage: Sabotage::None,
+    }
+}
+
+/// What the probe of `peer` looks for: its own addresses on every network this node shares with
+/// it, and every application address it could hold, each from this node's interface there.
+fn probe_targets(ctx: &Context, peer: &str) -> Vec<Vip> {
+    let cluster = ctx.cluster();
+    let (Some(me), Some(them)) = (cluster.node(&ctx.local), cluster.node(peer)) else {
+        return Vec::new();
+    };
+    let mut targets: Vec<Vip> = Vec::new();
+    for mine in &me.networks {
+        if let Some(theirs) = them.network(&mine.name) {
+            targets.push(Vip {
+                address: theirs.address,
+                prefix: mine.prefix,
+                interface: mine.interface.clone(),
+            });
+        }
+    }
+    for app in crate::appctl::built_apps(ctx) {
+        for v in &app.vips {
+            if let Some(interface) = v.interfaces.get(&ctx.local) {
+                targets.push(Vip {
+                    address: v.address,
+                    prefix: v.prefix,
+                    interface: interface.clone(),
+                });
+            }
+        }
+    }
+    targets
+}
+
+/// Probe `peer` in the background; the result arrives on `results`.
+pub fn probe(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
+    let targets = probe_targets(ctx, &peer);
+    tokio::spawn(async move {
+        let probes = targets.into_iter().map(|t| async move {
+            let how = Probe::over(PROBE_TIME);
+            let outcome = vip::probe_with(&t, how).await;
+            (t, outcome)
+        });
+        let outcomes = futures_join_all(probes).await;
+        let mut answered = Vec::new();
+        let mut probed = Vec::new();
+        for (target, outcome) in outcomes {
+            match outcome {
+                Ok(ProbeOutcome::InUse { by_mac }) => {
+                    let mac: Vec<String> = by_mac.iter().map(|b| format!("{b:02x}")).collect();
+                    answered.push(format!("{} answered from {}", target.address, mac.join(":")))
+                }
+                Ok(ProbeOutcome::Free) => probed.push(target.address.to_string()),
+                // A local interface down: that network tells nothing.
+                Err(e) => warn!("peer-alive probe of {} failed: {e}", target.address),
+            }
+        }
+        let alive = !answered.is_empty();
+        let detail = if alive {
+            answered.join(", ")
+        } else {
+            format!(
+                "probed {}",
+                if probed.is_empty() { "nothing".into() } else { probed.join(", ") }
+            )
+        };
+        let _ = results.send(GuardInput::ProbeResult { peer, alive, detail }).await;
+    });
+}
+
+/// Run futures concurrently and collect their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(tokio::spawn(f));
+    }
+    let mut out = Vec::new();
+    for handle in set {
+        if let Ok(v) = handle.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Where cldaemon leaves the peers it is taking over, for clhbd2 to put in every heartbeat.
+pub fn notice_file(ctx: &Context) -> PathBuf {
+    ctx.paths.run_dir().join(format!("{}.taking-over", ctx.name()))
+}
+
+/// Write the notice (an empty list removes it); clhbd2 reads it before every beat.
+pub fn write_notice(ctx: &Context, peers: &[String]) {
+    let path = notice_file(ctx);
+    if peers.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    let text = peers.join("\n");
+    if let Err(e) = cl_paths::write_atomic(&path, text.as_bytes()) {
+        warn!("cannot write {}: {e:#}", path.display());
+    }
+}
+
+/// The peers named in the notice file, if any.
+pub fn read_notice(ctx: &Context) -> Vec<String> {
+    std::fs::read_to_string(notice_file(ctx))
+        .map(|t| t.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Power `peer` off with its fence device; the result arrives on `results`.
+pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
+    let _ = ctx;
+    tokio::spawn(async move {
+        let detail = "no fence device is configured for it".to_string();
+        let _ = results.send(GuardInput::FenceResult { peer, ok: false, detail }).await;
+    });
+}
+
+/// Send lease request `id` to the arbitrator; the answer arrives on `results`.
+pub fn lease(ctx: &Context, id: u64, op: LeaseOp, results: mpsc::Sender<GuardInput>) {
+    let _ = (ctx, id, op, results);
+    warn!("no arbitrator is configured: lease request {id} ({op:?}) not sent");
+}
+
+/// The guard's status as clstat lines: alarms, and where each takeover stands.
+pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {
+    let mut lines = Vec::new();
+    for (peer, gate) in &status.gates {
+        let text = match gate {
+            Gate::Idle => continue,
+            Gate::StandBy => "down; this node takes nothing over (it cannot tell it is connected)".to_string(),
+            Gate::Lease => "down; waiting for the arbitrator's lease before taking anything over".to_string(),
+            Gate::FenceAt { at, attempts } => format!(
+                "down; fencing it in {} ms ({attempts} failed attempts so far)",
+                at.since(now).as_millis()
+            ),
+            Gate::Fencing { attempts } => format!("down; fencing it (attempt {attempts})"),
+            Gate::Probing => "down; probing its addresses before taking over".to_string(),
+            Gate::ProbeAt { .. } => "down on the heartbeat links but it answers on the public network: not taken over".to_string(),
+            Gate::Settle { at } => format!(
+                "down and silent everywhere now; taking over in {} ms (it may only now have lost this node)",
+                at.since(now).as_millis()
+            ),
+            Gate::Cleared { fenced: true } => "fenced; its applications are taken over".to_string(),
+            Gate::Cleared { fenced: false } => "silent everywhere; its applications are taken over".to_string(),
+        };
+        lines.push(format!("{peer}: {text}"));
+    }
+    if let Some(lease) = &status.lease {
+        let text = match lease {
+            LeaseView::NotNeeded => None,
+            LeaseView::Asking => Some("asking the arbitrator for the lease".to_string()),
+            LeaseView::Held { until } => Some(format!(
+                "this node holds the arbitrator's lease (for {} ms more)",
+                until.since(now).as_millis()
+            )),
+            LeaseView::Denied { holder: Some(h) } => {
+                Some(format!("the arbitrator's lease is held by {h}"))
+            }
+            LeaseView::Denied { holder: None } => {
+                Some("the arbitrator refused the lease".to_string())
+            }
+            LeaseView::NoAnswer => Some("the arbitrator does not answer".to_string()),
+        };
+        lines.extend(text);
+    }
+    (status.alarms.clone(), lines)
+}
