@@ -4,14 +4,14 @@
 //! VIPs gone, links healed, thawed); status answers 0/2; every action is idempotent.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use cl_lab::{Fault, Lab, LabSpec};
 
 /// Runs the agent inside `from` with `stdin`, returning its exit code and output.
-fn agent(lab: &Lab, from: &str, agent: &PathBuf, stdin: &str) -> (i32, String) {
+fn agent(lab: &Lab, from: &str, agent: &Path, stdin: &str) -> (i32, String) {
     let mut cmd = lab.exec(from, &[agent.as_os_str()]).expect("exec");
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn agent");
