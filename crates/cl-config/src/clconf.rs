@@ -2,7 +2,7 @@
 //! networks, known connections). Raw XML in, a resolved [`ClusterConfig`] or every problem out.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,6 +35,47 @@ pub struct ClusterConfig {
     pub nodes: Vec<NodeConfig>,
     /// Addresses outside the cluster that are pinged to tell isolation from a peer failure.
     pub known_connections: Vec<IpAddr>,
+    /// The lease arbitrator on a third host, if one is configured.
+    #[serde(default)]
+    pub arbitrator: Option<Arbitrator>,
+}
+
+/// The lease arbitrator (`clarbd`) that grants one node at a time the right to take over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arbitrator {
+    /// Where clarbd listens (UDP).
+    pub address: SocketAddr,
+    /// How long a grant lasts without renewal.
+    pub lease: Duration,
+}
+
+impl Arbitrator {
+    /// Lease length when `<arbitrator lease>` is not given.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(4);
+    /// Shortest lease accepted.
+    pub const MIN_LEASE: Duration = Duration::from_secs(1);
+    /// Longest lease accepted.
+    pub const MAX_LEASE: Duration = Duration::from_secs(60);
+}
+
+/// A node's fence device: a fence-agents style program that powers the node off and on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceDevice {
+    /// The agent, as written (absolute; resolved under the node root when run).
+    pub agent: PathBuf,
+    /// Longest one call of the agent may take before it is killed.
+    pub timeout: Duration,
+    /// Pause between attempts when a call fails.
+    pub retry: Duration,
+    /// `name=value` options passed to the agent on stdin, in file order (never `action`).
+    pub options: Vec<(String, String)>,
+}
+
+impl FenceDevice {
+    /// Agent timeout when `<fence timeout>` is not given.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+    /// Pause between attempts when `<fence retry>` is not given.
+    pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
 }
 
 /// Ports of the daemons that listen.
@@ -105,6 +146,9 @@ pub struct NodeConfig {
     pub name: String,
     /// The node's networks.
     pub networks: Vec<NodeNetwork>,
+    /// How the other node powers this one off, if configured.
+    #[serde(default)]
+    pub fence: Option<FenceDevice>,
 }
 
 /// One network attachment of a node.
@@ -182,9 +226,14 @@ fn resolve(
     // Without <global> the nodes and known connections are still checked, so that one run
     // reports everything.
     let global = global.and_then(|g| read_global(g, host, diags));
-    let nodes = read_nodes(root, &node_elements, diags);
+    let nodes = read_nodes(root, &node_elements, host, diags);
     let known_connections = read_known_connections(root, known, &nodes, diags);
-    let (name, ports, key, heartbeat) = global?;
+    let (name, ports, key, heartbeat, arbitrator) = global?;
+    // Only a configuration that is otherwise valid is judged for split-brain safety: with a
+    // broken node or <fence> the warning would name the wrong nodes.
+    if !diags.has_errors() {
+        check_split_brain_safety(root, &nodes, arbitrator.is_some(), diags);
+    }
     Some(ClusterConfig {
         name,
         ports,
@@ -192,10 +241,43 @@ fn resolve(
         heartbeat,
         nodes: nodes.iter().map(ReadNode::config).collect(),
         known_connections,
+        arbitrator,
     })
 }
 
-type Global = (String, Ports, KeySource, HeartbeatTiming);
+type Global = (String, Ports, KeySource, HeartbeatTiming, Option<Arbitrator>);
+
+/// Warn about the one case where both nodes may run an application: no fencing and no arbitrator.
+fn check_split_brain_safety(
+    root: roxmltree::Node<'_, '_>,
+    nodes: &[ReadNode],
+    arbitrator: bool,
+    diags: &mut Diagnostics<'_>,
+) {
+    let unfenced: Vec<&ReadNode> = nodes.iter().filter(|n| n.fence.is_none()).collect();
+    if !unfenced.is_empty() && unfenced.len() < nodes.len() {
+        warn_partly_fenced(&unfenced, diags);
+    }
+    if !unfenced.is_empty() && !arbitrator {
+        diags.warning(
+            root.range().start,
+            "neither fencing nor an arbitrator is configured: if the nodes lose each other but both still reach the known connections, both may run the same application (see docs/safety.md)",
+        );
+    }
+}
+
+/// Some nodes have a `<fence>`, these do not: the others cannot power them off.
+fn warn_partly_fenced(unfenced: &[&ReadNode], diags: &mut Diagnostics<'_>) {
+    for node in unfenced {
+        diags.warning(
+            node.at,
+            format!(
+                "<node name=\"{}\"> has no <fence> while other nodes have one: the peer cannot power this node off before taking over its applications",
+                node.name
+            ),
+        );
+    }
+}
 
 fn read_global(
     node: roxmltree::Node<'_, '_>,
@@ -225,8 +307,221 @@ fn read_global(
         Some(hb) => read_heartbeat(hb, diags),
         None => Some(HeartbeatTiming::DEFAULT),
     };
+    let arbitrator = match global.child("arbitrator", diags) {
+        Some(arb) => read_arbitrator(arb, heartbeat, diags).map(Some),
+        None => Some(None),
+    };
     global.finish(diags);
-    Some((name?, ports?, key?, heartbeat?))
+    Some((name?, ports?, key?, heartbeat?, arbitrator?))
+}
+
+fn read_arbitrator(
+    node: roxmltree::Node<'_, '_>,
+    heartbeat: Option<HeartbeatTiming>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Arbitrator> {
+    let mut arb = Element::new(node);
+    let address = arb.attr("address");
+    let port = arb.attr("port");
+    let lease = arb.attr("lease");
+    if address.is_none() {
+        arb.missing_attr(
+            "address",
+            "<arbitrator>: missing attribute `address` (the IPv4 or IPv6 address of the host running clarbd)",
+        );
+    }
+    if port.is_none() {
+        arb.missing_attr(
+            "port",
+            "<arbitrator>: missing attribute `port` (the UDP port clarbd listens on)",
+        );
+    }
+    arb.finish(diags);
+    let ip = address.and_then(|a| read(diags, "<arbitrator address>", a, value::ip));
+    let port = port.and_then(|p| read(diags, "<arbitrator port>", p, value::port));
+    let lease = match lease {
+        Some(text) => read(
+            diags,
+            "<arbitrator lease>",
+            text,
+            ranged(Arbitrator::MIN_LEASE, Arbitrator::MAX_LEASE),
+        )
+        .map(|d| (d, text.at)),
+        None => Some((Arbitrator::DEFAULT_LEASE, node.range().start)),
+    };
+    let (ip, port, (lease, lease_at)) = (ip?, port?, lease?);
+    if let Some(hb) = heartbeat {
+        if lease <= hb.timeout * 2 {
+            diags.error(
+                lease_at,
+                format!(
+                    "<arbitrator>: lease ({}) must be longer than twice the heartbeat timeout ({}): a node that stops renewing must be declared dead before its lease runs out",
+                    value::show_duration(lease),
+                    value::show_duration(hb.timeout)
+                ),
+            );
+            return None;
+        }
+    }
+    Some(Arbitrator { address: SocketAddr::new(ip, port), lease })
+}
+
+/// A duration parser accepting only `lo..=hi`.
+fn ranged(lo: Duration, hi: Duration) -> impl Fn(&str) -> Result<Duration, String> {
+    move |t: &str| {
+        let d = value::duration(t)?;
+        if d < lo || d > hi {
+            return Err(format!(
+                "`{}` is out of range ({} to {})",
+                xml::shorten(t),
+                value::show_duration(lo),
+                value::show_duration(hi)
+            ));
+        }
+        Ok(d)
+    }
+}
+
+/// Most `<option>`s one fence device may have.
+const MAX_FENCE_OPTIONS: usize = 64;
+
+fn read_fence(
+    node_name: &str,
+    element: roxmltree::Node<'_, '_>,
+    host: &dyn Host,
+    diags: &mut Diagnostics<'_>,
+) -> Option<FenceDevice> {
+    let ctx = format!("<node name=\"{node_name}\">/<fence>");
+    let mut fence = Element::new(element);
+    let agent = fence.attr("agent");
+    let timeout = fence.attr("timeout");
+    let retry = fence.attr("retry");
+    let option_elements = fence.children("option");
+    if agent.is_none() {
+        fence.missing_attr(
+            "agent",
+            format!("{ctx}: missing attribute `agent` (the fence agent program, e.g. /usr/sbin/fence_ipmilan)"),
+        );
+    }
+    fence.finish(diags);
+    let mut ok = true;
+    let agent = agent.and_then(|a| check_agent(&ctx, a, host, diags));
+    let timeout = match timeout {
+        Some(t) => read(
+            diags,
+            &format!("{ctx} timeout"),
+            t,
+            ranged(Duration::from_secs(1), Duration::from_secs(300)),
+        ),
+        None => Some(FenceDevice::DEFAULT_TIMEOUT),
+    };
+    let retry = match retry {
+        Some(t) => read(
+            diags,
+            &format!("{ctx} retry"),
+            t,
+            ranged(Duration::from_millis(100), Duration::from_secs(60)),
+        ),
+        None => Some(FenceDevice::DEFAULT_RETRY),
+    };
+    let mut options: Vec<(String, String)> = Vec::new();
+    if let Some(extra) = option_elements.get(MAX_FENCE_OPTIONS) {
+        diags.error(
+            extra.range().start,
+            format!(
+                "{ctx}: more than {MAX_FENCE_OPTIONS} options; this one and the rest are not read"
+            ),
+        );
+        ok = false;
+    }
+    for option in option_elements.iter().take(MAX_FENCE_OPTIONS) {
+        match read_fence_option(&ctx, *option, &options, diags) {
+            Some(pair) => options.push(pair),
+            None => ok = false,
+        }
+    }
+    let (agent, timeout, retry) = (agent?, timeout?, retry?);
+    ok.then_some(FenceDevice { agent, timeout, retry, options })
+}
+
+/// The agent must be an absolute path to an executable on this node (the configuration is
+/// checked again on every node it is installed on, and either node may have to run it).
+fn check_agent(
+    ctx: &str,
+    agent: Spanned<'_>,
+    host: &dyn Host,
+    diags: &mut Diagnostics<'_>,
+) -> Option<PathBuf> {
+    let path = PathBuf::from(agent.value);
+    let shown = xml::shorten(agent.value);
+    let problem = if !path.is_absolute() {
+        format!("`{shown}` must be an absolute path")
+    } else {
+        match host.file_kind(&path) {
+            FileKind::Executable => return Some(path),
+            FileKind::Missing => format!(
+                "`{shown}` does not exist on this node; install the fence agent (e.g. the fence-agents package) on every node"
+            ),
+            FileKind::Directory => format!("`{shown}` is a directory, not a fence agent"),
+            FileKind::NotExecutable => {
+                format!("`{shown}` is not executable; run chmod +x on it")
+            }
+        }
+    };
+    diags.error(agent.at, format!("{ctx} agent: {problem}"));
+    None
+}
+
+fn read_fence_option(
+    ctx: &str,
+    element: roxmltree::Node<'_, '_>,
+    earlier: &[(String, String)],
+    diags: &mut Diagnostics<'_>,
+) -> Option<(String, String)> {
+    let mut option = Element::new(element);
+    let name = option.attr("name");
+    let value = option.attr("value");
+    if name.is_none() {
+        option.missing_attr("name", format!("{ctx}/<option>: missing attribute `name`"));
+    }
+    if value.is_none() {
+        option.missing_attr("value", format!("{ctx}/<option>: missing attribute `value`"));
+    }
+    option.finish(diags);
+    let (name, value) = (name?, value?);
+    let valid = !name.value.is_empty()
+        && name.value.len() <= 64
+        && name.value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        diags.error(
+            name.at,
+            format!(
+                "{ctx}/<option name>: `{}` is not an option name; use lower-case letters, digits and _ (as the agent's man page writes them, e.g. ipaddr, login)",
+                xml::shorten(name.value)
+            ),
+        );
+        return None;
+    }
+    if name.value == "action" {
+        diags.error(
+            name.at,
+            format!("{ctx}/<option name>: `action` cannot be configured; the cluster sets it on each call (off, on, reboot, status)"),
+        );
+        return None;
+    }
+    if earlier.iter().any(|(n, _)| n == name.value) {
+        diags.error(name.at, format!("{ctx}/<option>: option `{}` is given twice", name.value));
+        return None;
+    }
+    // The agent reads one `name=value` per line: a newline in the value would inject options.
+    if value.value.contains(['\n', '\r']) {
+        diags.error(
+            value.at,
+            format!("{ctx}/<option name=\"{}\">: the value must be on one line", name.value),
+        );
+        return None;
+    }
+    Some((name.value.to_string(), value.value.to_string()))
 }
 
 fn read_ports(global: &mut Element<'_, '_>, diags: &mut Diagnostics<'_>) -> Option<Ports> {
@@ -445,6 +740,8 @@ struct ReadNode {
     /// Byte offset of the `<node>` start tag.
     at: usize,
     networks: Vec<ReadNetwork>,
+    /// The node's fence device, if it has a valid one.
+    fence: Option<FenceDevice>,
     /// Every `<network>` of the node was valid (and there was at least one). Checks that compare
     /// whole nodes skip incomplete ones: a network that failed to parse is already reported, and
     /// must not be reported again as "missing".
@@ -468,6 +765,7 @@ impl ReadNode {
         NodeConfig {
             name: self.name.clone(),
             networks: self.networks.iter().map(|n| n.config.clone()).collect(),
+            fence: self.fence.clone(),
         }
     }
 }
@@ -475,6 +773,7 @@ impl ReadNode {
 fn read_nodes(
     root: roxmltree::Node<'_, '_>,
     elements: &[roxmltree::Node<'_, '_>],
+    host: &dyn Host,
     diags: &mut Diagnostics<'_>,
 ) -> Vec<ReadNode> {
     let mut nodes: Vec<ReadNode> = Vec::new();
@@ -484,6 +783,7 @@ fn read_nodes(
         let mut node = Element::new(*element);
         let name = node.attr("name");
         let networks = node.children("network");
+        let fence_element = node.child("fence", diags);
         if name.is_none() {
             node.missing_attr("name", "<node>: missing attribute `name` (the node's host name)");
         }
@@ -527,10 +827,12 @@ fn read_nodes(
                 ),
             );
         }
+        let fence = fence_element.and_then(|f| read_fence(&node_name, f, host, diags));
         nodes.push(ReadNode {
             name: node_name,
             at: element.range().start,
             networks: read_networks,
+            fence,
             complete,
         });
     }

@@ -22,6 +22,8 @@ impl Host for FakeHost {
             | "/etc/cluster/apache/stop"
             | "/etc/cluster/apache/check" => FileKind::Executable,
             "/etc/cluster/apache/notes.txt" => FileKind::NotExecutable,
+            "/usr/sbin/fence_ipmilan" | "/usr/sbin/fence_linuxha_lab" => FileKind::Executable,
+            "/usr/sbin/fence_notes.txt" => FileKind::NotExecutable,
             "/etc/cluster/apache" | "/etc" => FileKind::Directory,
             _ => FileKind::Missing,
         }
@@ -114,4 +116,41 @@ fn application_configuration_messages_match_the_golden_files() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(all.len() >= MIN_CASES, "expected at least {MIN_CASES} cases, found {}", all.len());
+}
+
+/// The fence devices and the arbitrator survive the built JSON artefact, and an artefact built
+/// before they existed still reads (as "none configured").
+#[test]
+fn fencing_and_arbitrator_survive_the_built_artefact() {
+    let case = golden_dir("clconf").join("ok-fenced-and-arbitrator.xml");
+    let bytes = std::fs::read(&case).expect("case readable");
+    let loaded = load_cluster("clconf.xml", &bytes, &FakeHost);
+    let config = loaded.config.expect("loads");
+    let arbitrator = config.arbitrator.expect("arbitrator");
+    assert_eq!(arbitrator.address, "10.10.0.1:9905".parse().expect("literal"));
+    assert_eq!(arbitrator.lease, std::time::Duration::from_secs(5));
+    let fence = config.nodes[0].fence.clone().expect("node1 fence");
+    assert_eq!(fence.agent, PathBuf::from("/usr/sbin/fence_ipmilan"));
+    assert_eq!(fence.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(fence.retry, std::time::Duration::from_secs(1));
+    assert_eq!(fence.options[0], ("ip".to_string(), "10.30.0.11".to_string()));
+    assert_eq!(fence.options.len(), 3);
+    let node2 = config.nodes[1].fence.clone().expect("node2 fence");
+    assert_eq!(node2.timeout, cl_config::clconf::FenceDevice::DEFAULT_TIMEOUT);
+    assert_eq!(node2.retry, cl_config::clconf::FenceDevice::DEFAULT_RETRY);
+
+    let built = cl_config::Built::after(None, 1, "node1".into(), String::new(), config.clone());
+    let json = serde_json::to_string(&built).expect("serialises");
+    let back: cl_config::Built<ClusterConfig> = serde_json::from_str(&json).expect("parses");
+    assert_eq!(back.config, config);
+
+    // An artefact from before fencing: the new fields are simply absent.
+    let mut old: serde_json::Value = serde_json::to_value(&built).expect("value");
+    old["config"].as_object_mut().expect("object").remove("arbitrator");
+    for node in old["config"]["nodes"].as_array_mut().expect("nodes") {
+        node.as_object_mut().expect("node").remove("fence");
+    }
+    let back: cl_config::Built<ClusterConfig> = serde_json::from_value(old).expect("old parses");
+    assert!(back.config.arbitrator.is_none());
+    assert!(back.config.nodes.iter().all(|n| n.fence.is_none()));
 }

@@ -7,6 +7,7 @@
 //! spawns a thread or touches a file.
 
 pub mod apps;
+pub mod arbiter;
 pub mod guard;
 pub mod membership;
 pub mod time;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseOp, LeaseView, Sabotage};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
+use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
+use cl_wire::arb::ArbOp;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -22,14 +24,31 @@ const PROBE_TIME: Duration = Duration::from_millis(300);
 /// The safety timing of this cluster (docs/safety.md).
 pub fn safety_timing(ctx: &Context) -> SafetyTiming {
     let hb = &ctx.cluster().heartbeat;
-    SafetyTiming::new(hb.interval, hb.timeout)
+    let timing = SafetyTiming::new(hb.interval, hb.timeout);
+    match ctx.cluster().arbitrator {
+        Some(arbitrator) => timing.with_lease(arbitrator.lease),
+        None => timing,
+    }
 }
 
 /// The guard's configuration for this node.
 pub fn guard_config(ctx: &Context) -> GuardConfig {
     let cluster = ctx.cluster();
     let timing = safety_timing(ctx);
-    let peers = ctx.peers().into_iter().map(|p| (p, false)).collect();
+    let peers = ctx
+        .peers()
+        .into_iter()
+        .map(|p| {
+            let fenced = cluster.node(&p).is_some_and(|n| n.fence.is_some());
+            (p, fenced)
+        })
+        .collect();
+    let fence_retry = ctx
+        .peers()
+        .iter()
+        .filter_map(|p| cluster.node(p).and_then(|n| n.fence.as_ref()).map(|f| f.retry))
+        .min()
+        .unwrap_or(Duration::from_secs(2));
     // The less preferred node (later in clconf.xml) waits before fencing, so two nodes cut
     // from each other do not power each other off at once.
     let first = cluster.nodes.first().map(|n| n.name.as_str());
@@ -42,7 +61,7 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
         local: ctx.local.clone(),
         peers,
         fence_delay,
-        fence_retry: Duration::from_secs(2),
+        fence_retry,
         probe: true,
         probe_retry: Duration::from_secs(1),
         settle: cluster.heartbeat.timeout,
@@ -166,17 +185,62 @@ pub fn read_notice(ctx: &Context) -> Vec<String> {
 
 /// Power `peer` off with its fence device; the result arrives on `results`.
 pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
-    let _ = ctx;
-    tokio::spawn(async move {
-        let detail = "no fence device is configured for it".to_string();
-        let _ = results.send(GuardInput::FenceResult { peer, ok: false, detail }).await;
+    let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
+    let root = ctx.paths.root().to_path_buf();
+    // The agent runner's future is not Send: give it a thread and a runtime of its own.
+    std::thread::spawn(move || {
+        let (ok, detail) =
+            match (device, tokio::runtime::Builder::new_current_thread().enable_all().build()) {
+                (None, _) => (false, "no fence device is configured for it".to_string()),
+                (Some(_), Err(e)) => (false, format!("cannot run the fence agent: {e}")),
+                (Some(device), Ok(runtime)) => {
+                    match runtime.block_on(cl_drivers::fence::fence(
+                        &device,
+                        &peer,
+                        FenceAction::Off,
+                        &root,
+                    )) {
+                        Ok(_) => (true, format!("{} reported it off", device.agent.display())),
+                        Err(e) => (false, e.to_string()),
+                    }
+                }
+            };
+        let _ = results.blocking_send(GuardInput::FenceResult { peer, ok, detail });
     });
 }
 
-/// Send lease request `id` to the arbitrator; the answer arrives on `results`.
+/// Send lease request `id` to the arbitrator; the answer arrives on `results`. No answer is
+/// reported as nothing: the guard counts a request unanswered in time as refused.
 pub fn lease(ctx: &Context, id: u64, op: LeaseOp, results: mpsc::Sender<GuardInput>) {
-    let _ = (ctx, id, op, results);
-    warn!("no arbitrator is configured: lease request {id} ({op:?}) not sent");
+    let ctx = ctx.clone();
+    let answer_timeout = safety_timing(&ctx).decision_time();
+    tokio::spawn(async move {
+        let mut client = match crate::arbclient::ArbClient::from_context(&ctx).await {
+            Some(Ok(client)) => client,
+            Some(Err(e)) => {
+                warn!("cannot reach the arbitrator: {e}");
+                return;
+            }
+            None => return,
+        };
+        let wire_op = match op {
+            LeaseOp::Acquire => ArbOp::Acquire,
+            LeaseOp::Renew => ArbOp::Renew,
+            LeaseOp::Release => ArbOp::Release,
+        };
+        match client.request(wire_op, answer_timeout).await {
+            Ok(answer) => {
+                let reply = answer.reply;
+                if let Some(error) = &reply.error {
+                    warn!("the arbitrator refused lease request {id}: {error}");
+                }
+                let input =
+                    GuardInput::LeaseReply { id, granted: reply.granted, holder: reply.holder };
+                let _ = results.send(input).await;
+            }
+            Err(e) => warn!("lease request {id} ({op:?}) got no answer: {e}"),
+        }
+    });
 }
 
 /// The guard's status as clstat lines: alarms, and where each takeover stands.

@@ -8,6 +8,8 @@
 //! (heartbeats) and TCP (node manager), every frame authenticated with the cluster key.
 
 pub mod appctl;
+pub mod arbclient;
+pub mod arbd;
 pub mod context;
 pub mod guardctl;
 pub mod heartbeat;

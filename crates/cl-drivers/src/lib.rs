@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod fence;
 pub mod fs;
 pub mod monitor;
 pub mod script;

@@ -114,6 +114,20 @@ pub enum LabCommand {
         /// `node1`, … or `ext`.
         host: String,
     },
+    /// Fence agent for lab nodes (fence-agents convention; also runs as `fence_linuxha_lab`):
+    /// reads `lab=`, `plug=` (or `port=`, `nodename=`) and `action=off|on|reboot|status` lines
+    /// on stdin unless --action is given. Exit 0 = success (status: on), 2 = off, 1 = error.
+    Fence {
+        /// The lab (instead of `lab=` on stdin).
+        #[arg(long)]
+        lab: Option<String>,
+        /// The node (instead of `plug=` on stdin).
+        #[arg(long)]
+        plug: Option<String>,
+        /// off, on, reboot, status or monitor; when given, stdin is not read.
+        #[arg(long)]
+        action: Option<String>,
+    },
     /// Thaw a frozen host.
     Thaw {
         /// The lab.
@@ -189,6 +203,25 @@ pub fn run(args: LabArgs) -> Result<()> {
                 LinkState::Up => lab.link_up(&host, net),
                 LinkState::Down => lab.link_down(&host, net),
             }
+        }
+        LabCommand::Fence { lab, plug, action } => {
+            let mut input = String::new();
+            if action.is_none() {
+                use std::io::Read as _;
+                std::io::stdin().read_to_string(&mut input).context("reading stdin")?;
+            }
+            for (name, value) in [("lab", lab), ("plug", plug), ("action", action)] {
+                if let Some(value) = value {
+                    input.push_str(&format!("\n{name}={value}\n"));
+                }
+            }
+            let request = crate::fence::parse_request(&input)?;
+            let (code, message) = crate::fence::run_request(&request)?;
+            println!("{message}");
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
         }
         LabCommand::Freeze { lab, host } => Lab::load(&lab)?.freeze(&host),
         LabCommand::Thaw { lab, host } => Lab::load(&lab)?.thaw(&host),

@@ -20,6 +20,7 @@
 //! Everything needs root.
 
 pub mod cli;
+pub mod fence;
 mod nft;
 mod sys;
 
@@ -853,6 +854,34 @@ impl Lab {
         Ok(&self.host(host)?.cgroup)
     }
 
+    /// `host`'s cgroup as reachable from this process's mount namespace. Inside a lab node
+    /// (e.g. a fence agent run by a node's cldaemon) cgroup v2 is mounted at /sys/fs/cgroup,
+    /// while the lab may have recorded /sys/fs/cgroup/unified/… (hybrid hosts): the cgroup is
+    /// then found by its name under this namespace's cgroup2 mount.
+    pub fn cgroup_here(&self, host: &str) -> Result<PathBuf> {
+        let recorded = &self.host(host)?.cgroup;
+        if recorded.join("cgroup.events").exists() {
+            return Ok(recorded.clone());
+        }
+        let name = recorded
+            .file_name()
+            .ok_or_else(|| anyhow!("cgroup path {} has no name", recorded.display()))?;
+        for mount in sys::cgroup2_mounts() {
+            let candidate = mount.join(name);
+            if candidate.join("cgroup.events").exists() {
+                return Ok(candidate);
+            }
+        }
+        bail!("cgroup {} of {host} is not reachable from here", recorded.display())
+    }
+
+    /// Re-reads the state file, for a lab another process (a fence agent, `linuxha lab …`)
+    /// may have changed since; the holders this value owns are kept.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.state = read_state(&state_file(&self.state.name))?;
+        Ok(())
+    }
+
     /// Pid of `host`'s holder process (its mount namespace is the host's).
     pub fn holder_pid(&self, host: &str) -> Result<u32, LabError> {
         Ok(self.host(host)?.holder_pid)
@@ -870,12 +899,12 @@ impl Lab {
 
     /// Pids currently in `host`'s cgroup (what [`Lab::kill`] would kill).
     pub fn pids(&self, host: &str) -> Result<Vec<u32>> {
-        sys::cg_pids(&self.host(host)?.cgroup)
+        sys::cg_pids(&self.cgroup_here(host)?)
     }
 
     /// Whether `host`'s cgroup is frozen now, as the kernel reports it.
     pub fn is_frozen(&self, host: &str) -> Result<bool> {
-        let cg = &self.host(host)?.cgroup;
+        let cg = &self.cgroup_here(host)?;
         sys::cg_event(cg, "frozen")
             .ok_or_else(|| anyhow!("cannot read {}/cgroup.events", cg.display()))
     }
@@ -1068,7 +1097,7 @@ impl Lab {
 
     /// Shared body of [`Lab::freeze`] and [`Lab::thaw`].
     fn set_frozen(&mut self, host: &str, frozen: bool) -> Result<()> {
-        let cg = self.host(host)?.cgroup.clone();
+        let cg = self.cgroup_here(host)?;
         sys::cg_write(&cg, "cgroup.freeze", if frozen { "1" } else { "0" })?;
         if !sys::wait_until(SETTLE_TIMEOUT, || sys::cg_event(&cg, "frozen") == Some(frozen)) {
             bail!("{} did not become {}", cg.display(), if frozen { "frozen" } else { "thawed" });
@@ -1085,7 +1114,8 @@ impl Lab {
     /// except the holder, like a crash of everything on the node; its mounts survive, as a real
     /// node's disks would. A frozen host stays frozen for processes started later.
     pub fn kill(&mut self, host: &str) -> Result<()> {
-        let h = self.host(host)?.clone();
+        let mut h = self.host(host)?.clone();
+        h.cgroup = self.cgroup_here(host)?;
         let mut errors = Vec::new();
         if let Err(e) = sys::cg_write(&h.cgroup, "cgroup.kill", "1") {
             errors.push(format!("{e:#}"));

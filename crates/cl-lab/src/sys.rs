@@ -214,6 +214,22 @@ pub(crate) fn cgroup_base() -> Result<PathBuf> {
     bail!("no cgroup v2 hierarchy at /sys/fs/cgroup/unified or /sys/fs/cgroup")
 }
 
+/// Mount points of cgroup v2 filesystems showing the hierarchy's root, in this mount
+/// namespace (from /proc/self/mountinfo).
+pub(crate) fn cgroup2_mounts() -> Vec<PathBuf> {
+    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    text.lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fstype = fields.get(dash + 1)?;
+            let mount_point = fields.get(4)?;
+            (*fstype == "cgroup2" && fields.get(3) == Some(&"/"))
+                .then(|| PathBuf::from(unescape_mountinfo(mount_point)))
+        })
+        .collect()
+}
+
 /// Mount points (from /proc/self/mountinfo) at or below `dir`, deepest first so they can be
 /// unmounted in order.
 pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {

@@ -72,6 +72,8 @@ pub enum Kind {
     Lock = 3,
     /// Admin commands forwarded to the peer node.
     AdminPeer = 4,
+    /// Lease requests from the nodes to clarbd on a third host, and its replies (UDP).
+    Arbitrator = 5,
 }
 
 impl Kind {
@@ -82,6 +84,7 @@ impl Kind {
             2 => Some(Kind::NodeManager),
             3 => Some(Kind::Lock),
             4 => Some(Kind::AdminPeer),
+            5 => Some(Kind::Arbitrator),
             _ => None,
         }
     }

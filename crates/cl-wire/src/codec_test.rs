@@ -70,7 +70,8 @@ impl Prng {
 
 #[test]
 fn round_trip_keeps_header_and_body() {
-    for kind in [Kind::Heartbeat, Kind::NodeManager, Kind::Lock, Kind::AdminPeer] {
+    for kind in [Kind::Heartbeat, Kind::NodeManager, Kind::Lock, Kind::AdminPeer, Kind::Arbitrator]
+    {
         let header = Header { kind, ..header() };
         let body = serde_json::json!({"apps": ["web", "db"], "view": {"node2": "up"}, "n": 3});
         let bytes = encode(&key(), &header, &body).expect("encoded");

@@ -24,6 +24,7 @@
 //! Decoding never panics, whatever the bytes: every way a frame can be wrong is a
 //! [`DecodeError`] or a [`ReplayError`], counted in [`Counters`] for `clstat --verbose`.
 
+pub mod arb;
 pub mod codec;
 pub mod endpoint;
 pub mod key;

@@ -48,6 +48,8 @@ pub enum Command {
     Clhbd(DaemonArgs),
     /// The heartbeat daemon's partner process.
     Clhbd2(DaemonArgs),
+    /// The lease arbitrator, run on a third host (not a node): see docs/arbitrator.md.
+    Clarbd(ClarbdArgs),
     /// Install the command links, VERSION file, directories and the cldaemon unit.
     Install(InstallArgs),
     /// Remove the command links and the unit; /etc/cluster is left alone.
@@ -178,6 +180,23 @@ pub struct DaemonArgs {
     pub cluster: Option<String>,
 }
 
+/// Options of clarbd.
+#[derive(Debug, Args)]
+pub struct ClarbdArgs {
+    /// Stay in the foreground instead of detaching.
+    #[arg(long)]
+    pub foreground: bool,
+    /// The cluster expected in the configuration (set from the program name `clarbd-<cluster>`).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The cluster's clconf.xml, as a path on a node (resolved under --root).
+    #[arg(long, value_name = "FILE", default_value = "/etc/cluster/clconf.xml")]
+    pub config: PathBuf,
+    /// Listen on this UDP address and port instead of the <arbitrator> ones.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// Options of install and uninstall.
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -198,7 +217,7 @@ pub struct DemoArgs {
 }
 
 /// Program names the binary answers to, besides `linuxha`.
-pub const COMMAND_NAMES: [&str; 14] = [
+pub const COMMAND_NAMES: [&str; 15] = [
     "clbuild",
     "clbuildapp",
     "clform",
@@ -213,10 +232,14 @@ pub const COMMAND_NAMES: [&str; 14] = [
     "clnetd",
     "clhbd",
     "clhbd2",
+    "clarbd",
 ];
 
+/// The lab's fence agent, under the name fence-agents style agents have: `linuxha lab fence`.
+pub const LAB_FENCE_AGENT: &str = "fence_linuxha_lab";
+
 /// Daemon names, which also run as `<daemon>-<cluster>`.
-pub const DAEMON_NAMES: [&str; 5] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2"];
+pub const DAEMON_NAMES: [&str; 6] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2", "clarbd"];
 
 /// Turn `argv` as the program was called into `linuxha <command> …` arguments.
 ///
@@ -228,6 +251,11 @@ pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if base == LAB_FENCE_AGENT {
+        let mut out = vec!["linuxha".into(), "lab".into(), "fence".into()];
+        out.extend(args.into_iter().skip(1));
+        return out;
+    }
     if COMMAND_NAMES.contains(&base.as_str()) {
         let mut out = vec!["linuxha".into(), base.into()];
         out.extend(args.into_iter().skip(1));
@@ -262,6 +290,11 @@ mod tests {
         assert_eq!(norm(&["/usr/sbin/clbuild", "--verbose"]), ["linuxha", "clbuild", "--verbose"]);
         assert_eq!(norm(&["linuxha", "clstat"]), ["linuxha", "clstat"]);
         assert_eq!(norm(&["clhbd2-cluster1"]), ["linuxha", "clhbd2", "--cluster", "cluster1"]);
+        assert_eq!(
+            norm(&["clarbd-cluster1", "--foreground"]),
+            ["linuxha", "clarbd", "--cluster", "cluster1", "--foreground"]
+        );
+        assert_eq!(norm(&["/usr/sbin/fence_linuxha_lab"]), ["linuxha", "lab", "fence"]);
         assert_eq!(
             norm(&["clhbd-c-1", "--foreground"]),
             ["linuxha", "clhbd", "--cluster", "c-1", "--foreground"]

@@ -59,6 +59,14 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
         Command::Clnetd(args) => daemon(Daemon::Clnetd, paths, &args),
         Command::Clhbd(args) => daemon(Daemon::Clhbd, paths, &args),
         Command::Clhbd2(args) => daemon(Daemon::Clhbd2, paths, &args),
+        Command::Clarbd(args) => cl_daemon::arbd::start(cl_daemon::arbd::ArbdOptions {
+            paths: paths.clone(),
+            config: Some(args.config),
+            listen: args.listen,
+            foreground: args.foreground,
+            cluster: args.cluster,
+        })
+        .map_err(|e| Failure::runtime(format!("clarbd: {e:#}"))),
     }
 }
 
