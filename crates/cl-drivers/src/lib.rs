@@ -5,6 +5,8 @@
 #![warn(missing_docs)]
 
 pub mod fs;
+pub mod lsb;
 pub mod monitor;
+pub mod ocf;
 pub mod script;
 pub mod vip;
