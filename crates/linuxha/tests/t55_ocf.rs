@@ -305,7 +305,6 @@ fn clbuildapp_rejects_a_missing_required_parameter_and_an_unknown_agent() {
         stderr.contains(&format!("{}<resource id=\"s\" type=\"ocf:heartbeat:Dummy\">: the agent's validate-all rejects it: exit 2 (invalid parameters)", at("8:5"))),
         "{stderr}"
     );
-    eprintln!("{stderr}");
     assert!(!node.file("etc/cluster/.built/app-broken.json").exists(), "nothing built");
 }
 
