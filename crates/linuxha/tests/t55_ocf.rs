@@ -5,8 +5,6 @@
 //! clbuildapp rejects a missing required parameter and an unknown agent at their place.
 
 mod cluster;
-// The command-line helpers, for the build test that needs no lab.
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -309,8 +307,8 @@ fn clbuildapp_rejects_a_missing_required_parameter_and_an_unknown_agent() {
 }
 
 /// A node root (no lab) with the example cluster built.
-fn cluster_node() -> common::Node {
-    let node = common::Node::with_example("node1");
+fn cluster_node() -> cluster::common::Node {
+    let node = cluster::common::Node::with_example("node1");
     for args in [&["--genkey"][..], &["--force"][..]] {
         let out = node.run("clbuild", args);
         assert!(out.status.success(), "{}", text(&out));
