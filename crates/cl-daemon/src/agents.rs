@@ -106,7 +106,10 @@ pub async fn run_action(
             other => return Err(format!("{} {action} {other}", describe(resource))),
         },
     };
-    if outcome.success() {
+    // A stop that finds the resource not running has nothing to do: Pacemaker takes 7 from
+    // `stop` as success too.
+    let stopped_already = action == "stop" && outcome == ActionOutcome::Exit(OcfExit::NotRunning);
+    if outcome.success() || stopped_already {
         Ok(())
     } else {
         Err(format!(
