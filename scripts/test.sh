@@ -4,10 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tool:package pairs the tests use.
+# tool:package pairs the tests use (a tool may be an absolute path, e.g. an OCF agent).
 needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext4:e2fsprogs
        mkfs.ext2:e2fsprogs blkid:util-linux unshare:util-linux nsenter:util-linux
-       mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils)
+       mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils
+       /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}

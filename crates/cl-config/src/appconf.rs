@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clconf::{finish, ClusterConfig};
 use crate::diag::Diagnostics;
+pub use crate::resources::Resource;
 use crate::value::{self, read};
 use crate::xml::{self, Element, Spanned};
 use crate::{FileKind, Host, Loaded};
@@ -33,10 +34,16 @@ pub struct AppConfig {
     pub vips: Vec<Vip>,
     /// Filesystems mounted before the application starts.
     pub filesystems: Vec<Filesystem>,
-    /// Start script.
-    pub start: Script,
-    /// Stop script.
-    pub stop: Script,
+    /// Start script (none when the application is made of resources only).
+    #[serde(default)]
+    pub start: Option<Script>,
+    /// Stop script (none when the application is made of resources only).
+    #[serde(default)]
+    pub stop: Option<Script>,
+    /// OCF agents and LSB init scripts, started in this order after the VIPs and
+    /// filesystems (and before the start script), stopped in reverse.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
     /// Health checks.
     pub monitors: Vec<Monitor>,
     /// Announce the VIPs again this often while running (`<networks announce_every>`); off
@@ -177,10 +184,11 @@ fn resolve(
     let networks = top.child("networks", diags);
     let storage = top.child("storage", diags);
     let application = top.child("application", diags);
-    if application.is_none() {
+    let resources = top.child("resources", diags);
+    if application.is_none() && resources.is_none() {
         top.missing_child(
             "application",
-            "<appconf>: missing <application> section (start and stop scripts)",
+            "<appconf>: missing <application> section (start and stop scripts) or <resources> (OCF agents, LSB init scripts)",
         );
     }
     let monitors = top.child("monitors", diags);
@@ -210,7 +218,13 @@ fn resolve(
     let vips =
         networks.map(|n| read_networks(n, &check_nodes, cx, diags)).unwrap_or(Some(Vec::new()));
     let filesystems = storage.map(|s| read_storage(s, cx, diags)).unwrap_or(Some(Vec::new()));
-    let scripts = application.and_then(|a| read_application(a, cx, diags));
+    let scripts = match application {
+        Some(a) => read_application(a, cx, diags).map(|(start, stop)| (Some(start), Some(stop))),
+        None => Some((None, None)),
+    };
+    let resources = resources
+        .map(|r| crate::resources::read_resources(r, cx.host, cx.other_apps, diags))
+        .unwrap_or(Some(Vec::new()));
     let has_vip = vips.as_ref().is_none_or(|v| !v.is_empty());
     let monitors =
         monitors.map(|m| read_monitors(m, has_vip, cx, diags)).unwrap_or(Some(Vec::new()));
@@ -225,6 +239,7 @@ fn resolve(
         filesystems: filesystems?,
         start,
         stop,
+        resources: resources?,
         monitors: monitors?,
         announce_every: match announce_every {
             Some(Some(d)) => Some(d),
@@ -773,7 +788,7 @@ fn check_executable(
     }
 }
 
-fn ranged(lo: Duration, hi: Duration) -> impl Fn(&str) -> Result<Duration, String> {
+pub(crate) fn ranged(lo: Duration, hi: Duration) -> impl Fn(&str) -> Result<Duration, String> {
     move |t: &str| {
         let d = value::duration(t)?;
         if d < lo || d > hi {

@@ -7,10 +7,12 @@
 //! node's files through [`Host`], so the same checks run in tests, in `clbuild` and on a peer
 //! that receives a built configuration.
 
+pub mod agent;
 pub mod appconf;
 pub mod built;
 pub mod clconf;
 pub mod diag;
+pub mod resources;
 pub mod value;
 pub mod xml;
 
@@ -38,6 +40,31 @@ pub enum FileKind {
 pub trait Host {
     /// What `path` (as written in the configuration) is on this node.
     fn file_kind(&self, path: &Path) -> FileKind;
+
+    /// The meta-data of the OCF agent `ocf:<provider>:<agent>` on this node. The default
+    /// checks nothing: a host that cannot run agents (a test, a peer) accepts any agent.
+    fn ocf_agent(&self, provider: &str, agent: &str) -> AgentLookup {
+        let _ = (provider, agent);
+        AgentLookup::Unchecked
+    }
+
+    /// Run the agent's `validate-all` for `resource` (only asked when its meta-data lists
+    /// the action); `Err` is the reason it gave. The default accepts everything.
+    fn validate_resource(&self, resource: &resources::Resource) -> Result<(), String> {
+        let _ = resource;
+        Ok(())
+    }
+}
+
+/// What a [`Host`] found for an OCF agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentLookup {
+    /// The agent exists and described itself.
+    Found(agent::AgentMeta),
+    /// The agent does not exist or could not describe itself, and why.
+    Missing(String),
+    /// Not looked at on this host.
+    Unchecked,
 }
 
 /// The outcome of loading a file: the config when there were no errors, and every diagnostic.

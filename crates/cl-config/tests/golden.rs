@@ -5,11 +5,14 @@
 //!
 //! A case whose name starts with `ok-` must load (warnings allowed); every other case must be
 //! rejected. Application cases are checked against `golden/appconf/cluster.xml.fixture` and
-//! the fake node filesystem in [`FakeHost`].
+//! the fake node filesystem in [`FakeHost`], whose OCF agents are the real meta-data of
+//! `ocf:heartbeat:Dummy` and `ocf:heartbeat:IPaddr2` saved in `golden/agents/`.
 
 use std::path::{Path, PathBuf};
 
-use cl_config::{load_app, load_cluster, ClusterConfig, FileKind, Host};
+use cl_config::agent::AgentMeta;
+use cl_config::resources::Resource;
+use cl_config::{load_app, load_cluster, AgentLookup, ClusterConfig, FileKind, Host};
 
 /// The node's files as the golden cases assume them.
 struct FakeHost;
@@ -24,8 +27,32 @@ impl Host for FakeHost {
             "/etc/cluster/apache/notes.txt" => FileKind::NotExecutable,
             "/usr/sbin/fence_ipmilan" | "/usr/sbin/fence_linuxha_lab" => FileKind::Executable,
             "/usr/sbin/fence_notes.txt" => FileKind::NotExecutable,
+            "/etc/init.d/myservice" => FileKind::Executable,
+            "/etc/init.d/README" => FileKind::NotExecutable,
             "/etc/cluster/apache" | "/etc" => FileKind::Directory,
             _ => FileKind::Missing,
+        }
+    }
+
+    fn ocf_agent(&self, provider: &str, agent: &str) -> AgentLookup {
+        let known = ["Dummy", "IPaddr2"];
+        if provider != "heartbeat" || !known.contains(&agent) {
+            return AgentLookup::Missing(format!(
+                "does not exist: /usr/lib/ocf/resource.d/{provider}/{agent} is missing"
+            ));
+        }
+        let text = std::fs::read_to_string(golden_dir("agents").join(format!("{agent}.xml")))
+            .expect("saved meta-data readable");
+        AgentLookup::Found(AgentMeta::parse(&text).expect("saved meta-data parses"))
+    }
+
+    /// Dummy's validate-all fails when its state directory cannot be written.
+    fn validate_resource(&self, resource: &Resource) -> Result<(), String> {
+        match resource.params.get("state") {
+            Some(state) if state.starts_with("/nonexistent/") => {
+                Err(format!("exit 2 (invalid arguments): State file \"{state}\" is not writable"))
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -153,4 +180,30 @@ fn fencing_and_arbitrator_survive_the_built_artefact() {
     let back: cl_config::Built<ClusterConfig> = serde_json::from_value(old).expect("old parses");
     assert!(back.config.arbitrator.is_none());
     assert!(back.config.nodes.iter().all(|n| n.fence.is_none()));
+}
+
+#[test]
+fn resource_time_limits_come_from_the_file_then_the_agent_then_the_defaults() {
+    use std::time::Duration;
+    let cluster = fixture_cluster();
+    let bytes = std::fs::read(golden_dir("appconf").join("ok-resources.xml")).expect("readable");
+    let loaded = load_app("ok-resources.xml", &bytes, "apache", &cluster, &[], &FakeHost);
+    let app = loaded.config.expect("loads");
+    assert!(app.start.is_none() && app.stop.is_none());
+    let ids: Vec<&str> = app.resources.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["state1", "vip1", "myservice"], "in the file's order");
+    let (dummy, vip, lsb) = (&app.resources[0], &app.resources[1], &app.resources[2]);
+    let s = Duration::from_secs;
+    // Dummy: 20s from its meta-data, the file's 2s interval and 1 restart.
+    assert_eq!((dummy.start_timeout, dummy.stop_timeout), (s(20), s(20)));
+    assert_eq!((dummy.monitor_interval, dummy.monitor_timeout), (s(2), s(20)));
+    assert_eq!(dummy.restarts, 1);
+    // IPaddr2: the file's start timeout, the agent's monitor interval (10s).
+    assert_eq!((vip.start_timeout, vip.monitor_interval), (s(10), s(10)));
+    assert_eq!(vip.params.get("ip").map(String::as_str), Some("10.10.0.150"));
+    // LSB: no meta-data; the script defaults, the file's monitor settings.
+    assert_eq!((lsb.start_timeout, lsb.monitor_interval, lsb.monitor_timeout), (s(60), s(5), s(3)));
+    // The built form keeps the type as written.
+    let json = serde_json::to_value(&app).expect("encodes");
+    assert_eq!(json["resources"][1]["type"], "ocf:heartbeat:IPaddr2");
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use cl_config::{AppConfig, Built};
 use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
 use cl_core::Time;
-use cl_wire::msg::{ApplicationStatus, MonitorStatus, PeerRequest};
+use cl_wire::msg::{ApplicationStatus, MonitorStatus, PeerRequest, ResourceStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -97,11 +97,18 @@ impl AppControl {
                     cl_config::appconf::Failback::Auto => Failback::Auto,
                     cl_config::appconf::Failback::Manual => Failback::Manual,
                 },
-                restarts: a.monitors.iter().map(|m| m.restarts).min().unwrap_or(3),
+                restarts: a
+                    .monitors
+                    .iter()
+                    .map(|m| m.restarts)
+                    .chain(a.resources.iter().map(|r| r.restarts))
+                    .min()
+                    .unwrap_or(3),
                 window: a
                     .monitors
                     .iter()
                     .map(|m| m.window)
+                    .chain(a.resources.iter().map(|r| r.window))
                     .max()
                     .unwrap_or(std::time::Duration::from_secs(600)),
             })
@@ -295,6 +302,35 @@ impl AppControl {
                 }
             }));
         }
+        // Each resource's own monitor (OCF monitor, LSB status) at its interval; "not
+        // running" (OCF 7, LSB 3) and every other failure count like a failed monitor.
+        for (index, resource) in runner.config().resources.iter().enumerate() {
+            let runner = runner.clone();
+            let events = self.events.clone();
+            let results = self.results.clone();
+            let interval = resource.monitor_interval;
+            let what = format!("resource {}", resource.id);
+            let app = app.to_string();
+            tasks.push(tokio::task::spawn_local(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(health) = runner.check_resource(index).await else { return };
+                    results
+                        .borrow_mut()
+                        .entry(app.clone())
+                        .or_default()
+                        .insert(what.clone(), (health.shown(), Instant::now()));
+                    if health != crate::agents::Health::Running {
+                        let reason = format!("{what}: {}", health.shown());
+                        let _ =
+                            events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
+                        return;
+                    }
+                }
+            }));
+        }
         // The NIC check: a VIP whose interface loses its link is unreachable, whatever the
         // application's own monitors say.
         if !runner.config().vips.is_empty() {
@@ -398,12 +434,14 @@ impl AppControl {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    resources: self.resource_status(&name),
                     monitors: self
                         .results
                         .borrow()
                         .get(&name)
                         .map(|m| {
                             m.iter()
+                                .filter(|(check, _)| !check.starts_with("resource "))
                                 .map(|(check, (result, at))| MonitorStatus {
                                     check: check.clone(),
                                     result: result.clone(),
@@ -412,6 +450,27 @@ impl AppControl {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The resources of `app` in start order, with their latest monitor results.
+    fn resource_status(&self, app: &str) -> Vec<ResourceStatus> {
+        let Some(runner) = self.runners.get(app) else { return Vec::new() };
+        let results = self.results.borrow();
+        let latest = results.get(app);
+        runner
+            .config()
+            .resources
+            .iter()
+            .map(|r| {
+                let found = latest.and_then(|m| m.get(&format!("resource {}", r.id)));
+                ResourceStatus {
+                    id: r.id.clone(),
+                    kind: r.kind.to_string(),
+                    result: found.map(|(result, _)| result.clone()),
+                    age_ms: found.map(|(_, at)| at.elapsed().as_millis() as u64),
                 }
             })
             .collect()

@@ -7,6 +7,7 @@
 //! here. Daemons on a node talk over Unix sockets in `run/cluster/`; nodes talk over UDP
 //! (heartbeats) and TCP (node manager), every frame authenticated with the cluster key.
 
+pub mod agents;
 pub mod appctl;
 pub mod arbclient;
 pub mod arbd;

@@ -1,8 +1,9 @@
 //! Running one application's resources on this node: the start and stop sequences and the
 //! monitors (ARCHITECTURE.md §4). The decision core says *when*; this says *how*.
 //!
-//! Start: filesystems (fsck, mount) → VIPs (probe, add, announce) → start script. Stop: stop
-//! script, then every process left in the application's cgroup is killed → VIPs removed →
+//! Start: filesystems (fsck, mount) → VIPs (probe, add, announce) → resources (OCF agents, LSB
+//! init scripts) in the listed order → start script. Stop: stop script → resources in reverse
+//! order, then every process left in the application's cgroup is killed → VIPs removed →
 //! filesystems unmounted (busy: holders killed; never a lazy unmount). Every step has a time
 //! limit; every step is logged to `/var/log/cluster/<app>.log` and cldaemon.log.
 
@@ -14,8 +15,9 @@ use cl_drivers::fs::FsSpec;
 use cl_drivers::monitor::{Check, MonitorResult};
 use cl_drivers::script::AppCgroup;
 use cl_drivers::vip::{Announce, ProbeOutcome, Vip};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::agents::{self, Health};
 use crate::context::Context;
 
 /// How long a VIP probe listens for another owner (3 probes).
@@ -146,15 +148,29 @@ impl Runner {
         }
         let cgroup = self.cgroup()?;
         let env = self.env();
+        for resource in &self.app.resources {
+            agents::run_action(
+                &self.ctx.paths,
+                &self.ctx.local,
+                resource,
+                "start",
+                &cgroup,
+                &self.log_file(),
+                &env,
+            )
+            .await?;
+            info!(%app, "{} started", agents::describe(resource));
+        }
+        let Some(start) = &self.app.start else { return Ok(()) };
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let script = self.ctx.paths.resolve(&self.app.start.path);
+        let script = self.ctx.paths.resolve(&start.path);
         let outcome = cl_drivers::script::run_script(
             &script,
             &["start"],
             &env,
             &cgroup,
             &self.log_file(),
-            self.app.start.timeout,
+            start.timeout,
         )
         .await
         .map_err(|e| e.to_string())?;
@@ -169,22 +185,52 @@ impl Runner {
     pub async fn stop(&self) -> Result<(), String> {
         let app = &self.app.name;
         let cgroup = self.cgroup()?;
-        let script = self.ctx.paths.resolve(&self.app.stop.path);
-        let report = cl_drivers::script::stop_application(
-            &script,
-            &cgroup,
-            &self.log_file(),
-            self.app.stop.timeout,
-        )
-        .await;
-        match &report.script {
-            Ok(outcome) if !outcome.success() => {
-                warn!(%app, "stop script {outcome}; killing what is left")
+        let env = self.env();
+        if let Some(stop) = &self.app.stop {
+            let script = self.ctx.paths.resolve(&stop.path);
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let ran = cl_drivers::script::run_script(
+                &script,
+                &[],
+                &env,
+                &cgroup,
+                &self.log_file(),
+                stop.timeout,
+            )
+            .await;
+            match ran {
+                Ok(outcome) if !outcome.success() => {
+                    warn!(%app, "stop script {outcome}; killing what is left")
+                }
+                Err(e) => warn!(%app, "stop script: {e}; killing what is left"),
+                _ => {}
             }
-            Err(e) => warn!(%app, "stop script: {e}; killing what is left"),
-            _ => {}
         }
-        match &report.killed {
+        // Every resource gets its stop even when one fails; the first failure is the answer
+        // (the application is then stuck here: a resource may still be held).
+        let mut failed = None;
+        for resource in self.app.resources.iter().rev() {
+            let stopped = agents::run_action(
+                &self.ctx.paths,
+                &self.ctx.local,
+                resource,
+                "stop",
+                &cgroup,
+                &self.log_file(),
+                &env,
+            )
+            .await;
+            match stopped {
+                Ok(()) => info!(%app, "{} stopped", agents::describe(resource)),
+                Err(e) => {
+                    error!(%app, "{e}");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        let killed = cgroup.kill_all(cl_drivers::script::STOP_KILL_GRACE).await;
+        match &killed {
             Ok(killed) if !killed.is_empty() => {
                 warn!(%app, "killed processes left after the stop script: {:?}", killed.pids())
             }
@@ -211,7 +257,10 @@ impl Runner {
                 info!(%app, "unmounted {}", spec.mountpoint.display());
             }
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Announce the application's VIPs again (after a partition heals, clients and switches
@@ -273,7 +322,25 @@ impl Runner {
                 return true;
             }
         }
-        self.cgroup().ok().is_some_and(|c| c.is_empty().map(|empty| !empty).unwrap_or(false))
+        if self.cgroup().ok().is_some_and(|c| c.is_empty().map(|empty| !empty).unwrap_or(false)) {
+            return true;
+        }
+        for resource in &self.app.resources {
+            let env = self.env();
+            let health =
+                agents::monitor(&self.ctx.paths, &self.ctx.local, resource, true, &env).await;
+            if health == Health::Running {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Run the monitor of resource `index` once (None: no such resource).
+    pub async fn check_resource(&self, index: usize) -> Option<Health> {
+        let resource = self.app.resources.get(index)?;
+        let env = self.env();
+        Some(agents::monitor(&self.ctx.paths, &self.ctx.local, resource, false, &env).await)
     }
 
     /// Run one monitor once.

@@ -6,6 +6,8 @@
 
 pub mod fence;
 pub mod fs;
+pub mod lsb;
 pub mod monitor;
+pub mod ocf;
 pub mod script;
 pub mod vip;

@@ -264,6 +264,24 @@ pub struct ApplicationStatus {
     /// The latest result of each monitor on the node running it (answering node only).
     #[serde(default)]
     pub monitors: Vec<MonitorStatus>,
+    /// Its resources (OCF agents, LSB init scripts) in start order, each with its latest
+    /// monitor result on the node running it (answering node only).
+    #[serde(default)]
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// One resource in [`ApplicationStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    /// Its id.
+    pub id: String,
+    /// `ocf:<provider>:<agent>` or `lsb:<name>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The latest monitor result (`running`, `not running: …`, `failed: …`), if any yet.
+    pub result: Option<String>,
+    /// Milliseconds since that result.
+    pub age_ms: Option<u64>,
 }
 
 /// One monitor's latest result in [`ApplicationStatus`].

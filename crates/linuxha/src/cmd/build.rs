@@ -201,16 +201,18 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
         .into_iter()
         .map(|b| b.config)
         .collect();
-    let host = RootedHost { paths };
+    // The agents themselves are asked: meta-data for the parameters, validate-all.
+    let host = cl_daemon::agents::AgentHost { paths };
     let loaded =
         load_app(&file.display().to_string(), &bytes, &app_name, &cluster.config, &others, &host);
     let app = site::report("clbuildapp", &file, loaded)?;
     progress.say(format!(
-        "application `{}`: nodes {}, {} VIPs, {} filesystems, {} monitors",
+        "application `{}`: nodes {}, {} VIPs, {} filesystems, {} resources, {} monitors",
         app.name,
         app.nodes.join(" > "),
         app.vips.len(),
         app.filesystems.len(),
+        app.resources.len(),
         app.monitors.len()
     ));
     if args.vgbuild {

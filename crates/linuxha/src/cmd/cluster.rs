@@ -234,6 +234,13 @@ pub fn render(status: &ClusterStatus, verbose: bool) -> String {
                     .collect();
                 out += &format!("  monitors: {}\n", results.join("; "));
             }
+            for r in &app.resources {
+                let result = match (&r.result, r.age_ms) {
+                    (Some(result), Some(age)) => format!("{result} ({age} ms ago)"),
+                    _ => "not monitored yet".to_string(),
+                };
+                out += &format!("  resource {} ({}): {result}\n", r.id, r.kind);
+            }
         }
     }
     if !status.takeover.is_empty() {

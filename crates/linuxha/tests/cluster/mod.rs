@@ -19,7 +19,7 @@ use serde_json::Value;
 /// The multicall binary under test.
 // The command-line tests' helpers, shared rather than copied.
 #[path = "../common.rs"]
-mod common;
+pub mod common;
 pub use common::{copy_tree, text};
 
 pub const EXE: &str = env!("CARGO_BIN_EXE_linuxha");
