@@ -138,12 +138,10 @@ pub fn probe(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
 }
 
 /// Run futures concurrently and collect their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let mut set = Vec::new();
     for f in futures {
