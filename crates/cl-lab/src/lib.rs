@@ -147,6 +147,16 @@ pub enum Fault {
         /// Which direction is dropped.
         direction: Direction,
     },
+    /// Every frame between two hosts' ports is dropped, both ways; both still reach the rest
+    /// of the network (a partition between the nodes that leaves each of them connected).
+    Between {
+        /// One host (the fault belongs to it: healing it heals this).
+        host: String,
+        /// The other host.
+        other: String,
+        /// Network index.
+        net: usize,
+    },
     /// Each frame through the host's port is dropped with this probability, both directions.
     Loss {
         /// Host name.
@@ -162,7 +172,10 @@ impl Fault {
     /// The host this fault applies to.
     pub fn host(&self) -> &str {
         match self {
-            Fault::Cut { host, .. } | Fault::OneWay { host, .. } | Fault::Loss { host, .. } => host,
+            Fault::Cut { host, .. }
+            | Fault::OneWay { host, .. }
+            | Fault::Between { host, .. }
+            | Fault::Loss { host, .. } => host,
         }
     }
 }
@@ -178,6 +191,7 @@ impl std::fmt::Display for Fault {
                 write!(f, "drop IP to {host} net{net}")
             }
             Fault::Loss { host, net, percent } => write!(f, "loss {percent}% {host} net{net}"),
+            Fault::Between { host, other, net } => write!(f, "cut {host} from {other} net{net}"),
         }
     }
 }
@@ -993,6 +1007,18 @@ impl Lab {
     pub fn cut(&mut self, host: &str, net: Option<usize>) -> Result<()> {
         let nets = self.nets_of(host, net)?;
         self.add_faults(nets.into_iter().map(|net| Fault::Cut { host: host.into(), net }).collect())
+    }
+
+    /// Cuts `host` from `other` on network `net` (all of `host`'s if `None`), both ways, while
+    /// each still reaches every other host: the symmetric partition of two nodes.
+    pub fn partition(&mut self, host: &str, other: &str, net: Option<usize>) -> Result<()> {
+        self.host(other)?;
+        let nets = self.nets_of(host, net)?;
+        self.add_faults(
+            nets.into_iter()
+                .map(|net| Fault::Between { host: host.into(), other: other.into(), net })
+                .collect(),
+        )
     }
 
     /// Drops IP traffic in one direction only on network `net` (all if `None`); ARP still

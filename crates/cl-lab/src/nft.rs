@@ -63,6 +63,14 @@ fn rules(fault: &Fault) -> Vec<String> {
                 "{dir} \"{port}\" ether type {{ ip, ip6 }} drop comment \"oneway {label} {host} net{net}\""
             )]
         }
+        Fault::Between { host, other, net } => {
+            let (a, b) = (port_name(host, *net), port_name(other, *net));
+            let tag = format!("comment \"cut {host} from {other} net{net}\"");
+            vec![
+                format!("iifname \"{a}\" oifname \"{b}\" drop {tag}"),
+                format!("iifname \"{b}\" oifname \"{a}\" drop {tag}"),
+            ]
+        }
         Fault::Loss { host, net, percent } => {
             let port = port_name(host, *net);
             let tag = format!("comment \"loss {percent}% {host} net{net}\"");
