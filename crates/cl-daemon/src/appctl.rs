@@ -195,15 +195,24 @@ impl AppControl {
                         let _ = events.send(AppEvent::Started { app, result }).await;
                     });
                 }
-                AppAction::Stop { app, reason } => {
+                AppAction::Stop { app, reason, urgent } => {
                     for task in self.monitors.remove(&app).unwrap_or_default() {
                         task.abort();
                     }
                     let Some(runner) = self.runners.get(&app).cloned() else { continue };
-                    info!(%app, "stopping {app}: {reason}");
+                    // A node that gave up must have released everything within the stop margin:
+                    // the survivor's takeover delay counts on it (docs/safety.md).
+                    let deadline =
+                        urgent.then(|| crate::guardctl::safety_timing(&self.ctx).stop_margin);
+                    match deadline {
+                        Some(d) => {
+                            warn!(%app, "stopping {app} within {} ms: {reason}", d.as_millis())
+                        }
+                        None => info!(%app, "stopping {app}: {reason}"),
+                    }
                     let events = self.events.clone();
                     tokio::task::spawn_local(async move {
-                        let result = runner.stop().await;
+                        let result = runner.stop(deadline).await;
                         let _ = events.send(AppEvent::Stopped { app, result }).await;
                     });
                 }
@@ -502,7 +511,7 @@ impl AppControl {
         for (name, runner) in &self.runners {
             if self.apps.state(name).is_some_and(|s| s.may_be_active()) {
                 info!(app = %name, "stopping {name}: the cluster is halted on this node");
-                if let Err(e) = runner.stop().await {
+                if let Err(e) = runner.stop(None).await {
                     error!(app = %name, "{name} could not be stopped cleanly: {e}");
                 }
             }

@@ -18,6 +18,13 @@ use cl_drivers::vip::{Announce, ProbeOutcome, Vip};
 use tracing::{error, info, warn};
 
 use crate::agents::{self, Health};
+
+/// Of an urgent stop's deadline, what the hard part keeps for itself: kill, remove addresses,
+/// unmount.
+const URGENT_RESERVE: Duration = Duration::from_millis(300);
+
+/// Between SIGTERM and SIGKILL in an urgent stop.
+const URGENT_KILL_GRACE: Duration = Duration::from_millis(100);
 use crate::context::Context;
 
 /// How long a VIP probe listens for another owner (3 probes).
@@ -181,10 +188,35 @@ impl Runner {
         Ok(())
     }
 
-    /// Run the stop sequence; an error means something may still be held here.
-    pub async fn stop(&self) -> Result<(), String> {
+    /// Run the stop sequence; an error means something may still be held here. With a
+    /// `deadline`, the stop script and resource stops get what is left of it minus the time
+    /// the hard part needs (kill, remove the addresses, unmount), and are cut short after.
+    pub async fn stop(&self, deadline: Option<Duration>) -> Result<(), String> {
         let app = &self.app.name;
         let cgroup = self.cgroup()?;
+        let graceful = self.stop_gracefully(&cgroup);
+        // A failed resource stop still gets everything else released; it is reported after.
+        let (graceful, kill_grace) = match deadline {
+            None => (graceful.await, cl_drivers::script::STOP_KILL_GRACE),
+            Some(deadline) => {
+                let budget = deadline.saturating_sub(URGENT_RESERVE);
+                let result = match tokio::time::timeout(budget, graceful).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        warn!(%app, "stop scripts still running after {} ms: killing everything", budget.as_millis());
+                        Ok(())
+                    }
+                };
+                (result, URGENT_KILL_GRACE)
+            }
+        };
+        self.release(&cgroup, kill_grace).await?;
+        graceful
+    }
+
+    /// The stop script and every resource's stop, in reverse order.
+    async fn stop_gracefully(&self, cgroup: &cl_drivers::script::AppCgroup) -> Result<(), String> {
+        let app = &self.app.name;
         let env = self.env();
         if let Some(stop) = &self.app.stop {
             let script = self.ctx.paths.resolve(&stop.path);
@@ -194,7 +226,7 @@ impl Runner {
                 &script,
                 &[],
                 &env,
-                &cgroup,
+                cgroup,
                 &self.log_file(),
                 stop.timeout,
             )
@@ -216,7 +248,7 @@ impl Runner {
                 &self.ctx.local,
                 resource,
                 "stop",
-                &cgroup,
+                cgroup,
                 &self.log_file(),
                 &env,
             )
@@ -229,7 +261,20 @@ impl Runner {
                 }
             }
         }
-        let killed = cgroup.kill_all(cl_drivers::script::STOP_KILL_GRACE).await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Kill what is left of the application, remove its addresses, unmount its filesystems.
+    async fn release(
+        &self,
+        cgroup: &cl_drivers::script::AppCgroup,
+        kill_grace: Duration,
+    ) -> Result<(), String> {
+        let app = &self.app.name;
+        let killed = cgroup.kill_all(kill_grace).await;
         match &killed {
             Ok(killed) if !killed.is_empty() => {
                 warn!(%app, "killed processes left after the stop script: {:?}", killed.pids())
@@ -257,10 +302,7 @@ impl Runner {
                 info!(%app, "unmounted {}", spec.mountpoint.display());
             }
         }
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Announce the application's VIPs again (after a partition heals, clients and switches

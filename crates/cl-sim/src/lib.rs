@@ -826,7 +826,7 @@ impl Sim {
             if let Some(action) = m.apps.poll_action() {
                 match action {
                     AppAction::Start { app } => self.start(n, app),
-                    AppAction::Stop { app, reason } => {
+                    AppAction::Stop { app, reason, .. } => {
                         self.log(format!("{}: stops {app}: {reason}", NAMES[n]));
                         // The shell ends every stop within the stop margin (hard kill).
                         let max = self.timing.stop_margin.as_millis() as u64 - 50;

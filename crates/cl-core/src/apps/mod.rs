@@ -243,6 +243,10 @@ pub enum AppAction {
         app: String,
         /// Why, for the log.
         reason: String,
+        /// This node gave up (isolated, no lease, or a peer takes over): the stop must end
+        /// within the stop margin (cl-core `timing`), killing what does not stop in time.
+        #[serde(default)]
+        urgent: bool,
     },
     /// Send our announcement to the peers.
     Announce,
@@ -404,7 +408,7 @@ impl Apps {
                     .map(|(a, _)| a.clone())
                     .collect();
                 for app in running {
-                    self.stop_local(&app, "this node is isolated");
+                    self.stop_local(&app, "this node is isolated", true);
                 }
             }
             AppInput::Reconnected => self.isolated = false,
@@ -574,15 +578,18 @@ impl Apps {
             ));
             local.restart_after_stop = true;
         }
-        self.stop_local(app, &reason);
+        self.stop_local(app, &reason, false);
     }
 
-    fn stop_local(&mut self, app: &str, reason: &str) {
+    fn stop_local(&mut self, app: &str, reason: &str, urgent: bool) {
         let Some(local) = self.locals.get_mut(app) else { return };
         if matches!(local.state, AppState::Running | AppState::Starting) {
             local.state = AppState::Stopping;
-            self.actions
-                .push_back(AppAction::Stop { app: app.to_string(), reason: reason.to_string() });
+            self.actions.push_back(AppAction::Stop {
+                app: app.to_string(),
+                reason: reason.to_string(),
+                urgent,
+            });
             self.actions.push_back(AppAction::Announce);
         }
     }
@@ -717,7 +724,7 @@ impl Apps {
                         Some(node) => format!("moving to {node}"),
                         None => "stopped by request".to_string(),
                     };
-                    self.stop_local(&app, &reason);
+                    self.stop_local(&app, &reason, false);
                 }
                 _ => {}
             }
