@@ -241,3 +241,46 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The timing argument on real processes: node1, cut from everything, must release apache
+/// (VIP, mount, processes) within the stop margin even though its stop script would take 30 s,
+/// and before node2 starts its copy.
+#[test]
+fn an_isolated_node_releases_everything_before_the_survivor_starts_even_with_a_slow_stop_script() {
+    let Some(mut c) = Cluster::with_apache("urgent_stop", |_, etc| {
+        let stop = etc.join("apache/stop");
+        let old = std::fs::read_to_string(&stop).expect("stop script");
+        // Hang before doing anything: only the urgent stop's kill can end it in time.
+        let slow = old.replacen("\n", "\nsleep 30\n", 1);
+        std::fs::write(&stop, slow).expect("write stop script");
+    }) else {
+        return;
+    };
+    c.form();
+    c.wait_app_everywhere("apache running on node1", |s| app_running_on(s, "node1"));
+    c.wait_served_by("node1", Duration::from_secs(10));
+    let t = Instant::now();
+    c.lab.cut("node1", None).expect("cut node1 from everything");
+    let mut released = None;
+    while t.elapsed() < Duration::from_secs(20) {
+        let (one, two) = (!c.app_held("node1").is_empty(), c.has_vip("node2"));
+        assert!(
+            !(one && two),
+            "node2 holds the VIP while node1 still holds apache, {:?} after the cut",
+            t.elapsed()
+        );
+        if !one && released.is_none() {
+            released = Some(t.elapsed());
+        }
+        if two && released.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let released = released.expect("node1 released apache");
+    // Detection (1 s), the isolation wait (0.5 s), the stop margin (0.5 s), and slack for a
+    // loaded machine; far below the stop script's 30 s.
+    assert!(released < Duration::from_secs(8), "node1 released apache after {released:?}");
+    let served = c.wait_served_by("node2", Duration::from_secs(20));
+    eprintln!("cut → node1 released after {released:?}; node2 serving {served:?} later");
+}
