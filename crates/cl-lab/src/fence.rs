@@ -154,8 +154,32 @@ impl Lab {
         // another instruction.
         self.kill(host)?;
         self.remove_foreign_addresses(host)?;
+        self.unmount_under_root(host)?;
         self.thaw(host)?;
         self.heal(host)
+    }
+
+    /// Unmounts, in `host`'s mount namespace, everything mounted under its root (application
+    /// filesystems): a booted node starts with its disks unmounted.
+    fn unmount_under_root(&self, host: &str) -> Result<()> {
+        let h = self.host(host)?.clone();
+        let holder = self.holder_pid(host)?;
+        let info = std::fs::read_to_string(format!("/proc/{holder}/mountinfo"))
+            .with_context(|| format!("reading the mounts of {host}"))?;
+        let root = h.root.display().to_string();
+        let mut mountpoints: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&format!("{root}/")))
+            .collect();
+        // Deepest first.
+        mountpoints.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        let ns = format!("--mount=/proc/{holder}/ns/mnt");
+        for mountpoint in mountpoints {
+            sys::run_with_stdin("nsenter", [ns.as_str(), "umount", mountpoint], None)
+                .with_context(|| format!("unmounting {mountpoint} on {host}"))?;
+        }
+        Ok(())
     }
 
     /// Removes every global address from `host`'s `eth<N>` except the one the lab gave it.
