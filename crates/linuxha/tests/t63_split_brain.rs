@@ -89,6 +89,16 @@ fn heartbeat_network_cut_public_up_means_no_takeover_and_an_alarm() {
     assert_eq!(app_state(&status).0, "stopped", "{status}");
     let out = c.must("node2", &["clstat"]);
     assert!(out.contains("ALARM:") && out.contains("still answers"), "clstat shows it:\n{out}");
+    // An administrator's start on node2 is held back too, and says why.
+    let out = c.run("node2", &["clstartapp", "--application", "apache", "--node", "node2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("clstartapp on node2: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not cleared for takeover") && stderr.contains("still answers"),
+        "{stderr}"
+    );
+    assert!(!c.has_vip("node2"), "node2 did not start apache");
 }
 
 /// With fencing, a hung node1 is powered off by node2's fence agent before node2 starts apache.

@@ -327,6 +327,10 @@ fn wait_for_reload(command: &str, paths: &Paths, verbose: bool) -> Outcome<()> {
     Ok(())
 }
 
+/// How long clstartapp/clswitchapp wait for a takeover the guard holds back (longer than any
+/// takeover delay) before saying why the application stays stopped.
+const BLOCKED_PATIENCE: Duration = Duration::from_secs(10);
+
 /// Run clstartapp, clhaltapp or clswitchapp: ask, then follow the application until it gets
 /// where it was sent (or fails), printing each change with --verbose.
 pub fn app_command(
@@ -360,9 +364,27 @@ pub fn app_command(
     finish(command, false, response)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut last = String::new();
+    let mut blocked_since: Option<std::time::Instant> = None;
     loop {
         let status = fetch_status(paths)?;
         let Some(app) = find(&status) else { continue };
+        // A silent peer that is not cleared for takeover (it answers, a fence fails, no lease)
+        // keeps the application stopped by design: say so instead of waiting it out.
+        let blocked =
+            action != AppCommand::Stop && app.state == "stopped" && !status.takeover.is_empty();
+        match (blocked, blocked_since) {
+            (false, _) => blocked_since = None,
+            (true, None) => blocked_since = Some(std::time::Instant::now()),
+            (true, Some(since)) if since.elapsed() > BLOCKED_PATIENCE => {
+                let why =
+                    status.alarms.first().or(status.takeover.first()).cloned().unwrap_or_default();
+                return Err(Failure::runtime(format!(
+                    "{command}: {} stays stopped: a silent node is not cleared for takeover ({why}); see clstat",
+                    app.name
+                )));
+            }
+            (true, Some(_)) => {}
+        }
         let shown = format!("{} {}", app.state, app.node.as_deref().unwrap_or("-"));
         if args.verbose && shown != last {
             println!(
