@@ -381,24 +381,5 @@ fn log_event(event: &ArbEvent, lease: Duration) {
 
 /// Hold an exclusive lock for this cluster's clarbd; a second one is refused with the pid.
 fn refuse_second_instance(paths: &Paths, cluster: &str) -> Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
-    let run_dir = paths.run_dir();
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let path = run_dir.join(format!("clarbd-{cluster}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !locked {
-        let pid = cl_sys::process::read_pid_file(&pid_file(paths, cluster))
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
-        bail!("clarbd for cluster `{cluster}` is already running on this host{pid}");
-    }
-    Ok(file)
+    crate::single_instance(paths, "clarbd", cluster, "host")
 }

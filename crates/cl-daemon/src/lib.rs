@@ -192,10 +192,21 @@ fn admin_answers(socket: &std::path::Path) -> bool {
 
 /// Hold an exclusive lock for this cluster's cldaemon; a second one is refused with the pid.
 fn refuse_second_instance(ctx: &Context) -> Result<std::fs::File> {
-    let run_dir = ctx.paths.run_dir();
+    single_instance(&ctx.paths, "cldaemon", ctx.name(), "node")
+}
+
+/// Hold `run/cluster/<daemon>-<cluster>.lock` exclusively for as long as the returned file
+/// lives; if another process holds it, fail naming the pid in its pid file.
+pub fn single_instance(
+    paths: &cl_paths::Paths,
+    daemon: &str,
+    cluster: &str,
+    host_kind: &str,
+) -> Result<std::fs::File> {
+    let run_dir = paths.run_dir();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let path = run_dir.join(format!("cldaemon-{}.lock", ctx.name()));
+    let path = run_dir.join(format!("{daemon}-{cluster}.lock"));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -206,10 +217,11 @@ fn refuse_second_instance(ctx: &Context) -> Result<std::fs::File> {
     // SAFETY: flock on a file descriptor we own; no memory is shared.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     if !locked {
-        let pid = cl_sys::process::read_pid_file(&ctx.pid_file("cldaemon"))
+        let pid_file = run_dir.join(format!("{daemon}-{cluster}.pid"));
+        let pid = cl_sys::process::read_pid_file(&pid_file)
             .map(|p| format!(" (pid {p})"))
             .unwrap_or_default();
-        bail!("cldaemon for cluster `{}` is already running on this node{pid}", ctx.name());
+        bail!("{daemon} for cluster `{cluster}` is already running on this {host_kind}{pid}");
     }
     Ok(file)
 }

@@ -20,35 +20,6 @@ fn edit_clconf(etc: &Path, edit: impl Fn(String) -> String) {
     std::fs::write(&path, edit(xml)).expect("write clconf.xml");
 }
 
-/// A fence device for each node (the lab's agent, or `agent` under the node root).
-fn with_fencing(xml: String, lab: &str, agent: &str) -> String {
-    let mut xml = xml;
-    for node in ["node1", "node2"] {
-        let open = format!("<node name=\"{node}\">");
-        let device = format!(
-            "{open}\n    <fence agent=\"{agent}\" timeout=\"10s\" retry=\"1s\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
-        );
-        xml = xml.replace(&open, &device);
-    }
-    xml
-}
-
-fn install_agent(root: &Path, name: &str, script: Option<&str>) {
-    let dir = root.join("usr/sbin");
-    std::fs::create_dir_all(&dir).expect("usr/sbin");
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    match script {
-        None => std::os::unix::fs::symlink(EXE, &path).expect("link the lab fence agent"),
-        Some(body) => {
-            std::fs::write(&path, body).expect("write agent");
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod agent");
-        }
-    }
-}
-
 /// Heartbeats only on the private network; the public one carries the VIP and ARP. Cutting the
 /// private network leaves node1 answering on the public one: node2 must take nothing over and
 /// say why.
@@ -110,12 +81,18 @@ fn fencing_powers_the_silent_peer_off_before_the_takeover() {
         |lab| {
             *lab_name.borrow_mut() = lab.name().to_string();
             for node in ["node1", "node2"] {
-                install_agent(lab.root(node).expect("root"), "fence_linuxha_lab", None);
+                cluster::install_fence_agent(
+                    lab.root(node).expect("root"),
+                    "fence_linuxha_lab",
+                    None,
+                );
             }
         },
         |_, etc| {
             let lab = lab_name.borrow().clone();
-            edit_clconf(etc, |xml| with_fencing(xml, &lab, "/usr/sbin/fence_linuxha_lab"))
+            edit_clconf(etc, |xml| {
+                cluster::with_fence_devices(xml, &lab, "/usr/sbin/fence_linuxha_lab")
+            })
         },
     ) else {
         return;
@@ -147,10 +124,18 @@ fn a_failing_fence_means_no_takeover() {
             for node in ["node1", "node2"] {
                 let script =
                     "#!/bin/sh\ncat >/dev/null\necho 'power switch unreachable' >&2\nexit 1\n";
-                install_agent(lab.root(node).expect("root"), "fence_broken", Some(script));
+                cluster::install_fence_agent(
+                    lab.root(node).expect("root"),
+                    "fence_broken",
+                    Some(script),
+                );
             }
         },
-        |_, etc| edit_clconf(etc, |xml| with_fencing(xml, "unused", "/usr/sbin/fence_broken")),
+        |_, etc| {
+            edit_clconf(etc, |xml| {
+                cluster::with_fence_devices(xml, "unused", "/usr/sbin/fence_broken")
+            })
+        },
     ) else {
         return;
     };

@@ -10,7 +10,6 @@
 mod cluster;
 
 use std::io::BufRead;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,26 +22,6 @@ const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 /// Two distinct MACs answering within this window count as two owners (the ARP requests go
 /// out every 10 ms; a correct takeover leaves a gap of seconds between owners).
 const TWO_OWNERS_WINDOW: Duration = Duration::from_millis(30);
-
-fn with_lab_fencing(xml: String, lab: &str) -> String {
-    let mut xml = xml;
-    for node in ["node1", "node2"] {
-        let open = format!("<node name=\"{node}\">");
-        let device = format!(
-            "{open}\n    <fence agent=\"/usr/sbin/fence_linuxha_lab\" timeout=\"10s\" retry=\"1s\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
-        );
-        xml = xml.replace(&open, &device);
-    }
-    xml
-}
-
-fn link_agent(root: &Path) {
-    let dir = root.join("usr/sbin");
-    std::fs::create_dir_all(&dir).expect("usr/sbin");
-    let path = dir.join("fence_linuxha_lab");
-    let _ = std::fs::remove_file(&path);
-    std::os::unix::fs::symlink(EXE, &path).expect("link the lab fence agent");
-}
 
 /// Replies seen by the ARP client: (when, MAC).
 type Replies = Arc<Mutex<Vec<(Instant, String)>>>;
@@ -173,7 +152,11 @@ fn nemesis(test: &str, fenced: bool, seconds: u64) {
         |lab| {
             *lab_name.borrow_mut() = lab.name().to_string();
             for node in ["node1", "node2"] {
-                link_agent(lab.root(node).expect("root"));
+                cluster::install_fence_agent(
+                    lab.root(node).expect("root"),
+                    "fence_linuxha_lab",
+                    None,
+                );
             }
         },
         |_, etc| {
@@ -182,7 +165,11 @@ fn nemesis(test: &str, fenced: bool, seconds: u64) {
             }
             let path = etc.join("clconf.xml");
             let xml = std::fs::read_to_string(&path).expect("clconf.xml");
-            std::fs::write(&path, with_lab_fencing(xml, &lab_name.borrow())).expect("write");
+            std::fs::write(
+                &path,
+                cluster::with_fence_devices(xml, &lab_name.borrow(), "/usr/sbin/fence_linuxha_lab"),
+            )
+            .expect("write");
         },
     ) else {
         return;

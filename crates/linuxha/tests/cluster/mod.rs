@@ -830,3 +830,35 @@ pub fn wait_exited(pid: u32) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `clconf.xml` text with a fence device for each node: `agent` (a path under the node root)
+/// with the lab's options `lab=` and `plug=<node>`.
+pub fn with_fence_devices(xml: String, lab: &str, agent: &str) -> String {
+    let mut xml = xml;
+    for node in ["node1", "node2"] {
+        let open = format!("<node name=\"{node}\">");
+        let device = format!(
+            "{open}\n    <fence agent=\"{agent}\" timeout=\"10s\" retry=\"1s\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
+        );
+        xml = xml.replace(&open, &device);
+    }
+    xml
+}
+
+/// Install a fence agent as `<root>/usr/sbin/<name>`: the lab's own (`linuxha`, by that name)
+/// when `script` is `None`, else that shell script.
+pub fn install_fence_agent(root: &Path, name: &str, script: Option<&str>) {
+    let dir = root.join("usr/sbin");
+    std::fs::create_dir_all(&dir).expect("usr/sbin");
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    match script {
+        None => std::os::unix::fs::symlink(EXE, &path).expect("link the lab fence agent"),
+        Some(body) => {
+            std::fs::write(&path, body).expect("write agent");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod agent");
+        }
+    }
+}
