@@ -24,6 +24,7 @@ use std::fmt;
 use std::time::Duration;
 
 use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
+use cl_core::arbiter::{ArbOp, Arbiter};
 use cl_core::guard::{Guard, GuardAction, GuardConfig, GuardInput, LeaseOp, Sabotage};
 use cl_core::membership::{Action, Input, LocalState, Membership, MembershipConfig};
 use cl_core::timing::{SafetyTiming, JITTER_ALLOWANCE};
@@ -341,9 +342,10 @@ impl Net {
     }
 }
 
+/// The arbitrator host: the real decision logic of clarbd, and whether it runs.
 struct Arbitrator {
     up: bool,
-    holder: Option<(usize, Time)>,
+    arbiter: Arbiter,
 }
 
 /// One simulated cluster.
@@ -419,7 +421,13 @@ impl Sim {
             seq: 0,
             nodes: [node(), node()],
             net: Net::healed(),
-            arbitrator: Arbitrator { up: true, holder: None },
+            arbitrator: Arbitrator {
+                up: true,
+                arbiter: Arbiter::new_without_quiet_period(
+                    LEASE,
+                    NAMES.iter().map(|n| n.to_string()).collect(),
+                ),
+            },
             fence_failing: false,
             fence_slow: false,
             timing,
@@ -718,35 +726,25 @@ impl Sim {
         if !self.arbitrator.up || !self.net.outside[from] {
             return;
         }
-        let now = self.now;
-        let expired = |h: &Option<(usize, Time)>| h.is_none_or(|(_, until)| now >= until);
-        let (granted, holder) = match op {
-            LeaseOp::Release => {
-                if self.arbitrator.holder.is_some_and(|(h, _)| h == from) {
-                    self.arbitrator.holder = None;
-                }
-                return;
-            }
-            LeaseOp::Acquire | LeaseOp::Renew => {
-                let mine = self.arbitrator.holder.is_some_and(|(h, _)| h == from);
-                if mine || expired(&self.arbitrator.holder) {
-                    self.arbitrator.holder = Some((from, now + LEASE));
-                    (true, None)
-                } else {
-                    (false, self.arbitrator.holder.map(|(h, _)| NAMES[h].to_string()))
-                }
-            }
+        let wire_op = match op {
+            LeaseOp::Acquire => ArbOp::Acquire,
+            LeaseOp::Renew => ArbOp::Renew,
+            LeaseOp::Release => ArbOp::Release,
         };
-        self.log(format!(
-            "arbitrator: {:?} from {} -> {}",
-            op,
-            NAMES[from],
-            if granted { "granted" } else { "denied" }
-        ));
-        if self.net.outside[from] {
-            let delay = self.net_delay();
-            self.at(delay, Ev::LeaseReply { to: from, id, granted, holder, epoch });
+        let now = self.now;
+        let Ok((grant, _)) = self.arbitrator.arbiter.request(now, NAMES[from], wire_op) else {
+            return;
+        };
+        if op == LeaseOp::Release {
+            return;
         }
+        let verdict = if grant.granted { "granted" } else { "denied" };
+        self.log(format!("arbitrator: {op:?} from {} -> {verdict}", NAMES[from]));
+        let delay = self.net_delay();
+        self.at(
+            delay,
+            Ev::LeaseReply { to: from, id, granted: grant.granted, holder: grant.holder, epoch },
+        );
     }
 
     fn net_delay(&mut self) -> Duration {
@@ -896,9 +894,6 @@ impl Sim {
         node.held.clear();
         node.deferred.clear();
         node.epoch += 1;
-        if self.arbitrator.holder.is_some_and(|(h, _)| h == n) {
-            // The arbitrator does not know; the lease simply runs out.
-        }
         self.log(format!("{}: powered off ({why})", NAMES[n]));
     }
 
