@@ -103,6 +103,11 @@ fn seeds_that_once_broke_a_rule() {
         (1448, Protection::None),
         (1901, Protection::Arbitrator),
         (2538, Protection::Arbitrator),
+        // a restart pending after a monitor failure ran once the node was connected again,
+        // though the peer had taken the application over (now: giving up cancels restarts)
+        (21979, Protection::Arbitrator),
+        (6347, Protection::None),
+        (17034, Protection::Arbitrator),
         // a late fence powering off a rebooted node in the healed tail
         (272, Protection::Fencing),
     ];

@@ -394,6 +394,12 @@ impl Apps {
             }
             AppInput::Isolated => {
                 self.isolated = true;
+                // A node that gives up restarts nothing either: a restart pending after a
+                // monitor failure would otherwise run once it is connected again, whoever took
+                // the application over meanwhile (simulator seed 21979).
+                for local in self.locals.values_mut() {
+                    local.restart_after_stop = false;
+                }
                 // Cut off, this node knows nothing current about its peers: forget what they
                 // said until they are heard again.
                 let until = now;
