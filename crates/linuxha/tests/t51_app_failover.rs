@@ -46,7 +46,12 @@ fn cut_node_stops_its_copy_before_the_survivor_starts_and_stays_put_after_heal()
         last = c.fetch(Duration::from_millis(300));
     };
     // The safety property: node1 (isolated) was done stopping before node2 began starting.
-    let isolated = c.log_line("node1", "cldaemon", from1, "stopping apache: this node is isolated");
+    let isolated = c.log_line(
+        "node1",
+        "cldaemon",
+        from1,
+        "stopping apache within 500 ms: this node is isolated",
+    );
     let stopped = c.log_line("node1", "cldaemon", from1, "apache is stopped");
     let down = c.log_line("node2", "cldaemon", from2, "node node1 is down");
     let starting = c.log_line("node2", "cldaemon", from2, "starting apache");
