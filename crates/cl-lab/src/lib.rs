@@ -21,6 +21,7 @@
 
 pub mod cli;
 mod nft;
+mod private;
 mod sys;
 
 use std::collections::BTreeSet;
