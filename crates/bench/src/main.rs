@@ -365,7 +365,16 @@ fn run_system(
             }
             Part::Failover => {
                 let mut reps = Vec::new();
-                let r = runner::failover(&mut bed, programs, &opts.scenarios, opts.reps, &mut reps);
+                let mut incidents = Vec::new();
+                let r = runner::failover(
+                    &mut bed,
+                    programs,
+                    &opts.scenarios,
+                    opts.reps,
+                    &mut reps,
+                    &mut incidents,
+                );
+                results.incidents.extend(incidents);
                 results.failover.extend(reps);
                 r?;
             }

@@ -83,11 +83,11 @@ impl Sample {
 }
 
 /// The first sample at or after `from_ns` for which `pred` holds.
-pub fn first_after<'a>(
-    samples: &'a [Sample],
+pub fn first_after(
+    samples: &[Sample],
     from_ns: u64,
     pred: impl Fn(&Sample) -> bool,
-) -> Option<&'a Sample> {
+) -> Option<&Sample> {
     samples.iter().filter(|s| s.t_ns >= from_ns).find(|s| pred(s))
 }
 
@@ -159,6 +159,25 @@ pub fn heal_outcome(samples: &[Sample], heal_ns: u64) -> HealOutcome {
         two_owner_samples: after.iter().filter(|s| s.two_owners()).count(),
         samples: after.len(),
     }
+}
+
+/// One change in what the client saw: seconds from a reference time, connected, owner, ARP.
+pub type Change = (f64, bool, Option<String>, Vec<String>);
+
+/// The samples from `from_ns` on, reduced to the points where what the client saw changed
+/// (times relative to `from_ns`): the raw story of one repetition, small enough to keep.
+pub fn timeline(samples: &[Sample], from_ns: u64) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::new();
+    for s in samples.iter().filter(|s| s.t_ns >= from_ns) {
+        let same = out
+            .last()
+            .is_some_and(|(_, ok, owner, arp)| *ok == s.ok && *owner == s.owner && *arp == s.arp);
+        if !same {
+            let t = (secs_between(from_ns, s.t_ns) * 1000.0).round() / 1000.0;
+            out.push((t, s.ok, s.owner.clone(), s.arp.clone()));
+        }
+    }
+    out
 }
 
 /// Runs of unanswered samples between `from_ns` and `to_ns` lasting at least `min_s`.
@@ -513,6 +532,22 @@ mod tests {
         let h = heal_outcome(&v[..2], 0);
         assert_eq!(h.reach_s, Some(0.0));
         assert_eq!(h.max_gap_s, 0.0);
+    }
+
+    #[test]
+    fn timeline_keeps_changes_only() {
+        let v = vec![
+            s(0, true, "a", &["m1"]),
+            s(5, true, "a", &["m1"]),
+            s(10, false, "", &[]),
+            s(15, false, "", &[]),
+            s(20, true, "b", &["m2"]),
+        ];
+        let t = timeline(&v, 5_000_000);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[0], (0.0, true, Some("a".into()), vec!["m1".to_string()]));
+        assert_eq!(t[1].0, 0.005);
+        assert_eq!(t[2], (0.015, true, Some("b".into()), vec!["m2".to_string()]));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Results {
     pub soak: Vec<Soak>,
     /// Errors that ended a system's part of the run early.
     pub errors: Vec<String>,
+    /// Systems that did not become steady again after a repetition (the bed was rebuilt).
+    pub incidents: Vec<String>,
 }
 
 /// Scenario letters and what they are.
@@ -127,6 +129,7 @@ pub fn markdown(results: &Results) -> String {
                 vec![
                     label(results, &f.system),
                     format!("{:.1}", f.rss_mib),
+                    format!("{:.1}", f.pss_mib),
                     format!("{:.3}", f.cpu_percent),
                     format!("{:.0}", f.window_s),
                     procs.join(", "),
@@ -134,7 +137,14 @@ pub fn markdown(results: &Results) -> String {
             })
             .collect();
         out += &stats::table(
-            &["system", "RSS MiB (sum)", "idle CPU % of one core", "window s", "processes (MiB)"],
+            &[
+                "system",
+                "RSS MiB (sum)",
+                "PSS MiB (sum)",
+                "idle CPU % of one core",
+                "window s",
+                "processes (RSS MiB)",
+            ],
             &rows,
         );
         out += "\n";
@@ -191,6 +201,14 @@ pub fn markdown(results: &Results) -> String {
             ],
             &rows,
         );
+        out += "\n";
+    }
+    if !results.incidents.is_empty() {
+        out += "Not steady again after a repetition (the lab and the system were rebuilt):\n\n";
+        for i in &results.incidents {
+            let first = i.lines().next().unwrap_or("");
+            out += &format!("- {first}\n");
+        }
         out += "\n";
     }
     for e in &results.errors {

@@ -129,6 +129,8 @@ pub struct Rep {
     pub two_owner_samples: usize,
     /// For scenario e: what the client saw after the heal.
     pub heal: Option<HealOutcome>,
+    /// What the client saw, change by change, from the fault (or heal) on.
+    pub timeline: Vec<probe::Change>,
 }
 
 /// Runs `reps` repetitions of each scenario on the bed, appending to `out`.
@@ -138,6 +140,7 @@ pub fn failover(
     scenarios: &[char],
     reps: usize,
     out: &mut Vec<Rep>,
+    incidents: &mut Vec<String>,
 ) -> Result<()> {
     let mut order: Vec<char> = Vec::new();
     for s in ['a', 'b', 'c', 'd'] {
@@ -150,6 +153,10 @@ pub fn failover(
         for rep in 1..=reps {
             if let Err(e) = bed.settle(programs, SETTLE_LIMIT) {
                 eprintln!("[{}] {e:#}\n[{}] resetting the bed", bed.id, bed.id);
+                incidents.push(format!(
+                    "{}: before {scenario} rep {rep} (after the previous repetition): {e:#}",
+                    bed.id
+                ));
                 reset(bed, programs)?;
             }
             let results = one(bed, programs, scenario, heal_too, rep)
@@ -183,6 +190,11 @@ pub fn failover(
 /// Replaces the bed's lab and system with fresh ones.
 fn reset(bed: &mut Bed, programs: &Programs) -> Result<()> {
     bed.probe = None;
+    if std::env::var_os("BENCH_KEEP_ON_FAIL").is_some() {
+        // For a post-mortem: leave the lab as it is (`linuxha lab down NAME` removes it).
+        bed.lab.detach()?;
+        bail!("lab {} kept for inspection (BENCH_KEEP_ON_FAIL)", bed.lab.name());
+    }
     let id = bed.id.clone();
     let fresh = Bed::up(&id, programs)?;
     let old = std::mem::replace(bed, fresh);
@@ -219,6 +231,7 @@ fn one(
             .filter(|s| end.is_none_or(|e| s.t_ns <= e) && s.two_owners())
             .count(),
         heal: None,
+        timeline: probe::timeline(samples, t0),
     };
     let mut reps = Vec::new();
     match scenario {
@@ -305,16 +318,18 @@ pub struct Footprint {
     pub processes: Vec<(String, u64)>,
     /// Sum of the RSS, MiB.
     pub rss_mib: f64,
+    /// Sum of the PSS (shared pages divided among their users), MiB.
+    pub pss_mib: f64,
     /// The node's CPU time over the idle window, in percent of one CPU.
     pub cpu_percent: f64,
     /// The idle window, seconds.
     pub window_s: f64,
 }
 
-/// `VmRSS` of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// The `key` line (`VmRSS:`, `Pss:`) of `/proc/<pid>/<file>` in KiB.
+fn proc_kib(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -334,13 +349,19 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
     // Let start-up work (first monitors, announcements) pass.
     std::thread::sleep(Duration::from_secs(3));
     let mut processes = Vec::new();
+    let mut pss = 0;
     for pid in pids_tree(&bed.lab, &node)? {
         if systems::is_bench_helper(pid) {
             continue;
         }
-        let Some(rss) = rss_kib(pid) else { continue };
-        let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map(|c| c.trim().to_string())
+        let Some(rss) = proc_kib(pid, "status", "VmRSS:") else { continue };
+        pss += proc_kib(pid, "smaps_rollup", "Pss:").unwrap_or(0);
+        // argv[0], not comm: linuxha's daemons are started from /proc/self/exe (comm "exe")
+        // and name themselves in argv[0]; pacemaker's comm is cut at 15 bytes.
+        let words = systems::cmdline(pid);
+        let name = words
+            .first()
+            .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
             .unwrap_or_default();
         processes.push((name, rss));
     }
@@ -357,6 +378,7 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
         node,
         processes,
         rss_mib,
+        pss_mib: pss as f64 / 1024.0,
         cpu_percent: used as f64 / 1e6 / window_s * 100.0,
         window_s,
     })
@@ -375,8 +397,8 @@ pub struct Latency {
     pub ms: Vec<f64>,
 }
 
-/// Runs the system's status command `calls` times on the passive node, idle and while the
-/// active node is cut off (the cut comes 300 ms into the loop).
+/// Runs the system's status command `calls` times on the passive node, idle and from the
+/// moment the active node is cut off.
 pub fn latency(bed: &mut Bed, programs: &Programs, calls: usize) -> Result<Vec<Latency>> {
     let Some(command) = bed.sys.status_command(programs) else { return Ok(Vec::new()) };
     let shown = command
@@ -400,11 +422,12 @@ pub fn latency(bed: &mut Bed, programs: &Programs, calls: usize) -> Result<Vec<L
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
-        let child = cmd.spawn()?;
+        // During a failover: the loop starts right after the cut, so its first calls fall into
+        // the detection and take-over (a fast command would finish before a later cut).
         if phase == "failover" {
-            std::thread::sleep(Duration::from_millis(300));
             bed.lab.cut(&active, None)?;
         }
+        let child = cmd.spawn()?;
         let output = child.wait_with_output()?;
         if phase == "failover" {
             bed.lab.heal(&active)?;

@@ -40,10 +40,8 @@ pub fn serve(port: u16, name: &str) -> Result<()> {
     let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
         .with_context(|| format!("listening on port {port}"))?;
     let greeting = format!("{name}\n");
-    for stream in listener.incoming() {
-        if let Ok(mut stream) = stream {
-            let _ = stream.write_all(greeting.as_bytes());
-        }
+    for mut stream in listener.incoming().flatten() {
+        let _ = stream.write_all(greeting.as_bytes());
     }
     Ok(())
 }

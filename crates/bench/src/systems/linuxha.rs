@@ -183,8 +183,14 @@ impl System for Linuxha {
                 let exe = programs.linuxha.to_string_lossy().into_owned();
                 let out = lab
                     .run(n, &[exe.as_str(), "clstat"])
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default();
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&o.stdout),
+                            String::from_utf8_lossy(&o.stderr)
+                        )
+                    })
+                    .unwrap_or_else(|e| e.to_string());
                 format!("[{n}] clstat:\n{out}")
             })
             .collect()
