@@ -21,6 +21,8 @@ pub const SYSTEM_IDS: [&str; 6] =
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// The longest the benchmark waits for a system to be steady again between repetitions.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+/// How long a system may take to be steady after a paused node resumes (scenario b).
+const AFTER_RESUME_LIMIT: Duration = Duration::from_secs(30);
 /// How long everything must look right before the next repetition starts.
 const STABLE_FOR: Duration = Duration::from_secs(2);
 
@@ -161,6 +163,15 @@ pub fn failover(
             }
             let results = one(bed, programs, scenario, heal_too, rep)
                 .with_context(|| format!("{} scenario {scenario} rep {rep}", bed.id))?;
+            if scenario == 'b' {
+                // A node back from a pause (thawed, links healed) must not leave the service on
+                // two nodes; if the system does not sort that out soon, note it and start over.
+                if let Err(e) = bed.settle(programs, AFTER_RESUME_LIMIT) {
+                    eprintln!("[{}] not steady after the resume; resetting the bed", bed.id);
+                    incidents.push(format!("{}: after b rep {rep} (resume): {e:#}", bed.id));
+                    reset(bed, programs)?;
+                }
+            }
             for r in results {
                 let shown =
                     r.seconds.map(|s| format!("{s:.3} s")).unwrap_or("not recovered".into());
