@@ -133,6 +133,12 @@ pub fn markdown(results: &Results) -> String {
                     format!("{:.3}", f.cpu_percent),
                     format!("{:.0}", f.window_s),
                     procs.join(", "),
+                    f.cpu_by_process
+                        .iter()
+                        .filter(|(_, c)| *c >= 0.01)
+                        .map(|(n, c)| format!("{n} {c:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ]
             })
             .collect();
@@ -144,6 +150,7 @@ pub fn markdown(results: &Results) -> String {
                 "idle CPU % of one core",
                 "window s",
                 "processes (RSS MiB)",
+                "CPU % by process (≥ 0.01)",
             ],
             &rows,
         );
@@ -215,4 +222,62 @@ pub fn markdown(results: &Results) -> String {
         out += &format!("- error: {e}\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::HealOutcome;
+
+    fn rep(system: &str, scenario: char, seconds: Option<f64>, gap: Option<f64>) -> Rep {
+        Rep {
+            system: system.into(),
+            scenario,
+            rep: 1,
+            active: "node1".into(),
+            seconds,
+            two_owner_samples: 0,
+            heal: gap.map(|g| HealOutcome {
+                final_owner: Some("node2".into()),
+                reach_s: seconds,
+                max_gap_s: g,
+                two_owner_samples: 0,
+                samples: 100,
+            }),
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn markdown_has_every_section_in_system_order() {
+        let results = Results {
+            command: "bench all".into(),
+            systems: vec![("linuxha".into(), "linuxha default".into())],
+            failover: vec![
+                rep("keepalived", 'a', Some(3.0), None),
+                rep("linuxha", 'a', Some(1.5), None),
+                rep("linuxha", 'e', Some(0.0), Some(0.0)),
+                rep("keepalived", 'e', Some(20.0), Some(19.5)),
+                rep("keepalived", 'e', None, Some(0.0)),
+            ],
+            soak: vec![Soak {
+                system: "linuxha".into(),
+                seconds: 600.0,
+                owner_changes: 0,
+                vip_gone: 1,
+                vip_twice: 0,
+                outages_s: vec![0.2],
+            }],
+            ..Results::default()
+        };
+        let md = markdown(&results);
+        let a_linuxha = md.find("| a: node isolated | linuxha |").expect("linuxha row");
+        let a_keepalived = md.find("| a: node isolated | keepalived |").expect("keepalived row");
+        assert!(a_linuxha < a_keepalived, "{md}");
+        assert!(md.contains("| 0.50× |"), "linuxha ÷ keepalived in a: {md}");
+        assert!(md.contains("gap > 0.1 s in 1/2, worst gap 19.500 s; 1 not recovered"), "{md}");
+        assert!(md.contains("| linuxha default | 10 | 0 | 1 | 0 | 1 (worst 0.200 s) |"), "{md}");
+        assert!(md.contains("Command: `bench all`"), "{md}");
+        assert!(!md.contains("### Footprint"), "{md}");
+    }
 }

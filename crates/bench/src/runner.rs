@@ -335,6 +335,20 @@ pub struct Footprint {
     pub cpu_percent: f64,
     /// The idle window, seconds.
     pub window_s: f64,
+    /// Process name and its own CPU over the window (percent of one CPU), for the processes
+    /// that lived through it: where the idle CPU goes.
+    pub cpu_by_process: Vec<(String, f64)>,
+}
+
+/// utime + stime of `pid` in clock ticks.
+fn proc_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state …": comm may hold spaces, so count fields after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The `key` line (`VmRSS:`, `Pss:`) of `/proc/<pid>/<file>` in KiB.
@@ -360,6 +374,7 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
     // Let start-up work (first monitors, announcements) pass.
     std::thread::sleep(Duration::from_secs(3));
     let mut processes = Vec::new();
+    let mut ticks = Vec::new();
     let mut pss = 0;
     for pid in pids_tree(&bed.lab, &node)? {
         if systems::is_bench_helper(pid) {
@@ -374,6 +389,7 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
             .first()
             .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
             .unwrap_or_default();
+        ticks.push((pid, name.clone(), proc_ticks(pid)));
         processes.push((name, rss));
     }
     processes.sort();
@@ -382,6 +398,16 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
     std::thread::sleep(window);
     let used = cpu_usec(&bed.lab, &node)?.saturating_sub(before);
     let window_s = t0.elapsed().as_secs_f64();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut cpu_by_process: Vec<(String, f64)> = ticks
+        .into_iter()
+        .filter_map(|(pid, name, before)| {
+            let spent = proc_ticks(pid)?.checked_sub(before?)?;
+            Some((name, spent as f64 / hz / window_s * 100.0))
+        })
+        .collect();
+    cpu_by_process.sort_by(|a, b| b.1.total_cmp(&a.1));
     bed.start_probe(programs)?;
     let rss_mib = processes.iter().map(|(_, k)| *k as f64).sum::<f64>() / 1024.0;
     Ok(Footprint {
@@ -392,6 +418,7 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
         pss_mib: pss as f64 / 1024.0,
         cpu_percent: used as f64 / 1e6 / window_s * 100.0,
         window_s,
+        cpu_by_process,
     })
 }
 

@@ -196,3 +196,20 @@ impl System for Keepalived {
         format!("VIP on {holders:?}; states {}", states.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_is_vrrp3_at_a_tenth_of_a_second() {
+        let fast = Keepalived::new(true).config("node1", "/b/bench");
+        assert!(fast.contains("vrrp_version 3"), "{fast}");
+        assert!(fast.contains("advert_int 0.1"), "{fast}");
+        assert!(fast.contains(r#"script "/b/bench check --port 80""#), "{fast}");
+        let default = Keepalived::new(false).config("node2", "/b/bench");
+        assert!(!default.contains("vrrp_version"), "{default}");
+        assert!(default.contains("advert_int 1\n"), "{default}");
+        assert!(default.contains("router_id node2"), "{default}");
+    }
+}
