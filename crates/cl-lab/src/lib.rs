@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod fence;
 mod nft;
+mod private;
 mod sys;
 
 use std::collections::BTreeSet;
