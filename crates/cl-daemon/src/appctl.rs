@@ -89,28 +89,28 @@ impl AppControl {
         let configs = built_apps(&ctx);
         let policies = configs
             .iter()
-            .map(|a| AppPolicy {
-                name: a.name.clone(),
-                nodes: a.nodes.clone(),
-                autostart: a.autostart,
-                failback: match a.failback {
-                    cl_config::appconf::Failback::Auto => Failback::Auto,
-                    cl_config::appconf::Failback::Manual => Failback::Manual,
-                },
-                restarts: a
-                    .monitors
-                    .iter()
-                    .map(|m| m.restarts)
-                    .chain(a.resources.iter().map(|r| r.restarts))
-                    .min()
-                    .unwrap_or(3),
-                window: a
-                    .monitors
-                    .iter()
-                    .map(|m| m.window)
-                    .chain(a.resources.iter().map(|r| r.window))
-                    .max()
-                    .unwrap_or(std::time::Duration::from_secs(600)),
+            .map(|a| {
+                // Each monitor and each resource has a restart budget: the strictest counts.
+                let budgets = || {
+                    a.monitors
+                        .iter()
+                        .map(|m| (m.restarts, m.window))
+                        .chain(a.resources.iter().map(|r| (r.restarts, r.window)))
+                };
+                AppPolicy {
+                    name: a.name.clone(),
+                    nodes: a.nodes.clone(),
+                    autostart: a.autostart,
+                    failback: match a.failback {
+                        cl_config::appconf::Failback::Auto => Failback::Auto,
+                        cl_config::appconf::Failback::Manual => Failback::Manual,
+                    },
+                    restarts: budgets().map(|(r, _)| r).min().unwrap_or(3),
+                    window: budgets()
+                        .map(|(_, w)| w)
+                        .max()
+                        .unwrap_or(std::time::Duration::from_secs(600)),
+                }
             })
             .collect();
         let apps = Apps::new(

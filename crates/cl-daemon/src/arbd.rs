@@ -22,7 +22,7 @@ use cl_config::{load_cluster, ClusterConfig, FileKind, Host, Severity};
 use cl_core::arbiter::{ArbEvent, Arbiter};
 use cl_core::Time;
 use cl_paths::Paths;
-use cl_wire::arb::{ArbOp, ArbReply, ArbRequest, ARBITRATOR_SENDER};
+use cl_wire::arb::{ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
 use tracing::{info, warn};
 
@@ -323,13 +323,7 @@ fn handle_datagram(
             request.node, header.sender
         )));
     }
-    let op = match request.op {
-        ArbOp::Acquire => cl_core::arbiter::ArbOp::Acquire,
-        ArbOp::Renew => cl_core::arbiter::ArbOp::Renew,
-        ArbOp::Release => cl_core::arbiter::ArbOp::Release,
-        ArbOp::Query => cl_core::arbiter::ArbOp::Query,
-    };
-    match arbiter.request(now, &request.node, op) {
+    match arbiter.request(now, &request.node, request.op) {
         Ok((grant, events)) => {
             for event in &events {
                 log_event(event, lease);

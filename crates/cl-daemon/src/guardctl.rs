@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseOp, LeaseView, Sabotage};
+use cl_core::arbiter::ArbOp;
+use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseView, Sabotage};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
 use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
-use cl_wire::arb::ArbOp;
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -209,7 +209,7 @@ pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
 
 /// Send lease request `id` to the arbitrator; the answer arrives on `results`. No answer is
 /// reported as nothing: the guard counts a request unanswered in time as refused.
-pub fn lease(ctx: &Context, id: u64, op: LeaseOp, results: mpsc::Sender<GuardInput>) {
+pub fn lease(ctx: &Context, id: u64, op: ArbOp, results: mpsc::Sender<GuardInput>) {
     let ctx = ctx.clone();
     let answer_timeout = safety_timing(&ctx).decision_time();
     tokio::spawn(async move {
@@ -221,12 +221,7 @@ pub fn lease(ctx: &Context, id: u64, op: LeaseOp, results: mpsc::Sender<GuardInp
             }
             None => return,
         };
-        let wire_op = match op {
-            LeaseOp::Acquire => ArbOp::Acquire,
-            LeaseOp::Renew => ArbOp::Renew,
-            LeaseOp::Release => ArbOp::Release,
-        };
-        match client.request(wire_op, answer_timeout).await {
+        match client.request(op, answer_timeout).await {
             Ok(answer) => {
                 let reply = answer.reply;
                 if let Some(error) = &reply.error {

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
 use cl_core::arbiter::{ArbOp, Arbiter};
-use cl_core::guard::{Guard, GuardAction, GuardConfig, GuardInput, LeaseOp, Sabotage};
+use cl_core::guard::{Guard, GuardAction, GuardConfig, GuardInput, Sabotage};
 use cl_core::membership::{Action, Input, LocalState, Membership, MembershipConfig};
 use cl_core::timing::{SafetyTiming, JITTER_ALLOWANCE};
 use cl_core::Time;
@@ -217,7 +217,7 @@ enum Ev {
     LeaseRequest {
         from: usize,
         id: u64,
-        op: LeaseOp,
+        op: ArbOp,
         epoch: u64,
     },
     LeaseReply {
@@ -722,20 +722,15 @@ impl Sim {
         self.drain(n);
     }
 
-    fn arbitrate(&mut self, from: usize, id: u64, op: LeaseOp, epoch: u64) {
+    fn arbitrate(&mut self, from: usize, id: u64, op: ArbOp, epoch: u64) {
         if !self.arbitrator.up || !self.net.outside[from] {
             return;
         }
-        let wire_op = match op {
-            LeaseOp::Acquire => ArbOp::Acquire,
-            LeaseOp::Renew => ArbOp::Renew,
-            LeaseOp::Release => ArbOp::Release,
-        };
         let now = self.now;
-        let Ok((grant, _)) = self.arbitrator.arbiter.request(now, NAMES[from], wire_op) else {
+        let Ok((grant, _)) = self.arbitrator.arbiter.request(now, NAMES[from], op) else {
             return;
         };
-        if op == LeaseOp::Release {
+        if op == ArbOp::Release {
             return;
         }
         let verdict = if grant.granted { "granted" } else { "denied" };

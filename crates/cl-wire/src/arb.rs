@@ -13,31 +13,8 @@ use serde::{Deserialize, Serialize};
 /// The frame sender name clarbd uses for its replies.
 pub const ARBITRATOR_SENDER: &str = "clarbd";
 
-/// What a node asks of the arbitrator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ArbOp {
-    /// Take the lease (or extend it, if already held).
-    Acquire,
-    /// Extend a held lease.
-    Renew,
-    /// Give the lease up.
-    Release,
-    /// Who holds the lease; changes nothing.
-    Query,
-}
-
-impl ArbOp {
-    /// The operation's name, as logged.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ArbOp::Acquire => "acquire",
-            ArbOp::Renew => "renew",
-            ArbOp::Release => "release",
-            ArbOp::Query => "query",
-        }
-    }
-}
+/// What a node asks of the arbitrator: the core's own vocabulary, carried as it is.
+pub use cl_core::arbiter::ArbOp;
 
 /// A node's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,6 @@
 
 mod cluster;
 
-use std::cell::RefCell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -75,26 +74,7 @@ fn heartbeat_network_cut_public_up_means_no_takeover_and_an_alarm() {
 /// With fencing, a hung node1 is powered off by node2's fence agent before node2 starts apache.
 #[test]
 fn fencing_powers_the_silent_peer_off_before_the_takeover() {
-    let lab_name = RefCell::new(String::new());
-    let Some(mut c) = Cluster::with_apache_prepared(
-        "fenced_takeover",
-        |lab| {
-            *lab_name.borrow_mut() = lab.name().to_string();
-            for node in ["node1", "node2"] {
-                cluster::install_fence_agent(
-                    lab.root(node).expect("root"),
-                    "fence_linuxha_lab",
-                    None,
-                );
-            }
-        },
-        |_, etc| {
-            let lab = lab_name.borrow().clone();
-            edit_clconf(etc, |xml| {
-                cluster::with_fence_devices(xml, &lab, "/usr/sbin/fence_linuxha_lab")
-            })
-        },
-    ) else {
+    let Some(mut c) = Cluster::with_apache_lab_fencing("fenced_takeover", true) else {
         return;
     };
     c.form();

@@ -146,32 +146,7 @@ fn nemesis(test: &str, fenced: bool, seconds: u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| std::process::id() as u64);
     eprintln!("{test}: {seconds} s, seed {seed} (LINUXHA_NEMESIS_SEED={seed} to replay)");
-    let lab_name = std::cell::RefCell::new(String::new());
-    let Some(mut c) = Cluster::with_apache_prepared(
-        test,
-        |lab| {
-            *lab_name.borrow_mut() = lab.name().to_string();
-            for node in ["node1", "node2"] {
-                cluster::install_fence_agent(
-                    lab.root(node).expect("root"),
-                    "fence_linuxha_lab",
-                    None,
-                );
-            }
-        },
-        |_, etc| {
-            if !fenced {
-                return;
-            }
-            let path = etc.join("clconf.xml");
-            let xml = std::fs::read_to_string(&path).expect("clconf.xml");
-            std::fs::write(
-                &path,
-                cluster::with_fence_devices(xml, &lab_name.borrow(), "/usr/sbin/fence_linuxha_lab"),
-            )
-            .expect("write");
-        },
-    ) else {
+    let Some(mut c) = Cluster::with_apache_lab_fencing(test, fenced) else {
         return;
     };
     c.form();

@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::apps::AppInput;
+use crate::arbiter::ArbOp;
 use crate::membership::{Action as MembershipAction, Verdict};
 use crate::time::Time;
 
@@ -130,18 +131,6 @@ pub enum GuardInput {
     },
 }
 
-/// The three lease operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaseOp {
-    /// Get the lease.
-    Acquire,
-    /// Extend the lease this node holds.
-    Renew,
-    /// Give it back: the peers are up again.
-    Release,
-}
-
 /// How serious an event is, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -175,7 +164,7 @@ pub enum GuardAction {
         /// Matches the reply.
         id: u64,
         /// What to ask.
-        op: LeaseOp,
+        op: ArbOp,
     },
     /// Log this (and show alarms in clstat).
     Event {
@@ -552,7 +541,7 @@ impl Guard {
         }
         let now = self.now;
         let needed = self.needs_lease();
-        let mut request: Option<LeaseOp> = None;
+        let mut request: Option<ArbOp> = None;
         let mut lost: Option<String> = None;
         let mut gained = false;
         if let Some(lease) = self.lease.as_mut() {
@@ -583,9 +572,9 @@ impl Guard {
             if needed {
                 if lease.outstanding.is_none() && lease.next_at.is_none_or(|t| now >= t) {
                     request = Some(if lease.held_until.is_some() {
-                        LeaseOp::Renew
+                        ArbOp::Renew
                     } else {
-                        LeaseOp::Acquire
+                        ArbOp::Acquire
                     });
                 }
                 if lease.held_until.is_some() {
@@ -597,7 +586,7 @@ impl Guard {
                 lease.outstanding = None;
                 lease.next_at = None;
                 lease.view = LeaseView::NotNeeded;
-                request = Some(LeaseOp::Release);
+                request = Some(ArbOp::Release);
             } else {
                 lease.next_at = None;
                 lease.view = LeaseView::NotNeeded;
@@ -607,7 +596,7 @@ impl Guard {
             self.next_id += 1;
             let id = self.next_id;
             if let Some(lease) = self.lease.as_mut() {
-                if op != LeaseOp::Release {
+                if op != ArbOp::Release {
                     lease.outstanding = Some(Outstanding { id, sent: now });
                     lease.next_at = None;
                     if lease.held_until.is_none()

@@ -136,7 +136,7 @@ fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
     g.on_membership(t(0), &down(Verdict::TakeOver));
     assert_eq!(
         drain(&mut g),
-        vec![no_takeover(), GuardAction::Lease { id: 1, op: LeaseOp::Acquire }]
+        vec![no_takeover(), GuardAction::Lease { id: 1, op: ArbOp::Acquire }]
     );
     g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
     assert_eq!(drain(&mut g), vec![takeover()]);
@@ -144,7 +144,7 @@ fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
     // Renewed after a third of the lease, counted from the request.
     assert_eq!(g.poll_timeout(), Some(t(2000)));
     g.handle_timeout(t(2000));
-    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: LeaseOp::Renew }]);
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: ArbOp::Renew }]);
     g.handle(t(2010), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
     assert_eq!(g.status().lease, Some(LeaseView::Held { until: t(8000) }));
     // The peer returns: the lease is given back.
@@ -153,7 +153,7 @@ fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
         drain(&mut g),
         vec![
             app(AppInput::PeerUp { peer: PEER.into() }),
-            GuardAction::Lease { id: 3, op: LeaseOp::Release }
+            GuardAction::Lease { id: 3, op: ArbOp::Release }
         ]
     );
     assert!(!g.holds_lease());
@@ -169,7 +169,7 @@ fn a_denied_lease_stops_the_local_applications_and_a_later_grant_resumes() {
     assert!(g.status().alarms[0].contains("held by node2"));
     // Asked again while the holder's lease could run out.
     g.handle_timeout(t(1520));
-    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: LeaseOp::Acquire }]);
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: ArbOp::Acquire }]);
     g.handle(t(1530), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
     assert_eq!(drain(&mut g), vec![app(AppInput::Reconnected), takeover()]);
     assert!(g.status().alarms.is_empty());
@@ -184,7 +184,7 @@ fn an_unanswered_request_counts_as_refused() {
     g.handle_timeout(t(500));
     assert_eq!(
         drain(&mut g),
-        vec![GuardAction::Lease { id: 2, op: LeaseOp::Acquire }, app(AppInput::Isolated)]
+        vec![GuardAction::Lease { id: 2, op: ArbOp::Acquire }, app(AppInput::Isolated)]
     );
     // A late answer to the first request is ignored.
     g.handle(t(600), GuardInput::LeaseReply { id: 1, granted: true, holder: None });

@@ -600,6 +600,31 @@ impl Cluster {
         Some(cluster)
     }
 
+    /// [`Cluster::with_apache`], and with `fenced` each node's `<fence>` device is the lab's own
+    /// agent (`/usr/sbin/fence_linuxha_lab` under each node root, `lab=` this lab).
+    pub fn with_apache_lab_fencing(test: &str, fenced: bool) -> Option<Cluster> {
+        let lab_name = std::cell::RefCell::new(String::new());
+        Cluster::with_apache_prepared(
+            test,
+            |lab| {
+                *lab_name.borrow_mut() = lab.name().to_string();
+                for node in ["node1", "node2"] {
+                    install_fence_agent(lab.root(node).expect("root"), "fence_linuxha_lab", None);
+                }
+            },
+            |_, etc| {
+                if !fenced {
+                    return;
+                }
+                let path = etc.join("clconf.xml");
+                let xml = std::fs::read_to_string(&path).expect("clconf.xml");
+                let agent = "/usr/sbin/fence_linuxha_lab";
+                let xml = with_fence_devices(xml, &lab_name.borrow(), agent);
+                std::fs::write(&path, xml).expect("write clconf.xml");
+            },
+        )
+    }
+
     /// [`Cluster::with_apache`] unchanged, formed, and [`APP`] running on node1 as both nodes
     /// see it.
     pub fn apache_on_node1(test: &str) -> Option<Cluster> {
