@@ -53,6 +53,8 @@ pub struct AppControl {
     apps: Apps,
     runners: BTreeMap<String, Runner>,
     monitors: BTreeMap<String, Vec<JoinHandle<()>>>,
+    /// Start sequences still running: a stop must not run beside one.
+    starts: BTreeMap<String, JoinHandle<()>>,
     events: mpsc::Sender<AppEvent>,
 }
 
@@ -129,6 +131,7 @@ impl AppControl {
             apps,
             runners,
             monitors: BTreeMap::new(),
+            starts: BTreeMap::new(),
             events,
         }
     }
@@ -190,10 +193,12 @@ impl AppControl {
                     let Some(runner) = self.runners.get(&app).cloned() else { continue };
                     info!(%app, "starting {app}");
                     let events = self.events.clone();
-                    tokio::task::spawn_local(async move {
+                    let name = app.clone();
+                    let task = tokio::task::spawn_local(async move {
                         let result = runner.start().await;
                         let _ = events.send(AppEvent::Started { app, result }).await;
                     });
+                    self.starts.insert(name, task);
                 }
                 AppAction::Stop { app, reason, urgent } => {
                     for task in self.monitors.remove(&app).unwrap_or_default() {
@@ -211,7 +216,17 @@ impl AppControl {
                         None => info!(%app, "stopping {app}: {reason}"),
                     }
                     let events = self.events.clone();
+                    // A start still running could add the address or mount after the stop:
+                    // an urgent stop cuts it short, any other waits for it; then the stop
+                    // releases whatever it acquired.
+                    let start = self.starts.remove(&app).filter(|t| !t.is_finished());
                     tokio::task::spawn_local(async move {
+                        if let Some(start) = start {
+                            if deadline.is_some() {
+                                start.abort();
+                            }
+                            let _ = start.await;
+                        }
                         let result = runner.stop(deadline).await;
                         let _ = events.send(AppEvent::Stopped { app, result }).await;
                     });
@@ -248,7 +263,12 @@ impl AppControl {
     pub fn on_event(&mut self, event: AppEvent) {
         match event {
             AppEvent::Started { app, result } => {
+                self.starts.remove(&app);
+                let still_wanted = self.apps.state(&app) == Some(AppState::Starting);
                 match &result {
+                    Ok(()) if !still_wanted => {
+                        info!(%app, "{app} started, but it is being stopped")
+                    }
                     Ok(()) => {
                         info!(%app, "{app} is running");
                         self.start_monitors(&app);

@@ -14,7 +14,7 @@ use cl_core::Time;
 use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::context::Context;
 
@@ -72,7 +72,7 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
 
 /// What the probe of `peer` looks for: its own addresses on every network this node shares with
 /// it, and every application address it could hold, each from this node's interface there.
-fn probe_targets(ctx: &Context, peer: &str) -> Vec<Vip> {
+pub fn probe_targets(ctx: &Context, peer: &str) -> Vec<Vip> {
     let cluster = ctx.cluster();
     let (Some(me), Some(them)) = (cluster.node(&ctx.local), cluster.node(peer)) else {
         return Vec::new();
@@ -101,9 +101,9 @@ fn probe_targets(ctx: &Context, peer: &str) -> Vec<Vip> {
     targets
 }
 
-/// Probe `peer` in the background; the result arrives on `results`.
-pub fn probe(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
-    let targets = probe_targets(ctx, &peer);
+/// Probe `peer` at `targets` ([`probe_targets`]) in the background; the result arrives on
+/// `results`.
+pub fn probe(targets: Vec<Vip>, peer: String, results: mpsc::Sender<GuardInput>) {
     tokio::spawn(async move {
         let probes = targets.into_iter().map(|t| async move {
             let how = Probe::over(PROBE_TIME);
@@ -124,14 +124,15 @@ pub fn probe(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
                 Err(e) => warn!("peer-alive probe of {} failed: {e}", target.address),
             }
         }
-        let alive = !answered.is_empty();
-        let detail = if alive {
+        // Nothing could be probed (every local interface down): nothing is known, so the peer
+        // counts as alive rather than as gone.
+        let alive = !answered.is_empty() || probed.is_empty();
+        let detail = if !answered.is_empty() {
             answered.join(", ")
+        } else if probed.is_empty() {
+            "no address could be probed from this node".to_string()
         } else {
-            format!(
-                "probed {}",
-                if probed.is_empty() { "nothing".into() } else { probed.join(", ") }
-            )
+            format!("probed {}", probed.join(", "))
         };
         let _ = results.send(GuardInput::ProbeResult { peer, alive, detail }).await;
     });
@@ -209,32 +210,56 @@ pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
 
 /// Send lease request `id` to the arbitrator; the answer arrives on `results`. No answer is
 /// reported as nothing: the guard counts a request unanswered in time as refused.
-pub fn lease(ctx: &Context, id: u64, op: ArbOp, results: mpsc::Sender<GuardInput>) {
+pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::Sender<GuardInput>) {
     let ctx = ctx.clone();
-    let answer_timeout = safety_timing(&ctx).decision_time();
+    let link = link.clone();
+    let timing = safety_timing(&ctx);
     tokio::spawn(async move {
-        let mut client = match crate::arbclient::ArbClient::from_context(&ctx).await {
-            Some(Ok(client)) => client,
-            Some(Err(e)) => {
-                warn!("cannot reach the arbitrator: {e}");
-                return;
+        // One client for the daemon's life: its sequence numbers and replay window make an
+        // old grant, replayed, worthless; a fresh client per request would accept it.
+        let mut slot = link.lock().await;
+        if slot.is_none() {
+            match crate::arbclient::ArbClient::from_context(&ctx).await {
+                Some(Ok(client)) => *slot = Some(client),
+                Some(Err(e)) => {
+                    warn!("cannot reach the arbitrator: {e}");
+                    return;
+                }
+                None => return,
             }
-            None => return,
-        };
-        match client.request(op, answer_timeout).await {
+        }
+        let Some(client) = slot.as_mut() else { return };
+        match client.request(op, timing.decision_time()).await {
             Ok(answer) => {
                 let reply = answer.reply;
                 if let Some(error) = &reply.error {
                     warn!("the arbitrator refused lease request {id}: {error}");
                 }
-                let input =
-                    GuardInput::LeaseReply { id, granted: reply.granted, holder: reply.holder };
+                // Only a grant naming this node, for at least the lease this node counts on,
+                // is one: an arbitrator with a shorter lease would expire it before this node
+                // stops (a configuration mismatch, refused loudly).
+                let lease = timing.lease.map(|l| l.lease).unwrap_or_default();
+                let long_enough = u128::from(reply.lease_ms) >= lease.as_millis();
+                if reply.granted && !long_enough {
+                    error!(
+                        "the arbitrator grants {} ms leases, this node's configuration says {} ms: not counted as held",
+                        reply.lease_ms,
+                        lease.as_millis()
+                    );
+                }
+                let granted = reply.granted
+                    && long_enough
+                    && reply.holder.as_deref() == Some(ctx.local.as_str());
+                let input = GuardInput::LeaseReply { id, granted, holder: reply.holder };
                 let _ = results.send(input).await;
             }
             Err(e) => warn!("lease request {id} ({op:?}) got no answer: {e}"),
         }
     });
 }
+
+/// The node's connection to the arbitrator, kept for the daemon's life.
+pub type ArbLink = std::sync::Arc<tokio::sync::Mutex<Option<crate::arbclient::ArbClient>>>;
 
 /// The guard's status as clstat lines: alarms, and where each takeover stands.
 pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {

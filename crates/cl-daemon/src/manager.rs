@@ -125,6 +125,10 @@ struct Manager {
     guard_results: mpsc::Sender<GuardInput>,
     /// The peers named in the "taking over" notice file.
     notice: Vec<String>,
+    /// The connection to the arbitrator, if one is configured.
+    arb_link: crate::guardctl::ArbLink,
+    /// What the peer-alive probe looks for, per peer (worked out when the cluster forms).
+    probe_targets: BTreeMap<String, Vec<cl_drivers::vip::Vip>>,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -181,6 +185,8 @@ pub async fn run(ctx: Context) -> Result<()> {
         guard: None,
         guard_results: guard_tx,
         notice: Vec::new(),
+        arb_link: Default::default(),
+        probe_targets: BTreeMap::new(),
     };
     crate::guardctl::write_notice(&ctx, &[]);
     // Only this process needs to know; the daemons it starts read the new files anyway.
@@ -350,6 +356,15 @@ impl Manager {
         };
         self.membership = Some(Membership::new(config, self.now()));
         self.guard = Some(Guard::new(crate::guardctl::guard_config(&self.ctx)));
+        self.probe_targets = self
+            .ctx
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let targets = crate::guardctl::probe_targets(&self.ctx, &p);
+                (p, targets)
+            })
+            .collect();
         self.formed = true;
         std::fs::write(self.ctx.formed_marker(), b"formed\n")
             .context("cannot write the formed marker")?;
@@ -547,13 +562,20 @@ impl Manager {
                     GuardAction::Apps(input) => for_apps.push(input),
                     GuardAction::Probe { peer } => {
                         info!(%peer, "probing node {peer} on the public networks before taking anything over");
-                        crate::guardctl::probe(&self.ctx, peer, self.guard_results.clone());
+                        let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
+                        crate::guardctl::probe(targets, peer, self.guard_results.clone());
                     }
                     GuardAction::Fence { peer } => {
                         crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
                     }
                     GuardAction::Lease { id, op } => {
-                        crate::guardctl::lease(&self.ctx, id, op, self.guard_results.clone());
+                        crate::guardctl::lease(
+                            &self.ctx,
+                            &self.arb_link,
+                            id,
+                            op,
+                            self.guard_results.clone(),
+                        );
                     }
                     GuardAction::Event { level, text } => match level {
                         Level::Info => info!("{text}"),

@@ -204,7 +204,17 @@ impl Runner {
                     Ok(result) => result,
                     Err(_) => {
                         warn!(%app, "stop scripts still running after {} ms: killing everything", budget.as_millis());
-                        Ok(())
+                        // Killing the cgroup, removing our VIPs and unmounting release what
+                        // linuxha holds; a resource agent's own holdings (an IPaddr2 address)
+                        // are only released by its stop, which was cut short.
+                        if self.app.resources.is_empty() {
+                            Ok(())
+                        } else {
+                            Err(format!(
+                                "the resources' stop was cut short after {} ms: they may still be held",
+                                budget.as_millis()
+                            ))
+                        }
                     }
                 };
                 (result, URGENT_KILL_GRACE)
@@ -355,12 +365,14 @@ impl Runner {
     /// Whether anything of the application is active here: an address, a mount or a process.
     pub async fn is_active(&self) -> bool {
         for vip in self.vips() {
-            if cl_drivers::vip::is_present(&vip).await.unwrap_or(false) {
+            // Cannot tell counts as held: adopting what is not there is repaired by the
+            // monitors, missing what is there could start a second copy elsewhere.
+            if cl_drivers::vip::is_present(&vip).await.unwrap_or(true) {
                 return true;
             }
         }
         for spec in self.filesystems() {
-            if cl_drivers::fs::is_mounted(&spec).unwrap_or(false) {
+            if cl_drivers::fs::is_mounted(&spec).unwrap_or(true) {
                 return true;
             }
         }

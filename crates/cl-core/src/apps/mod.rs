@@ -405,8 +405,8 @@ impl Apps {
                 let until = now;
                 for peer in self.peers.values_mut() {
                     *peer = Peer::Down { take_over: false, until };
-                    self.heard_since_down.clear();
                 }
+                self.heard_since_down.clear();
                 let running: Vec<String> = self
                     .locals
                     .iter()
@@ -716,7 +716,15 @@ impl Apps {
                     self.actions.push_back(AppAction::Start { app: app.clone() });
                     self.actions.push_back(AppAction::Announce);
                 }
-                AppState::Stopped if local.restart_after_stop && !self.isolated => {
+                // Not if the administrator stopped it meanwhile.
+                AppState::Stopped
+                    if local.restart_after_stop
+                        && !self.isolated
+                        && matches!(
+                            self.desired.get(&app),
+                            Some(Desired { want: Want::Running { .. }, .. })
+                        ) =>
+                {
                     // A local restart: nobody else may start it meanwhile, since it is still ours.
                     if let Some(local) = self.locals.get_mut(&app) {
                         local.state = AppState::Starting;

@@ -49,7 +49,9 @@ pub struct LeaseTiming {
 
 impl LeaseTiming {
     /// When a lease granted for a request sent at `sent` must be renewed: after a third of it,
-    /// leaving two more attempts before the stop margin.
+    /// so that (with a lease well above the stop margin and the answer timeout) failed renewals
+    /// can be retried before the stop margin is reached; a lease too short for that costs
+    /// availability (the node stops early), never safety.
     fn renew_after(&self) -> Duration {
         self.lease / 3
     }
@@ -214,6 +216,16 @@ pub enum Gate {
         /// The peer was fenced.
         fenced: bool,
     },
+}
+
+impl Gate {
+    /// When a gate that waits for time acts next.
+    fn due_at(&self) -> Option<Time> {
+        match self {
+            Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } => Some(*at),
+            _ => None,
+        }
+    }
 }
 
 /// The lease as this node knows it.
@@ -428,10 +440,7 @@ impl Guard {
         let due: Vec<(String, Gate)> = self
             .gates
             .iter()
-            .filter(|(_, g)| match g {
-                Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } => *at <= now,
-                _ => false,
-            })
+            .filter(|(_, g)| g.due_at().is_some_and(|at| at <= now))
             .map(|(p, g)| (p.clone(), g.clone()))
             .collect();
         for (peer, gate) in due {
@@ -449,10 +458,8 @@ impl Guard {
     pub fn poll_timeout(&self) -> Option<Time> {
         let mut next: Option<Time> = None;
         let mut consider = |t: Time| next = Some(next.map_or(t, |n: Time| n.min(t)));
-        for gate in self.gates.values() {
-            if let Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } = gate {
-                consider(*at);
-            }
+        for at in self.gates.values().filter_map(Gate::due_at) {
+            consider(at);
         }
         if let Some(t) = self.yielded_until {
             consider(t);
@@ -612,8 +619,7 @@ impl Guard {
         if let Some(reason) = lost {
             self.lose_lease(reason);
         } else if gained && self.stopped_for_lease {
-            self.stopped_for_lease = false;
-            self.alarms.remove("lease");
+            self.end_lease_stop();
             self.event(Level::Warn, "this node holds the arbitrator's lease again".into());
             self.sync_apps();
         }
@@ -630,9 +636,14 @@ impl Guard {
                 self.after_lease(&peer);
             }
         } else if !needed && self.stopped_for_lease {
-            self.stopped_for_lease = false;
-            self.alarms.remove("lease");
+            self.end_lease_stop();
         }
+    }
+
+    /// The lease no longer keeps this node's applications stopped.
+    fn end_lease_stop(&mut self) {
+        self.stopped_for_lease = false;
+        self.alarms.remove("lease");
     }
 
     fn lease_reply(&mut self, id: u64, granted: bool, holder: Option<String>) {
