@@ -10,6 +10,7 @@ pub mod apps;
 pub mod arbiter;
 pub mod guard;
 pub mod membership;
+pub mod storage;
 pub mod time;
 pub mod timing;
 

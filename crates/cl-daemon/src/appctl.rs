@@ -112,6 +112,7 @@ impl AppControl {
                         .map(|(_, w)| w)
                         .max()
                         .unwrap_or(std::time::Duration::from_secs(600)),
+                    replicated: false,
                 }
             })
             .collect();

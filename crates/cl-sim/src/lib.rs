@@ -384,6 +384,7 @@ fn policies() -> Vec<AppPolicy> {
             failback: Failback::Manual,
             restarts: 1,
             window: Duration::from_secs(60),
+            replicated: false,
         },
         AppPolicy {
             name: APPS[1].into(),
@@ -392,6 +393,7 @@ fn policies() -> Vec<AppPolicy> {
             failback: Failback::Auto,
             restarts: 1,
             window: Duration::from_secs(60),
+            replicated: false,
         },
     ]
 }

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::NotPromotable;
 use crate::time::Time;
 
 /// The life-cycle state of an application on one node.
@@ -111,6 +112,9 @@ pub struct AppPolicy {
     pub restarts: u32,
     /// How long a failure counts.
     pub window: Duration,
+    /// Its data is replicated (DRBD): a node runs it only while its copy is promotable
+    /// ([`AppInput::Data`]); until the shell reports the volumes, the copy counts as not up.
+    pub replicated: bool,
 }
 
 /// What a peer announces about its applications.
@@ -128,6 +132,10 @@ pub struct Announcement {
     pub states: BTreeMap<String, AppState>,
     /// The peer's view of the desired states.
     pub desired: BTreeMap<String, Desired>,
+    /// Replicated applications whose data the peer may not promote, with the reason: the peer
+    /// is not eligible for them.
+    #[serde(default)]
+    pub data_blocked: BTreeMap<String, NotPromotable>,
 }
 
 /// Facts the shell reports.
@@ -201,6 +209,22 @@ pub enum AppInput {
         /// Application.
         app: String,
     },
+    /// The data verdict of a replicated application here (cl-core `storage::app_promotable`
+    /// over its volumes): `None` when every copy may be promoted.
+    Data {
+        /// Application.
+        app: String,
+        /// Why this node's data may not be promoted, if it may not.
+        blocked: Option<NotPromotable>,
+    },
+    /// The local disk under a running application failed and its policy is to move it: it
+    /// fails here (like an exhausted restart budget) and moves to a node with good data.
+    DataLost {
+        /// Application.
+        app: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// Administrator requests about applications.
@@ -259,6 +283,9 @@ struct Local {
     last_failure: Option<(Time, String)>,
     /// Restart here once the current stop finishes.
     restart_after_stop: bool,
+    /// Why this node's replicated data may not be promoted (never set for an application
+    /// without replicated data).
+    data_blocked: Option<NotPromotable>,
 }
 
 /// How this node knows a peer.
@@ -289,6 +316,8 @@ pub struct Apps {
     locals: BTreeMap<String, Local>,
     peers: BTreeMap<String, Peer>,
     peer_states: BTreeMap<String, BTreeMap<String, AppState>>,
+    /// The data verdicts each peer last announced.
+    peer_data_blocked: BTreeMap<String, BTreeMap<String, NotPromotable>>,
     /// Peers that announced something while this node considered them down.
     heard_since_down: std::collections::BTreeSet<String>,
     /// The desired states each peer last announced.
@@ -329,6 +358,7 @@ impl Apps {
                         failures: Vec::new(),
                         last_failure: None,
                         restart_after_stop: false,
+                        data_blocked: p.replicated.then_some(NotPromotable::NotUp),
                     },
                 )
             })
@@ -339,6 +369,7 @@ impl Apps {
             locals,
             peers: peers.iter().map(|p| (p.clone(), Peer::Unknown)).collect(),
             peer_states: BTreeMap::new(),
+            peer_data_blocked: BTreeMap::new(),
             peer_desired: BTreeMap::new(),
             heard_since_down: Default::default(),
             desired: BTreeMap::new(),
@@ -436,6 +467,7 @@ impl Apps {
                     self.heard_since_down.insert(peer.clone());
                 }
                 self.peer_states.insert(peer.clone(), announcement.states);
+                self.peer_data_blocked.insert(peer.clone(), announcement.data_blocked);
                 self.peer_desired.insert(peer, announcement.desired.clone());
                 let mut adopted = false;
                 for (app, theirs) in announcement.desired {
@@ -497,6 +529,21 @@ impl Apps {
                 }
             }
             AppInput::Admin(op) => self.admin(op),
+            AppInput::Data { app, blocked } => {
+                let replicated = self.policies.get(&app).is_some_and(|p| p.replicated);
+                let Some(local) = self.locals.get_mut(&app) else { return };
+                if !replicated || local.data_blocked == blocked {
+                    return;
+                }
+                local.data_blocked = blocked;
+                // The peers place applications with this verdict too.
+                self.actions.push_back(AppAction::Announce);
+            }
+            AppInput::DataLost { app, reason } => {
+                if self.locals.get(&app).is_some_and(|l| l.state == AppState::Running) {
+                    self.record_failure(&app, reason, true);
+                }
+            }
             AppInput::Adopted { app } => {
                 if let Some(local) = self.locals.get_mut(&app) {
                     local.state = AppState::Running;
@@ -622,16 +669,18 @@ impl Apps {
         }
         if node == self.local {
             return !self.isolated
-                && self
-                    .locals
-                    .get(app)
-                    .is_some_and(|l| !matches!(l.state, AppState::Failed | AppState::Stuck));
+                && self.locals.get(app).is_some_and(|l| {
+                    !matches!(l.state, AppState::Failed | AppState::Stuck)
+                        && l.data_blocked.is_none()
+                });
         }
         match self.peers.get(node) {
-            Some(Peer::Up { announced: true }) => !matches!(
-                self.peer_states.get(node).and_then(|s| s.get(app)),
-                Some(AppState::Failed | AppState::Stuck)
-            ),
+            Some(Peer::Up { announced: true }) => {
+                !matches!(
+                    self.peer_states.get(node).and_then(|s| s.get(app)),
+                    Some(AppState::Failed | AppState::Stuck)
+                ) && !self.peer_data_blocked.get(node).is_some_and(|d| d.contains_key(app))
+            }
             _ => false,
         }
     }
@@ -776,6 +825,11 @@ impl Apps {
             seq,
             states: self.locals.iter().map(|(a, l)| (a.clone(), l.state)).collect(),
             desired: self.desired.clone(),
+            data_blocked: self
+                .locals
+                .iter()
+                .filter_map(|(a, l)| l.data_blocked.clone().map(|why| (a.clone(), why)))
+                .collect(),
         }
     }
 
@@ -806,6 +860,20 @@ impl Apps {
     /// Names of the applications.
     pub fn names(&self) -> Vec<String> {
         self.policies.keys().cloned().collect()
+    }
+
+    /// Why this node's replicated data of `app` may not be promoted, if so.
+    pub fn data_blocked(&self, app: &str) -> Option<&NotPromotable> {
+        self.locals.get(app).and_then(|l| l.data_blocked.as_ref())
+    }
+
+    /// Why each peer that is up may not promote its data of `app`, as it announced.
+    pub fn peer_data_blocked(&self, app: &str) -> Vec<(String, NotPromotable)> {
+        self.peer_data_blocked
+            .iter()
+            .filter(|(peer, _)| matches!(self.peers.get(*peer), Some(Peer::Up { .. })))
+            .filter_map(|(peer, d)| d.get(app).map(|why| (peer.clone(), why.clone())))
+            .collect()
     }
 
     /// Local restart count of `app` within its window.

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::*;
+use crate::storage::NotPromotable;
 
 fn policy(name: &str, autostart: bool, failback: Failback) -> AppPolicy {
     AppPolicy {
@@ -15,6 +16,7 @@ fn policy(name: &str, autostart: bool, failback: Failback) -> AppPolicy {
         failback,
         restarts: 2,
         window: Duration::from_secs(600),
+        replicated: false,
     }
 }
 
@@ -355,5 +357,66 @@ fn a_start_aimed_at_a_node_where_it_failed_clears_that_failure_there() {
         1,
         AppInput::Admin(AdminOp::Switch { app: "web".into(), node: Some("node1".into()) }),
     );
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}
+
+fn replicated(name: &str) -> AppPolicy {
+    AppPolicy { replicated: true, ..policy(name, true, Failback::Manual) }
+}
+
+fn data(app: &str, blocked: Option<NotPromotable>) -> AppInput {
+    AppInput::Data { app: app.into(), blocked }
+}
+
+#[test]
+fn replicated_data_must_be_reported_promotable_before_a_start() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped), "not reported yet");
+    pair.input(1, data("web", None));
+    // node1 is preferred, but only node2's copy may be promoted.
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+    assert_eq!(pair.nodes[0].peer_data_blocked("web"), vec![]);
+    pair.input(0, data("web", Some(NotPromotable::Inconsistent { resyncing: true })));
+    assert_eq!(
+        pair.nodes[1].peer_data_blocked("web"),
+        vec![("node1".to_string(), NotPromotable::Inconsistent { resyncing: true })]
+    );
+    // Resync done: manual failback keeps it where it runs.
+    pair.input(0, data("web", None));
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+}
+
+#[test]
+fn a_survivor_with_stale_data_does_not_take_over() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(0, data("web", None));
+    pair.input(1, data("web", Some(NotPromotable::Outdated)));
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    pair.dead[0] = true;
+    pair.connected = false;
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+    let due = pair.nodes[1].poll_timeout().expect("a take-over is pending");
+    pair.tick(1, due);
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+    assert_eq!(pair.nodes[1].data_blocked("web"), Some(&NotPromotable::Outdated));
+    // A copy that comes back alone after a restart is only Consistent: still no start.
+    pair.input(1, data("web", Some(NotPromotable::MaybeStale)));
+    assert_eq!(pair.nodes[1].state("web"), Some(AppState::Stopped));
+}
+
+#[test]
+fn a_lost_disk_with_the_move_policy_moves_the_application() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(0, data("web", None));
+    pair.input(1, data("web", None));
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    pair.input(0, AppInput::DataLost { app: "web".into(), reason: "local disk failed".into() });
+    assert_eq!(pair.states("web"), (AppState::Failed, AppState::Running));
+}
+
+#[test]
+fn unreplicated_applications_ignore_data_reports() {
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    pair.input(0, data("web", Some(NotPromotable::Outdated)));
     assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
 }
