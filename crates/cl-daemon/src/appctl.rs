@@ -8,7 +8,7 @@ use std::time::Instant;
 use cl_config::{AppConfig, Built};
 use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
 use cl_core::Time;
-use cl_wire::msg::{ApplicationStatus, MonitorStatus, PeerRequest, ResourceStatus};
+use cl_wire::msg::{ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -56,6 +56,8 @@ pub struct AppControl {
     /// Start sequences still running: a stop must not run beside one.
     starts: BTreeMap<String, JoinHandle<()>>,
     events: mpsc::Sender<AppEvent>,
+    /// DRBD's view of the replicated volumes.
+    storage: crate::storagectl::StorageControl,
 }
 
 /// How long a connected node waits, after its guard let it take over a silent peer, before
@@ -112,7 +114,7 @@ impl AppControl {
                         .map(|(_, w)| w)
                         .max()
                         .unwrap_or(std::time::Duration::from_secs(600)),
-                    replicated: false,
+                    replicated: a.replication.is_some(),
                 }
             })
             .collect();
@@ -123,6 +125,7 @@ impl AppControl {
             takeover_delay(&ctx),
             crate::transport::new_epoch(),
         );
+        let storage = crate::storagectl::StorageControl::new(&configs);
         let runners =
             configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
         AppControl {
@@ -134,7 +137,30 @@ impl AppControl {
             monitors: BTreeMap::new(),
             starts: BTreeMap::new(),
             events,
+            storage,
         }
+    }
+
+    /// Bring the replicated volumes up and follow DRBD's events (into `events`).
+    pub fn start_storage(&mut self, events: mpsc::Sender<crate::storagectl::StorageEvent>) {
+        self.storage.start(events);
+    }
+
+    /// A DRBD event: the data verdicts may change.
+    pub fn on_storage(&mut self, event: crate::storagectl::StorageEvent) {
+        for input in self.storage.on_event(event) {
+            self.handle(input);
+        }
+    }
+
+    /// Alarms about replicated volumes (split brain, a lost disk, frozen I/O).
+    pub fn storage_alarms(&self) -> Vec<String> {
+        self.storage.alarms(&self.ctx.local)
+    }
+
+    /// Whether `peer` is gone as far as its data is concerned (for DRBD's fence-peer handler).
+    pub fn peer_gone(&self, peer: &str) -> bool {
+        self.apps.peer_gone(peer)
     }
 
     fn now(&self) -> Time {
@@ -465,6 +491,8 @@ impl AppControl {
                         })
                         .unwrap_or_default(),
                     resources: self.resource_status(&name),
+                    volumes: self.storage.status(&name),
+                    data_blocked: self.data_blocked(&name),
                     monitors: self
                         .results
                         .borrow()
@@ -482,6 +510,22 @@ impl AppControl {
                         .unwrap_or_default(),
                 }
             })
+            .collect()
+    }
+
+    /// The nodes that may not promote the data of `app`, this one first.
+    fn data_blocked(&self, app: &str) -> Vec<DataBlocked> {
+        let here = self
+            .apps
+            .data_blocked(app)
+            .map(|why| DataBlocked { node: self.ctx.local.clone(), reason: why.clone() });
+        here.into_iter()
+            .chain(
+                self.apps
+                    .peer_data_blocked(app)
+                    .into_iter()
+                    .map(|(node, reason)| DataBlocked { node, reason }),
+            )
             .collect()
     }
 

@@ -19,6 +19,7 @@ pub mod lockd;
 pub mod manager;
 pub mod netd;
 pub mod runner;
+pub mod storagectl;
 pub mod sync;
 pub mod transport;
 

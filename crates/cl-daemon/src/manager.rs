@@ -57,6 +57,8 @@ enum Command {
     Reload,
     /// A peer announced it leaves the cluster.
     PeerLeft(String),
+    /// DRBD's fence-peer handler for a resource: what does the cluster know of the peer?
+    FencePeer(String, oneshot::Sender<Result<(String, cl_core::storage::FenceStep), String>>),
 }
 
 /// A cluster daemon this cldaemon looks after.
@@ -119,6 +121,8 @@ struct Manager {
     /// The applications, while formed.
     apps: Option<crate::appctl::AppControl>,
     app_events: mpsc::Sender<crate::appctl::AppEvent>,
+    /// Where DRBD's event stream reports, while formed.
+    storage_events: mpsc::Sender<crate::storagectl::StorageEvent>,
     /// The takeover guard, while formed.
     guard: Option<Guard>,
     /// Where the guard's background work (probe, fence, lease) reports.
@@ -167,6 +171,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
 
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
+    let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
     let (guard_tx, mut guard_rx) = mpsc::channel::<GuardInput>(64);
     let mut manager = Manager {
         ctx: ctx.clone(),
@@ -182,6 +187,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         config_changed: std::env::var_os(crate::CONFIG_CHANGED_ENV).is_some(),
         apps: None,
         app_events: app_events_tx,
+        storage_events: storage_tx,
         guard: None,
         guard_results: guard_tx,
         notice: Vec::new(),
@@ -253,6 +259,9 @@ pub async fn run(ctx: Context) -> Result<()> {
                     manager.halt_local();
                     let _ = reply.send(format!("{}: cluster daemons stopped", manager.ctx.local));
                 }
+                Command::FencePeer(resource, reply) => {
+                    let _ = reply.send(manager.fence_peer(&resource));
+                }
                 Command::PeerLeft(peer) => {
                     let now = manager.now();
                     if let Some(m) = manager.membership.as_mut() {
@@ -284,6 +293,12 @@ pub async fn run(ctx: Context) -> Result<()> {
                     guard.handle(now, input);
                 }
                 manager.drain_actions();
+            }
+            Some(event) = storage_rx.recv() => {
+                if let Some(apps) = manager.apps.as_mut() {
+                    apps.on_storage(event);
+                }
+                manager.publish();
             }
             Some(event) = app_events_rx.recv() => {
                 if let Some(apps) = manager.apps.as_mut() {
@@ -334,6 +349,27 @@ impl Manager {
         }
     }
 
+    /// The fence-peer rule (cl-core `storage::fence_peer_step`) for the peer of `resource`,
+    /// from what the membership and the takeover guard concluded.
+    fn fence_peer(&self, resource: &str) -> Result<(String, cl_core::storage::FenceStep), String> {
+        use cl_core::storage::PeerStanding;
+        let (Some(m), Some(apps)) = (self.membership.as_ref(), self.apps.as_ref()) else {
+            return Err(format!("the cluster is not formed on {}", self.ctx.local));
+        };
+        // Two nodes: the peer is the other one.
+        let Some(peer) = self.ctx.peers().into_iter().next() else {
+            return Err("this cluster has no other node".into());
+        };
+        let state = m.status(self.now()).peers.into_iter().find(|p| p.name == peer).map(|p| p.state);
+        let standing = match state {
+            Some(PeerState::Up) => PeerStanding::Up,
+            _ if apps.peer_gone(&peer) => PeerStanding::Gone { fenced: false },
+            _ => PeerStanding::Undecided,
+        };
+        info!(%resource, %peer, "DRBD asks to fence {peer} for {resource}: the cluster sees it {standing:?}");
+        Ok((peer, cl_core::storage::fence_peer_step(standing)))
+    }
+
     fn form_local(&mut self, noapps: bool) -> Result<String> {
         if self.formed {
             return Ok(format!("{}: already formed", self.ctx.local));
@@ -373,6 +409,7 @@ impl Manager {
         }
         let mut apps =
             crate::appctl::AppControl::new(self.ctx.clone(), self.origin, self.app_events.clone());
+        apps.start_storage(self.storage_events.clone());
         apps.handle(cl_core::apps::AppInput::Formed { start_autostart: !noapps });
         self.apps = Some(apps);
         self.drain_actions();
@@ -663,10 +700,13 @@ impl Manager {
         warnings.extend(
             self.lost_known.iter().map(|k| format!("known connection {k} does not answer")),
         );
-        let (alarms, takeover) = match self.guard.as_ref() {
+        let (mut alarms, takeover) = match self.guard.as_ref() {
             Some(g) => crate::guardctl::describe(&g.status(), now),
             None => (Vec::new(), Vec::new()),
         };
+        if let Some(apps) = self.apps.as_ref() {
+            alarms.extend(apps.storage_alarms());
+        }
         if self.ctx.cluster().known_connections.is_empty() {
             warnings
                 .push("no known connections configured: partition detection is impossible".into());
@@ -920,6 +960,7 @@ async fn handle_admin(
                 },
             }
         }
+        AdminRequest::FencePeer { resource } => fence_peer(ctx, commands, resource).await,
         AdminRequest::Distribute { kind, force } => {
             let response = distribute(ctx, kind.clone(), force).await;
             // clbuild installed a new cluster configuration here: this cldaemon restarts on it.
@@ -928,6 +969,56 @@ async fn handle_admin(
                 let _ = commands.send(Command::Reload).await;
             }
             response
+        }
+    }
+}
+
+/// DRBD's fence-peer handler, through this cldaemon: outdate the peer's copy through its
+/// cldaemon when it is up, or answer that it is gone when the cluster established it.
+async fn fence_peer(ctx: &Context, commands: &mpsc::Sender<Command>, resource: String) -> AdminResponse {
+    use cl_core::storage::{FenceAnswer, FenceStep};
+    let (tx, rx) = oneshot::channel();
+    if commands.send(Command::FencePeer(resource.clone(), tx)).await.is_err() {
+        return AdminResponse::Failed { message: "cldaemon is shutting down".into(), lines: vec![] };
+    }
+    let (peer, step) = match rx.await {
+        Ok(Ok(found)) => found,
+        Ok(Err(message)) => return AdminResponse::Failed { message, lines: vec![] },
+        Err(_) => {
+            return AdminResponse::Failed { message: "cldaemon is shutting down".into(), lines: vec![] }
+        }
+    };
+    match step {
+        FenceStep::Answer(answer) => AdminResponse::FencePeer {
+            answer: Some(answer),
+            detail: format!("{peer} is gone (the cluster declared it down and took over)"),
+        },
+        FenceStep::Wait => AdminResponse::FencePeer {
+            answer: None,
+            detail: format!("the cluster has not decided about {peer} yet"),
+        },
+        FenceStep::AskPeerToOutdate => {
+            let addresses = ctx.manager_addresses(&peer);
+            let request = PeerRequest::Storage {
+                op: cl_wire::msg::StorageOp::Outdate { resource: resource.clone() },
+            };
+            match ask_peer(ctx, &addresses, &request).await.ok() {
+                Some(PeerReply::Storage(cl_wire::msg::StorageReply::Outdate { reply, detail })) => {
+                    AdminResponse::FencePeer {
+                        answer: Some(reply.answer()),
+                        detail: format!("{peer}: {detail}"),
+                    }
+                }
+                Some(PeerReply::Refused { reason }) => AdminResponse::FencePeer {
+                    answer: Some(FenceAnswer::Failed),
+                    detail: format!("{peer} refused: {reason}"),
+                },
+                // Up but not answering: ask again, the membership will decide.
+                _ => AdminResponse::FencePeer {
+                    answer: None,
+                    detail: format!("{peer} is up but did not answer the outdate request"),
+                },
+            }
         }
     }
 }
@@ -1265,6 +1356,7 @@ async fn handle_peer(
             }
             reply
         }
+        PeerRequest::Storage { op } => crate::storagectl::handle_peer_op(from, op).await,
         PeerRequest::FetchConfig { kind } => {
             let path = match &kind {
                 ConfigKind::Cluster => ctx.paths.built_clconf(),

@@ -84,10 +84,21 @@ impl Runner {
             .collect()
     }
 
+    /// The replicated volumes' DRBD resources, in start order.
+    fn replicated(&self) -> Vec<String> {
+        self.app
+            .replication
+            .iter()
+            .flat_map(|r| r.volumes.iter().map(|v| v.resource.clone()))
+            .collect()
+    }
+
     fn filesystems(&self) -> Vec<FsSpec> {
+        let replicated = self.app.replication.iter().flat_map(|r| r.volumes.iter());
         self.app
             .filesystems
             .iter()
+            .chain(replicated.map(|v| &v.filesystem))
             .map(|f| FsSpec {
                 device: self.ctx.paths.resolve(&f.device),
                 mountpoint: self.ctx.paths.resolve(&f.mountpoint),
@@ -128,6 +139,20 @@ impl Runner {
                     ));
                 }
             }
+        }
+        // Replicated data: Primary here before anything reads or writes it. DRBD refuses a copy
+        // that is not UpToDate, and its fence-peer handler asks the cluster about a peer that
+        // is not connected (cl-core `storage`).
+        for resource in self.replicated() {
+            let res = resource.clone();
+            tokio::task::spawn_blocking(move || {
+                cl_drivers::drbd::adm::up(&res)?;
+                cl_drivers::drbd::adm::primary(&res)
+            })
+            .await
+            .map_err(|e| format!("promoting {resource}: {e}"))?
+            .map_err(|e| format!("cannot make {resource} Primary here: {e}"))?;
+            info!(%app, "DRBD resource {resource} is Primary here");
         }
         for spec in self.filesystems() {
             let spec2 = spec.clone();
@@ -312,6 +337,15 @@ impl Runner {
                 info!(%app, "unmounted {}", spec.mountpoint.display());
             }
         }
+        // Unmounted: the peer may now be made Primary.
+        for resource in self.replicated().into_iter().rev() {
+            let res = resource.clone();
+            tokio::task::spawn_blocking(move || cl_drivers::drbd::adm::secondary(&res))
+                .await
+                .map_err(|e| format!("demoting {resource}: {e}"))?
+                .map_err(|e| format!("cannot make {resource} Secondary: {e}"))?;
+            info!(%app, "DRBD resource {resource} is Secondary here");
+        }
         Ok(())
     }
 
@@ -364,6 +398,21 @@ impl Runner {
 
     /// Whether anything of the application is active here: an address, a mount or a process.
     pub async fn is_active(&self) -> bool {
+        let replicated = self.replicated();
+        if !replicated.is_empty() {
+            // A Primary copy is in use here (or cannot tell: counts as held).
+            let snapshot = tokio::task::spawn_blocking(cl_drivers::drbd::adm::snapshot).await;
+            match snapshot {
+                Ok(Ok(volumes)) => {
+                    if replicated.iter().any(|r| {
+                        volumes.get(r).is_some_and(|v| v.role == cl_core::storage::Role::Primary)
+                    }) {
+                        return true;
+                    }
+                }
+                _ => return true,
+            }
+        }
         for vip in self.vips() {
             // Cannot tell counts as held: adopting what is not there is repaired by the
             // monitors, missing what is there could start a second copy elsewhere.

@@ -71,6 +71,37 @@ pub enum PeerRequest {
         /// What.
         kind: ConfigKind,
     },
+    /// Replicated storage work on the receiver (DRBD's fence-peer handler on the sender,
+    /// `clbuildapp --vgbuild`, `clsplitbrain`).
+    Storage {
+        /// What to do.
+        op: StorageOp,
+    },
+}
+
+/// Replicated storage work one node asks of another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StorageOp {
+    /// Mark your copy of `resource` Outdated: the sender is Primary without a connection to
+    /// you and goes on writing (DRBD's fence-peer handler). Refused while you are Primary.
+    Outdate {
+        /// The DRBD resource.
+        resource: String,
+    },
+}
+
+/// The answer to a [`StorageOp`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "storage", rename_all = "snake_case")]
+pub enum StorageReply {
+    /// The answer to [`StorageOp::Outdate`].
+    Outdate {
+        /// What became of the receiver's copy.
+        reply: cl_core::storage::OutdateReply,
+        /// DRBD's words, for the log.
+        detail: String,
+    },
 }
 
 /// The answer to a [`PeerRequest`].
@@ -105,6 +136,8 @@ pub enum PeerReply {
         /// One sentence.
         reason: String,
     },
+    /// The answer to [`PeerRequest::Storage`].
+    Storage(StorageReply),
 }
 
 /// A request from an admin command to the local cldaemon.
@@ -141,6 +174,12 @@ pub enum AdminRequest {
         /// Let the local copy win over the peers' (`--force`).
         force: bool,
     },
+    /// DRBD's fence-peer handler: this node is Primary (or becoming it) without a connection
+    /// to the peer; have the peer's copy outdated, or confirm the peer is gone.
+    FencePeer {
+        /// The DRBD resource.
+        resource: String,
+    },
 }
 
 /// What an administrator asks of an application.
@@ -165,6 +204,14 @@ pub enum AdminResponse {
     Done {
         /// What happened, one line each.
         lines: Vec<String>,
+    },
+    /// The answer for DRBD's fence-peer handler; `None`: the cluster has not decided about
+    /// the peer yet, ask again.
+    FencePeer {
+        /// The answer, when there is one.
+        answer: Option<cl_core::storage::FenceAnswer>,
+        /// Why, for the handler's log line.
+        detail: String,
     },
     /// Failed; one sentence, plus progress lines.
     Failed {
@@ -241,7 +288,7 @@ pub struct KnownConnectionStatus {
 }
 
 /// An application in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplicationStatus {
     /// Name.
     pub name: String,
@@ -268,6 +315,38 @@ pub struct ApplicationStatus {
     /// monitor result on the node running it (answering node only).
     #[serde(default)]
     pub resources: Vec<ResourceStatus>,
+    /// Its replicated volumes (DRBD), as the answering node sees them.
+    #[serde(default)]
+    pub volumes: Vec<VolumeStatus>,
+    /// Nodes whose copy of the data may not be promoted, with the reason: the application
+    /// will not start there.
+    #[serde(default)]
+    pub data_blocked: Vec<DataBlocked>,
+}
+
+/// One replicated volume in [`ApplicationStatus`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeStatus {
+    /// The DRBD resource.
+    pub resource: String,
+    /// The replicated device, e.g. `/dev/drbd0`.
+    pub device: String,
+    /// Where it is mounted when the application runs.
+    pub mountpoint: String,
+    /// DRBD's view from the answering node (its role and disk, the peer's, the connection);
+    /// `None` when the resource is not up there.
+    pub state: Option<cl_core::storage::VolumeState>,
+    /// Resync progress, while one runs.
+    pub resync: Option<cl_core::storage::ResyncProgress>,
+}
+
+/// A node that may not promote an application's data, in [`ApplicationStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataBlocked {
+    /// The node.
+    pub node: String,
+    /// Why (cl-core `storage::NotPromotable`).
+    pub reason: cl_core::storage::NotPromotable,
 }
 
 /// One resource in [`ApplicationStatus`].

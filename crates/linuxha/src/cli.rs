@@ -58,6 +58,41 @@ pub enum Command {
     Lab(cl_lab::cli::LabArgs),
     /// Run the demonstration: a two-node cluster in network namespaces, cleaned up after.
     Demo(DemoArgs),
+    /// Called by DRBD (its `handlers` section, written by clbuildapp --vgbuild), not by people.
+    DrbdHandler(DrbdHandlerArgs),
+}
+
+/// Options of drbd-handler.
+#[derive(Debug, Args)]
+pub struct DrbdHandlerArgs {
+    /// Which handler DRBD runs.
+    #[arg(value_enum)]
+    pub handler: DrbdHandler,
+    /// The resource (default: DRBD_RESOURCE from DRBD's environment).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// How long fence-peer waits for the cluster to decide about the peer before giving up
+    /// (DRBD then keeps I/O frozen until the administrator acts).
+    #[arg(long, value_parser = humantime_secs, default_value = "120")]
+    pub wait: std::time::Duration,
+}
+
+/// The DRBD handlers linuxha provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrbdHandler {
+    /// The replication link is lost while this node is Primary: outdate the peer's copy
+    /// through the cluster, or confirm the peer is gone.
+    FencePeer,
+    /// A resync to this node ended (DRBD lifts the Outdated mark itself): logged.
+    AfterResyncTarget,
+    /// DRBD found a split brain: logged (cldaemon raises the alarm from DRBD's events).
+    SplitBrain,
+}
+
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<u64>()
+        .map(std::time::Duration::from_secs)
+        .map_err(|_| format!("`{s}` is not a number of seconds"))
 }
 
 /// Options of clbuild.

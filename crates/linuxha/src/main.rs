@@ -42,6 +42,7 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
             cl_lab::cli::run(args).map_err(|e| Failure::runtime(format!("lab: {e:#}")))
         }
         Command::Demo(args) => cmd::demo::run(&args),
+        Command::DrbdHandler(args) => cmd::storage::drbd_handler(paths, &args),
         Command::Clform(args) => cmd::cluster::clform(paths, &args),
         Command::Clhalt(args) => cmd::cluster::clhalt(paths, &args),
         Command::Clstartapp(args) => {

@@ -862,6 +862,14 @@ impl Apps {
         self.policies.keys().cloned().collect()
     }
 
+    /// Whether `peer` is gone for good as far as its data is concerned: declared down with a
+    /// take-over verdict (or fenced) and past the take-over delay, so whatever it ran has
+    /// stopped (docs/safety.md). DRBD's fence-peer handler may then answer that the peer is
+    /// unreachable ([`crate::storage::PeerStanding::Gone`]).
+    pub fn peer_gone(&self, peer: &str) -> bool {
+        matches!(self.peers.get(peer), Some(Peer::Down { take_over: true, until }) if self.now >= *until)
+    }
+
     /// Why this node's replicated data of `app` may not be promoted, if so.
     pub fn data_blocked(&self, app: &str) -> Option<&NotPromotable> {
         self.locals.get(app).and_then(|l| l.data_blocked.as_ref())

@@ -21,7 +21,7 @@ fn runtime(command: &str) -> Outcome<tokio::runtime::Runtime> {
 }
 
 /// Ask the local cldaemon; a cldaemon that is not running is one clear sentence.
-fn ask(
+pub(crate) fn ask(
     command: &str,
     paths: &Paths,
     request: &AdminRequest,
@@ -241,6 +241,7 @@ pub fn render(status: &ClusterStatus, verbose: bool) -> String {
                 };
                 out += &format!("  resource {} ({}): {result}\n", r.id, r.kind);
             }
+            out += &super::storage::render_volumes(status, app);
         }
     }
     if !status.takeover.is_empty() {
@@ -354,6 +355,9 @@ pub fn app_command(
             args.application
         )));
     };
+    if action != AppCommand::Stop {
+        super::storage::refuse_stale_target(command, &before, &was, args.node.as_deref())?;
+    }
     // Held until this function returns: a concurrent change of the same application, on
     // either node, is refused naming this command.
     let _lock = crate::cmd::lock::app_lock(command, paths, &args.application)?;

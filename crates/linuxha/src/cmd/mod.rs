@@ -5,3 +5,4 @@ pub mod cluster;
 pub mod demo;
 pub mod install;
 pub mod lock;
+pub mod storage;
