@@ -518,7 +518,9 @@ pub(crate) fn read_replication(
     }
 
     let default_net = default_net(&settings, cx);
-    let mut default_net_checked: Option<bool> = None;
+    // <replication net> is checked where it is written; a derived default where first used.
+    let mut default_net_checked: Option<bool> =
+        settings.net.as_ref().map(|(net, at)| check_net(net, *at, "<replication net>", cx, diags));
     let mut drafts: Vec<Draft> = Vec::new();
     for (node, vg_index) in volume_elements {
         let vg = match vg_index {
@@ -968,9 +970,9 @@ fn read_volume(
     let at = node.range().start;
     let context = |attr: &str| format!("<{tag} {attr}>");
 
+    let lv = name.and_then(|n| read(diags, &context("name"), n, lv_name));
     let backing = match vg {
         Some(vg) => {
-            let lv = name.and_then(|n| read(diags, &context("name"), n, lv_name));
             let size_bytes = size.and_then(|s| {
                 read(diags, &context("size"), s, |t| {
                     let bytes = value::bytes(t)?;
@@ -984,9 +986,9 @@ fn read_volume(
                     Ok(bytes)
                 })
             });
-            match (vg, lv, size_bytes) {
+            match (vg, &lv, size_bytes) {
                 (Some(vg), Some(lv), Some(size_bytes)) => {
-                    Some(Backing::Lv { vg: vg.to_string(), lv, size_bytes })
+                    Some(Backing::Lv { vg: vg.to_string(), lv: lv.clone(), size_bytes })
                 }
                 _ => None,
             }
@@ -1008,14 +1010,14 @@ fn read_volume(
         }),
     };
     let backing_at = name.or(device).map_or(at, |s| s.at);
-    let resource = backing.as_ref().and_then(|b| {
-        let resource = match b {
-            Backing::Lv { lv, .. } => format!("{}-{lv}", cx.app),
-            Backing::Disk { device } => {
-                let last = device.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                format!("{}-{last}", cx.app)
-            }
-        };
+    // The resource is named after the logical volume even when its group is unusable.
+    let named = match (&lv, &backing) {
+        (Some(lv), _) => Some(lv.as_str()),
+        (None, Some(Backing::Disk { device })) => device.file_name().and_then(|n| n.to_str()),
+        _ => None,
+    };
+    let resource = named.and_then(|named| {
+        let resource = format!("{}-{named}", cx.app);
         match resource_name(&resource) {
             Ok(()) => Some(resource),
             Err(message) => {
@@ -1188,23 +1190,6 @@ fn check_and_allocate(
             lv_names.insert(lv.clone(), draft.at);
         }
         let context = |attr: &str| format!("<{} {attr}>", draft.tag);
-        if let Some(owner) = taken.resources.get(&draft.resource) {
-            let attr = if draft.tag == "lv" { "name" } else { "device" };
-            diags.error(
-                draft.backing_at,
-                format!(
-                    "{}: the DRBD resource name `{}` is already used by {owner}; rename the {}",
-                    context(attr),
-                    draft.resource,
-                    if draft.tag == "lv" {
-                        "logical volume"
-                    } else {
-                        "device (its last component names the resource)"
-                    }
-                ),
-            );
-            ok = false;
-        }
         if let Some(owner) = taken.mountpoints.get(&draft.mountpoint) {
             diags.error(
                 draft.mount_at,
@@ -1217,16 +1202,31 @@ fn check_and_allocate(
             ok = false;
         }
         let device = draft.backing.device();
-        if let Some(owner) =
-            std::iter::once(&device).chain(&draft.aliases).find_map(|d| taken.devices.get(d))
-        {
-            let attr = if draft.tag == "lv" { "name" } else { "device" };
+        let used =
+            std::iter::once(&device).chain(&draft.aliases).find_map(|d| taken.devices.get(d));
+        let attr = if draft.tag == "lv" { "name" } else { "device" };
+        if let Some(owner) = used {
             diags.error(
                 draft.backing_at,
                 format!(
                     "{}: {} is already used by {owner}; a device can hold only one filesystem",
                     context(attr),
                     device.display()
+                ),
+            );
+            ok = false;
+        } else if let Some(owner) = taken.resources.get(&draft.resource) {
+            diags.error(
+                draft.backing_at,
+                format!(
+                    "{}: the DRBD resource name `{}` is already used by {owner}; rename the {}",
+                    context(attr),
+                    draft.resource,
+                    if draft.tag == "lv" {
+                        "logical volume"
+                    } else {
+                        "device (its last component names the resource)"
+                    }
                 ),
             );
             ok = false;
@@ -1295,13 +1295,15 @@ fn check_and_allocate(
                     draft.port = Some((port, draft.at));
                 }
                 None => {
+                    let start = u32::from(FIRST_PORT) + minor;
+                    let why = if start > 65535 {
+                        format!("the default port, 7788 + minor {minor} = {start}, is beyond 65535")
+                    } else {
+                        format!("no port from {start} (7788 + minor {minor}) to 65535 is free")
+                    };
                     diags.error(
                         draft.at,
-                        format!(
-                            "{}: no free port from {} (7788 + minor {minor}) to 65535; give one with port=\"…\"",
-                            draft.element,
-                            u32::from(FIRST_PORT) + minor
-                        ),
+                        format!("{}: {why}; give one with port=\"…\"", draft.element),
                     );
                     ok = false;
                 }

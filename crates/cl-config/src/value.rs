@@ -197,14 +197,18 @@ pub fn bytes(text: &str) -> Result<u64, String> {
         "m" | "mib" => 20,
         "g" | "gib" => 30,
         "t" | "tib" => 40,
-        "" => return Err(format!(
+        "" => {
+            return Err(format!(
             "`{}` has no unit; write {number}K, {number}M, {number}G or {number}T (binary units)",
             shorten(text)
-        )),
-        "kb" | "mb" | "gb" | "tb" => return Err(format!(
+        ))
+        }
+        "kb" | "mb" | "gb" | "tb" => {
+            return Err(format!(
             "`{}`: use the binary units K, M, G, T (or KiB, MiB, GiB, TiB); `{unit}` is ambiguous",
             shorten(text)
-        )),
+        ))
+        }
         other if other.starts_with('.') || other.starts_with(',') => {
             return Err(format!(
                 "`{}` must be a whole number; use a smaller unit (e.g. 1536M, not 1.5G)",
