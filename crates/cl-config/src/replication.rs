@@ -532,7 +532,7 @@ pub(crate) fn read_replication(
             ok = false;
             continue;
         };
-        let net_ok = match draft.net.take() {
+        let net_ok = match draft.net_written.take() {
             Some((net, at)) => {
                 check_net(&net, at, &format!("<{} net>", draft.tag), cx, diags).then_some(net)
             }
@@ -554,7 +554,7 @@ pub(crate) fn read_replication(
         };
         match net_ok {
             Some(net) => {
-                draft.net = Some((net, 0));
+                draft.net = net;
                 drafts.push(draft);
             }
             None => ok = false,
@@ -576,7 +576,7 @@ pub(crate) fn read_replication(
                 backing: d.backing,
                 minor,
                 port: d.port?.0,
-                net: d.net?.0,
+                net: d.net,
                 resync_rate_kib: d.resync_rate_kib,
                 filesystem: Filesystem {
                     device,
@@ -902,8 +902,10 @@ struct Draft {
     resource: String,
     minor: Option<(u32, usize)>,
     port: Option<(u16, usize)>,
-    /// As written (with its place) until checked, then the resolved network.
-    net: Option<(String, usize)>,
+    /// `net` as written, with its place.
+    net_written: Option<(String, usize)>,
+    /// The network, once checked.
+    net: String,
     resync_rate_kib: u64,
     mountpoint: PathBuf,
     mount_at: usize,
@@ -1081,7 +1083,8 @@ fn read_volume(
         resource: resource?,
         minor: minor?,
         port: port?,
-        net: net.map(|n| (n.value.to_string(), n.at)),
+        net_written: net.map(|n| (n.value.to_string(), n.at)),
+        net: String::new(),
         resync_rate_kib: resync_rate_kib?,
         mountpoint: mount?,
         mount_at: mountpoint.map_or(at, |m| m.at),
