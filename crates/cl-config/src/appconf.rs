@@ -50,6 +50,10 @@ pub struct AppConfig {
     /// when absent. They are always announced at start and when a partition heals.
     #[serde(default)]
     pub announce_every: Option<Duration>,
+    /// Replicated storage (DRBD over LVM or plain disks); none when the application has no
+    /// `<vg>` or `<disk>`.
+    #[serde(default)]
+    pub replication: Option<crate::replication::Replication>,
 }
 
 /// Failback policy.
@@ -218,6 +222,14 @@ fn resolve(
     let vips =
         networks.map(|n| read_networks(n, &check_nodes, cx, diags)).unwrap_or(Some(Vec::new()));
     let filesystems = storage.map(|s| read_storage(s, cx, diags)).unwrap_or(Some(Vec::new()));
+    let replication = storage
+        .map(|s| {
+            let app = cx.expected_name;
+            let (cluster, others) = (cx.cluster, cx.other_apps);
+            let inputs = crate::replication::Inputs { app, nodes: &check_nodes, cluster, others };
+            crate::replication::read_replication(s, &inputs, diags)
+        })
+        .unwrap_or(Some(None));
     let scripts = match application {
         Some(a) => read_application(a, cx, diags).map(|(start, stop)| (Some(start), Some(stop))),
         None => Some((None, None)),
@@ -241,6 +253,7 @@ fn resolve(
         stop,
         resources: resources?,
         monitors: monitors?,
+        replication: replication?,
         announce_every: match announce_every {
             Some(Some(d)) => Some(d),
             Some(None) => return None,
@@ -614,6 +627,9 @@ fn read_storage(
 ) -> Option<Vec<Filesystem>> {
     let mut section = Element::new(node);
     let elements = section.children("filesystem");
+    for name in crate::replication::STORAGE_ELEMENTS {
+        section.children(name); // read by crate::replication
+    }
     section.finish(diags);
     let mut found: Vec<Filesystem> = Vec::new();
     // Index into `found` and value position by mount point and by device, for the duplicate
@@ -644,31 +660,13 @@ fn read_storage(
             fs.missing_attr("type", "<filesystem>: missing attribute `type` (e.g. ext4 or xfs)");
         }
         fs.finish(diags);
-        let absolute = |t: &str| {
-            if t.starts_with('/') && !t.split('/').any(|part| part == "..") {
-                Ok(PathBuf::from(t))
-            } else if t.starts_with('/') {
-                Err(format!("`{}` must not contain `..`", xml::shorten(t)))
-            } else {
-                Err(format!("`{}` must be an absolute path (starting with /)", xml::shorten(t)))
-            }
-        };
         let device_at = device.map(|d| d.at).unwrap_or(element.range().start);
         let mount_at = mountpoint.map(|m| m.at).unwrap_or(element.range().start);
-        let device = device.and_then(|d| read(diags, "<filesystem device>", d, absolute));
-        let mount = mountpoint.and_then(|m| read(diags, "<filesystem mountpoint>", m, absolute));
-        let fstype = fstype.and_then(|t| {
-            read(diags, "<filesystem type>", t, |v| {
-                if !v.is_empty()
-                    && v.len() <= 16
-                    && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
-                {
-                    Ok(v.to_string())
-                } else {
-                    Err(format!("`{}` is not a filesystem type (e.g. ext4, xfs)", xml::shorten(v)))
-                }
-            })
-        });
+        let device =
+            device.and_then(|d| read(diags, "<filesystem device>", d, value::absolute_path));
+        let mount = mountpoint
+            .and_then(|m| read(diags, "<filesystem mountpoint>", m, value::absolute_path));
+        let fstype = fstype.and_then(|t| read(diags, "<filesystem type>", t, value::fs_type));
         let fsck = match fsck {
             Some(f) => read(diags, "<filesystem fsck>", f, value::switch),
             None => Some(true),
@@ -695,7 +693,7 @@ fn read_storage(
             } else if let Some(app) = cx
                 .other_apps
                 .iter()
-                .find(|a| a.filesystems.iter().any(|f| &f.mountpoint == mountpoint))
+                .find(|a| a.mounted_filesystems().any(|f| &f.mountpoint == mountpoint))
             {
                 diags.error(
                     mount_at,
@@ -721,7 +719,7 @@ fn read_storage(
                 );
                 usable = false;
             } else if let Some(app) =
-                cx.other_apps.iter().find(|a| a.filesystems.iter().any(|f| &f.device == device))
+                cx.other_apps.iter().find(|a| a.block_devices().any(|d| &d == device))
             {
                 diags.error(
                     device_at,

@@ -37,6 +37,44 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// A place in a configuration file, kept in a built configuration so that problems found
+/// later (e.g. by `clbuildapp --vgbuild` on a node) are reported where the setting is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SourceAt {
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+}
+
+impl SourceAt {
+    /// An error at this place of `file`: prints as `file:line:column: error: message`.
+    pub fn error(&self, file: &str, message: impl Into<String>) -> Diagnostic {
+        self.diagnostic(Severity::Error, file, message)
+    }
+
+    /// A warning at this place of `file`.
+    pub fn warning(&self, file: &str, message: impl Into<String>) -> Diagnostic {
+        self.diagnostic(Severity::Warning, file, message)
+    }
+
+    /// A diagnostic of `severity` at this place of `file`.
+    pub fn diagnostic(
+        &self,
+        severity: Severity,
+        file: &str,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            severity,
+            file: file.to_string(),
+            line: self.line,
+            column: self.column,
+            message: message.into(),
+        }
+    }
+}
+
 /// Most diagnostics kept for one file. A hostile or badly mangled file could otherwise produce
 /// hundreds of thousands, and nobody reads past the first screenful anyway.
 pub const MAX_DIAGNOSTICS: usize = 100;
@@ -112,6 +150,12 @@ impl<'t> Diagnostics<'t> {
         (u32::try_from(line).unwrap_or(u32::MAX), u32::try_from(column).unwrap_or(u32::MAX))
     }
 
+    /// The place of byte offset `at`, to keep in a built configuration.
+    pub fn source_at(&self, at: usize) -> SourceAt {
+        let (line, column) = self.position(at);
+        SourceAt { line, column }
+    }
+
     /// True when at least one error was reported.
     pub fn has_errors(&self) -> bool {
         self.suppressed_error || self.found.iter().any(|d| d.severity == Severity::Error)
@@ -167,6 +211,20 @@ mod tests {
         for at in [0, 2, 3, 4, 5, 6, 999] {
             assert_eq!(diags.position(at), line_column(text, at), "offset {at}");
         }
+    }
+
+    #[test]
+    fn a_kept_place_prints_like_any_diagnostic() {
+        let text = "<a>\n  <vg name=\"x\"/>";
+        let diags = Diagnostics::new("appconf.xml", text);
+        let at = diags.source_at(6);
+        assert_eq!(at, SourceAt { line: 2, column: 3 });
+        let line = at.error("/etc/cluster/web/appconf.xml", "<vg name=\"x\">: missing on node2");
+        assert_eq!(
+            line.to_string(),
+            "/etc/cluster/web/appconf.xml:2:3: error: <vg name=\"x\">: missing on node2"
+        );
+        assert_eq!(at.warning("f", "w").severity, Severity::Warning);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod appconf;
 pub mod built;
 pub mod clconf;
 pub mod diag;
+pub mod replication;
 pub mod resources;
 pub mod value;
 pub mod xml;
@@ -21,7 +22,8 @@ use std::path::Path;
 pub use appconf::{load_app, AppConfig};
 pub use built::Built;
 pub use clconf::{load_cluster, ClusterConfig};
-pub use diag::{Diagnostic, Severity};
+pub use diag::{Diagnostic, Severity, SourceAt};
+pub use replication::Replication;
 
 /// What a path in a configuration is on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -179,6 +179,90 @@ pub fn subnets_overlap(a: IpAddr, a_prefix: u8, b: IpAddr, b_prefix: u8) -> bool
     in_subnet(a, b, shorter) && in_subnet(b, a, shorter)
 }
 
+/// Parse a size in bytes written with a binary unit: `K`, `M`, `G`, `T` (or `KiB`, `MiB`,
+/// `GiB`, `TiB`, any case), e.g. `256M`, `1G`. A number without a unit is an error (LVM would
+/// read it as MiB, DRBD as KiB), and so are fractions and decimal units (`MB`).
+pub fn bytes(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    if number.is_empty() {
+        return Err(format!(
+            "`{}` is not a size; write a whole number and a unit, e.g. 256M or 2G",
+            shorten(text)
+        ));
+    }
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        "" => {
+            return Err(format!(
+            "`{}` has no unit; write {number}K, {number}M, {number}G or {number}T (binary units)",
+            shorten(text)
+        ))
+        }
+        "kb" | "mb" | "gb" | "tb" => {
+            return Err(format!(
+            "`{}`: use the binary units K, M, G, T (or KiB, MiB, GiB, TiB); `{unit}` is ambiguous",
+            shorten(text)
+        ))
+        }
+        other if other.starts_with('.') || other.starts_with(',') => {
+            return Err(format!(
+                "`{}` must be a whole number; use a smaller unit (e.g. 1536M, not 1.5G)",
+                shorten(text)
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "unknown unit `{}` in `{}`; use K, M, G or T",
+                shorten(unit),
+                shorten(text)
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("`{}` is too large", shorten(text)))
+}
+
+/// Render a byte count the way it is written in the files (the largest exact binary unit).
+pub fn show_bytes(n: u64) -> String {
+    for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+        if n > 0 && n % (1u64 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// An absolute path without `..` (device and mount point attributes).
+pub fn absolute_path(text: &str) -> Result<std::path::PathBuf, String> {
+    if text.starts_with('/') && !text.split('/').any(|part| part == "..") {
+        Ok(std::path::PathBuf::from(text))
+    } else if text.starts_with('/') {
+        Err(format!("`{}` must not contain `..`", shorten(text)))
+    } else {
+        Err(format!("`{}` must be an absolute path (starting with /)", shorten(text)))
+    }
+}
+
+/// A filesystem type: 1 to 16 letters, digits or `.` (`ext4`, `xfs`, `fuse.sshfs`).
+pub fn fs_type(text: &str) -> Result<String, String> {
+    if !text.is_empty()
+        && text.len() <= 16
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!("`{}` is not a filesystem type (e.g. ext4, xfs)", shorten(text)))
+    }
+}
+
 /// Apply `parse` to a spanned value, reporting a failure as `<context>: <message>` at its place.
 pub fn read<T>(
     diags: &mut Diagnostics<'_>,
@@ -207,6 +291,27 @@ mod tests {
         assert!(duration("250").expect_err("no unit").contains("has no unit"));
         assert!(duration("fast").is_err());
         assert!(duration("5h").expect_err("hours").contains("unknown unit"));
+    }
+
+    #[test]
+    fn sizes_need_binary_units() {
+        assert_eq!(bytes("256M"), Ok(256 << 20));
+        assert_eq!(bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(bytes("1 g"), Ok(1 << 30));
+        assert_eq!(bytes("2T"), Ok(2 << 40));
+        assert_eq!(bytes("40K"), Ok(40 << 10));
+        assert!(bytes("256").expect_err("no unit").contains("has no unit"));
+        assert!(bytes("100MB").expect_err("decimal").contains("binary units"));
+        assert!(bytes("1.5G").expect_err("fraction").contains("whole number"));
+        assert!(bytes("5P").expect_err("unit").contains("unknown unit"));
+        assert!(bytes("M").is_err());
+        assert!(bytes("-5M").is_err());
+        assert!(bytes("99999999999999999999M").expect_err("huge").contains("too large"));
+        assert!(bytes("17179869184T").expect_err("overflow").contains("too large"));
+        assert_eq!(show_bytes(256 << 20), "256M");
+        assert_eq!(show_bytes(1536 << 20), "1536M");
+        assert_eq!(show_bytes(8 << 30), "8G");
+        assert_eq!(show_bytes(1000), "1000 bytes");
     }
 
     #[test]

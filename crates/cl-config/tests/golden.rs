@@ -207,3 +207,102 @@ fn resource_time_limits_come_from_the_file_then_the_agent_then_the_defaults() {
     let json = serde_json::to_value(&app).expect("encodes");
     assert_eq!(json["resources"][1]["type"], "ocf:heartbeat:IPaddr2");
 }
+
+/// Replicated volumes resolve with their minors and ports allocated around the other
+/// application's (webmail: minors 0 and 2, ports 7788 and 7795) and this file's explicit
+/// ones; the result survives the built artefact, and an artefact built before replication
+/// existed still reads (as "no replicated storage").
+#[test]
+fn replicated_volumes_resolve_and_survive_the_built_artefact() {
+    use cl_config::appconf::AppConfig;
+    use cl_config::replication::{AfterSplitBrain, Backing, DiskFailurePolicy, Fencing};
+    use std::time::Duration;
+    let cluster = fixture_cluster();
+    let other_bytes =
+        std::fs::read(golden_dir("appconf").join("other-app.xml.fixture")).expect("readable");
+    let other = load_app("other.xml", &other_bytes, "webmail", &cluster, &[], &FakeHost)
+        .config
+        .expect("webmail loads");
+    let webmail: Vec<(&str, u32, u16)> =
+        other.replicated_volumes().iter().map(|v| (v.resource.as_str(), v.minor, v.port)).collect();
+    assert_eq!(webmail, [("webmail-mail", 0, 7788), ("webmail-index", 2, 7795)]);
+
+    let bytes = std::fs::read(golden_dir("appconf").join("ok-replicated.xml")).expect("readable");
+    let loaded = load_app("ok-replicated.xml", &bytes, "apache", &cluster, &[other], &FakeHost);
+    let app = loaded.config.expect("loads");
+    let r = app.replication.clone().expect("replicated");
+    assert_eq!(r.fencing, Fencing::ResourceOnly);
+    assert_eq!(r.after_split_brain, AfterSplitBrain::DiscardZeroChanges);
+    assert_eq!(r.on_disk_failure, DiskFailurePolicy::Move);
+    assert_eq!(
+        (r.ping_int, r.ping_timeout, r.connect_int, r.timeout),
+        (
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+            Duration::from_millis(2500)
+        )
+    );
+    let vg = r.volume_group.clone().expect("vg");
+    assert_eq!((vg.name.as_str(), vg.at.line, vg.at.column), ("apachevg", 16, 5));
+    let got: Vec<(&str, u32, u16, &str, u64)> = r
+        .volumes
+        .iter()
+        .map(|v| (v.resource.as_str(), v.minor, v.port, v.net.as_str(), v.resync_rate_kib))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("apache-data", 1, 7790, "private", 50 * 1024),
+            ("apache-logs", 3, 7789, "public", 40 * 1024),
+            ("apache-vdc", 9, 7797, "private", 50 * 1024),
+        ]
+    );
+    let data = &r.volumes[0];
+    assert_eq!(
+        data.backing,
+        Backing::Lv { vg: "apachevg".into(), lv: "data".into(), size_bytes: 256 << 20 }
+    );
+    assert_eq!(data.backing.device(), PathBuf::from("/dev/apachevg/data"));
+    assert_eq!(data.filesystem.device, PathBuf::from("/dev/drbd1"));
+    assert_eq!(data.filesystem.mountpoint, PathBuf::from("/apache/data"));
+    assert_eq!((data.filesystem.options.as_str(), data.filesystem.fsck), ("noatime", false));
+    assert_eq!(
+        data.error("appconf.xml", "size differs on node2 (512M)").to_string(),
+        "appconf.xml:18:7: error: <lv name=\"data\">: size differs on node2 (512M)"
+    );
+    assert_eq!(
+        vg.error("appconf.xml", "missing on node2").to_string(),
+        "appconf.xml:16:5: error: <vg name=\"apachevg\">: missing on node2"
+    );
+    let logs = &r.volumes[1];
+    assert_eq!(
+        logs.backing,
+        Backing::Lv { vg: "apachevg".into(), lv: "logs".into(), size_bytes: 1 << 30 }
+    );
+    assert_eq!((logs.filesystem.fstype.as_str(), logs.filesystem.fsck), ("xfs", true));
+    let disk = &r.volumes[2];
+    assert_eq!(disk.backing, Backing::Disk { device: "/dev/vdc".into() });
+    assert_eq!(disk.element(), "<disk device=\"/dev/vdc\">");
+    // The unreplicated filesystem is unchanged; the application mounts all four.
+    assert_eq!(app.filesystems.len(), 1);
+    assert_eq!(app.mounted_filesystems().count(), 4);
+
+    let built = cl_config::Built::after(None, 1, "node1".into(), String::new(), app.clone());
+    let json = serde_json::to_string(&built).expect("serialises");
+    let back: cl_config::Built<AppConfig> = serde_json::from_str(&json).expect("parses");
+    assert_eq!(back.config, app);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(value["config"]["replication"]["fencing"], "resource-only");
+    assert_eq!(
+        value["config"]["replication"]["volumes"][2]["backing"]["disk"]["device"],
+        "/dev/vdc"
+    );
+
+    // An artefact from before replicated storage: the field is simply absent.
+    let mut old = value;
+    old["config"].as_object_mut().expect("object").remove("replication");
+    let back: cl_config::Built<AppConfig> = serde_json::from_value(old).expect("old parses");
+    assert!(back.config.replication.is_none());
+    assert!(back.config.replicated_volumes().is_empty());
+}
