@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cl_config::appconf::{AppConfig, DiskFailurePolicy};
+use cl_config::appconf::AppConfig;
+use cl_config::replication::DiskFailurePolicy;
 use cl_core::apps::AppInput;
 use cl_core::storage::{self, DiskFailureAction, ResyncProgress, VolumeState};
 use cl_drivers::drbd::events::{Event, Events2Parser};
