@@ -12,7 +12,8 @@ use cl_config::appconf::AppConfig;
 use cl_config::replication::DiskFailurePolicy;
 use cl_core::apps::AppInput;
 use cl_core::storage::{self, DiskFailureAction, ResyncProgress, VolumeState};
-use cl_drivers::drbd::events::{Event, Events2Parser};
+use cl_drivers::drbd::adm::Drbd;
+use cl_drivers::drbd::events::{Event2 as Event, Events2 as Events2Parser};
 use cl_wire::msg::VolumeStatus;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -104,9 +105,11 @@ impl StorageControl {
         self.reader = Some(tokio::task::spawn_local(async move {
             for resource in resources {
                 let res = resource.clone();
-                match tokio::task::spawn_blocking(move || cl_drivers::drbd::adm::up(&res)).await {
-                    Ok(Ok(())) => info!(%resource, "DRBD resource {resource} is up"),
-                    Ok(Err(e)) => error!(%resource, "cannot bring DRBD resource {resource} up: {e}"),
+                match tokio::task::spawn_blocking(move || Drbd::system().up(&res)).await {
+                    Ok(Ok(how)) => info!(%resource, "DRBD resource {resource} is up ({how:?})"),
+                    Ok(Err(e)) => {
+                        error!(%resource, "cannot bring DRBD resource {resource} up: {e}")
+                    }
                     Err(e) => error!(%resource, "bringing {resource} up: {e}"),
                 }
             }
@@ -129,7 +132,7 @@ impl StorageControl {
                 self.progress.clear();
                 Vec::new()
             }
-            StorageEvent::Line(line) => match self.parser.feed(&line) {
+            StorageEvent::Line(line) => match self.parser.handle_line(&line) {
                 Event::Changed(resource) | Event::Removed(resource) => self.changed(&resource),
                 Event::InitialDone => {
                     let apps: Vec<String> = self.apps.keys().cloned().collect();
@@ -137,8 +140,12 @@ impl StorageControl {
                 }
                 Event::Helper { name, helper, status } => {
                     match status {
-                        None => info!(resource = %name, "DRBD calls its {helper} handler for {name}"),
-                        Some(code) => info!(resource = %name, "DRBD's {helper} handler for {name} returned {code}"),
+                        None => {
+                            info!(resource = %name, "DRBD calls its {helper} handler for {name}")
+                        }
+                        Some(code) => {
+                            info!(resource = %name, "DRBD's {helper} handler for {name} returned {code}")
+                        }
                     }
                     self.changed(&name)
                 }
@@ -333,7 +340,7 @@ pub async fn handle_peer_op(from: &str, op: cl_wire::msg::StorageOp) -> cl_wire:
     match op {
         StorageOp::Outdate { resource } => {
             let res = resource.clone();
-            let outcome = tokio::task::spawn_blocking(move || cl_drivers::drbd::adm::outdate(&res))
+            let outcome = tokio::task::spawn_blocking(move || Drbd::system().outdate(&res))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
