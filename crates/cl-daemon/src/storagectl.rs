@@ -314,11 +314,13 @@ async fn read_events(events: mpsc::Sender<StorageEvent>, resyncing: Arc<AtomicBo
                         .output()
                         .await
                     {
-                        for line in String::from_utf8_lossy(&out.stdout).lines() {
-                            if line.contains("replication:Sync") || line.contains("replication:PausedSync") {
-                                if events.send(StorageEvent::Line(line.to_string())).await.is_err() {
-                                    return;
-                                }
+                        let text = String::from_utf8_lossy(&out.stdout);
+                        let syncing = text.lines().filter(|l| {
+                            l.contains("replication:Sync") || l.contains("replication:PausedSync")
+                        });
+                        for line in syncing {
+                            if events.send(StorageEvent::Line(line.to_string())).await.is_err() {
+                                return;
                             }
                         }
                     }
