@@ -8,12 +8,14 @@
 //!            disconnect|resume-io|has-md|create-md|dstate RES
 //! drbd_probe snapshot | version | events N
 //! drbd_probe drbd-handler NAME      (as a DRBD handler: prints what DRBD passed, exits 0)
+//! drbd_probe vg VG | lv VG LV | lv-create VG LV BYTES | probe DEVICE [RES]
 //! ```
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cl_drivers::drbd::{self, conf, Drbd, Events2};
+use cl_drivers::lvm::Lvm;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,6 +55,26 @@ fn main() -> ExitCode {
         "drbd-handler" => {
             drbd::handler_env().map(|c| format!("handler {res}: {c:?}")).map_err(|e| e.to_string())
         }
+        "vg" => Lvm::system()
+            .vg_info(res)
+            .map(|i| format!("{i:?} free={:?}", Lvm::system().vg_free_bytes(res)))
+            .map_err(|e| e.to_string()),
+        "lv" => Lvm::system()
+            .lv_size_bytes(res, a.get(2).copied().unwrap_or(""))
+            .map(|o| format!("{o:?}"))
+            .map_err(|e| e.to_string()),
+        "lv-create" => Lvm::system()
+            .lv_create(
+                res,
+                a.get(2).copied().unwrap_or(""),
+                a.get(3).and_then(|s| s.parse().ok()).unwrap_or(0),
+            )
+            .map(|o| format!("{o:?}"))
+            .map_err(|e| e.to_string()),
+        "probe" => Lvm::system()
+            .device_holds_data(res.as_ref(), a.get(2).map(|r| (&d, *r)))
+            .map(|o| format!("{o:?}"))
+            .map_err(|e| e.to_string()),
         _ => Err("usage: see the source".into()),
     };
     match out {

@@ -185,11 +185,13 @@ impl Lvm {
     }
 
     /// Creates a linear logical volume of at least `size_bytes` (wiping any signature found in
-    /// its space, without asking) and returns its real size (rounded up to extents by LVM).
+    /// its space, without asking) and returns its real size: rounded up to whole sectors here
+    /// (LVM accepts no other byte counts), then to extents by LVM.
     pub fn lv_create(&self, vg: &str, lv: &str, size_bytes: u64) -> Result<u64, LvmError> {
         check_name("volume group", vg)?;
         check_name("logical volume", lv)?;
-        let size = format!("{size_bytes}b");
+        // `-L <n>b` must be whole 512-byte sectors (LVM 2.03.16 refuses other byte counts).
+        let size = format!("{}b", round_up_to_extent(size_bytes, 512));
         let ran = self
             .tools
             .run("lvcreate", &["--yes", "--wipesignatures", "y", "-L", &size, "-n", lv, vg])?;
@@ -379,10 +381,11 @@ mod tests {
         let log = bin.0.join("args");
         bin.tool("lvcreate", &format!("echo \"$@\" > {}\necho '  Rounding up size to full physical extent 8.00 MiB'\necho '  Logical volume \"db\" created.'", log.display()));
         bin.tool("lvs", &format!("cat <<'EOF'\n{LVS}EOF"));
-        let size = lvm(&bin).lv_create("vg0", "db", 4_000_000).expect("created");
+        let size = lvm(&bin).lv_create("vg0", "db", 4_000_001).expect("created");
         assert_eq!(size, 4194304, "the size LVM reports, not the one asked for");
         let args = std::fs::read_to_string(&log).expect("args");
-        assert_eq!(args.trim(), "--yes --wipesignatures y -L 4000000b -n db vg0");
+        // Whole sectors: 4 000 001 → 4 000 256.
+        assert_eq!(args.trim(), "--yes --wipesignatures y -L 4000256b -n db vg0");
         bin.tool("lvcreate", "echo '  Insufficient free space: 2560 extents needed, but only 10 available' >&2; exit 5");
         let err = lvm(&bin).lv_create("vg0", "big", 10 << 30).expect_err("no space");
         let text = err.to_string();

@@ -131,6 +131,8 @@ impl Tools {
         let command = command_line(name, args);
         let env = vec![
             ("LC_ALL".to_string(), "C".to_string()),
+            // LVM warns on stderr about every inherited descriptor; none is meant for it.
+            ("LVM_SUPPRESS_FD_WARNINGS".to_string(), "1".to_string()),
             (
                 "PATH".to_string(),
                 "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin".into(),
