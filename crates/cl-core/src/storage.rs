@@ -232,6 +232,9 @@ pub enum NotPromotable {
     MaybeStale,
     /// Both copies were written while apart: the administrator must choose one.
     SplitBrain,
+    /// Replication is switched off (StandAlone: after a split brain, or a manual disconnect):
+    /// whether the peer wrote meanwhile cannot be known.
+    StandAlone,
 }
 
 impl fmt::Display for NotPromotable {
@@ -252,6 +255,9 @@ impl fmt::Display for NotPromotable {
             NotPromotable::SplitBrain => {
                 "split brain: both copies were written while apart; choose the copy to keep"
             }
+            NotPromotable::StandAlone => {
+                "replication is switched off (StandAlone, after a split brain or a manual disconnect): the peer may have written meanwhile; reconnect (drbdadm connect) or resolve the split brain"
+            }
         })
     }
 }
@@ -265,8 +271,14 @@ impl fmt::Display for NotPromotable {
 pub fn promotable(volume: &VolumeState) -> Result<(), NotPromotable> {
     // After a split brain the copy in use stays in use (it is what clients see); the other
     // waits for the administrator's choice.
-    if volume.split_brain && volume.role != Role::Primary {
-        return Err(NotPromotable::SplitBrain);
+    if volume.role != Role::Primary {
+        if volume.split_brain {
+            return Err(NotPromotable::SplitBrain);
+        }
+        // Also after a cldaemon restart that missed DRBD's split-brain event.
+        if volume.connection == ConnectionState::StandAlone {
+            return Err(NotPromotable::StandAlone);
+        }
     }
     match volume.disk {
         DiskState::UpToDate => Ok(()),
@@ -538,6 +550,8 @@ mod tests {
             ..connected_secondary()
         };
         assert_eq!(promotable(&v), Err(NotPromotable::SplitBrain));
+        let unflagged = VolumeState { split_brain: false, ..v.clone() };
+        assert_eq!(promotable(&unflagged), Err(NotPromotable::StandAlone));
         let in_use = VolumeState { role: Role::Primary, ..v };
         assert_eq!(promotable(&in_use), Ok(()), "the copy in use keeps running");
     }
