@@ -181,6 +181,7 @@ impl Guest {
         for s in ["console.sock", "agent.sock", "bmc.sock", "qmp.sock", "qemu.pid"] {
             let _ = fs::remove_file(self.file(s));
         }
+        self.mark_boot()?;
         let err_path = self.file("qemu.err");
         let err = fs::File::create(&err_path)
             .with_context(|| format!("creating {}", err_path.display()))?;
@@ -206,6 +207,14 @@ impl Guest {
             (true, Some(pid)) => Ok(pid),
             _ => bail!("qemu for {} started but left no live pid in qemu.pid", self.name),
         }
+    }
+
+    /// Notes the console log's current end: [`Guest::wait_ready`] looks for the ready line of
+    /// the boot that follows after it.
+    pub fn mark_boot(&self) -> Result<()> {
+        let offset = fs::metadata(self.console_log()).map(|m| m.len()).unwrap_or(0);
+        fs::write(self.file("console.offset"), offset.to_string())
+            .with_context(|| format!("writing {}", self.file("console.offset").display()))
     }
 
     /// Pid of this guest's qemu, when it runs: from `qemu.pid`, checked against the process's
@@ -342,9 +351,15 @@ impl Guest {
     /// Waits until the agent answers (the guest has booted) and returns how long that took.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Duration> {
         let start = Instant::now();
+        let offset: usize = fs::read_to_string(self.file("console.offset"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         loop {
-            if self.file("agent.sock").exists() {
-                if let Ok(out) = self.exec("true", Duration::from_secs(2)) {
+            let log = fs::read(self.console_log()).unwrap_or_default();
+            let ready = log.get(offset..).is_some_and(|new| find(new, b"LH-READY").is_some());
+            if ready {
+                if let Ok(out) = self.exec("true", Duration::from_secs(5)) {
                     if out.success() {
                         return Ok(start.elapsed());
                     }
@@ -366,7 +381,7 @@ impl Guest {
                     self.console_tail()
                 );
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

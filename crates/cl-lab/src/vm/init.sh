@@ -6,6 +6,8 @@
 # Disks are found by their virtio serial: "data" (LVM PV) and "system" (ext4, persistent state).
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+# No udev here: LVM must not wait for it, and must not complain about the agent's descriptors.
+export LVM_SUPPRESS_FD_WARNINGS=1
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -41,13 +43,14 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
 done
 # The system disk keeps what a real node keeps on its root disk across power cycles.
 sys=/dev/disk/by-id/virtio-system
+sysok=""
 if [ -e $sys ]; then
   fsck.ext4 -p $sys >/dev/null 2>&1
-  mount -t ext4 $sys /mnt/sys || echo "lh-init: cannot mount the system disk" > /dev/ttyS0
+  if mount -t ext4 $sys /mnt/sys; then sysok=1; else echo "lh-init: cannot mount the system disk" > /dev/ttyS0; fi
 fi
 for d in etc/cluster var/lib/cluster var/log/cluster etc/drbd.d var/lib/drbd etc/lvm/backup etc/lvm/archive; do
   mkdir -p "/$d"
-  if mountpoint -q /mnt/sys; then mkdir -p "/mnt/sys/$d" && mount --bind "/mnt/sys/$d" "/$d"; fi
+  if [ -n "$sysok" ]; then mkdir -p "/mnt/sys/$d" && mount --bind "/mnt/sys/$d" "/$d"; fi
 done
 
 # NICs by MAC: rename all first (eth0 and eth1 may be swapped), then address and bring up.
@@ -93,7 +96,7 @@ agent() {
   while true; do
     while read -r tag b64 <&3; do
       echo "$b64" | base64 -d > /tmp/.agent.sh
-      ( cd /; sh /tmp/.agent.sh </dev/null >/tmp/.agent.out 2>&1 ); rc=$?
+      ( cd /; sh /tmp/.agent.sh </dev/null >/tmp/.agent.out 2>&1 3>&- ); rc=$?
       { printf '\n__BEGIN__ %s\n' "$tag"; cat /tmp/.agent.out; printf '\n__RC__ %s %s\n' "$tag" "$rc"; } >&3
     done
     usleep 50000

@@ -397,9 +397,8 @@ impl VmLab {
     /// Hard reset (QMP `system_reset`), then waits until the guest has booted again.
     pub fn reset(&mut self, node: &str) -> Result<Duration> {
         let g = self.guest(node)?;
+        g.mark_boot()?;
         g.qmp("system_reset", None)?;
-        // Give the old guest's agent no chance to answer for the new boot.
-        std::thread::sleep(Duration::from_millis(300));
         self.wait_ready(node, Duration::from_secs(120))
     }
 
