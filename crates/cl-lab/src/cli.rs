@@ -294,6 +294,13 @@ pub fn run(args: LabArgs) -> Result<()> {
             }
         }
         LabCommand::Loss { lab, host, percent, net } => Lab::load(&lab)?.loss(&host, net, percent),
+        LabCommand::Heal { lab, host } if Lab::load(&lab)?.is_vm() => {
+            let mut vm = VmLab::load(&lab)?;
+            match host {
+                Some(host) => vm.heal(&host),
+                None => vm.heal_all(),
+            }
+        }
         LabCommand::Heal { lab, host: Some(host) } => Lab::load(&lab)?.heal(&host),
         LabCommand::Heal { lab, host: None } => Lab::load(&lab)?.heal_all(),
         LabCommand::Link { lab, host, net, state } if Lab::load(&lab)?.is_vm() => {
@@ -400,8 +407,9 @@ pub fn run(args: LabArgs) -> Result<()> {
                         format!("pid {pid}{}", if info.stale { " (dead: stale)" } else { "" })
                     }
                 };
+                let kind = if Lab::load(&info.name).is_ok_and(|l| l.is_vm()) { " vm" } else { "" };
                 println!(
-                    "{}  nodes={} networks={} owner={owner}",
+                    "{}  nodes={}{kind} networks={} owner={owner}",
                     info.name, info.nodes, info.networks
                 );
                 for f in &info.faults {

@@ -89,8 +89,7 @@ fn drbd_cs(vm: &VmLab, node: &str) -> String {
 
 /// Whether `node`'s /proc/drbd shows `what`.
 fn drbd_shows(vm: &VmLab, node: &str, what: &str) -> bool {
-    vm.exec(node, "cat /proc/drbd", Duration::from_secs(20))
-        .is_ok_and(|o| o.stdout.contains(what))
+    vm.exec(node, "cat /proc/drbd", Duration::from_secs(20)).is_ok_and(|o| o.stdout.contains(what))
 }
 
 fn drbd_res(vm: &VmLab) -> Result<String> {
@@ -146,17 +145,19 @@ fn t20_vm_lab_drbd_faults_power_fence() -> Result<()> {
     eprintln!("t20: DRBD connected and synced in {:.1}s", t.elapsed().as_secs_f64());
 
     // The lab's faults work on VM nodes: a cut of the private network disconnects DRBD.
+    ensure!(drbd_cs(&vm, "node1") == "Connected", "before the cut: {}", drbd_cs(&vm, "node1"));
     let t = Instant::now();
     vm.cut("node1", Some(1))?;
+    let mut seen = String::new();
     ensure!(
         eventually(Duration::from_secs(10), || {
-            let cs = drbd_cs(&vm, "node1");
-            !cs.is_empty() && cs != "Connected"
+            seen = drbd_cs(&vm, "node1");
+            !seen.is_empty() && seen != "Connected"
         }),
         "DRBD still connected through a cut: {}",
         drbd_cs(&vm, "node1")
     );
-    eprintln!("t20: cut noticed in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!("t20: cut noticed in {:.1}s ({seen})", t.elapsed().as_secs_f64());
     vm.heal("node1")?;
     ensure!(
         eventually(Duration::from_secs(30), || drbd_cs(&vm, "node1") == "Connected"),
