@@ -122,6 +122,16 @@ pub(crate) fn ns_id(path: &Path) -> Result<(u64, u64)> {
     Ok((md.dev(), md.ino()))
 }
 
+/// Whether `path` is on a tmpfs (which cannot do O_DIRECT).
+pub(crate) fn is_tmpfs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs(2) writes into the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type == libc::TMPFS_MAGIC
+    }
+}
+
 /// Whether the current user is root, since everything the lab does needs CAP_SYS_ADMIN.
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.

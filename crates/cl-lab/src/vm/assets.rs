@@ -32,28 +32,6 @@ const HOST_PACKAGES: [(&str, &str); 3] =
 const GUEST_PACKAGES: [&str; 6] =
     ["drbd-utils", "lvm2", "dmsetup", "libdevmapper1.02.1", "libdevmapper-event1.02.1", "libaio1"];
 
-/// Kernel modules loaded in the guest (their dependencies are added).
-const MODULES: [&str; 18] = [
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_net",
-    "virtio_console",
-    "virtio-rng",
-    "9pnet_virtio",
-    "9p",
-    "ext4",
-    "crc32c_generic",
-    "crc32c-intel",
-    "drbd",
-    "dm-mod",
-    "dm-snapshot",
-    "dm-mirror",
-    "dm-zero",
-    "softdog",
-    "loop",
-    "af_packet",
-];
-
 /// Host programs copied into the guest, with their libraries (`ldd`), as (host path, guest path).
 const HOST_FILES: [(&str, &str); 7] = [
     ("/sbin/mke2fs", "/sbin/mke2fs"),
@@ -291,9 +269,13 @@ pub fn ensure(binary: &Path) -> Result<Assets> {
         .into_iter()
         .collect();
     let mut key = fnv1a(INIT.as_bytes(), 0xcbf2_9ce4_8422_2325);
-    for part in
-        [LVM_CONF, DRBD_CONF, &MODULES.join(","), &GUEST_COMMANDS.join(","), &LVM_NAMES.join(",")]
-    {
+    for part in [
+        LVM_CONF,
+        DRBD_CONF,
+        &super::modules::MODULES.join(","),
+        &GUEST_COMMANDS.join(","),
+        &LVM_NAMES.join(","),
+    ] {
         key = fnv1a(part.as_bytes(), key);
     }
     for (p, v) in &versions {
@@ -403,7 +385,7 @@ fn download(root: &Path, packages: &BTreeMap<String, String>) -> Result<BTreeMap
 }
 
 /// Copies `from` (following links) to `rootfs` + `to`, creating directories.
-fn install(rootfs: &Path, from: &Path, to: &Path) -> Result<()> {
+pub(super) fn install(rootfs: &Path, from: &Path, to: &Path) -> Result<()> {
     let dest = rootfs.join(to.strip_prefix("/").unwrap_or(to));
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
@@ -471,7 +453,7 @@ fn build(
         fs::create_dir_all(rootfs.join(d)).with_context(|| format!("creating rootfs/{d}"))?;
     }
     install(&rootfs, Path::new("/bin/busybox"), Path::new("/bin/busybox"))?;
-    modules(&kpkg, &rootfs, &release)?;
+    super::modules::install_closure(&kpkg, &rootfs, &release)?;
 
     // Programs and every library they load: from the extraction when it has them, else the host's.
     let lib_dirs: Vec<PathBuf> =
@@ -524,86 +506,6 @@ fn build(
     Ok(())
 }
 
-/// Copies the closure of [`MODULES`] under their dependencies into the rootfs and runs depmod.
-fn modules(kpkg: &Path, rootfs: &Path, release: &str) -> Result<()> {
-    let base = kpkg.join("lib/modules").join(release);
-    let mut all: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let mut stack = vec![base.clone()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))?.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Some(name) =
-                p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko"))
-            {
-                all.insert(name.replace('-', "_"), p.clone());
-            }
-        }
-    }
-    let builtin = fs::read_to_string(base.join("modules.builtin")).unwrap_or_default();
-    let is_builtin = |m: &str| {
-        builtin.lines().any(|l| {
-            l.rsplit('/')
-                .next()
-                .and_then(|f| f.strip_suffix(".ko"))
-                .map(|f| f.replace('-', "_"))
-                .as_deref()
-                == Some(m)
-        })
-    };
-    let mut chosen: BTreeSet<String> = BTreeSet::new();
-    let mut todo: Vec<String> = MODULES.iter().map(|m| m.replace('-', "_")).collect();
-    while let Some(m) = todo.pop() {
-        if chosen.contains(&m) || is_builtin(&m) {
-            continue;
-        }
-        let Some(path) = all.get(&m) else { bail!("kernel {release} has no module {m}") };
-        let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        todo.extend(module_depends(&bytes).into_iter().map(|d| d.replace('-', "_")));
-        chosen.insert(m);
-    }
-    for m in &chosen {
-        let src = &all[m];
-        let rel = src.strip_prefix(kpkg).context("module outside the kernel package")?;
-        install(rootfs, src, &Path::new("/").join(rel))?;
-    }
-    for f in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
-        if base.join(f).exists() {
-            install(rootfs, &base.join(f), &Path::new("/lib/modules").join(release).join(f))?;
-        }
-    }
-    sys::run(
-        "busybox",
-        [std::ffi::OsStr::new("depmod"), "-b".as_ref(), rootfs.as_os_str(), release.as_ref()],
-    )?;
-    Ok(())
-}
-
-/// The `depends=` list of a module's .modinfo section.
-fn module_depends(ko: &[u8]) -> Vec<String> {
-    let key = b"depends=";
-    let mut found = Vec::new();
-    let mut i = 0;
-    while let Some(pos) = ko[i..].windows(key.len()).position(|w| w == key) {
-        let start = i + pos;
-        let at_field = start == 0 || ko[start - 1] == 0;
-        let value_start = start + key.len();
-        let end =
-            ko[value_start..].iter().position(|b| *b == 0).map_or(ko.len(), |e| value_start + e);
-        if at_field {
-            found.extend(
-                String::from_utf8_lossy(&ko[value_start..end])
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-            );
-        }
-        i = end.max(start + 1);
-    }
-    found
-}
-
 /// Single-quotes `s` for sh.
 pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -612,14 +514,6 @@ pub(crate) fn sh_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modinfo_depends_are_found() {
-        let ko = b"\x7fELF junk\0license=GPL\0depends=lru_cache,libcrc32c\0vermagic=6.1\0";
-        assert_eq!(module_depends(ko), ["lru_cache", "libcrc32c"]);
-        assert!(module_depends(b"\0depends=\0").is_empty());
-        assert!(module_depends(b"xdepends=foo\0").is_empty());
-    }
 
     #[test]
     fn deb_names_encode_epochs() {

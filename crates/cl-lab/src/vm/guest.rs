@@ -60,6 +60,8 @@ pub(crate) struct LaunchParams<'a> {
     pub binary_dir: &'a Path,
     /// Use KVM instead of TCG.
     pub kvm: bool,
+    /// Open the disks with O_DIRECT (`cache=none`); tmpfs cannot.
+    pub direct_io: bool,
     /// Guest memory.
     pub memory_mib: u32,
     /// One per network: (tap name, MAC, address/prefix).
@@ -112,9 +114,10 @@ pub(crate) fn qemu_argv(p: &LaunchParams<'_>) -> Vec<String> {
         a.push(format!("socket,id={port},path={},server=on,wait=off", f(&format!("{port}.sock"))));
         a.extend(["-device".into(), format!("virtserialport,chardev={port},name={port}")]);
     }
+    let cache = if p.direct_io { "none" } else { "writeback" };
     for (id, file) in [("data", "data.raw"), ("system", "system.img")] {
         a.push("-drive".into());
-        a.push(format!("if=none,id={id},file={},format=raw,cache=none,aio=threads", f(file)));
+        a.push(format!("if=none,id={id},file={},format=raw,cache={cache},aio=threads", f(file)));
         a.extend(["-device".into(), format!("virtio-blk-pci,drive={id},serial={id}")]);
     }
     for (i, (tap, mac, _)) in p.nics.iter().enumerate() {
@@ -469,6 +472,7 @@ mod tests {
             initrd: Path::new("/c/initrd.gz"),
             binary_dir: Path::new("/b"),
             kvm: false,
+            direct_io: true,
             memory_mib: 512,
             nics: vec![("n1e0".into(), "52:54:00:00:00:01".into(), "10.10.0.11/24".into())],
         };

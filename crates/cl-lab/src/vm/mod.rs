@@ -19,6 +19,7 @@
 pub mod assets;
 pub mod bmc;
 mod guest;
+mod modules;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,7 @@ impl VmLab {
             lab.nodes().into_iter().map(|n| Guest { dir: lab.dir().join(&n), name: n }).collect();
         let mut vm = VmLab { lab, guests, bmc: None, boot_times: Vec::new() };
         let kvm = use_kvm();
+        let direct_io = !sys::is_tmpfs(vm.lab.dir());
         for (i, g) in vm.guests.iter().enumerate() {
             let data = g.file("data.raw");
             sparse_file(&data, spec.data_disk_mib)?;
@@ -161,6 +163,7 @@ impl VmLab {
                 initrd: &assets.initrd,
                 binary_dir: &binary_dir,
                 kvm,
+                direct_io,
                 memory_mib: spec.memory_mib,
                 nics,
             });
