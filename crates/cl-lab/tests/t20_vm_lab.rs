@@ -138,14 +138,23 @@ fn t20_vm_lab_drbd_faults_power_fence() -> Result<()> {
     }
     vm.sh("node1", "drbdadm primary --force r0")?;
     ensure!(
-        eventually(Duration::from_secs(60), || drbd_shows(&vm, "node2", "ds:UpToDate/UpToDate")),
-        "no initial sync: {}",
-        vm.sh("node2", "cat /proc/drbd")?
+        eventually(Duration::from_secs(120), || drbd_shows(&vm, "node2", "ds:UpToDate/UpToDate")),
+        "no initial sync:\nnode1: {}\nnode2: {}",
+        vm.sh("node1", "cat /proc/drbd; dmesg | grep drbd | tail")?,
+        vm.sh("node2", "cat /proc/drbd; dmesg | grep drbd | tail")?
     );
     eprintln!("t20: DRBD connected and synced in {:.1}s", t.elapsed().as_secs_f64());
 
     // The lab's faults work on VM nodes: a cut of the private network disconnects DRBD.
-    ensure!(drbd_cs(&vm, "node1") == "Connected", "before the cut: {}", drbd_cs(&vm, "node1"));
+    let mut before = Vec::new();
+    ensure!(
+        eventually(Duration::from_secs(20), || {
+            before.push(drbd_cs(&vm, "node1"));
+            before.last().is_some_and(|cs| cs == "Connected")
+        }),
+        "node1 not Connected before the cut: {before:?}"
+    );
+    eprintln!("t20: node1 before the cut: {before:?}");
     let t = Instant::now();
     vm.cut("node1", Some(1))?;
     let mut seen = String::new();

@@ -509,7 +509,8 @@ fn sparse_file(path: &Path, mib: u64) -> Result<()> {
 
 /// Part of every lab teardown: stops the BMC process (by recorded pid and start time) and kills
 /// every guest's qemu (by the pid in its `qemu.pid`, checked against its command line), waiting
-/// until they are gone. Returns the failures.
+/// until they are gone; with `LINUXHA_VMLAB_KEEP_LOGS=DIR` the console logs are copied there
+/// first. Returns the failures.
 pub(crate) fn teardown_guests(dir: &Path) -> Vec<String> {
     let mut errors = Vec::new();
     if let Ok(text) = fs::read(dir.join("vm.json")) {
@@ -535,6 +536,14 @@ pub(crate) fn teardown_guests(dir: &Path) -> Vec<String> {
         let _lock = sys::FileLock::acquire_within(&g.file("power.lock"), Duration::from_secs(20));
         if let Err(e) = g.kill() {
             errors.push(format!("{e:#}"));
+        }
+        if let Some(keep) = std::env::var_os("LINUXHA_VMLAB_KEEP_LOGS") {
+            let lab = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let to = Path::new(&keep).join(format!("{lab}-{}-console.log", g.name));
+            let _ = fs::create_dir_all(&keep);
+            if let Err(e) = fs::copy(g.console_log(), &to) {
+                errors.push(format!("keeping {}: {e}", g.console_log().display()));
+            }
         }
     }
     errors
