@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext4:e2fsprogs
        mkfs.ext2:e2fsprogs blkid:util-linux unshare:util-linux nsenter:util-linux
        mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils
-       /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents)
+       /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents
+       qemu-system-x86_64:qemu-system-x86 cpio:cpio /bin/busybox:busybox-static)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}

@@ -9,6 +9,7 @@ use std::os::unix::process::ExitStatusExt as _;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::vm::{VmLab, VmLabSpec};
 use crate::{Direction, Lab, LabSpec, Owner};
 
 /// Arguments of `linuxha lab`.
@@ -28,6 +29,23 @@ pub enum LinkState {
     Down,
 }
 
+/// Power actions of `lab power` on a VM node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PowerCmd {
+    /// Hard power-off (QMP quit).
+    Off,
+    /// Power on with the same disks and wait for the boot.
+    On,
+    /// Hard reset (QMP system_reset) and wait for the boot.
+    Reset,
+    /// Stop the guest's CPU (QMP stop).
+    Freeze,
+    /// Resume a frozen guest (QMP cont).
+    Thaw,
+    /// Print on/off/frozen; exit 0 when on, 2 when off.
+    Status,
+}
+
 /// The `linuxha lab` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum LabCommand {
@@ -42,6 +60,19 @@ pub enum LabCommand {
         /// Number of networks: 1 (public) or 2 (public and private).
         #[arg(long, default_value_t = 2)]
         networks: usize,
+        /// Make the nodes QEMU guests with a real kernel (DRBD, LVM, power control).
+        #[arg(long)]
+        vm: bool,
+        /// VM nodes: directory of the linuxha binary shared with the guests (default: this
+        /// program's directory).
+        #[arg(long, requires = "vm")]
+        binary_dir: Option<std::path::PathBuf>,
+        /// VM nodes: size of each data disk in MiB.
+        #[arg(long, default_value_t = 256, requires = "vm")]
+        data_disk_mib: u64,
+        /// VM nodes: create this LVM volume group on each data disk.
+        #[arg(long, requires = "vm")]
+        vg: Option<String>,
     },
     /// Remove a lab and everything it made (processes, namespaces, cgroups, files).
     Down {
@@ -58,9 +89,40 @@ pub enum LabCommand {
         lab: String,
         /// `node1`, `node2`, … or `ext`.
         host: String,
+        /// VM nodes: give up after this many seconds (the command keeps running in the guest).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         cmd: Vec<OsString>,
+    },
+    /// Power control of a VM node: off (hard), on, reset, freeze, thaw, status.
+    Power {
+        /// The lab.
+        lab: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: PowerCmd,
+        /// `node1`, `node2`, …
+        node: String,
+    },
+    /// Fence agent inside a VM node (fence-agents convention; also runs as `fence_linuxha_vm`):
+    /// reads `plug=` (or `port=`, `nodename=`) and `action=off|on|reboot|status` lines on stdin
+    /// unless --action is given, and asks the lab BMC over the `bmc` virtio-serial port.
+    /// Exit 0 = success (status: on), 2 = off, 1 = error.
+    FenceVm {
+        /// The node (instead of `plug=` on stdin).
+        #[arg(long)]
+        plug: Option<String>,
+        /// off, on, reboot, status or monitor; when given, stdin is not read.
+        #[arg(long)]
+        action: Option<String>,
+    },
+    /// The lab BMC of a VM lab made by `lab up --vm` (started and stopped by the lab itself).
+    #[command(hide = true)]
+    Bmc {
+        /// The lab.
+        lab: String,
     },
     /// Silently isolate a host at the switch (carrier stays up), or drop one direction only.
     Cut {
@@ -149,10 +211,33 @@ pub enum LabCommand {
 /// Runs one `linuxha lab` command. `exec` ends the process with the command's exit code.
 pub fn run(args: LabArgs) -> Result<()> {
     match args.cmd {
-        LabCommand::Up { name, nodes, networks } => {
+        LabCommand::Up { name, nodes, networks, vm: false, .. } => {
             let mut lab = Lab::up(LabSpec { nodes, networks, name })?;
             lab.detach()?;
             print_lab(&lab);
+            Ok(())
+        }
+        LabCommand::Up { name, nodes, networks, vm: true, binary_dir, data_disk_mib, vg } => {
+            let binary_dir = match binary_dir {
+                Some(d) => d,
+                None => std::env::current_exe()
+                    .context("finding this program")?
+                    .parent()
+                    .context("this program has no directory")?
+                    .to_path_buf(),
+            };
+            let mut spec = VmLabSpec::new(binary_dir);
+            spec.name = name;
+            spec.nodes = nodes;
+            spec.networks = networks;
+            spec.data_disk_mib = data_disk_mib;
+            spec.vg = vg;
+            let mut vm = VmLab::up(spec)?;
+            vm.detach()?;
+            print_lab(vm.lab());
+            for node in vm.nodes() {
+                println!("{node}: console {}", vm.console_log(&node)?.display());
+            }
             Ok(())
         }
         LabCommand::Down { lab: Some(name), .. } => {
@@ -174,7 +259,21 @@ pub fn run(args: LabArgs) -> Result<()> {
                 bail!("{}", failed.join("\n"))
             }
         }
-        LabCommand::Exec { lab, host, cmd } => {
+        LabCommand::Exec { lab, host, timeout, cmd } if is_vm_node(&lab, &host)? => {
+            let vm = VmLab::load(&lab)?;
+            let script: Vec<String> =
+                cmd.iter().map(|a| crate::vm::assets::sh_quote(&a.to_string_lossy())).collect();
+            let out = vm.exec(&host, &script.join(" "), std::time::Duration::from_secs(timeout))?;
+            print!("{}", out.stdout);
+            if !out.stdout.is_empty() && !out.stdout.ends_with('\n') {
+                println!();
+            }
+            if out.rc != 0 {
+                std::process::exit(out.rc);
+            }
+            Ok(())
+        }
+        LabCommand::Exec { lab, host, cmd, .. } => {
             let lab = Lab::load(&lab)?;
             let status = lab
                 .exec(&host, &cmd)?
@@ -195,8 +294,22 @@ pub fn run(args: LabArgs) -> Result<()> {
             }
         }
         LabCommand::Loss { lab, host, percent, net } => Lab::load(&lab)?.loss(&host, net, percent),
+        LabCommand::Heal { lab, host } if Lab::load(&lab)?.is_vm() => {
+            let mut vm = VmLab::load(&lab)?;
+            match host {
+                Some(host) => vm.heal(&host),
+                None => vm.heal_all(),
+            }
+        }
         LabCommand::Heal { lab, host: Some(host) } => Lab::load(&lab)?.heal(&host),
         LabCommand::Heal { lab, host: None } => Lab::load(&lab)?.heal_all(),
+        LabCommand::Link { lab, host, net, state } if Lab::load(&lab)?.is_vm() => {
+            let mut vm = VmLab::load(&lab)?;
+            match state {
+                LinkState::Up => vm.link_up(&host, net),
+                LinkState::Down => vm.link_down(&host, net),
+            }
+        }
         LabCommand::Link { lab, host, net, state } => {
             let mut lab = Lab::load(&lab)?;
             match state {
@@ -223,8 +336,64 @@ pub fn run(args: LabArgs) -> Result<()> {
             }
             Ok(())
         }
+        LabCommand::Freeze { lab, host } if is_vm_node(&lab, &host)? => {
+            VmLab::load(&lab)?.freeze(&host)
+        }
+        LabCommand::Thaw { lab, host } if is_vm_node(&lab, &host)? => {
+            VmLab::load(&lab)?.thaw(&host)
+        }
         LabCommand::Freeze { lab, host } => Lab::load(&lab)?.freeze(&host),
         LabCommand::Thaw { lab, host } => Lab::load(&lab)?.thaw(&host),
+        LabCommand::Power { lab, action, node } => {
+            let mut vm = VmLab::load(&lab)?;
+            match action {
+                PowerCmd::Off => vm.power_off(&node),
+                PowerCmd::On => vm
+                    .power_on(&node)
+                    .map(|t| println!("{node}: booted in {:.1}s", t.as_secs_f64())),
+                PowerCmd::Reset => {
+                    vm.reset(&node).map(|t| println!("{node}: booted in {:.1}s", t.as_secs_f64()))
+                }
+                PowerCmd::Freeze => vm.freeze(&node),
+                PowerCmd::Thaw => vm.thaw(&node),
+                PowerCmd::Status => {
+                    if !vm.is_running(&node)? {
+                        println!("{node}: off");
+                        std::process::exit(2);
+                    }
+                    println!("{node}: {}", if vm.is_frozen(&node)? { "frozen" } else { "on" });
+                    Ok(())
+                }
+            }
+        }
+        LabCommand::FenceVm { plug, action } => {
+            let mut input = String::new();
+            if action.is_none() {
+                use std::io::Read as _;
+                std::io::stdin().read_to_string(&mut input).context("reading stdin")?;
+            }
+            for (name, value) in [("plug", plug), ("action", action)] {
+                if let Some(value) = value {
+                    input.push_str(&format!("\n{name}={value}\n"));
+                }
+            }
+            // The request format is the lab agent's; the lab is implied by the guest's BMC port.
+            let request = crate::fence::parse_request(&format!("lab=this\n{input}"))?;
+            let (code, message) = crate::vm::bmc::guest_request(
+                request.action,
+                &request.target,
+                std::time::Duration::from_secs(90),
+            )?;
+            println!("{message}");
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        LabCommand::Bmc { lab } => {
+            let lab = Lab::load(&lab)?;
+            crate::vm::bmc::serve_forever(lab.dir(), &lab.nodes())
+        }
         LabCommand::Kill { lab, host } => Lab::load(&lab)?.kill(&host),
         LabCommand::List => {
             let labs = Lab::list()?;
@@ -238,8 +407,9 @@ pub fn run(args: LabArgs) -> Result<()> {
                         format!("pid {pid}{}", if info.stale { " (dead: stale)" } else { "" })
                     }
                 };
+                let kind = if Lab::load(&info.name).is_ok_and(|l| l.is_vm()) { " vm" } else { "" };
                 println!(
-                    "{}  nodes={} networks={} owner={owner}",
+                    "{}  nodes={}{kind} networks={} owner={owner}",
                     info.name, info.nodes, info.networks
                 );
                 for f in &info.faults {
@@ -255,6 +425,12 @@ pub fn run(args: LabArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether `host` is a VM node of lab `lab`.
+fn is_vm_node(lab: &str, host: &str) -> Result<bool> {
+    let lab = Lab::load(lab)?;
+    Ok(lab.is_vm() && lab.host(host)?.is_node)
 }
 
 /// Prints a lab's name and a table of its hosts, for `lab up`.

@@ -100,6 +100,9 @@ pub fn run_request(request: &FenceRequest) -> Result<(i32, String)> {
     if !lab.host(host)?.is_node {
         bail!("{host} is not a node of lab {}; only nodes can be fenced", request.lab);
     }
+    if lab.is_vm() {
+        return crate::vm::VmLab::load(&request.lab)?.fence(host, request.action);
+    }
     Ok(match request.action {
         PowerAction::Off => {
             lab.power_off(host)?;

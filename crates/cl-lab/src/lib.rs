@@ -24,6 +24,7 @@ pub mod fence;
 mod nft;
 mod private;
 mod sys;
+pub mod vm;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -280,6 +281,9 @@ struct LabState {
     links_down: BTreeSet<(String, usize)>,
     frozen: BTreeSet<String>,
     owner: Owner,
+    /// The nodes are QEMU guests on taps (see [`vm`]), not namespaces.
+    #[serde(default)]
+    vm_nodes: bool,
 }
 
 /// A running lab. Dropping a lab made by [`Lab::up`] removes it (also during a panic), unless it
@@ -395,7 +399,9 @@ fn lab_cgroups(name: &str, state: Option<&LabState>) -> Vec<PathBuf> {
 /// failed, and the failures are returned. Only processes inside the lab's own cgroups and
 /// namespaces (and our own holder children) are killed, never a pid merely read from a file.
 fn teardown(name: &str, state: Option<&LabState>, holders: &mut Vec<Child>) -> Vec<String> {
-    let mut errors = Vec::new();
+    // VM nodes first: their qemu processes hold the taps in the switch namespace.
+    let mut errors =
+        vm::teardown_guests(&state.map(|s| s.dir.clone()).unwrap_or_else(|| lab_dir(name)));
     let cgroups = lab_cgroups(name, state);
     let namespaces = lab_namespaces(name, state);
 
@@ -564,6 +570,11 @@ impl Lab {
     /// Builds a lab: namespaces, switch, addresses, host roots, cgroups and holders. Labs left
     /// behind by dead test processes are reaped first. On error everything made so far is removed.
     pub fn up(spec: LabSpec) -> Result<Lab> {
+        Self::up_with(spec, false)
+    }
+
+    /// [`Lab::up`], with the nodes as taps for QEMU guests when `vm_nodes` (see [`vm::VmLab`]).
+    pub(crate) fn up_with(spec: LabSpec, vm_nodes: bool) -> Result<Lab> {
         check_supported()?;
         if !(1..=100).contains(&spec.nodes) {
             bail!("nodes must be 1..=100, not {}", spec.nodes);
@@ -637,6 +648,7 @@ impl Lab {
                 pid: me,
                 start_time: sys::pid_start_time(me).context("reading own start time")?,
             },
+            vm_nodes,
         };
         // Claim the name before creating anything, so a SIGKILL from here on leaves a state
         // file to reap by, and so a failed claim never tears down somebody else's lab.
@@ -657,6 +669,19 @@ impl Lab {
             sys::ip(&["-n", &sw, "link", "set", &br, "up"])?;
         }
         for h in &self.state.hosts {
+            if h.is_node && self.state.vm_nodes {
+                // A VM node's switch ports are taps, opened by its qemu (which runs in the
+                // switch namespace); the names are those of the veth ports, so faults match.
+                for net in 0..h.addrs.len() {
+                    let port = nft::port_name(&h.name, net);
+                    sys::ip(&["-n", &sw, "tuntap", "add", "dev", &port, "mode", "tap"])?;
+                    let br = format!("br{net}");
+                    sys::ip(&["-n", &sw, "link", "set", &port, "master", &br, "up"])?;
+                }
+                fs::create_dir_all(&h.root)
+                    .with_context(|| format!("creating {}", h.root.display()))?;
+                continue;
+            }
             let ns = &h.netns;
             sys::ip(&["netns", "add", ns])?;
             sys::ip(&["-n", ns, "link", "set", "lo", "up"])?;
@@ -685,6 +710,9 @@ impl Lab {
             }
         }
         for i in 0..self.state.hosts.len() {
+            if self.state.hosts[i].is_node && self.state.vm_nodes {
+                continue;
+            }
             let child = self.start_holder(i)?;
             self.holders.push(child);
         }
@@ -810,6 +838,22 @@ impl Lab {
         write_state(&self.state, false)
     }
 
+    /// Whether the nodes are QEMU guests ([`vm::VmLab`]) rather than namespaces.
+    pub fn is_vm(&self) -> bool {
+        self.state.vm_nodes
+    }
+
+    /// Fails for a VM node: namespace operations (exec, freeze, kill) do not reach a guest.
+    fn not_vm_node(&self, host: &str) -> Result<()> {
+        if self.state.vm_nodes && self.host(host)?.is_node {
+            bail!(
+                "{host} is a VM node of lab {}: use vm::VmLab (or `linuxha lab exec/power`)",
+                self.state.name
+            );
+        }
+        Ok(())
+    }
+
     /// The lab's name.
     pub fn name(&self) -> &str {
         &self.state.name
@@ -932,6 +976,7 @@ impl Lab {
     ///
     /// Fails on a frozen host: the child would freeze before exec and `spawn()` would block.
     pub fn exec<S: AsRef<OsStr>>(&self, host: &str, argv: &[S]) -> Result<Command> {
+        self.not_vm_node(host)?;
         let h = self.host(host)?;
         let Some((program, args)) = argv.split_first() else {
             bail!("exec on {host}: empty command")
@@ -1124,6 +1169,7 @@ impl Lab {
 
     /// Shared body of [`Lab::freeze`] and [`Lab::thaw`].
     fn set_frozen(&mut self, host: &str, frozen: bool) -> Result<()> {
+        self.not_vm_node(host)?;
         let cg = self.cgroup_here(host)?;
         sys::cg_write(&cg, "cgroup.freeze", if frozen { "1" } else { "0" })?;
         if !sys::wait_until(SETTLE_TIMEOUT, || sys::cg_event(&cg, "frozen") == Some(frozen)) {
@@ -1141,6 +1187,7 @@ impl Lab {
     /// except the holder, like a crash of everything on the node; its mounts survive, as a real
     /// node's disks would. A frozen host stays frozen for processes started later.
     pub fn kill(&mut self, host: &str) -> Result<()> {
+        self.not_vm_node(host)?;
         let mut h = self.host(host)?.clone();
         h.cgroup = self.cgroup_here(host)?;
         let mut errors = Vec::new();
@@ -1252,6 +1299,7 @@ mod tests {
             links_down: [("node1".to_owned(), 0)].into_iter().collect(),
             frozen: BTreeSet::new(),
             owner: Owner::Persistent,
+            vm_nodes: false,
         };
         let json = serde_json::to_string(&st)?;
         assert!(json.contains(r#""direction":"to-node""#));

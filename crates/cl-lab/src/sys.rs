@@ -122,6 +122,16 @@ pub(crate) fn ns_id(path: &Path) -> Result<(u64, u64)> {
     Ok((md.dev(), md.ino()))
 }
 
+/// Whether `path` is on a tmpfs (which cannot do O_DIRECT).
+pub(crate) fn is_tmpfs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs(2) writes into the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type == libc::TMPFS_MAGIC
+    }
+}
+
 /// Whether the current user is root, since everything the lab does needs CAP_SYS_ADMIN.
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
@@ -266,6 +276,47 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An exclusive `flock(2)` on a file (created if missing), released when dropped; it serialises
+/// work on one thing (an asset build, a guest's power or agent) across processes.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    /// Waits for the lock without a time limit.
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock> {
+        Self::acquire_within(path, Duration::MAX)
+    }
+
+    /// Waits for the lock at most `timeout`.
+    pub(crate) fn acquire_within(path: &Path, timeout: Duration) -> Result<FileLock> {
+        use std::os::fd::AsRawFd as _;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        let start = Instant::now();
+        loop {
+            // SAFETY: flock(2) on a valid open descriptor has no memory-safety preconditions.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(FileLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(err).with_context(|| format!("locking {}", path.display()));
+            }
+            if start.elapsed() >= timeout {
+                bail!("{} is still locked after {timeout:?}", path.display());
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -273,6 +273,9 @@ pub const COMMAND_NAMES: [&str; 15] = [
 /// The lab's fence agent, under the name fence-agents style agents have: `linuxha lab fence`.
 pub const LAB_FENCE_AGENT: &str = "fence_linuxha_lab";
 
+/// The fence agent inside VM lab nodes: `linuxha lab fence-vm` (asks the lab BMC).
+pub const VM_FENCE_AGENT: &str = "fence_linuxha_vm";
+
 /// Daemon names, which also run as `<daemon>-<cluster>`.
 pub const DAEMON_NAMES: [&str; 6] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2", "clarbd"];
 
@@ -288,6 +291,11 @@ pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
         .unwrap_or_default();
     if base == LAB_FENCE_AGENT {
         let mut out = vec!["linuxha".into(), "lab".into(), "fence".into()];
+        out.extend(args.into_iter().skip(1));
+        return out;
+    }
+    if base == VM_FENCE_AGENT {
+        let mut out = vec!["linuxha".into(), "lab".into(), "fence-vm".into()];
         out.extend(args.into_iter().skip(1));
         return out;
     }
@@ -321,6 +329,14 @@ mod tests {
     }
 
     #[test]
+    fn vm_guests_link_every_command_name() {
+        let guest = cl_lab::vm::assets::GUEST_COMMANDS;
+        for name in COMMAND_NAMES.iter().chain([&LAB_FENCE_AGENT, &VM_FENCE_AGENT, &"linuxha"]) {
+            assert!(guest.contains(name), "{name} missing from cl_lab::vm::assets::GUEST_COMMANDS");
+        }
+    }
+
+    #[test]
     fn program_name_selects_the_command() {
         assert_eq!(norm(&["/usr/sbin/clbuild", "--verbose"]), ["linuxha", "clbuild", "--verbose"]);
         assert_eq!(norm(&["linuxha", "clstat"]), ["linuxha", "clstat"]);
@@ -330,6 +346,7 @@ mod tests {
             ["linuxha", "clarbd", "--cluster", "cluster1", "--foreground"]
         );
         assert_eq!(norm(&["/usr/sbin/fence_linuxha_lab"]), ["linuxha", "lab", "fence"]);
+        assert_eq!(norm(&["/usr/sbin/fence_linuxha_vm"]), ["linuxha", "lab", "fence-vm"]);
         assert_eq!(
             norm(&["clhbd-c-1", "--foreground"]),
             ["linuxha", "clhbd", "--cluster", "c-1", "--foreground"]
