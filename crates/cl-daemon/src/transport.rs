@@ -75,8 +75,7 @@ async fn peer_request_one(
     request: &PeerRequest,
 ) -> Result<PeerReply> {
     let mut stream = TcpStream::connect(address).await.context("connect")?;
-    let mut sender = Sender::new(key.clone(), cluster, local, new_epoch());
-    let frame = sender.seal(Kind::NodeManager, request).map_err(|e| anyhow!("encode: {e}"))?;
+    let frame = seal_request(key, cluster, local, request)?;
     stream.write_all(&frame).await?;
     let reply = read_frame(&mut stream).await?;
     let mut receiver = Receiver::new(key.clone(), cluster);
@@ -84,6 +83,27 @@ async fn peer_request_one(
         .try_receive::<PeerReply>(&reply)
         .map_err(|e| anyhow!("reply rejected: {e} (is the cluster key the same on both nodes?)"))?;
     Ok(reply)
+}
+
+/// One sender per process and cluster: every request carries the same epoch (taken once) and
+/// the next sequence number. Requests run concurrently on separate connections and may arrive
+/// out of order; the receiver's window accepts that within one epoch, whereas a fresh epoch per
+/// request made a later-created request that arrived first reject the earlier one as a replay
+/// (seen on slow guests).
+fn seal_request(
+    key: &ClusterKey,
+    cluster: &str,
+    local: &str,
+    request: &PeerRequest,
+) -> Result<Vec<u8>> {
+    type Senders = std::collections::BTreeMap<(String, String), Sender>;
+    static SENDERS: std::sync::OnceLock<std::sync::Mutex<Senders>> = std::sync::OnceLock::new();
+    let senders = SENDERS.get_or_init(Default::default);
+    let mut senders = senders.lock().map_err(|_| anyhow!("request sender poisoned"))?;
+    let sender = senders
+        .entry((cluster.to_string(), local.to_string()))
+        .or_insert_with(|| Sender::new(key.clone(), cluster, local, new_epoch()));
+    sender.seal(Kind::NodeManager, request).map_err(|e| anyhow!("encode: {e}"))
 }
 
 /// Send one request to the local cldaemon's admin socket and read its response.
