@@ -478,7 +478,7 @@ pub fn resync_progress(
         100.0 * (size_kib.saturating_sub(out_of_sync_kib)) as f64 / size_kib as f64
     };
     let done = earlier_out_of_sync_kib.saturating_sub(out_of_sync_kib);
-    let rate_kib = if elapsed_ms == 0 { 0 } else { done.saturating_mul(1000) / elapsed_ms };
+    let rate_kib = done.saturating_mul(1000).checked_div(elapsed_ms).unwrap_or(0);
     let eta_secs = (rate_kib > 0).then(|| out_of_sync_kib.div_ceil(rate_kib));
     ResyncProgress { percent, rate_kib, eta_secs }
 }

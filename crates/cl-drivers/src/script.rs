@@ -640,7 +640,7 @@ pub(crate) fn kill(pid: i32, sig: i32) -> io::Result<()> {
     }
 }
 
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {
@@ -650,7 +650,7 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+pub(crate) fn pidfd_send_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
     // SAFETY: valid pidfd, a NULL siginfo (meaning "as kill(2)") and no flags.
     let r = unsafe {
         libc::syscall(
