@@ -146,8 +146,9 @@ impl Runner {
         for resource in self.replicated() {
             let res = resource.clone();
             tokio::task::spawn_blocking(move || {
-                cl_drivers::drbd::adm::up(&res)?;
-                cl_drivers::drbd::adm::primary(&res)
+                let drbd = cl_drivers::drbd::Drbd::system();
+                drbd.up(&res)?;
+                drbd.primary(&res)
             })
             .await
             .map_err(|e| format!("promoting {resource}: {e}"))?
@@ -340,7 +341,7 @@ impl Runner {
         // Unmounted: the peer may now be made Primary.
         for resource in self.replicated().into_iter().rev() {
             let res = resource.clone();
-            tokio::task::spawn_blocking(move || cl_drivers::drbd::adm::secondary(&res))
+            tokio::task::spawn_blocking(move || cl_drivers::drbd::Drbd::system().secondary(&res))
                 .await
                 .map_err(|e| format!("demoting {resource}: {e}"))?
                 .map_err(|e| format!("cannot make {resource} Secondary: {e}"))?;
@@ -401,7 +402,7 @@ impl Runner {
         let replicated = self.replicated();
         if !replicated.is_empty() {
             // A Primary copy is in use here (or cannot tell: counts as held).
-            let snapshot = tokio::task::spawn_blocking(cl_drivers::drbd::adm::snapshot).await;
+            let snapshot = tokio::task::spawn_blocking(|| cl_drivers::drbd::Drbd::system().snapshot()).await;
             match snapshot {
                 Ok(Ok(volumes)) => {
                     if replicated.iter().any(|r| {

@@ -147,7 +147,8 @@ pub fn plan(input: &Input) -> Result<Plan, Vec<Problem>> {
     let vg_ok = [0, 1].map(|i| vgs[i].is_some_and(|v| v.exists));
     if let Some(vg) = &input.replication.volume_group {
         for i in 0..2 {
-            if !vg_ok[i] {
+            // Not known (LVM could not be asked): in the node's errors.
+            if vgs[i].is_some_and(|v| !v.exists) {
                 problems.push(Problem::At(vg.error(
                     input.file,
                     &format!(
