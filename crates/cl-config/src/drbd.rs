@@ -58,8 +58,10 @@ pub fn resource_of(
     app: &AppConfig,
     volume: &ReplicatedVolume,
 ) -> Result<DrbdResource, String> {
-    let replication =
-        app.replication.as_ref().ok_or_else(|| format!("{} has no replicated storage", app.name))?;
+    let replication = app
+        .replication
+        .as_ref()
+        .ok_or_else(|| format!("{} has no replicated storage", app.name))?;
     let mut nodes = Vec::new();
     for name in &app.nodes {
         let node = cluster

@@ -360,7 +360,8 @@ impl Manager {
         let Some(peer) = self.ctx.peers().into_iter().next() else {
             return Err("this cluster has no other node".into());
         };
-        let state = m.status(self.now()).peers.into_iter().find(|p| p.name == peer).map(|p| p.state);
+        let state =
+            m.status(self.now()).peers.into_iter().find(|p| p.name == peer).map(|p| p.state);
         let standing = match state {
             Some(PeerState::Up) => PeerStanding::Up,
             _ if apps.peer_gone(&peer) => PeerStanding::Gone { fenced: false },
@@ -1015,17 +1016,27 @@ async fn storage_on_peer(
 
 /// DRBD's fence-peer handler, through this cldaemon: outdate the peer's copy through its
 /// cldaemon when it is up, or answer that it is gone when the cluster established it.
-async fn fence_peer(ctx: &Context, commands: &mpsc::Sender<Command>, resource: String) -> AdminResponse {
+async fn fence_peer(
+    ctx: &Context,
+    commands: &mpsc::Sender<Command>,
+    resource: String,
+) -> AdminResponse {
     use cl_core::storage::{FenceAnswer, FenceStep};
     let (tx, rx) = oneshot::channel();
     if commands.send(Command::FencePeer(resource.clone(), tx)).await.is_err() {
-        return AdminResponse::Failed { message: "cldaemon is shutting down".into(), lines: vec![] };
+        return AdminResponse::Failed {
+            message: "cldaemon is shutting down".into(),
+            lines: vec![],
+        };
     }
     let (peer, step) = match rx.await {
         Ok(Ok(found)) => found,
         Ok(Err(message)) => return AdminResponse::Failed { message, lines: vec![] },
         Err(_) => {
-            return AdminResponse::Failed { message: "cldaemon is shutting down".into(), lines: vec![] }
+            return AdminResponse::Failed {
+                message: "cldaemon is shutting down".into(),
+                lines: vec![],
+            }
         }
     };
     match step {

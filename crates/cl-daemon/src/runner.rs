@@ -402,7 +402,8 @@ impl Runner {
         let replicated = self.replicated();
         if !replicated.is_empty() {
             // A Primary copy is in use here (or cannot tell: counts as held).
-            let snapshot = tokio::task::spawn_blocking(|| cl_drivers::drbd::Drbd::system().snapshot()).await;
+            let snapshot =
+                tokio::task::spawn_blocking(|| cl_drivers::drbd::Drbd::system().snapshot()).await;
             match snapshot {
                 Ok(Ok(volumes)) => {
                     if replicated.iter().any(|r| {

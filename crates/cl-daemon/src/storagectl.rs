@@ -104,9 +104,13 @@ impl StorageControl {
         self.reader = Some(tokio::task::spawn_local(async move {
             for resource in resources {
                 let res = resource.clone();
-                match tokio::task::spawn_blocking(move || cl_drivers::drbd::Drbd::system().up(&res)).await {
+                match tokio::task::spawn_blocking(move || cl_drivers::drbd::Drbd::system().up(&res))
+                    .await
+                {
                     Ok(Ok(_)) => info!(%resource, "DRBD resource {resource} is up"),
-                    Ok(Err(e)) => error!(%resource, "cannot bring DRBD resource {resource} up: {e}"),
+                    Ok(Err(e)) => {
+                        error!(%resource, "cannot bring DRBD resource {resource} up: {e}")
+                    }
                     Err(e) => error!(%resource, "bringing {resource} up: {e}"),
                 }
             }
@@ -137,8 +141,12 @@ impl StorageControl {
                 }
                 Event::Helper { name, helper, status } => {
                     match status {
-                        None => info!(resource = %name, "DRBD calls its {helper} handler for {name}"),
-                        Some(code) => info!(resource = %name, "DRBD's {helper} handler for {name} returned {code}"),
+                        None => {
+                            info!(resource = %name, "DRBD calls its {helper} handler for {name}")
+                        }
+                        Some(code) => {
+                            info!(resource = %name, "DRBD's {helper} handler for {name} returned {code}")
+                        }
                     }
                     self.changed(&name)
                 }

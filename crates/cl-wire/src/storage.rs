@@ -111,7 +111,9 @@ impl StorageOp {
             StorageOp::CreateLv { vg, lv, .. } => format!("lvcreate {vg}/{lv}"),
             StorageOp::ExtendLv { vg, lv, .. } => format!("lvextend {vg}/{lv}"),
             StorageOp::Wipe { device } => format!("wipefs {}", device.display()),
-            StorageOp::WriteResource { spec } => format!("write the resource file of {}", spec.name),
+            StorageOp::WriteResource { spec } => {
+                format!("write the resource file of {}", spec.name)
+            }
             StorageOp::CreateMetadata { resource } => format!("create-md {resource}"),
             StorageOp::Up { resource } => format!("up {resource}"),
             StorageOp::Secondary { resource } => format!("secondary {resource}"),
@@ -273,7 +275,8 @@ impl Holds {
             Holds::Empty => "nothing".into(),
             Holds::DrbdMetadata => "DRBD metadata".into(),
             Holds::Filesystem { fstype } => {
-                let article = if fstype.starts_with(['a', 'e', 'i', 'o', 'u', 'x']) { "an" } else { "a" };
+                let article =
+                    if fstype.starts_with(['a', 'e', 'i', 'o', 'u', 'x']) { "an" } else { "a" };
                 format!("{article} {fstype} filesystem")
             }
             Holds::Other { what } => format!("data ({what})"),

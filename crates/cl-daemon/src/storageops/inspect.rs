@@ -64,7 +64,10 @@ impl Executor {
     fn volume(&self, probe: &VolumeProbe, errors: &mut Vec<String>) -> VolumeReport {
         let resource = probe.spec.name.clone();
         let device = &probe.device;
-        let file = match (self.render(&probe.spec), std::fs::read_to_string(self.resource_file(&resource))) {
+        let file = match (
+            self.render(&probe.spec),
+            std::fs::read_to_string(self.resource_file(&resource)),
+        ) {
             (_, Err(_)) => ResourceFile::Missing,
             (Ok(text), Ok(old)) if text == old => ResourceFile::Same,
             _ => ResourceFile::Differs,

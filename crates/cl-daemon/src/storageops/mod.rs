@@ -238,11 +238,17 @@ mod tests {
         let exec = Executor::system(&Paths::new(root.path()));
         let reply = exec.execute(StorageOp::WriteResource { spec: spec() });
         let path = root.path().join("etc/drbd.d/linuxha-webdata-www.res");
-        assert!(matches!(&reply, StorageReply::Done { detail } if detail.starts_with("wrote")), "{reply:?}");
+        assert!(
+            matches!(&reply, StorageReply::Done { detail } if detail.starts_with("wrote")),
+            "{reply:?}"
+        );
         let text = std::fs::read_to_string(&path).expect("file");
         assert!(text.contains("protocol C;") && text.contains("on node2 {"), "{text}");
         assert!(text.contains("drbd-handler fence-peer"), "{text}");
         let again = exec.execute(StorageOp::WriteResource { spec: spec() });
-        assert!(matches!(&again, StorageReply::Done { detail } if detail.ends_with("unchanged")), "{again:?}");
+        assert!(
+            matches!(&again, StorageReply::Done { detail } if detail.ends_with("unchanged")),
+            "{again:?}"
+        );
     }
 }

@@ -13,12 +13,11 @@ const ASK_AGAIN: Duration = Duration::from_millis(250);
 
 /// Run a DRBD handler. fence-peer exits with DRBD's codes (cl-core `storage::FenceAnswer`).
 pub fn drbd_handler(paths: &Paths, args: &DrbdHandlerArgs) -> Outcome<()> {
-    let resource = args
-        .resource
-        .clone()
-        .or_else(|| std::env::var("DRBD_RESOURCE").ok())
-        .ok_or_else(|| {
-            Failure::config("drbd-handler: no resource: DRBD sets DRBD_RESOURCE, or give --resource")
+    let resource =
+        args.resource.clone().or_else(|| std::env::var("DRBD_RESOURCE").ok()).ok_or_else(|| {
+            Failure::config(
+                "drbd-handler: no resource: DRBD sets DRBD_RESOURCE, or give --resource",
+            )
         })?;
     match args.handler {
         DrbdHandler::FencePeer => fence_peer(paths, &resource, args.wait),
@@ -66,17 +65,11 @@ pub fn render_volumes(
     app: &cl_wire::msg::ApplicationStatus,
 ) -> String {
     let mut out = String::new();
-    let peer = status
-        .nodes
-        .iter()
-        .map(|n| n.name.as_str())
-        .find(|n| *n != status.local)
-        .unwrap_or("peer");
+    let peer =
+        status.nodes.iter().map(|n| n.name.as_str()).find(|n| *n != status.local).unwrap_or("peer");
     for volume in &app.volumes {
-        let head = format!(
-            "  data {} ({} on {}):",
-            volume.resource, volume.device, volume.mountpoint
-        );
+        let head =
+            format!("  data {} ({} on {}):", volume.resource, volume.device, volume.mountpoint);
         let Some(s) = &volume.state else {
             out += &format!("{head} not up on {}\n", status.local);
             continue;
@@ -99,11 +92,7 @@ pub fn render_volumes(
         );
         if let Some(p) = &volume.resync {
             let left = p.eta_secs.map(|s| format!(", {s} s left")).unwrap_or_default();
-            out += &format!(
-                "    resync {:.1}% at {}/s{left}\n",
-                p.percent,
-                kib(p.rate_kib)
-            );
+            out += &format!("    resync {:.1}% at {}/s{left}\n", p.percent, kib(p.rate_kib));
         }
     }
     for blocked in &app.data_blocked {

@@ -164,9 +164,8 @@ pub fn plan(input: &Input) -> Result<Plan, Vec<Problem>> {
     let mut works = Vec::new();
     let mut need = [0u64; 2];
     for (volume, spec) in input.replication.volumes.iter().zip(input.specs) {
-        let reports = [0, 1].map(|i| {
-            input.found[i].volumes.iter().find(|r| r.resource == volume.resource)
-        });
+        let reports =
+            [0, 1].map(|i| input.found[i].volumes.iter().find(|r| r.resource == volume.resource));
         let [Some(a), Some(b)] = reports else {
             for i in 0..2 {
                 if reports[i].is_none() {
@@ -300,7 +299,11 @@ fn decide(
     let extend = |from: u64, to: u64, why: String| {
         let (vg, lv) = lv.unwrap_or_default();
         let op = StorageOp::ExtendLv { vg: vg.into(), lv: lv.into(), size_bytes: to };
-        let say = format!("extend logical volume {vg}/{lv} from {} to {} ({why})", human(from), human(to));
+        let say = format!(
+            "extend logical volume {vg}/{lv} from {} to {} ({why})",
+            human(from),
+            human(to)
+        );
         (op, say, to.saturating_sub(from))
     };
     let data: Vec<usize> = (0..2).filter(|&i| matches!(sides[i], Side::Data(..))).collect();
@@ -421,7 +424,8 @@ fn decide(
                 names[x], holds.describe(), human(size)
             ));
             work.metadata[x] = true;
-            work.primary = Some((x, false, format!("its data is kept: --force --source {}", names[x])));
+            work.primary =
+                Some((x, false, format!("its data is kept: --force --source {}", names[x])));
             size
         }
         Side::Built(s) => round(s),
@@ -484,7 +488,10 @@ fn assemble(
                 phases[1].push(Step {
                     nodes: one(i),
                     op: StorageOp::Wipe { device: volume.backing.device() },
-                    say: format!("ERASE {device} (it holds {what}; {}'s copy replaces it)", names[1 - i]),
+                    say: format!(
+                        "ERASE {device} (it holds {what}; {}'s copy replaces it)",
+                        names[1 - i]
+                    ),
                 });
             }
         }
@@ -537,7 +544,10 @@ fn assemble(
             phases[5].push(Step {
                 nodes: one(*src),
                 op: StorageOp::Secondary { resource: res.clone() },
-                say: format!("make {res} Secondary again (cldaemon promotes it where {} runs)", input.app),
+                say: format!(
+                    "make {res} Secondary again (cldaemon promotes it where {} runs)",
+                    input.app
+                ),
             });
         }
         if let Some((from, to)) = work.follow {

@@ -32,7 +32,8 @@ pub fn round_up(bytes: u64, extent: u64) -> u64 {
 
 /// A size as people read it: `256 MiB`, `1.5 GiB`, `44 KiB`.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    const UNITS: [(&str, u64); 4] =
+        [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if bytes >= size {
             return if bytes % size == 0 {
