@@ -42,10 +42,12 @@ impl Executor {
             }),
             _ => BTreeMap::new(),
         };
+        // LVM could not be asked about the group: not about its volumes either (once is enough).
+        let lvm_failed = vg.is_none() && !errors.is_empty();
         let volumes = volumes
             .iter()
             .map(|probe| {
-                let mut report = self.volume(probe, &mut errors);
+                let mut report = self.volume(probe, lvm_failed, &mut errors);
                 report.state = states.get(&probe.spec.name).cloned();
                 report
             })
@@ -61,7 +63,12 @@ impl Executor {
         }
     }
 
-    fn volume(&self, probe: &VolumeProbe, errors: &mut Vec<String>) -> VolumeReport {
+    fn volume(
+        &self,
+        probe: &VolumeProbe,
+        lvm_failed: bool,
+        errors: &mut Vec<String>,
+    ) -> VolumeReport {
         let resource = probe.spec.name.clone();
         let device = &probe.device;
         let file = match (
@@ -75,6 +82,10 @@ impl Executor {
         let mut report =
             VolumeReport { resource, size_bytes: None, holds: Holds::Empty, file, state: None };
         let size = match &probe.lv {
+            Some(_) if lvm_failed => {
+                report.holds = Holds::Unknown;
+                return report;
+            }
             Some(lv) => match self.lvm.lv_size_bytes(&lv.vg, &lv.lv) {
                 Ok(size) => size,
                 Err(LvmError::NoSuchVg { .. }) => None,

@@ -53,10 +53,8 @@ fn replication(volumes: Vec<ReplicatedVolume>) -> Replication {
         ping_timeout: Duration::from_millis(500),
         connect_int: Duration::from_secs(2),
         timeout: Duration::from_millis(1500),
-        volume_group: has_lv.then(|| VolumeGroup {
-            name: "webdatavg".into(),
-            at: SourceAt { line: 4, column: 3 },
-        }),
+        volume_group: has_lv
+            .then(|| VolumeGroup { name: "webdatavg".into(), at: SourceAt { line: 4, column: 3 } }),
         volumes,
     }
 }
@@ -213,7 +211,10 @@ fn built_on_both_is_left_alone_and_rerunning_is_harmless() {
         lines(&p),
         ["node2: write /etc/drbd.d/linuxha-webdata-www.res", "both: bring webdata-www up"]
     );
-    assert!(p.steps.iter().all(|s| !matches!(s.op, StorageOp::CreateMetadata { .. } | StorageOp::PrimaryForce { .. } | StorageOp::Mkfs { .. })));
+    assert!(p.steps.iter().all(|s| !matches!(
+        s.op,
+        StorageOp::CreateMetadata { .. } | StorageOp::PrimaryForce { .. } | StorageOp::Mkfs { .. }
+    )));
 }
 
 #[test]
@@ -267,7 +268,12 @@ fn data_without_metadata_is_refused_unless_a_source_is_named() {
     let p = run(&r, &a, &b, true, Some("node2")).expect("plan");
     assert!(lines(&p).contains(&"node1: ERASE /dev/webdatavg/www (it holds an ext4 filesystem; node2's copy replaces it)".to_string()), "{:?}", lines(&p));
     assert!(lines(&p).contains(&"node2: create an ext4 filesystem on /dev/drbd0".to_string()));
-    assert!(p.overwrites[0].starts_with("node1: /dev/webdatavg/www holds an ext4 filesystem: it is ERASED"), "{:?}", p.overwrites);
+    assert!(
+        p.overwrites[0]
+            .starts_with("node1: /dev/webdatavg/www holds an ext4 filesystem: it is ERASED"),
+        "{:?}",
+        p.overwrites
+    );
 }
 
 #[test]
@@ -284,7 +290,13 @@ fn a_plain_disk_with_data_cannot_be_kept() {
     // A missing disk is reported where it is written.
     b.volumes[0].size_bytes = None;
     let problems = run(&r, &a, &b, false, None).expect_err("refused");
-    assert!(texts(&problems).contains(&format!("{FILE}:7:5: error: <disk device=\"/dev/vdc\">: /dev/vdc does not exist on node2")), "{:?}", texts(&problems));
+    assert!(
+        texts(&problems).contains(&format!(
+            "{FILE}:7:5: error: <disk device=\"/dev/vdc\">: /dev/vdc does not exist on node2"
+        )),
+        "{:?}",
+        texts(&problems)
+    );
 }
 
 #[test]
@@ -322,7 +334,11 @@ fn an_existing_device_smaller_than_the_built_copy_is_refused() {
     built(&mut a, 0, 256 * MIB);
     set(&mut b, 0, 128 * MIB, Holds::Empty);
     let problems = run(&r, &a, &b, false, None).expect_err("refused");
-    assert!(texts(&problems)[0].contains("on node2 is 128 MiB, smaller than node1's copy (256 MiB)"), "{:?}", texts(&problems));
+    assert!(
+        texts(&problems)[0].contains("on node2 is 128 MiB, smaller than node1's copy (256 MiB)"),
+        "{:?}",
+        texts(&problems)
+    );
 }
 
 #[test]
@@ -368,5 +384,10 @@ fn a_built_copy_is_replaced_only_when_named_and_down() {
     assert!(texts(&problems)[0].contains("take it down there first (drbdadm down webdata-www)"));
     b.volumes[0].state = None;
     let p = run(&r, &a, &b, true, Some("node1")).expect("plan");
-    assert!(p.overwrites.iter().any(|w| w.starts_with("node2: /dev/webdatavg/www holds DRBD metadata and data: it is ERASED")), "{:?}", p.overwrites);
+    assert!(
+        p.overwrites.iter().any(|w| w
+            .starts_with("node2: /dev/webdatavg/www holds DRBD metadata and data: it is ERASED")),
+        "{:?}",
+        p.overwrites
+    );
 }
