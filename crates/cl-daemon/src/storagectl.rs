@@ -316,10 +316,12 @@ async fn read_events(events: mpsc::Sender<StorageEvent>, resyncing: Arc<AtomicBo
                         .await
                     {
                         for line in String::from_utf8_lossy(&out.stdout).lines() {
-                            if line.contains("replication:Sync") || line.contains("replication:PausedSync") {
-                                if events.send(StorageEvent::Line(line.to_string())).await.is_err() {
-                                    return;
-                                }
+                            let resyncing = line.contains("replication:Sync")
+                                || line.contains("replication:PausedSync");
+                            if resyncing
+                                && events.send(StorageEvent::Line(line.to_string())).await.is_err()
+                            {
+                                return;
                             }
                         }
                     }

@@ -146,9 +146,9 @@ pub fn plan(input: &Input) -> Result<Plan, Vec<Problem>> {
     let vgs = [input.found[0].vg.as_ref(), input.found[1].vg.as_ref()];
     let vg_ok = [0, 1].map(|i| vgs[i].is_some_and(|v| v.exists));
     if let Some(vg) = &input.replication.volume_group {
-        for i in 0..2 {
+        for (i, found) in vgs.iter().enumerate() {
             // Not known (LVM could not be asked): in the node's errors.
-            if vgs[i].is_some_and(|v| !v.exists) {
+            if found.is_some_and(|v| !v.exists) {
                 problems.push(Problem::At(vg.error(
                     input.file,
                     &format!(
@@ -167,10 +167,10 @@ pub fn plan(input: &Input) -> Result<Plan, Vec<Problem>> {
         let reports =
             [0, 1].map(|i| input.found[i].volumes.iter().find(|r| r.resource == volume.resource));
         let [Some(a), Some(b)] = reports else {
-            for i in 0..2 {
-                if reports[i].is_none() {
+            for (report, node) in reports.iter().zip(input.nodes) {
+                if report.is_none() {
                     problems.push(Problem::Node {
-                        node: input.nodes[i].into(),
+                        node: node.into(),
                         message: format!("did not report on {}", volume.resource),
                     });
                 }
@@ -181,8 +181,8 @@ pub fn plan(input: &Input) -> Result<Plan, Vec<Problem>> {
         let before = problems.len();
         decide(input, volume, [a, b], vg_ok, extent, &mut work, &mut plan, &mut problems);
         if problems.len() == before {
-            for i in 0..2 {
-                need[i] += work.lvm[i].as_ref().map_or(0, |(_, _, grow)| *grow);
+            for (need, lvm) in need.iter_mut().zip(&work.lvm) {
+                *need += lvm.as_ref().map_or(0, |(_, _, grow)| *grow);
             }
             works.push((volume, spec, [a, b], work));
         }

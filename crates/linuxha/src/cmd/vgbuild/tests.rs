@@ -246,7 +246,7 @@ fn data_without_metadata_is_refused_unless_a_source_is_named() {
     );
     for force in [false, true] {
         let problems = run(&r, &a, &b, force, None).expect_err("refused");
-        assert_eq!(texts(&problems), [expected.clone()]);
+        assert_eq!(texts(&problems), std::slice::from_ref(&expected));
     }
     // Keeping node1's data: its volume grows by the metadata, node2's is made as large.
     let p = run(&r, &a, &b, true, Some("node1")).expect("plan");
