@@ -12,6 +12,7 @@ pub mod appconf;
 pub mod built;
 pub mod clconf;
 pub mod diag;
+pub mod drbd;
 pub mod replication;
 pub mod resources;
 pub mod value;

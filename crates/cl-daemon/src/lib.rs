@@ -20,6 +20,7 @@ pub mod manager;
 pub mod netd;
 pub mod runner;
 pub mod storagectl;
+pub mod storageops;
 pub mod sync;
 pub mod transport;
 

@@ -962,6 +962,9 @@ async fn handle_admin(
             }
         }
         AdminRequest::FencePeer { resource } => fence_peer(ctx, commands, resource).await,
+        AdminRequest::Storage { node, op, timeout_secs } => {
+            storage_on_peer(ctx, &node, op, timeout_secs).await
+        }
         AdminRequest::Distribute { kind, force } => {
             let response = distribute(ctx, kind.clone(), force).await;
             // clbuild installed a new cluster configuration here: this cldaemon restarts on it.
@@ -971,6 +974,43 @@ async fn handle_admin(
             }
             response
         }
+    }
+}
+
+/// `clbuildapp --vgbuild`, `clsplitbrain`: one storage operation relayed to `node`'s cldaemon
+/// (whether or not the cluster is formed), its answer handed back.
+async fn storage_on_peer(
+    ctx: &Context,
+    node: &str,
+    op: cl_wire::msg::StorageOp,
+    timeout_secs: u64,
+) -> AdminResponse {
+    if node == ctx.name() || !ctx.peers().iter().any(|p| p == node) {
+        return AdminResponse::Failed {
+            message: format!("{node} is not another node of the cluster"),
+            lines: vec![],
+        };
+    }
+    let addresses = ctx.manager_addresses(node);
+    let what = op.describe();
+    let request = PeerRequest::Storage { op };
+    let timeout = Duration::from_secs(timeout_secs.clamp(1, 3600));
+    match peer_request(&ctx.key, ctx.name(), &ctx.local, &addresses, &request, timeout).await {
+        Ok(PeerReply::Storage(reply)) => AdminResponse::Storage(reply),
+        Ok(PeerReply::Refused { reason }) => AdminResponse::Failed {
+            message: format!("{node} refused to {what}: {reason}"),
+            lines: vec![],
+        },
+        Ok(_) => AdminResponse::Failed {
+            message: format!("{node} gave an unexpected answer to {what}"),
+            lines: vec![],
+        },
+        Err(e) => AdminResponse::Failed {
+            message: format!(
+                "cannot reach cldaemon on {node} ({e:#}); start it there (cldaemon, or the linuxha-cldaemon unit)"
+            ),
+            lines: vec![],
+        },
     }
 }
 
@@ -1367,7 +1407,9 @@ async fn handle_peer(
             }
             reply
         }
-        PeerRequest::Storage { op } => crate::storagectl::handle_peer_op(from, op).await,
+        PeerRequest::Storage { op } => {
+            crate::storagectl::handle_peer_op(&ctx.paths, from, op).await
+        }
         PeerRequest::FetchConfig { kind } => {
             let path = match &kind {
                 ConfigKind::Cluster => ctx.paths.built_clconf(),

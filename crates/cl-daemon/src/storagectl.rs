@@ -12,8 +12,7 @@ use cl_config::appconf::AppConfig;
 use cl_config::replication::DiskFailurePolicy;
 use cl_core::apps::AppInput;
 use cl_core::storage::{self, DiskFailureAction, ResyncProgress, VolumeState};
-use cl_drivers::drbd::adm::Drbd;
-use cl_drivers::drbd::events::{Event2 as Event, Events2 as Events2Parser};
+use cl_drivers::drbd::events::{Event2 as Event, Events2};
 use cl_wire::msg::VolumeStatus;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
@@ -44,7 +43,7 @@ pub struct StorageControl {
     volumes: BTreeMap<String, Volume>,
     /// Applications with replicated data, with their volumes' resources in order.
     apps: BTreeMap<String, (Vec<String>, DiskFailurePolicy)>,
-    parser: Events2Parser,
+    parser: Events2,
     /// Earlier out-of-sync sample per resource, for the resync rate.
     samples: BTreeMap<String, (Instant, u64)>,
     progress: BTreeMap<String, ResyncProgress>,
@@ -80,7 +79,7 @@ impl StorageControl {
         StorageControl {
             volumes,
             apps: replicated,
-            parser: Events2Parser::new(),
+            parser: Events2::new(),
             samples: BTreeMap::new(),
             progress: BTreeMap::new(),
             disk_failed: BTreeMap::new(),
@@ -105,8 +104,10 @@ impl StorageControl {
         self.reader = Some(tokio::task::spawn_local(async move {
             for resource in resources {
                 let res = resource.clone();
-                match tokio::task::spawn_blocking(move || Drbd::system().up(&res)).await {
-                    Ok(Ok(how)) => info!(%resource, "DRBD resource {resource} is up ({how:?})"),
+                match tokio::task::spawn_blocking(move || cl_drivers::drbd::Drbd::system().up(&res))
+                    .await
+                {
+                    Ok(Ok(_)) => info!(%resource, "DRBD resource {resource} is up"),
                     Ok(Err(e)) => {
                         error!(%resource, "cannot bring DRBD resource {resource} up: {e}")
                     }
@@ -127,7 +128,7 @@ impl StorageControl {
     fn feed(&mut self, event: StorageEvent) -> Vec<AppInput> {
         match event {
             StorageEvent::Restarted => {
-                self.parser = Events2Parser::new();
+                self.parser = Events2::new();
                 self.samples.clear();
                 self.progress.clear();
                 Vec::new()
@@ -314,12 +315,12 @@ async fn read_events(events: mpsc::Sender<StorageEvent>, resyncing: Arc<AtomicBo
                         .output()
                         .await
                     {
-                        let text = String::from_utf8_lossy(&out.stdout);
-                        let syncing = text.lines().filter(|l| {
-                            l.contains("replication:Sync") || l.contains("replication:PausedSync")
-                        });
-                        for line in syncing {
-                            if events.send(StorageEvent::Line(line.to_string())).await.is_err() {
+                        for line in String::from_utf8_lossy(&out.stdout).lines() {
+                            let resyncing = line.contains("replication:Sync")
+                                || line.contains("replication:PausedSync");
+                            if resyncing
+                                && events.send(StorageEvent::Line(line.to_string())).await.is_err()
+                            {
                                 return;
                             }
                         }
@@ -336,32 +337,35 @@ async fn read_events(events: mpsc::Sender<StorageEvent>, resyncing: Arc<AtomicBo
     }
 }
 
-/// A peer's storage request.
-pub async fn handle_peer_op(from: &str, op: cl_wire::msg::StorageOp) -> cl_wire::msg::PeerReply {
+/// A peer's storage request: an outdate for its fence-peer handler (logged loudly), or the
+/// work of `clbuildapp --vgbuild` and `clsplitbrain` run by [`crate::storageops`].
+pub async fn handle_peer_op(
+    paths: &cl_paths::Paths,
+    from: &str,
+    op: cl_wire::msg::StorageOp,
+) -> cl_wire::msg::PeerReply {
     use cl_wire::msg::{PeerReply, StorageOp, StorageReply};
-    match op {
-        StorageOp::Outdate { resource } => {
-            let res = resource.clone();
-            let outcome = tokio::task::spawn_blocking(move || Drbd::system().outdate(&res))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
-            match outcome {
-                Ok(reply) => {
-                    warn!(peer = %from, %resource, "{from} lost its replication link for {resource} and writes on: this node's copy is marked {reply:?}");
-                    PeerReply::Storage(StorageReply::Outdate {
-                        reply,
-                        detail: format!("copy of {resource}: {reply:?}"),
-                    })
-                }
-                Err(e) => {
-                    error!(peer = %from, %resource, "cannot outdate {resource} for {from}: {e}");
-                    PeerReply::Storage(StorageReply::Outdate {
-                        reply: cl_core::storage::OutdateReply::Failed,
-                        detail: e,
-                    })
-                }
+    let what = op.describe();
+    let resource = match &op {
+        StorageOp::Outdate { resource } => Some(resource.clone()),
+        _ => None,
+    };
+    let exec = crate::storageops::Executor::system(paths);
+    let reply = match tokio::task::spawn_blocking(move || exec.execute(op)).await {
+        Ok(reply) => reply,
+        Err(e) => StorageReply::Failed { error: format!("{what}: {e}") },
+    };
+    match (&reply, resource) {
+        (StorageReply::Outdate { reply: outcome, detail }, Some(resource)) => {
+            if *outcome == cl_core::storage::OutdateReply::Failed {
+                error!(peer = %from, %resource, "cannot outdate {resource} for {from}: {detail}");
+            } else {
+                warn!(peer = %from, %resource, "{from} lost its replication link for {resource} and writes on: this node's copy is marked {outcome:?}");
             }
         }
+        (StorageReply::Failed { error }, _) => warn!(peer = %from, "{from} asked: {error}"),
+        (StorageReply::Done { detail }, _) => info!(peer = %from, "{from} asked: {what}: {detail}"),
+        _ => {}
     }
+    PeerReply::Storage(reply)
 }

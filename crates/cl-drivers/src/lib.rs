@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blockdev;
 pub mod drbd;
 pub mod fence;
 pub mod fs;

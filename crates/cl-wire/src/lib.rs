@@ -31,6 +31,7 @@ pub mod key;
 pub mod lock;
 pub mod msg;
 pub mod replay;
+pub mod storage;
 
 pub use codec::{
     decode, encode, frame_len, DecodeError, EncodeError, Header, Kind, MAX_FRAME, MIN_FRAME,

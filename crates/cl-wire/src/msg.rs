@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::storage::{StorageOp, StorageReply};
+
 /// The body of a heartbeat frame (kind [`crate::Kind::Heartbeat`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatMsg {
@@ -76,31 +78,6 @@ pub enum PeerRequest {
     Storage {
         /// What to do.
         op: StorageOp,
-    },
-}
-
-/// Replicated storage work one node asks of another.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum StorageOp {
-    /// Mark your copy of `resource` Outdated: the sender is Primary without a connection to
-    /// you and goes on writing (DRBD's fence-peer handler). Refused while you are Primary.
-    Outdate {
-        /// The DRBD resource.
-        resource: String,
-    },
-}
-
-/// The answer to a [`StorageOp`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "storage", rename_all = "snake_case")]
-pub enum StorageReply {
-    /// The answer to [`StorageOp::Outdate`].
-    Outdate {
-        /// What became of the receiver's copy.
-        reply: cl_core::storage::OutdateReply,
-        /// DRBD's words, for the log.
-        detail: String,
     },
 }
 
@@ -180,6 +157,16 @@ pub enum AdminRequest {
         /// The DRBD resource.
         resource: String,
     },
+    /// Replicated-storage work on another node (`clbuildapp --vgbuild`, `clsplitbrain`):
+    /// relayed to that node's cldaemon, whose answer comes back as [`AdminResponse::Storage`].
+    Storage {
+        /// The node to do it.
+        node: String,
+        /// What to do.
+        op: StorageOp,
+        /// How long the node may take, seconds (mkfs and lvcreate can take minutes).
+        timeout_secs: u64,
+    },
 }
 
 /// What an administrator asks of an application.
@@ -213,6 +200,8 @@ pub enum AdminResponse {
         /// Why, for the handler's log line.
         detail: String,
     },
+    /// The other node's answer to [`AdminRequest::Storage`].
+    Storage(StorageReply),
     /// Failed; one sentence, plus progress lines.
     Failed {
         /// Why.

@@ -36,6 +36,8 @@ pub enum Command {
     Clhaltapp(AppCommandArgs),
     /// Move an application to another node.
     Clswitchapp(AppCommandArgs),
+    /// Resolve a DRBD data split brain: keep one node's copy, resynchronise the other.
+    Clsplitbrain(ClsplitbrainArgs),
     /// Run a command while holding a cluster-wide named lock.
     Cllock(CllockArgs),
     /// The node manager daemon (started at boot; starts and supervises the others).
@@ -125,12 +127,44 @@ pub struct ClbuildappArgs {
     /// Validate appconf.xml and install it as the application's built configuration.
     #[arg(long)]
     pub build: bool,
-    /// Prepare the application's storage: check every device holds its filesystem.
+    /// Prepare the application's storage: build its replicated volumes on both nodes, or
+    /// check that every unreplicated device holds its filesystem.
     #[arg(long)]
     pub vgbuild: bool,
-    /// Rebuild when unchanged; with --vgbuild, create missing filesystems on empty devices.
+    /// Rebuild when unchanged; with --vgbuild, create missing filesystems on empty devices
+    /// (unreplicated), and with --source keep that node's data (replicated).
     #[arg(short, long)]
     pub force: bool,
+    /// Print each step.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// With --vgbuild --force: the node whose copy is kept where a volume holds data without
+    /// DRBD metadata (the other node's copy is overwritten).
+    #[arg(long, value_name = "NODE", requires = "force")]
+    pub source: Option<String>,
+    /// Do not ask before overwriting data (needed when not run on a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Return once the initial synchronisation has started instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Options of clsplitbrain.
+#[derive(Debug, Args)]
+pub struct ClsplitbrainArgs {
+    /// The application whose data is in split brain.
+    #[arg(short, long, value_name = "NAME")]
+    pub application: String,
+    /// The node whose copy is kept; the other node's changes since the split are discarded.
+    #[arg(long, value_name = "NODE")]
+    pub keep: String,
+    /// Do not ask for confirmation (needed when not run on a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Return once the resynchronisation has started instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Print each step.
     #[arg(short, long)]
     pub verbose: bool,
@@ -252,7 +286,7 @@ pub struct DemoArgs {
 }
 
 /// Program names the binary answers to, besides `linuxha`.
-pub const COMMAND_NAMES: [&str; 15] = [
+pub const COMMAND_NAMES: [&str; 16] = [
     "clbuild",
     "clbuildapp",
     "clform",
@@ -261,6 +295,7 @@ pub const COMMAND_NAMES: [&str; 15] = [
     "clstartapp",
     "clhaltapp",
     "clswitchapp",
+    "clsplitbrain",
     "cllock",
     "cldaemon",
     "cllockd",

@@ -54,6 +54,7 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
         Command::Clswitchapp(args) => {
             cmd::cluster::app_command("clswitchapp", paths, AppCommand::Switch, &args)
         }
+        Command::Clsplitbrain(args) => cmd::splitbrain::clsplitbrain(paths, &args),
         Command::Cllock(args) => cmd::lock::cllock(paths, &args),
         Command::Cldaemon(args) => daemon(Daemon::Cldaemon, paths, &args),
         Command::Cllockd(args) => daemon(Daemon::Cllockd, paths, &args),

@@ -4,7 +4,7 @@ mod common;
 
 use common::{text, Node};
 
-const COMMANDS: [&str; 14] = [
+const COMMANDS: [&str; 15] = [
     "clbuild",
     "clbuildapp",
     "clform",
@@ -13,6 +13,7 @@ const COMMANDS: [&str; 14] = [
     "clstartapp",
     "clhaltapp",
     "clswitchapp",
+    "clsplitbrain",
     "cllock",
     "cldaemon",
     "cllockd",

@@ -30,6 +30,7 @@ fn install_is_idempotent_and_uninstall_keeps_the_configuration() {
         "clstartapp",
         "clhaltapp",
         "clswitchapp",
+        "clsplitbrain",
         "cllock",
         "cldaemon",
     ] {

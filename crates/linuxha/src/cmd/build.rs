@@ -216,7 +216,22 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
         app.monitors.len()
     ));
     if args.vgbuild {
-        prepare_storage(paths, &app, args.force, &progress)?;
+        if !app.filesystems.is_empty() || app.replication.is_none() {
+            prepare_storage(paths, &app, args.force, &progress)?;
+        }
+        if let Some(replication) = &app.replication {
+            let file_name = file.display().to_string();
+            crate::cmd::vgbuild::vgbuild(
+                paths,
+                &cluster.config,
+                &app,
+                replication,
+                &file_name,
+                args,
+            )?;
+        }
+    } else if args.source.is_some() || args.no_wait {
+        return Err(Failure::config("clbuildapp: --source and --no-wait go with --vgbuild"));
     }
     if args.build {
         let built_path = paths.built_app(&app_name);

@@ -77,7 +77,7 @@ fn finish(command: &str, verbose: bool, response: AdminResponse) -> Outcome<()> 
             }
             Err(Failure::runtime(message))
         }
-        AdminResponse::Status(_) | AdminResponse::FencePeer { .. } => {
+        AdminResponse::Status(_) | AdminResponse::Storage(_) | AdminResponse::FencePeer { .. } => {
             Err(Failure::runtime(format!("{command}: unexpected answer from cldaemon")))
         }
     }
@@ -298,7 +298,9 @@ pub fn distribute(
             eprintln!("{command}: warning: not distributed: {message}");
             true
         }
-        Some(AdminResponse::Status(_) | AdminResponse::FencePeer { .. }) => true,
+        Some(
+            AdminResponse::Status(_) | AdminResponse::Storage(_) | AdminResponse::FencePeer { .. },
+        ) => true,
     };
     if cluster_changed && running {
         wait_for_reload(command, paths, verbose)?;

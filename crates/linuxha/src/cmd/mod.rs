@@ -5,4 +5,6 @@ pub mod cluster;
 pub mod demo;
 pub mod install;
 pub mod lock;
+pub mod splitbrain;
 pub mod storage;
+pub mod vgbuild;
