@@ -33,7 +33,9 @@ const GUEST_PACKAGES: [&str; 6] =
     ["drbd-utils", "lvm2", "dmsetup", "libdevmapper1.02.1", "libdevmapper-event1.02.1", "libaio1"];
 
 /// Host programs copied into the guest, with their libraries (`ldd`), as (host path, guest path).
-const HOST_FILES: [(&str, &str); 7] = [
+const HOST_FILES: [(&str, &str); 9] = [
+    ("/sbin/blkid", "/sbin/blkid"),
+    ("/sbin/wipefs", "/sbin/wipefs"),
     ("/sbin/mke2fs", "/sbin/mke2fs"),
     ("/sbin/mke2fs", "/sbin/mkfs.ext4"),
     ("/sbin/e2fsck", "/sbin/e2fsck"),
