@@ -60,6 +60,10 @@ pub enum StorageOp {
     CreateMetadata {
         /// The resource.
         resource: String,
+        /// The administrator confirmed overwriting what the device holds (`--force`, after
+        /// the plan said what is erased or kept): drbdmeta's own question is answered yes.
+        #[serde(default)]
+        confirmed: bool,
     },
     /// `drbdadm up` (or `adjust` when it is up).
     Up {
@@ -114,7 +118,7 @@ impl StorageOp {
             StorageOp::WriteResource { spec } => {
                 format!("write the resource file of {}", spec.name)
             }
-            StorageOp::CreateMetadata { resource } => format!("create-md {resource}"),
+            StorageOp::CreateMetadata { resource, .. } => format!("create-md {resource}"),
             StorageOp::Up { resource } => format!("up {resource}"),
             StorageOp::Secondary { resource } => format!("secondary {resource}"),
             StorageOp::PrimaryForce { resource } => format!("primary --force {resource}"),

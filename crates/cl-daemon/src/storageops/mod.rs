@@ -80,8 +80,13 @@ impl Executor {
                 done(format!("erased the signatures on {}", device.display()))
             }
             StorageOp::WriteResource { spec } => self.write_resource(&spec),
-            StorageOp::CreateMetadata { resource } => {
-                self.drbd.create_md(&resource).map_err(|x| e(&x))?;
+            StorageOp::CreateMetadata { resource, confirmed } => {
+                let made = if confirmed {
+                    self.drbd.create_md_confirmed(&resource)
+                } else {
+                    self.drbd.create_md(&resource)
+                };
+                made.map_err(|x| e(&x))?;
                 done(format!("created DRBD metadata for {resource}"))
             }
             StorageOp::Up { resource } => {

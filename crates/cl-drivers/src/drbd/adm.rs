@@ -208,6 +208,16 @@ impl Drbd {
         self.adm_ok(&["create-md", res])
     }
 
+    /// Like [`Drbd::create_md`], but drbdmeta's question about what it found on the device (a
+    /// filesystem, a signature it does not know) is answered yes (`--force`): for a device the
+    /// administrator told linuxha to overwrite or keep. Existing DRBD metadata is still refused.
+    pub fn create_md_confirmed(&self, res: &str) -> Result<(), DrbdError> {
+        if self.has_metadata(res)? {
+            return Err(DrbdError::MetadataExists { resource: res.into() });
+        }
+        self.adm_ok(&["--", "--force", "create-md", res])
+    }
+
     /// The state of every resource that is up, from `drbdsetup events2 --now --statistics all`
     /// (call it about once a second during a resync: 8.4 reports no progress by itself).
     pub fn snapshot(&self) -> Result<BTreeMap<String, VolumeState>, DrbdError> {

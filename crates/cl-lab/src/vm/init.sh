@@ -80,6 +80,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro host /mnt/host ||
   echo "lh-init: cannot mount the host share" > /dev/ttyS0
 # LVM volume groups found on the disks are activated at boot, as on a real machine.
 lvm vgchange -ay --sysinit >/dev/null 2>&1
+# What the cldaemon unit does on a real node: a node with a built cluster configuration starts
+# its node manager at boot (it rejoins a cluster that runs, or waits for clform).
+if [ -e /etc/cluster/.built/clconf.json ]; then
+  /usr/sbin/cldaemon >/dev/null 2>&1 || echo "lh-init: cldaemon did not start" > /dev/ttyS0
+fi
 
 # Command agent on the virtio-serial port "agent": request "<tag> <base64 script>",
 # reply "\n__BEGIN__ <tag>\n<output>\n__RC__ <tag> <rc>\n".

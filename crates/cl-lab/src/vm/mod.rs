@@ -18,6 +18,7 @@
 
 pub mod assets;
 pub mod bmc;
+pub mod cluster;
 mod guest;
 mod modules;
 

@@ -509,7 +509,7 @@ fn assemble(
         if !nodes.is_empty() {
             phases[3].push(Step {
                 nodes,
-                op: StorageOp::CreateMetadata { resource: res.clone() },
+                op: StorageOp::CreateMetadata { resource: res.clone(), confirmed: input.force },
                 say: format!("create DRBD metadata on {device}"),
             });
         }
