@@ -1053,13 +1053,29 @@ async fn fence_peer(
             let request = PeerRequest::Storage {
                 op: cl_wire::msg::StorageOp::Outdate { resource: resource.clone() },
             };
-            match ask_peer(ctx, &addresses, &request).await.ok() {
-                Some(PeerReply::Storage(cl_wire::msg::StorageReply::Outdate { reply, detail })) => {
-                    AdminResponse::FencePeer {
-                        answer: Some(reply.answer()),
-                        detail: format!("{peer}: {detail}"),
-                    }
-                }
+            let answer = ask_peer(ctx, &addresses, &request).await;
+            match &answer {
+                Ok(reply) => info!(%peer, %resource, "outdate request answered: {reply:?}"),
+                Err(e) => warn!(%peer, %resource, "outdate request not answered: {e:#}"),
+            }
+            match answer.ok() {
+                // The peer could not outdate its copy yet (its DRBD may still see the
+                // connection, and refuses then): ask again until it can, or until the cluster
+                // declares it gone.
+                Some(PeerReply::Storage(cl_wire::msg::StorageReply::Outdate {
+                    outcome: cl_core::storage::OutdateReply::Failed,
+                    detail,
+                })) => AdminResponse::FencePeer {
+                    answer: None,
+                    detail: format!("{peer} could not outdate its copy yet: {detail}"),
+                },
+                Some(PeerReply::Storage(cl_wire::msg::StorageReply::Outdate {
+                    outcome,
+                    detail,
+                })) => AdminResponse::FencePeer {
+                    answer: Some(outcome.answer()),
+                    detail: format!("{peer}: {detail}"),
+                },
                 Some(PeerReply::Refused { reason }) => AdminResponse::FencePeer {
                     answer: Some(FenceAnswer::Failed),
                     detail: format!("{peer} refused: {reason}"),

@@ -356,7 +356,7 @@ pub async fn handle_peer_op(
         Err(e) => StorageReply::Failed { error: format!("{what}: {e}") },
     };
     match (&reply, resource) {
-        (StorageReply::Outdate { reply: outcome, detail }, Some(resource)) => {
+        (StorageReply::Outdate { outcome, detail }, Some(resource)) => {
             if *outcome == cl_core::storage::OutdateReply::Failed {
                 error!(peer = %from, %resource, "cannot outdate {resource} for {from}: {detail}");
             } else {

@@ -49,7 +49,8 @@ pub async fn peer_request(
     request: &PeerRequest,
     timeout: Duration,
 ) -> Result<PeerReply> {
-    let mut last_error = anyhow!("no address");
+    // Every address's failure is reported: the last one alone hid why the first failed.
+    let mut errors = Vec::new();
     for address in addresses {
         match tokio::time::timeout(
             timeout,
@@ -58,13 +59,16 @@ pub async fn peer_request(
         .await
         {
             Ok(Ok(reply)) => return Ok(reply),
-            Ok(Err(e)) => last_error = e.context(format!("{address}")),
+            Ok(Err(e)) => errors.push(format!("{address}: {e:#}")),
             Err(_) => {
-                last_error = anyhow!("{address}: no answer within {} ms", timeout.as_millis())
+                errors.push(format!("{address}: no answer within {} ms", timeout.as_millis()))
             }
         }
     }
-    Err(last_error)
+    match errors.as_slice() {
+        [] => Err(anyhow!("no address")),
+        _ => Err(anyhow!("{}", errors.join("; "))),
+    }
 }
 
 async fn peer_request_one(

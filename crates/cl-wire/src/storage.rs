@@ -159,8 +159,9 @@ pub struct LvName {
 pub enum StorageReply {
     /// The answer to [`StorageOp::Outdate`].
     Outdate {
-        /// What became of the receiver's copy.
-        reply: OutdateReply,
+        /// What became of the receiver's copy. (Not `reply`: that is [`crate::msg::PeerReply`]'s
+        /// tag, and a field of the same name made the answer unreadable.)
+        outcome: OutdateReply,
         /// DRBD's words, for the log.
         detail: String,
     },
@@ -322,5 +323,22 @@ mod tests {
         assert_eq!(serde_json::from_str::<StorageReply>(&text).expect("back"), reply);
         assert_eq!(Holds::Filesystem { fstype: "ext4".into() }.describe(), "an ext4 filesystem");
         assert_eq!(Holds::Filesystem { fstype: "xfs".into() }.describe(), "an xfs filesystem");
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use crate::msg::PeerReply;
+
+    #[test]
+    fn an_outdate_reply_round_trips_as_a_peer_reply() {
+        let reply = PeerReply::Storage(StorageReply::Outdate {
+            outcome: OutdateReply::Outdated,
+            detail: "copy of r: Outdated".into(),
+        });
+        let json = serde_json::to_string(&reply).expect("encode");
+        let back: PeerReply = serde_json::from_str(&json).expect(&json);
+        assert_eq!(back, reply);
     }
 }

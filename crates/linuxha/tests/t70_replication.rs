@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use cl_lab::vm::cluster::{ClusterSpec, ReplicatedCluster, APP, DEVICE, MOUNTPOINT, VG};
+use cl_lab::vm::cluster::{ClusterSpec, ReplicatedCluster, APP, MOUNTPOINT, VG};
 
 /// One VM test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -193,18 +193,27 @@ fn t70_vgbuild_power_off_and_stale_copy() -> Result<()> {
 #[test]
 fn t70_link_cut_split_brain_and_disk_failure() -> Result<()> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let t = Instant::now();
     let mut c = cluster(ClusterSpec::default())?;
-    wait_served(&c, Duration::from_secs(30))?;
+    let result = link_cut_split_brain_and_disk_failure(&mut c);
+    if result.is_err() {
+        eprintln!("{}", c.diagnostics());
+    }
+    c.lab.down()?;
+    result
+}
+
+fn link_cut_split_brain_and_disk_failure(c: &mut ReplicatedCluster) -> Result<()> {
+    let t = Instant::now();
+    wait_served(c, Duration::from_secs(30))?;
     step("cluster formed, served on node1", t);
 
     // Cut the private (replication) network on node2; heartbeats go on over public.
     let mut n = 1;
-    let mut acked = write_until(&c, n, |k| k >= 10);
+    let mut acked = write_until(c, n, |k| k >= 10);
     n = 10;
     c.lab.cut("node2", Some(1))?;
     let cut = Instant::now();
-    let during = write_until(&c, n, |_| cut.elapsed() > Duration::from_secs(15));
+    let during = write_until(c, n, |_| cut.elapsed() > Duration::from_secs(15));
     n += during.len() as u64 + 100;
     ensure!(!during.is_empty(), "writes stopped while the replication link was cut");
     acked.extend(&during);
@@ -225,7 +234,7 @@ fn t70_link_cut_split_brain_and_disk_failure() -> Result<()> {
     // documented unprotected case), both run the application and write.
     c.lab.partition("node1", "node2", None)?;
     c.wait_running_on("node2", Duration::from_secs(90))?;
-    acked.extend(write_until(&c, n, |k| k >= n + 5));
+    acked.extend(write_until(c, n, |k| k >= n + 5));
     c.run("node2", &format!("echo written-on-node2 > {MOUNTPOINT}/node2-only; sync"), 30)?;
     c.run("node1", &format!("echo written-on-node1 > {MOUNTPOINT}/node1-only; sync"), 30)?;
     step("partitioned: both run it and write", t);
@@ -283,8 +292,6 @@ fn t70_link_cut_split_brain_and_disk_failure() -> Result<()> {
         "clstat recommends a move:\n{stat}"
     );
     step("disk failed: diskless, still served, move recommended", t);
-    let _ = DEVICE;
-    c.lab.down()?;
     Ok(())
 }
 

@@ -58,7 +58,7 @@ impl Executor {
                     Ok(r) => format!("copy of {resource}: {r:?}"),
                     Err(err) => err.to_string(),
                 };
-                Ok(StorageReply::Outdate { reply, detail })
+                Ok(StorageReply::Outdate { outcome: reply, detail })
             }
             StorageOp::Inspect { vg, volumes } => {
                 Ok(StorageReply::Inspected(Box::new(self.inspect(vg.as_deref(), &volumes))))

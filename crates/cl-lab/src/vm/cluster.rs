@@ -242,6 +242,23 @@ impl ReplicatedCluster {
         Some(body.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
+    /// What an engineer needs when a scenario fails: each running node's clstat, DRBD state
+    /// and the end of its cldaemon log.
+    pub fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for node in ["node1", "node2"] {
+            if !self.lab.is_running(node).unwrap_or(false) {
+                out += &format!("==== {node}: powered off\n");
+                continue;
+            }
+            let script = "clstat 2>&1; cat /proc/drbd; grep -v 'rejected a request' /var/log/cluster/cldaemon.log | tail -40";
+            let text =
+                self.run(node, script, 30).map(|o| o.stdout).unwrap_or_else(|e| e.to_string());
+            out += &format!("==== {node}\n{text}\n");
+        }
+        out
+    }
+
     /// Run a shell command on a node (output and exit code, whatever it is).
     pub fn run(&self, node: &str, script: &str, timeout_secs: u64) -> Result<super::Output> {
         self.lab.exec(node, script, Duration::from_secs(timeout_secs))
