@@ -282,12 +282,13 @@ pub fn promotable(volume: &VolumeState) -> Result<(), NotPromotable> {
     }
     match volume.disk {
         DiskState::UpToDate => Ok(()),
-        // Running diskless on the peer's copy (after a local disk failure): the data is the
-        // peer's, which is current while connected.
-        DiskState::Diskless
-            if volume.role == Role::Primary
-                && volume.connection == ConnectionState::Connected
-                && volume.peer_disk == DiskState::UpToDate =>
+        // Running diskless on the peer's copy (after a local disk failure, DRBD detaches it:
+        // Failed, Detaching, then Diskless): the data is the peer's, current while connected.
+        // The events that report it may come in any order, so the peer's disk is not required
+        // to read UpToDate in the same instant; a running application must not be stopped by
+        // that.
+        DiskState::Diskless | DiskState::Failed | DiskState::Detaching
+            if volume.role == Role::Primary && volume.connection == ConnectionState::Connected =>
         {
             Ok(())
         }

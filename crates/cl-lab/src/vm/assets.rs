@@ -86,7 +86,7 @@ const LVM_NAMES: [&str; 24] = [
 
 /// Program names the `linuxha` binary answers to, linked to `/mnt/host/linuxha` in the guest
 /// (the `linuxha` crate checks this list against its own).
-pub const GUEST_COMMANDS: [&str; 18] = [
+pub const GUEST_COMMANDS: [&str; 19] = [
     "linuxha",
     "clbuild",
     "clbuildapp",
@@ -96,6 +96,7 @@ pub const GUEST_COMMANDS: [&str; 18] = [
     "clstartapp",
     "clhaltapp",
     "clswitchapp",
+    "clsplitbrain",
     "cllock",
     "cldaemon",
     "cllockd",
