@@ -308,6 +308,11 @@ enum Peer {
     },
 }
 
+/// How long a node that is up but has not reported its replicated data yet (DRBD still coming
+/// up) keeps its place in an application's preference order: without it, whichever node's DRBD
+/// answered first would get an autostart application, not the preferred one.
+pub const DATA_GRACE: Duration = Duration::from_secs(15);
+
 /// The applications machine of one node.
 #[derive(Debug)]
 pub struct Apps {
@@ -327,6 +332,9 @@ pub struct Apps {
     isolated: bool,
     now: Time,
     takeover_delay: Duration,
+    /// When each node (this one included) came up or formed: a replicated application waits
+    /// [`DATA_GRACE`] after that for the node's first data verdict before placing it elsewhere.
+    up_since: BTreeMap<String, Time>,
     epoch: u64,
     announced_seq: std::cell::Cell<u64>,
     /// The newest (epoch, seq) heard from each peer.
@@ -377,6 +385,7 @@ impl Apps {
             isolated: false,
             now: Time::ZERO,
             takeover_delay,
+            up_since: BTreeMap::new(),
             epoch,
             announced_seq: std::cell::Cell::new(0),
             heard: BTreeMap::new(),
@@ -389,6 +398,7 @@ impl Apps {
         self.now = now;
         match input {
             AppInput::Formed { start_autostart } => {
+                self.up_since.insert(self.local.clone(), now);
                 let autostart: Vec<String> = self
                     .policies
                     .values()
@@ -402,6 +412,7 @@ impl Apps {
                 }
             }
             AppInput::PeerUp { peer } => {
+                self.up_since.insert(peer.clone(), now);
                 if let Some(p) = self.peers.get_mut(&peer) {
                     *p = Peer::Up { announced: false };
                 }
@@ -696,7 +707,18 @@ impl Apps {
                 return Some(chosen.clone());
             }
         }
-        let most_preferred = policy.nodes.iter().find(|n| self.eligible(app, n)).cloned();
+        // The most preferred eligible node, unless a more preferred one is only waiting for its
+        // first data verdict: then nobody yet.
+        let mut most_preferred = None;
+        for node in &policy.nodes {
+            if self.eligible(app, node) {
+                most_preferred = Some(node.clone());
+                break;
+            }
+            if self.data_pending(app, node) {
+                break;
+            }
+        }
         if policy.failback == Failback::Manual {
             if let Some(current) = self.running_on(app) {
                 if self.eligible(app, &current) {
@@ -705,6 +727,35 @@ impl Apps {
             }
         }
         most_preferred
+    }
+
+    /// `node` is up and would be eligible for `app` but has not reported its replicated data yet
+    /// (within [`DATA_GRACE`] of coming up).
+    fn data_pending(&self, app: &str, node: &str) -> bool {
+        let replicated = self.policies.get(app).is_some_and(|p| p.replicated);
+        let Some(since) = self.up_since.get(node) else { return false };
+        if !replicated || self.now >= *since + DATA_GRACE {
+            return false;
+        }
+        if node == self.local {
+            return !self.isolated
+                && self.locals.get(app).is_some_and(|l| {
+                    l.state == AppState::Stopped && l.data_blocked == Some(NotPromotable::NotUp)
+                });
+        }
+        match self.peers.get(node) {
+            // Not announced yet, or announced that its data is not up yet.
+            Some(Peer::Up { announced: false }) => true,
+            Some(Peer::Up { announced: true }) => {
+                self.peer_data_blocked.get(node).and_then(|d| d.get(app))
+                    == Some(&NotPromotable::NotUp)
+                    && !matches!(
+                        self.peer_states.get(node).and_then(|s| s.get(app)),
+                        Some(AppState::Failed | AppState::Stuck)
+                    )
+            }
+            _ => false,
+        }
     }
 
     /// No other node may be running `app`: each allowed peer is up and announces it inactive,
@@ -802,13 +853,18 @@ impl Apps {
 
     /// When `handle_timeout` must be called next, if a take-over is waiting.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.peers
+        let takeovers = self.peers.values().filter_map(|p| match p {
+            Peer::Down { take_over: true, until } if *until > self.now => Some(*until),
+            _ => None,
+        });
+        // A data grace that ends may change a placement.
+        let any_replicated = self.policies.values().any(|p| p.replicated);
+        let graces = self
+            .up_since
             .values()
-            .filter_map(|p| match p {
-                Peer::Down { take_over: true, until } if *until > self.now => Some(*until),
-                _ => None,
-            })
-            .min()
+            .map(|since| *since + DATA_GRACE)
+            .filter(|end| any_replicated && *end > self.now);
+        takeovers.chain(graces).min()
     }
 
     /// The next request for the shell.

@@ -374,6 +374,7 @@ fn replicated_data_must_be_reported_promotable_before_a_start() {
     assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped), "not reported yet");
     pair.input(1, data("web", None));
     // node1 is preferred, but only node2's copy may be promoted.
+    pair.input(0, data("web", Some(NotPromotable::Outdated)));
     assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
     assert_eq!(pair.nodes[0].peer_data_blocked("web"), vec![]);
     pair.input(0, data("web", Some(NotPromotable::Inconsistent { resyncing: true })));
@@ -419,4 +420,23 @@ fn unreplicated_applications_ignore_data_reports() {
     let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
     pair.input(0, data("web", Some(NotPromotable::Outdated)));
     assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}
+
+#[test]
+fn the_preferred_node_gets_a_replicated_application_even_if_its_data_reports_last() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(1, data("web", None));
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped), "node1 still coming up");
+    pair.input(0, data("web", None));
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+}
+
+#[test]
+fn a_preferred_node_whose_data_never_comes_up_is_passed_over_after_the_grace() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(1, data("web", None));
+    let due = pair.nodes[1].poll_timeout().expect("the grace ends");
+    pair.tick(1, due);
+    pair.tick(0, due);
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
 }
