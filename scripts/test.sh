@@ -9,7 +9,8 @@ needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext
        mkfs.ext2:e2fsprogs blkid:util-linux unshare:util-linux nsenter:util-linux
        mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils
        /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents
-       qemu-system-x86_64:qemu-system-x86 cpio:cpio /bin/busybox:busybox-static)
+       qemu-system-x86_64:qemu-system-x86 cpio:cpio /bin/busybox:busybox-static curl:curl
+       wipefs:util-linux)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}
@@ -32,6 +33,10 @@ echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The VM lab's guests (t70: replicated storage on real kernels) run the release binary: the
+# debug build is too slow for TCG guests.
+echo "test.sh: cargo build --release -p linuxha (for the VM lab's guests)"
+cargo build --release -p linuxha
 echo "test.sh: cargo test"
 status=0
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?

@@ -112,6 +112,42 @@ pub struct VmLab {
     guests: Vec<Guest>,
     bmc: Option<bmc::Bmc>,
     boot_times: Vec<(String, Duration)>,
+    /// Held while this process owns running guests: one VM lab at a time per machine.
+    _machine: Option<MachineLock>,
+}
+
+/// Where VM labs serialise: TCG guests are slow and timing-sensitive, and two labs' guests on
+/// two cores make each other's heartbeats late. Tests, the demo and the benchmark all boot
+/// guests through [`VmLab::up`], so they take turns.
+pub const MACHINE_LOCK: &str = "/run/linuxha-lab/vm.lock";
+
+/// An exclusive `flock` on [`MACHINE_LOCK`], released when dropped (the descriptor closes).
+#[derive(Debug)]
+struct MachineLock(#[allow(dead_code)] fs::File);
+
+impl MachineLock {
+    fn acquire() -> Result<MachineLock> {
+        use std::os::fd::AsRawFd;
+        fs::create_dir_all(crate::STATE_DIR)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(MACHINE_LOCK)
+            .with_context(|| format!("opening {MACHINE_LOCK}"))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !free {
+            eprintln!(
+                "cl-lab vm: another VM lab runs on this machine; waiting for it ({MACHINE_LOCK})"
+            );
+            // SAFETY: as above; blocks until the other holder closes its descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                bail!("cannot lock {MACHINE_LOCK}: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(MachineLock(file))
+    }
 }
 
 impl VmLab {
@@ -128,6 +164,7 @@ impl VmLab {
         if !binary.is_file() {
             bail!("{} does not exist: build it first (cargo build -p linuxha)", binary.display());
         }
+        let machine = MachineLock::acquire()?;
         let t = Instant::now();
         let assets = assets::ensure(&binary)?;
         if assets.built {
@@ -139,7 +176,8 @@ impl VmLab {
         )?;
         let guests: Vec<Guest> =
             lab.nodes().into_iter().map(|n| Guest { dir: lab.dir().join(&n), name: n }).collect();
-        let mut vm = VmLab { lab, guests, bmc: None, boot_times: Vec::new() };
+        let mut vm =
+            VmLab { lab, guests, bmc: None, boot_times: Vec::new(), _machine: Some(machine) };
         let kvm = use_kvm();
         let direct_io = !sys::is_tmpfs(vm.lab.dir());
         for (i, g) in vm.guests.iter().enumerate() {
@@ -229,7 +267,7 @@ impl VmLab {
         }
         let guests =
             lab.nodes().into_iter().map(|n| Guest { dir: lab.dir().join(&n), name: n }).collect();
-        Ok(VmLab { lab, guests, bmc: None, boot_times: Vec::new() })
+        Ok(VmLab { lab, guests, bmc: None, boot_times: Vec::new(), _machine: None })
     }
 
     /// Keeps the lab after this process exits (for the CLI): the BMC moves into a background
