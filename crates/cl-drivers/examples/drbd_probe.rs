@@ -98,7 +98,7 @@ fn render(a: &[&str]) -> Result<String, String> {
             port: a[9].parse().map_err(|e| format!("{e}"))?,
         })
     };
-    let spec = conf::ResourceSpec {
+    let resource = conf::DrbdResource {
         name: a[1].into(),
         minor: a[2].parse().map_err(|e| format!("{e}"))?,
         nodes: vec![node(3)?, node(6)?],
@@ -117,8 +117,8 @@ fn render(a: &[&str]) -> Result<String, String> {
         ping_timeout: Duration::from_millis(500),
         connect_int: Duration::from_secs(2),
         timeout: Duration::from_secs(1),
-        handler: a[10].into(),
     };
+    let spec = conf::ResourceSpec { resource, handler: a[10].into() };
     conf::render(&spec).map_err(|e| e.to_string())
 }
 

@@ -8,7 +8,6 @@ mod inspect;
 use std::path::{Path, PathBuf};
 
 use cl_config::drbd::DrbdResource;
-use cl_config::replication::{AfterSplitBrain, Fencing};
 use cl_drivers::drbd::{conf, Drbd};
 use cl_drivers::lvm::{Lvm, Probe};
 use cl_drivers::tool::Tools;
@@ -167,34 +166,7 @@ pub fn handler_program() -> PathBuf {
 
 /// The driver's resource specification of `spec`, with this node's handler program.
 pub fn driver_spec(spec: &DrbdResource, handler: PathBuf) -> conf::ResourceSpec {
-    conf::ResourceSpec {
-        name: spec.name.clone(),
-        minor: spec.minor,
-        nodes: spec
-            .nodes
-            .iter()
-            .map(|n| conf::NodeEndpoint {
-                hostname: n.hostname.clone(),
-                backing_disk: n.backing_disk.clone(),
-                address: n.address,
-                port: n.port,
-            })
-            .collect(),
-        fencing: match spec.fencing {
-            Fencing::ResourceOnly => conf::Fencing::ResourceOnly,
-            Fencing::ResourceAndStonith => conf::Fencing::ResourceAndStonith,
-        },
-        after_sb: match spec.after_sb {
-            AfterSplitBrain::Disconnect => conf::AfterSplitBrain::Disconnect,
-            AfterSplitBrain::DiscardZeroChanges => conf::AfterSplitBrain::DiscardZeroChanges,
-        },
-        resync_rate_kib: spec.resync_rate_kib,
-        ping_int: spec.ping_int,
-        ping_timeout: spec.ping_timeout,
-        connect_int: spec.connect_int,
-        timeout: spec.timeout,
-        handler,
-    }
+    conf::ResourceSpec { resource: spec.clone(), handler }
 }
 
 /// Whether `device` is mounted (by its canonical path).

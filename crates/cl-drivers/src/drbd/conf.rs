@@ -25,67 +25,35 @@ const RESYNC_RATE_KIB: (u64, u64) = (1, 4 << 20);
 /// Minors are 20 bits.
 const MINOR_MAX: u32 = (1 << 20) - 1;
 
-/// One node of a resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeEndpoint {
-    /// The node's host name (`uname -n`), as drbdadm matches it.
-    pub hostname: String,
-    /// The backing block device on that node (an LVM logical volume or a plain device).
-    pub backing_disk: PathBuf,
-    /// The address DRBD listens on and connects from on that node.
-    pub address: IpAddr,
-    /// The TCP port (the same resource may use different ports per node, but usually does not).
-    pub port: u16,
-}
+/// One node of a resource (the configuration's type: one definition for the whole chain).
+pub use cl_config::drbd::DrbdNode as NodeEndpoint;
+/// A replicated volume's resource, as the configuration resolves it.
+pub use cl_config::drbd::DrbdResource;
+/// Fencing and split-brain policies, as the configuration names them.
+pub use cl_config::replication::{AfterSplitBrain, Fencing};
 
-/// What DRBD does when this node becomes a disconnected Primary (drbd.conf `fencing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fencing {
-    /// Call the fence-peer handler; I/O goes on meanwhile.
-    ResourceOnly,
-    /// Freeze I/O and call the fence-peer handler; I/O resumes when it succeeds.
-    ResourceAndStonith,
-}
-
-/// Automatic split-brain recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterSplitBrain {
-    /// Never resolve automatically: both sides disconnect (`disconnect` for 0, 1 and 2 primaries).
-    Disconnect,
-    /// Resolve only when one side wrote nothing while apart, so nothing is lost:
-    /// `after-sb-0pri discard-zero-changes`; `after-sb-1pri consensus` (the secondary's copy is
-    /// discarded only when the 0-primaries rule would discard it too, i.e. when it holds no
-    /// changes; `discard-secondary` could throw away the secondary's writes);
-    /// `after-sb-2pri disconnect`.
-    DiscardZeroChanges,
-}
-
-/// One replicated volume: one DRBD resource with one volume, protocol C, internal metadata.
+/// One replicated volume (one DRBD resource with one volume, protocol C, internal metadata) as
+/// this node writes it: the configuration's resource plus the linuxha program DRBD's handlers
+/// run here (`<program> drbd-handler <handler>`). Reads and writes go through to the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceSpec {
-    /// Resource name (letters, digits, `_`, `.`, `-`).
-    pub name: String,
-    /// Device minor: the device is `/dev/drbd<minor>`.
-    pub minor: u32,
-    /// Exactly two nodes.
-    pub nodes: Vec<NodeEndpoint>,
-    /// Fencing policy.
-    pub fencing: Fencing,
-    /// Split-brain recovery.
-    pub after_sb: AfterSplitBrain,
-    /// Fixed resync rate, KiB/s.
-    pub resync_rate_kib: u64,
-    /// Keep-alive interval of an idle connection (whole seconds, 1–120).
-    pub ping_int: Duration,
-    /// Time for the answer to a keep-alive (tenths of a second, 0.1–30 s).
-    pub ping_timeout: Duration,
-    /// Time between connection attempts (whole seconds, 1–120).
-    pub connect_int: Duration,
-    /// Time for an expected answer before the peer is considered dead (tenths, 0.1–60 s;
-    /// below `connect_int` and `ping_int`).
-    pub timeout: Duration,
-    /// The linuxha program DRBD's handlers run (`<program> drbd-handler <handler>`).
+    /// Everything but the handler.
+    pub resource: DrbdResource,
+    /// The linuxha program DRBD's handlers run on this node.
     pub handler: PathBuf,
+}
+
+impl std::ops::Deref for ResourceSpec {
+    type Target = DrbdResource;
+    fn deref(&self) -> &DrbdResource {
+        &self.resource
+    }
+}
+
+impl std::ops::DerefMut for ResourceSpec {
+    fn deref_mut(&mut self) -> &mut DrbdResource {
+        &mut self.resource
+    }
 }
 
 /// A resource specification DRBD would not accept, or that cannot be written safely.
@@ -292,7 +260,11 @@ mod tests {
     use super::*;
 
     fn spec() -> ResourceSpec {
-        ResourceSpec {
+        ResourceSpec { resource: resource(), handler: "/usr/sbin/linuxha".into() }
+    }
+
+    fn resource() -> DrbdResource {
+        DrbdResource {
             name: "web-data".into(),
             minor: 3,
             nodes: vec![
@@ -316,7 +288,6 @@ mod tests {
             ping_timeout: Duration::from_millis(500),
             connect_int: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
-            handler: "/usr/sbin/linuxha".into(),
         }
     }
 
