@@ -180,6 +180,7 @@ fn is_mounted(device: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cl_config::replication::{AfterSplitBrain, Fencing};
 
     fn spec() -> DrbdResource {
         DrbdResource {
