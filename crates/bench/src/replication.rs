@@ -107,6 +107,8 @@ pub struct Results {
     pub guest: String,
     /// Heartbeat interval and timeout of the lab cluster, ms.
     pub heartbeat_ms: (u64, u64),
+    /// Round trip node1 → node2 on the replication network (ping min/avg/max, ms).
+    pub rtt_ms: Option<(f64, f64, f64)>,
     /// Repetitions asked for.
     pub reps: usize,
     /// Writes per latency round.
@@ -205,6 +207,15 @@ pub fn parse_dd(output: &str) -> Option<f64> {
     (secs > 0.0).then(|| bytes / secs / 1e6)
 }
 
+/// min/avg/max in milliseconds from ping's summary (`round-trip min/avg/max = 0.3/0.5/1.2 ms`,
+/// busybox; iputils says `rtt min/avg/max/mdev = …`).
+pub fn parse_ping(output: &str) -> Option<(f64, f64, f64)> {
+    let line = output.lines().rev().find(|l| l.contains("min/avg/max"))?;
+    let values = line.split('=').nth(1)?.split_whitespace().next()?;
+    let mut v = values.split('/').map(|x| x.parse::<f64>().ok());
+    Some((v.next()??, v.next()??, v.next()??))
+}
+
 fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
@@ -239,9 +250,16 @@ pub fn phases(rep: &FailoverRep) -> Vec<(&'static str, Option<f64>)> {
 pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
     let mut out = format!(
-        "Host: {} CPUs ({}), kernel {}, Debian {}; load average at start {}, at end {}.\n\nGuests: {}. Heartbeat {} ms / {} ms.\n\nCommand: `{}`\n\n",
+        "Host: {} CPUs ({}), kernel {}, Debian {}; load average at start {}, at end {}.\n\nGuests: {}. Heartbeat {} ms / {} ms. {}\n\nCommand: `{}`\n\n",
         m.nproc, m.cpu, m.kernel, m.debian, m.load_start, m.load_end, r.guest,
-        r.heartbeat_ms.0, r.heartbeat_ms.1, r.command
+        r.heartbeat_ms.0,
+        r.heartbeat_ms.1,
+        r.rtt_ms
+            .map(|(a, b, c)| format!(
+                "Replication network round trip (ping, node1 → node2): min/avg/max {a:.2}/{b:.2}/{c:.2} ms."
+            ))
+            .unwrap_or_default(),
+        r.command
     );
     if !r.latency.is_empty() {
         out += &format!(
@@ -479,6 +497,9 @@ fn measure(
         .stdout
         .trim()
         .to_string();
+    let ping = c.run("node1", "ping -c 20 -i 0.2 10.20.0.12 2>&1", 60)?;
+    results.rtt_ms = parse_ping(&ping.stdout);
+    eprintln!("[replication] replication network round trip: {:?} ms", results.rtt_ms);
     let raw = c.run(
         "node1",
         &format!(
@@ -658,6 +679,15 @@ garbage line
         assert_eq!(p[3].1, None);
         assert_eq!(p[4].1, None);
         assert!(p[5].1.is_some());
+    }
+
+    #[test]
+    fn ping_summary() {
+        let busybox = "20 packets transmitted, 20 packets received, 0% packet loss\nround-trip min/avg/max = 0.512/1.204/3.950 ms\n";
+        assert_eq!(parse_ping(busybox), Some((0.512, 1.204, 3.950)));
+        let iputils = "rtt min/avg/max/mdev = 0.040/0.052/0.071/0.010 ms";
+        assert_eq!(parse_ping(iputils), Some((0.040, 0.052, 0.071)));
+        assert_eq!(parse_ping("ping: sendto: Network unreachable"), None);
     }
 
     #[test]
