@@ -2,7 +2,9 @@
 //! Pacemaker/Corosync on the same lab topology (docs/benchmarks.md). It reports; it never
 //! fails because a machine is slow, and it does not run in CI.
 
+mod fsync;
 mod probe;
+mod replication;
 mod report;
 mod runner;
 mod serve;
@@ -39,6 +41,8 @@ enum Command {
     Soak(Opts),
     /// Footprint, status latency and failover for each system, then the soak.
     All(Opts),
+    /// Replicated storage (DRBD) in QEMU guests: sync write latency, throughput, failover.
+    Replication(RepOpts),
     /// (internal) The client on ext.
     #[command(hide = true)]
     Probe(ProbeArgs),
@@ -51,6 +55,39 @@ enum Command {
     /// (internal) Time a command N times.
     #[command(hide = true)]
     Repeat(RepeatArgs),
+    /// (internal, in a guest) N synchronous writes, each timed; JSON on stdout.
+    #[command(hide = true)]
+    FsyncProbe(FsyncArgs),
+    /// (internal, in a guest) The wall clock in Unix nanoseconds.
+    #[command(hide = true)]
+    Clock,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RepOpts {
+    /// Latency and throughput rounds per target, and failover repetitions.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Synchronous writes per latency round.
+    #[arg(long, default_value_t = 500)]
+    writes: usize,
+    /// Where the JSON and markdown results go.
+    #[arg(long, default_value = "bench-results")]
+    results: PathBuf,
+    /// Directory with the release `linuxha` (and this program) shared with the guests
+    /// (default: this program's directory).
+    #[arg(long)]
+    binary_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct FsyncArgs {
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long, default_value_t = 500)]
+    count: usize,
+    #[arg(long, default_value_t = 4096)]
+    size: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -143,6 +180,9 @@ fn main() {
         Command::Serve(a) => serve::serve(a.port, &serve::node_name(a.name.as_deref())),
         Command::Check(a) => serve::check(a.port, Duration::from_millis(a.timeout_ms)),
         Command::Repeat(a) => serve::repeat(a.count, &a.argv),
+        Command::FsyncProbe(a) => fsync::probe(&a.file, a.count, a.size),
+        Command::Clock => fsync::clock(),
+        Command::Replication(o) => replication_bench(&o),
         Command::Failover(o) => bench(&o, &[Part::Failover]),
         Command::Footprint(o) => bench(&o, &[Part::Footprint]),
         Command::Clstat(o) => bench(&o, &[Part::Latency]),
@@ -246,6 +286,74 @@ fn programs(opts: &Opts) -> Result<Programs> {
     Ok(Programs { bench, linuxha: linuxha.canonicalize()? })
 }
 
+/// The host: CPUs, kernel, Debian, load average now.
+fn machine() -> Machine {
+    Machine {
+        nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        cpu: read_trim("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        kernel: read_trim("/proc/sys/kernel/osrelease"),
+        debian: read_trim("/etc/debian_version"),
+        load_start: read_trim("/proc/loadavg"),
+        ..Machine::default()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `bench replication`: boots the VM lab's replicated cluster and measures it.
+fn replication_bench(opts: &RepOpts) -> Result<()> {
+    cl_lab::check_supported()?;
+    let dir = match &opts.binary_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating this program")?
+            .parent()
+            .context("this program's directory")?
+            .to_path_buf(),
+    };
+    for program in ["linuxha", "bench"] {
+        if !dir.join(program).is_file() {
+            bail!(
+                "{} not found: the guests run it from there (cargo build --release -p linuxha -p bench)",
+                dir.join(program).display()
+            );
+        }
+    }
+    let mut results = replication::Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix: unix_now(),
+        machine: machine(),
+        reps: opts.reps,
+        writes: opts.writes,
+        ..replication::Results::default()
+    };
+    std::fs::create_dir_all(&opts.results)?;
+    let stamp = results.started_unix;
+    let json_path = opts.results.join(format!("replication-{stamp}.json"));
+    let md_path = opts.results.join(format!("replication-{stamp}.md"));
+    let save = |r: &replication::Results| -> Result<()> {
+        std::fs::write(&json_path, serde_json::to_string_pretty(r)?)?;
+        std::fs::write(&md_path, replication::markdown(r))?;
+        Ok(())
+    };
+    let options = replication::Options { reps: opts.reps, writes: opts.writes };
+    if let Err(e) = replication::run(&dir, &options, &mut results, &save) {
+        eprintln!("[replication] stopped: {e:#}");
+        results.errors.push(format!("{e:#}"));
+    }
+    results.machine.load_end = read_trim("/proc/loadavg");
+    save(&results)?;
+    println!("{}", replication::markdown(&results));
+    eprintln!("bench: results in {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
+
 fn bench(opts: &Opts, parts: &[Part]) -> Result<()> {
     cl_lab::check_supported()?;
     for s in &opts.systems {
@@ -265,23 +373,9 @@ fn bench(opts: &Opts, parts: &[Part]) -> Result<()> {
     let programs = programs(opts)?;
     let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
-        started_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_unix: unix_now(),
         reps: opts.reps,
-        machine: Machine {
-            nproc: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            cpu: read_trim("/proc/cpuinfo")
-                .lines()
-                .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split(':').nth(1)))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-            kernel: read_trim("/proc/sys/kernel/osrelease"),
-            debian: read_trim("/etc/debian_version"),
-            load_start: read_trim("/proc/loadavg"),
-            ..Machine::default()
-        },
+        machine: machine(),
         ..Results::default()
     };
     let linuxha = programs.linuxha.to_string_lossy().into_owned();
