@@ -255,14 +255,19 @@ fn link_cut_split_brain_and_disk_failure(c: &mut ReplicatedCluster) -> Result<()
         stat.contains("split brain") && stat.contains("clsplitbrain"),
         "alarm with the command:\n{stat}"
     );
-    let runner =
-        c.running_on("node1")?.context("the application runs on one node after the heal")?;
-    step(&format!("split brain detected, {APP} runs on {runner}"), t);
-    let keep = runner.clone();
+    // At the heal each node may have yielded to the other's taking-over notice: the
+    // application then runs nowhere, and neither copy may start it until the administrator
+    // chooses (never both).
+    let runner = c.running_on("node1")?;
+    let other = c.running_on("node2")?;
+    ensure!(runner == other, "both nodes agree where it runs: {runner:?} / {other:?}");
+    step(&format!("split brain detected, {APP} runs on {runner:?}"), t);
+    let keep = runner.unwrap_or_else(|| "node1".to_string());
     let out =
         c.run(&keep, &format!("clsplitbrain --application {APP} --keep {keep} --yes"), 300)?;
     ensure!(out.rc == 0, "clsplitbrain: {}", out.stdout);
     c.wait_drbd("node1", &["cs:Connected", "ds:UpToDate/UpToDate"], Duration::from_secs(120))?;
+    c.wait_running_on(&keep, Duration::from_secs(90))?;
     let kept_file = if keep == "node1" { "node1-only" } else { "node2-only" };
     let files = c.run(&keep, &format!("ls {MOUNTPOINT}"), 30)?.stdout;
     ensure!(files.contains(kept_file), "the kept copy's own file is there: {files}");
