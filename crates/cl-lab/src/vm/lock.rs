@@ -5,7 +5,8 @@
 //! A process whose ancestor already holds the lock (`flock /tmp/vmlab.lock linuxha demo …`, or
 //! a test that holds it and runs the demo) goes on without waiting: waiting would deadlock.
 
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
@@ -17,7 +18,7 @@ pub const SHARED_LOCK: &str = "/tmp/vmlab.lock";
 /// A held VM lab lock (released on drop); `None` inside: an ancestor holds it for us.
 #[derive(Debug)]
 pub struct VmLabLock {
-    _file: Option<File>,
+    file: Option<File>,
 }
 
 impl VmLabLock {
@@ -30,17 +31,13 @@ impl VmLabLock {
             .write(true)
             .open(path)
             .with_context(|| format!("opening lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => return Ok(VmLabLock { _file: Some(file) }),
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
+        if flock(&file, true).with_context(|| format!("locking {}", path.display()))? {
+            return Ok(VmLabLock { file: Some(file) });
         }
         let holders = holders(&file).unwrap_or_default();
         let ancestors = ancestors();
         if holders.iter().any(|pid| ancestors.contains(pid)) {
-            return Ok(VmLabLock { _file: None });
+            return Ok(VmLabLock { file: None });
         }
         let who = holders
             .iter()
@@ -48,13 +45,31 @@ impl VmLabLock {
             .collect::<Vec<_>>()
             .join(", ");
         waiting(if who.is_empty() { "another process" } else { &who });
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(VmLabLock { _file: Some(file) })
+        flock(&file, false).with_context(|| format!("locking {}", path.display()))?;
+        Ok(VmLabLock { file: Some(file) })
     }
 
     /// Whether an ancestor process holds the lock for this one.
     pub fn held_by_ancestor(&self) -> bool {
-        self._file.is_none()
+        self.file.is_none()
+    }
+}
+
+/// An exclusive flock(2) on `file`: false when `nonblocking` and another open file holds it.
+/// (libc rather than `File::lock`, which needs Rust 1.89: the workspace's MSRV is 1.85.)
+fn flock(file: &File, nonblocking: bool) -> std::io::Result<bool> {
+    let op = if nonblocking { libc::LOCK_EX | libc::LOCK_NB } else { libc::LOCK_EX };
+    loop {
+        // SAFETY: flock(2) on a valid open descriptor has no memory-safety preconditions.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if nonblocking => return Ok(false),
+            _ => return Err(err),
+        }
     }
 }
 

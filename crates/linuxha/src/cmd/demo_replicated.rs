@@ -118,10 +118,13 @@ pub fn run(args: &DemoArgs) -> Outcome<()> {
     );
     let spec = ClusterSpec { build: false, ..ClusterSpec::default() };
     let mut cluster = ReplicatedCluster::up(&binary_dir, spec).map_err(|e| steps.failed(&e))?;
-    println!("    lab {} is up", cluster.lab.name());
-    for (node, took) in cluster.lab.boot_times() {
-        println!("    {node} booted in {:.1} s", took.as_secs_f64());
-    }
+    let boots: Vec<String> = cluster
+        .lab
+        .boot_times()
+        .iter()
+        .map(|(node, took)| format!("{node} booted in {:.1} s", took.as_secs_f64()))
+        .collect();
+    println!("    lab {} is up: {}", cluster.lab.name(), boots.join(", "));
 
     let shown = show(&mut cluster, &mut steps);
     if let Err(e) = &shown {
@@ -210,7 +213,7 @@ fn show(c: &mut ReplicatedCluster, steps: &mut Steps) -> Result<()> {
          filesystem and follows the initial sync; clbuildapp --build installs the application",
     );
     shell(c, "node1", &format!("clbuildapp --vgbuild --yes --verbose --application {APP}"), 300)?;
-    shell(c, "node1", &format!("clbuildapp --build --application {APP}"), 60)?;
+    shell(c, "node1", &format!("clbuildapp --build --verbose --application {APP}"), 60)?;
 
     steps.begin(
         4,
@@ -267,7 +270,7 @@ fn show(c: &mut ReplicatedCluster, steps: &mut Steps) -> Result<()> {
     );
     c.lab.power_off("node1")?;
     let off = Instant::now();
-    println!("    node1 is off");
+    println!("    node1 is off ({} UTC)", utc_time_of_day());
 
     steps.begin(
         7,
@@ -288,7 +291,10 @@ fn show(c: &mut ReplicatedCluster, steps: &mut Steps) -> Result<()> {
     println!("    {VIP} answers again {:.1} s after the power-off", off.elapsed().as_secs_f64());
     let runs_on = c.running_on("node2")?;
     ensure!(runs_on.as_deref() == Some("node2"), "node2 says {APP} runs on {runs_on:?}");
-    println!("    node2's clstat: {APP} running on node2");
+    println!(
+        "    node2's clstat: {APP} running on node2; its log (/var/log/cluster/cldaemon.log):"
+    );
+    lines(&takeover_log(c));
 
     steps.begin(
         8,
@@ -305,4 +311,47 @@ fn show(c: &mut ReplicatedCluster, steps: &mut Steps) -> Result<()> {
     );
     clstat_until(c, "node2", &["node2 Primary UpToDate"], Duration::from_secs(30))?;
     Ok(())
+}
+
+/// What node2's cldaemon logged from marking node1 down to running the application, as
+/// `HH:MM:SS.mmm message` lines.
+fn takeover_log(c: &ReplicatedCluster) -> String {
+    const TELLING: [&str; 8] = [
+        "node node1 is down",
+        "taking over",
+        "starting webdata",
+        "fence-peer",
+        "is Primary here",
+        "mounted",
+        "VIP",
+        "webdata is running",
+    ];
+    let log = c
+        .run("node2", "cat /var/log/cluster/cldaemon.log", 30)
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    let from = all.iter().rposition(|l| l.contains("node node1 is down")).unwrap_or(0);
+    all[from..]
+        .iter()
+        .filter(|l| TELLING.iter().any(|t| l.contains(t)))
+        .map(|l| {
+            // `2026-12-06T21:19:45.552115Z  WARN cldaemon: message key=value…`
+            let time = l.get(11..23).unwrap_or("");
+            let message = l.split_once("cldaemon: ").map_or(*l, |(_, m)| m);
+            let message = message.split(" app=").next().unwrap_or(message);
+            let message = message.split(" resource=").next().unwrap_or(message);
+            let message = message.split(" peer=").next().unwrap_or(message);
+            format!("{time} {message}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Now, as `HH:MM:SS.mmm` UTC (the guests' log timestamps come from the same host clock).
+fn utc_time_of_day() -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!("{:02}:{:02}:{:02}.{:03}", secs / 3600, secs / 60 % 60, secs % 60, now.subsec_millis())
 }
