@@ -275,8 +275,9 @@ fn show(c: &mut ReplicatedCluster, steps: &mut Steps) -> Result<()> {
     steps.begin(
         7,
         "node2 takes over",
-        "node2 misses node1's heartbeats (timeout 4 s under TCG), finds the replication link \
-         gone, promotes its UpToDate copy, mounts it, takes the VIP and starts the application",
+        "node2 misses node1's heartbeats (timeout 4 s under TCG), probes it, waits the take-over \
+         delay (the time an isolated node needs to stop its own copy: docs/safety.md), promotes \
+         its UpToDate copy, mounts it, takes the VIP and starts the application",
     );
     let after = loop {
         if let Some(body) = c.get(&format!("/{PROMISE}")) {
