@@ -349,7 +349,8 @@ fn takeover_log(c: &ReplicatedCluster) -> String {
         .join("\n")
 }
 
-/// Now, as `HH:MM:SS.mmm` UTC (the guests' log timestamps come from the same host clock).
+/// Now, as `HH:MM:SS.mmm` UTC, beside the guests' log times (their clocks start from the host's
+/// and may drift a second or so under TCG).
 fn utc_time_of_day() -> String {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
