@@ -283,6 +283,10 @@ pub struct DemoArgs {
     /// Leave the lab running at the end (remove it with `linuxha lab down NAME`).
     #[arg(long)]
     pub keep: bool,
+    /// Replicated storage on real kernels: two QEMU guests (DRBD under LVM), a file written on
+    /// node1, node1 powered off, node2 serving the same file.
+    #[arg(long)]
+    pub replicated: bool,
 }
 
 /// Program names the binary answers to, besides `linuxha`.

@@ -41,6 +41,7 @@ fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
         Command::Lab(args) => {
             cl_lab::cli::run(args).map_err(|e| Failure::runtime(format!("lab: {e:#}")))
         }
+        Command::Demo(args) if args.replicated => cmd::demo_replicated::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::DrbdHandler(args) => cmd::storage::drbd_handler(paths, &args),
         Command::Clform(args) => cmd::cluster::clform(paths, &args),

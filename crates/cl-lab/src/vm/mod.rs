@@ -20,6 +20,7 @@ pub mod assets;
 pub mod bmc;
 pub mod cluster;
 mod guest;
+pub mod lock;
 mod modules;
 
 use std::fs;

@@ -40,7 +40,7 @@ const EXAMPLE_FILES: [(&str, &str, u32); 4] = [
 ];
 
 /// Tools the lab needs, with the Debian package that has each.
-const LAB_TOOLS: [(&str, &str); 6] = [
+pub(crate) const LAB_TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
@@ -240,13 +240,18 @@ fn run_on(lab: &Lab, node: &str, argv: &[&str]) -> Outcome<Output> {
 
 /// The lab needs root and a few tools; on Debian, install missing tools as the tests do.
 fn preflight() -> Outcome<()> {
+    preflight_tools(&LAB_TOOLS)
+}
+
+/// Root and `tools` (tool, Debian package): missing ones are installed with apt-get.
+pub(crate) fn preflight_tools(tools: &[(&str, &str)]) -> Outcome<()> {
     if !nix_is_root() {
         return Err(Failure::runtime(
             "demo: needs root (it creates network namespaces); run it with sudo",
         ));
     }
     let missing: Vec<&str> =
-        LAB_TOOLS.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
+        tools.iter().filter(|(tool, _)| !on_path(tool)).map(|(_, package)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod cluster;
 pub mod demo;
+pub mod demo_replicated;
 pub mod install;
 pub mod lock;
 pub mod splitbrain;
