@@ -282,4 +282,3 @@ pub fn markdown(r: &Results) -> String {
     }
     out
 }
-

@@ -120,10 +120,7 @@ fn markdown_ratios() {
     };
     let md = markdown(&r);
     assert!(md.contains("| raw | 2 | 1.00 | 1.00 | 1.00 | 1.00 | 1000.00 |"), "{md}");
-    assert!(
-        md.contains("| **drbd ÷ raw** |  | 3.00× | 3.00× | 3.00× | 3.00× | 0.33× |"),
-        "{md}"
-    );
+    assert!(md.contains("| **drbd ÷ raw** |  | 3.00× | 3.00× | 3.00× | 3.00× | 0.33× |"), "{md}");
     assert!(md.contains("| **drbd ÷ raw** |  | 0.25× |  |  |"), "{md}");
     assert!(!md.contains("Failover"), "{md}");
 }
