@@ -258,9 +258,16 @@ fn link_cut_split_brain_and_disk_failure(c: &mut ReplicatedCluster) -> Result<()
     // At the heal each node may have yielded to the other's taking-over notice: the
     // application then runs nowhere, and neither copy may start it until the administrator
     // chooses (never both).
-    let runner = c.running_on("node1")?;
-    let other = c.running_on("node2")?;
-    ensure!(runner == other, "both nodes agree where it runs: {runner:?} / {other:?}");
+    // Announcements take a moment to cross: wait until both nodes tell the same.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runner = loop {
+        let (a, b) = (c.running_on("node1")?, c.running_on("node2")?);
+        if a == b {
+            break a;
+        }
+        ensure!(Instant::now() < deadline, "the nodes disagree where it runs: {a:?} / {b:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
     step(&format!("split brain detected, {APP} runs on {runner:?}"), t);
     let keep = runner.unwrap_or_else(|| "node1".to_string());
     let out =
