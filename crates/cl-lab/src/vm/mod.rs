@@ -113,42 +113,9 @@ pub struct VmLab {
     guests: Vec<Guest>,
     bmc: Option<bmc::Bmc>,
     boot_times: Vec<(String, Duration)>,
-    /// Held while this process owns running guests: one VM lab at a time per machine.
-    _machine: Option<MachineLock>,
-}
-
-/// Where VM labs serialise: TCG guests are slow and timing-sensitive, and two labs' guests on
-/// two cores make each other's heartbeats late. Tests, the demo and the benchmark all boot
-/// guests through [`VmLab::up`], so they take turns.
-pub const MACHINE_LOCK: &str = "/run/linuxha-lab/vm.lock";
-
-/// An exclusive `flock` on [`MACHINE_LOCK`], released when dropped (the descriptor closes).
-#[derive(Debug)]
-struct MachineLock(#[allow(dead_code)] fs::File);
-
-impl MachineLock {
-    fn acquire() -> Result<MachineLock> {
-        use std::os::fd::AsRawFd;
-        fs::create_dir_all(crate::STATE_DIR)?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(MACHINE_LOCK)
-            .with_context(|| format!("opening {MACHINE_LOCK}"))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is involved.
-        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !free {
-            eprintln!(
-                "cl-lab vm: another VM lab runs on this machine; waiting for it ({MACHINE_LOCK})"
-            );
-            // SAFETY: as above; blocks until the other holder closes its descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                bail!("cannot lock {MACHINE_LOCK}: {}", std::io::Error::last_os_error());
-            }
-        }
-        Ok(MachineLock(file))
-    }
+    /// Held while this process owns running guests: one VM lab at a time per machine
+    /// ([`lock::SHARED_LOCK`], the same lock `flock /tmp/vmlab.lock …` takes from a shell).
+    _machine: Option<lock::VmLabLock>,
 }
 
 impl VmLab {
@@ -165,7 +132,9 @@ impl VmLab {
         if !binary.is_file() {
             bail!("{} does not exist: build it first (cargo build -p linuxha)", binary.display());
         }
-        let machine = MachineLock::acquire()?;
+        let machine = lock::VmLabLock::acquire(Path::new(lock::SHARED_LOCK), |who| {
+            eprintln!("cl-lab vm: another VM lab runs on this machine ({who}); waiting for it");
+        })?;
         let t = Instant::now();
         let assets = assets::ensure(&binary)?;
         if assets.built {
