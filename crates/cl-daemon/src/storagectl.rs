@@ -159,6 +159,13 @@ impl StorageControl {
         let Some(volume) = self.volumes.get(resource).cloned() else { return Vec::new() };
         let state = self.parser.volumes().get(resource).cloned();
         self.sample(resource, state.as_ref());
+        // The initial dump reports a resource one object at a time (resource, connection,
+        // device, peer device): a verdict taken half-way would see the role without the disk
+        // and could stop a running application after a cldaemon restart. Every verdict is
+        // taken once the dump is complete (Event2::InitialDone).
+        if !self.parser.initial_done() {
+            return Vec::new();
+        }
         let mut inputs = vec![self.verdict(&volume.app)];
         if let Some(state) = &state {
             let move_policy = self
