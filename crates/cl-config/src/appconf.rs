@@ -819,7 +819,13 @@ fn check_executable(
         return None;
     }
     match cx.host.file_kind(&path) {
-        FileKind::Executable => Some(path),
+        FileKind::Executable => match cx.host.untrusted(&path, false) {
+            None => Some(path),
+            Some(problem) => {
+                diags.error(value.at, format!("{what}: {problem}"));
+                None
+            }
+        },
         FileKind::Missing => {
             diags.error(value.at, format!("{what}: `{}` does not exist on this node", value.value));
             None

@@ -489,7 +489,10 @@ fn check_agent(
         format!("`{shown}` must be an absolute path")
     } else {
         match host.file_kind(&path) {
-            FileKind::Executable => return Some(path),
+            FileKind::Executable => match host.untrusted(&path, false) {
+                None => return Some(path),
+                Some(problem) => problem,
+            },
             FileKind::Missing => format!(
                 "`{shown}` does not exist on this node; install the fence agent (e.g. the fence-agents package) on every node"
             ),
@@ -662,7 +665,13 @@ fn read_key(
                     );
                     None
                 }
-                _ => Some(KeySource::File(path)),
+                _ => match host.untrusted(&path, true) {
+                    None => Some(KeySource::File(path)),
+                    Some(problem) => {
+                        diags.error(file.at, format!("<key file>: {problem}"));
+                        None
+                    }
+                },
             }
         }
     }
@@ -671,9 +680,11 @@ fn read_key(
 /// A key (inline or in its file) must be hex digits, whitespace ignored, at least 128 bits.
 pub fn check_hex_key(text: &str) -> Result<String, String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Some(bad) = compact.chars().find(|c| !c.is_ascii_hexdigit()) {
+    // The offending character is not quoted: a key file may be a link to any file.
+    if let Some(position) = compact.chars().position(|c| !c.is_ascii_hexdigit()) {
         return Err(format!(
-            "the key may only contain hexadecimal digits (0-9, a-f), not `{bad}`; `clbuild --genkey` makes a valid one"
+            "the key may only contain hexadecimal digits (0-9, a-f), and digit {} is something else; `clbuild --genkey` makes a valid one",
+            position + 1
         ));
     }
     if compact.len() < 32 {

@@ -21,6 +21,7 @@ use cl_config::clconf::{Arbitrator, KeySource};
 use cl_config::{load_cluster, ClusterConfig, FileKind, Host, Severity};
 use cl_core::arbiter::{ArbEvent, Arbiter};
 use cl_core::Time;
+use cl_paths::secure::{self, read_configured, Trust};
 use cl_paths::Paths;
 use cl_wire::arb::{ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
@@ -84,9 +85,7 @@ impl ArbdConfig {
     pub fn load(opts: &ArbdOptions) -> Result<ArbdConfig> {
         let written =
             opts.config.clone().unwrap_or_else(|| PathBuf::from("/etc/cluster/clconf.xml"));
-        let file = opts.paths.resolve(&written);
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let (file, bytes) = read_configured(&opts.paths, &written, secure::XML_CAP, Trust::Config)?;
         let loaded = load_cluster(&file.display().to_string(), &bytes, &ArbHost);
         let Some(config) = loaded.config else {
             let errors: Vec<String> = loaded
@@ -128,10 +127,9 @@ fn read_key(paths: &Paths, config: &ClusterConfig) -> Result<ClusterKey> {
             ClusterKey::from_hex(hex).map_err(|e| anyhow!("cluster key: {e}"))
         }
         KeySource::File(path) => {
-            let resolved = paths.resolve(path);
-            let text = std::fs::read_to_string(&resolved)
-                .with_context(|| format!("cannot read the cluster key {}", resolved.display()))?;
-            ClusterKey::from_hex(&text)
+            let (resolved, bytes) = read_configured(paths, path, secure::KEY_CAP, Trust::Secret)
+                .context("cannot read the cluster key")?;
+            ClusterKey::from_hex(&String::from_utf8_lossy(&bytes))
                 .map_err(|e| anyhow!("cluster key {}: {e}", resolved.display()))
         }
     }

@@ -260,3 +260,18 @@ fn owner_name(uid: u32) -> String {
         })
         .unwrap_or_else(|| format!("uid {uid}"))
 }
+
+/// A configured file (as written in a configuration, absolute as on a real node) read the
+/// safe way: confined to the root ([`crate::Paths::confine`]), a regular file of at most
+/// `cap` bytes, and trusted as `trust` says ([`check_strict`]). Returns where it was found.
+pub fn read_configured(
+    paths: &crate::Paths,
+    configured: &Path,
+    cap: u64,
+    trust: Trust,
+) -> Result<(PathBuf, Vec<u8>), FileError> {
+    let resolved = paths.confine(configured)?;
+    let bytes = read_regular(&resolved, cap)?;
+    check_strict(&resolved, paths.root(), trust)?;
+    Ok((resolved, bytes))
+}
