@@ -50,12 +50,15 @@ fn run_within(node: &Node, program: &str, args: &[&str], env: &[(&str, &str)]) -
     child.wait_with_output().expect("output")
 }
 
+/// Puts something at a path.
+type Make = dyn Fn(&Path);
+
 #[test]
 fn a_device_fifo_directory_or_huge_file_as_clconf_exits_2_without_reading_it() {
     let node = Node::with_example("node1");
     assert!(node.run("clbuild", &["--genkey"]).status.success());
     let clconf = node.file("etc/cluster/clconf.xml");
-    let cases: [(&str, &dyn Fn(&Path)); 4] = [
+    let cases: [(&str, &Make); 4] = [
         ("is a character device, not a regular file", &|p| symlink("/dev/zero", p).expect("ln")),
         ("is a FIFO, not a regular file", &|p| {
             let c = std::ffi::CString::new(p.to_str().expect("utf-8")).expect("c string");
