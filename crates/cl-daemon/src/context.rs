@@ -29,6 +29,7 @@ pub struct Context {
 impl Context {
     /// Load the built configuration under `paths` and find this node in it.
     pub fn load(paths: Paths) -> Result<Context> {
+        crate::epoch::init(&paths);
         let file = paths.built_clconf();
         let bytes = std::fs::read(&file).with_context(|| {
             format!("no built cluster configuration at {} (run clbuild first)", file.display())

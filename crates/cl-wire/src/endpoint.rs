@@ -250,6 +250,14 @@ impl Receiver {
         self.key = key;
     }
 
+    /// Count a frame [`Self::try_receive`] accepted as unfresh after all: for a caller that
+    /// checks the echo itself because it answers unfresh frames (the arbitrator tells a client
+    /// its epoch that way).
+    pub fn count_unfresh(&mut self) {
+        self.counters.accepted = self.counters.accepted.saturating_sub(1);
+        self.counters.unfresh = self.counters.unfresh.saturating_add(1);
+    }
+
     /// What has been accepted and dropped so far.
     pub fn counters(&self) -> &Counters {
         &self.counters
