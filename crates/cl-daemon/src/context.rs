@@ -30,6 +30,7 @@ pub struct Context {
 impl Context {
     /// Load the built configuration under `paths` and find this node in it.
     pub fn load(paths: Paths) -> Result<Context> {
+        crate::epoch::init(&paths);
         let file = paths.built_clconf();
         let bytes = match secure::read_regular(&file, secure::BUILT_CAP) {
             Err(cl_paths::FileError::Missing { .. }) => {

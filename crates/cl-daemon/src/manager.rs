@@ -30,11 +30,11 @@ use cl_wire::msg::{
 use cl_wire::{Kind, Receiver, Sender};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixDatagram, UnixListener};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::context::Context;
-use crate::transport::{new_epoch, peer_request, read_frame};
+use crate::transport::peer_request;
 
 /// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
 pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
@@ -153,7 +153,8 @@ pub async fn run(ctx: Context) -> Result<()> {
 
     let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
-    let peer_receiver = Arc::new(Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
+    let peer_receiver =
+        Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
     for (network, address) in ctx.local_addresses() {
         let address = SocketAddr::new(address, ctx.cluster().ports.cldaemon);
         let listener = TcpListener::bind(address)
@@ -1325,33 +1326,49 @@ pub async fn push_to_peers(
 async fn serve_peers(
     listener: TcpListener,
     ctx: Context,
-    receiver: Arc<Mutex<Receiver>>,
+    receiver: Arc<std::sync::Mutex<Receiver>>,
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ClusterStatus>,
 ) {
+    // One sender for every reply of this run: replies echo the client's nonce, so they need no
+    // epoch of their own per connection (an epoch is a write to the counter file).
+    let sender = match crate::epoch::next() {
+        Ok(epoch) => {
+            Arc::new(std::sync::Mutex::new(Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, epoch)))
+        }
+        Err(e) => {
+            error!("cannot serve peer requests: {e:#}");
+            return;
+        }
+    };
     while let Ok((mut stream, from)) = listener.accept().await {
         let ctx = ctx.clone();
         let receiver = receiver.clone();
+        let sender = sender.clone();
         let commands = commands.clone();
         let status = status.clone();
         tokio::spawn(async move {
-            let frame = match tokio::time::timeout(PEER_TIMEOUT, read_frame(&mut stream)).await {
-                Ok(Ok(frame)) => frame,
-                _ => return,
-            };
-            let request = receiver.lock().await.try_receive::<PeerRequest>(&frame);
-            let (header, request) = match request {
-                Ok(ok) => ok,
-                Err(e) => {
-                    warn!(%from, "rejected a request from {from}: {e} (is the cluster key the same on every node?)");
+            let accepted = tokio::time::timeout(
+                PEER_TIMEOUT,
+                crate::exchange::accept::<_, PeerRequest>(
+                    &mut stream,
+                    &receiver,
+                    &sender,
+                    Kind::NodeManager,
+                ),
+            )
+            .await;
+            let incoming = match accepted {
+                Ok(Ok(incoming)) => incoming,
+                Ok(Err(crate::exchange::AcceptError::Io(_))) | Err(_) => return,
+                Ok(Err(e)) => {
+                    warn!(%from, "rejected a request from {from}: {e}");
                     return;
                 }
             };
-            let reply = handle_peer(&ctx, &header.sender, request, &commands, &status).await;
-            let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
-            if let Ok(frame) = sender.seal(Kind::NodeManager, &reply) {
-                let _ = stream.write_all(&frame).await;
-            }
+            let request = incoming.request.clone();
+            let reply = handle_peer(&ctx, &incoming.header.sender, request, &commands, &status).await;
+            let _ = crate::exchange::reply(&mut stream, &sender, &incoming, &reply).await;
         });
     }
 }

@@ -93,6 +93,16 @@ impl Paths {
         self.root.join("var/log/cluster")
     }
 
+    /// `var/lib/cluster`: state that must survive a reboot (the frame epoch counter).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("var/lib/cluster")
+    }
+
+    /// `var/lib/cluster/epoch`: the highest frame epoch this node has handed out.
+    pub fn epoch_file(&self) -> PathBuf {
+        self.state_dir().join("epoch")
+    }
+
     /// `run/cluster`: sockets and pid files of the running daemons.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run/cluster")
