@@ -188,9 +188,8 @@ impl ArbClient {
             if from != self.server {
                 continue;
             }
-            let Ok((header, reply)) = self
-                .receiver
-                .try_receive_fresh::<ArbReply>(&buf[..len], |echo| echo == own_epoch)
+            let Ok((header, reply)) =
+                self.receiver.try_receive_fresh::<ArbReply>(&buf[..len], |echo| echo == own_epoch)
             else {
                 continue;
             };

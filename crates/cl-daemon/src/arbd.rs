@@ -27,7 +27,6 @@ use cl_wire::arb::{ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
 use tracing::{info, warn};
 
-
 /// Set in the environment of a clarbd that already runs under its `clarbd-<cluster>` name.
 const NAMED_ENV: &str = "LINUXHA_CLARBD_NAMED";
 

@@ -64,7 +64,9 @@ pub fn next() -> Result<u64> {
 /// that must not stop the daemon, such as application announcements.
 pub fn next_or_clock(what: &str) -> u64 {
     next().unwrap_or_else(|e| {
-        tracing::error!("{what}: {e:#}; using the clock instead, which a stepped clock can confuse");
+        tracing::error!(
+            "{what}: {e:#}; using the clock instead, which a stepped clock can confuse"
+        );
         seed()
     })
 }

@@ -64,7 +64,11 @@ where
         .try_receive_fresh::<R>(&frame, |echo| echo == nonce)
         .map_err(|e| rejected("reply", e))?;
     if header.sender != server.sender {
-        return Err(anyhow!("the reply came from {}, the hello from {}", header.sender, server.sender));
+        return Err(anyhow!(
+            "the reply came from {}, the hello from {}",
+            header.sender,
+            server.sender
+        ));
     }
     Ok((header, reply))
 }

@@ -40,7 +40,10 @@ fn write_echoes(ctx: &Context, echoes: &EchoBook) {
         .map_err(std::io::Error::other)
         .and_then(|bytes| cl_paths::write_atomic(&path, &bytes));
     if let Err(e) = written {
-        warn!("cannot write {}: {e}; peers' heartbeats stop counting after a restart", path.display());
+        warn!(
+            "cannot write {}: {e}; peers' heartbeats stop counting after a restart",
+            path.display()
+        );
     }
 }
 
@@ -293,7 +296,8 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         let echoes = read_echoes(&ctx);
         for (socket, peers, link) in &targets {
             for (peer, name) in peers {
-                let frame = match sender.seal_echoing(Kind::Heartbeat, &beat, echoes.echo_for(name)) {
+                let frame = match sender.seal_echoing(Kind::Heartbeat, &beat, echoes.echo_for(name))
+                {
                     Ok(frame) => frame,
                     Err(e) => {
                         warn!("cannot encode a heartbeat: {e}");

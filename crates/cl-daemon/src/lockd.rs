@@ -549,7 +549,9 @@ impl Lockd {
                 id
             }
             Err(e) => {
-                self.rejected(format!("cannot take an id from the epoch counter, counting on: {e:#}"));
+                self.rejected(format!(
+                    "cannot take an id from the epoch counter, counting on: {e:#}"
+                ));
                 self.next.fetch_add(1, Ordering::Relaxed)
             }
         }

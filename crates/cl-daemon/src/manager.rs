@@ -153,8 +153,7 @@ pub async fn run(ctx: Context) -> Result<()> {
 
     let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
-    let peer_receiver =
-        Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
+    let peer_receiver = Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
     for (network, address) in ctx.local_addresses() {
         let address = SocketAddr::new(address, ctx.cluster().ports.cldaemon);
         let listener = TcpListener::bind(address)
@@ -1333,9 +1332,12 @@ async fn serve_peers(
     // One sender for every reply of this run: replies echo the client's nonce, so they need no
     // epoch of their own per connection (an epoch is a write to the counter file).
     let sender = match crate::epoch::next() {
-        Ok(epoch) => {
-            Arc::new(std::sync::Mutex::new(Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, epoch)))
-        }
+        Ok(epoch) => Arc::new(std::sync::Mutex::new(Sender::new(
+            ctx.key.clone(),
+            ctx.name(),
+            &ctx.local,
+            epoch,
+        ))),
         Err(e) => {
             error!("cannot serve peer requests: {e:#}");
             return;
@@ -1367,7 +1369,8 @@ async fn serve_peers(
                 }
             };
             let request = incoming.request.clone();
-            let reply = handle_peer(&ctx, &incoming.header.sender, request, &commands, &status).await;
+            let reply =
+                handle_peer(&ctx, &incoming.header.sender, request, &commands, &status).await;
             let _ = crate::exchange::reply(&mut stream, &sender, &incoming, &reply).await;
         });
     }

@@ -106,7 +106,8 @@ fn request_sender(key: &ClusterKey, cluster: &str, local: &str) -> Result<Arc<Mu
         drop(sealing);
         return Ok(sender.clone());
     }
-    let sender = Arc::new(Mutex::new(Sender::new(key.clone(), cluster, local, crate::epoch::next()?)));
+    let sender =
+        Arc::new(Mutex::new(Sender::new(key.clone(), cluster, local, crate::epoch::next()?)));
     senders.insert(slot, sender.clone());
     Ok(sender)
 }

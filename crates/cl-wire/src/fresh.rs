@@ -142,8 +142,9 @@ mod tests {
     fn frames_recorded_before_a_receiver_restart_are_unfresh() {
         let mut node1 = Sender::new(key(), "alpha", "node1", 500);
         // Receiver run 1 on node2 issued challenge 70 (its sender's epoch).
-        let recorded: Vec<Vec<u8>> =
-            (0..5).map(|_| node1.seal_echoing(Kind::Heartbeat, &1u8, 70).expect("sealed")).collect();
+        let recorded: Vec<Vec<u8>> = (0..5)
+            .map(|_| node1.seal_echoing(Kind::Heartbeat, &1u8, 70).expect("sealed"))
+            .collect();
         // node2 restarts: empty window, new challenge 71.
         let mut run2 = Receiver::new(key(), "alpha");
         let mut challenges = Challenges::new();

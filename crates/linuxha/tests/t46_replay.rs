@@ -19,14 +19,19 @@ fn replay_paced(c: &Cluster, host: &str, to: SocketAddr, frames: &[Vec<u8>], pac
         a=(sys.argv[1],int(sys.argv[2]))\n\
         p=float(sys.argv[3])\n\
         for h in sys.argv[4:]:\n    s.sendto(bytes.fromhex(h),a)\n    time.sleep(p)\n";
-    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let python =
+        if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
     let mut argv = vec![python.to_string(), "-c".into(), SCRIPT.into()];
     argv.push(to.ip().to_string());
     argv.push(to.port().to_string());
     argv.push(format!("{:.3}", pace.as_secs_f64()));
     argv.extend(frames.iter().map(hex::encode));
     let out = c.lab.run(host, &argv).expect("python3 runs");
-    assert!(out.status.success(), "replaying from {host}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replaying from {host}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// node1's heartbeats as they arrive at node2 on the public network.
@@ -56,7 +61,8 @@ fn cut_node1_and_replay(
     // Three times over, 100 ms apart: more and faster than node1's own heartbeats.
     let frames: Vec<Vec<u8>> = recorded.iter().cycle().take(recorded.len() * 3).cloned().collect();
     let status = std::thread::scope(|scope| {
-        let replay = scope.spawn(|| replay_paced(c, "ext", target, &frames, Duration::from_millis(100)));
+        let replay =
+            scope.spawn(|| replay_paced(c, "ext", target, &frames, Duration::from_millis(100)));
         c.wait("node2", what, |s| node_state(s, "node1") == "down");
         replay.join().expect("replay thread");
         // The counters reach clstat once a second.
