@@ -1364,7 +1364,7 @@ async fn serve_peers(
                 Ok(Ok(incoming)) => incoming,
                 Ok(Err(crate::exchange::AcceptError::Io(_))) | Err(_) => return,
                 Ok(Err(e)) => {
-                    warn!(%from, "rejected a request from {from}: {e}");
+                    warn!(%from, "rejected a request from {from}: {e} (is the cluster key the same on every node?)");
                     return;
                 }
             };

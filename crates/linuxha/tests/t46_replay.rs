@@ -120,3 +120,52 @@ fn heartbeats_recorded_before_a_sender_restart_do_not_keep_a_cut_off_node_up() {
     let replayed = counter(&status, "clhbd", "replayed") - counter(&before, "clhbd", "replayed");
     assert!(replayed >= recorded.len() as u64 * 3, "replayed {replayed}: {status:#}");
 }
+
+/// Where Debian's faketime package puts the preload library.
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// node1's daemons die and start again with the wall clock a day behind (libfaketime; the
+/// monotonic clock is left alone). Epochs used to be the wall clock, so node2 refused every
+/// heartbeat of node1's new run as older than its previous one; from the counter they grow.
+#[test]
+fn a_node_restarted_with_its_clock_a_day_behind_is_heard() {
+    if !Path::new(LIBFAKETIME).exists() {
+        // test.sh installs faketime; without it this test cannot step a clock.
+        eprintln!("SKIPPED: {LIBFAKETIME} is missing (apt-get install faketime)");
+        return;
+    }
+    let Some(c) = Cluster::formed("a_node_restarted_with_its_clock_a_day_behind") else { return };
+    let pids = c.daemon_pids("node1");
+    // cldaemon first, so it restarts nothing; then the others.
+    for daemon in cluster::ALL_DAEMONS {
+        signal(pids[daemon], "KILL");
+    }
+    c.wait("node2", "node1 down", |s| node_state(s, "node1") == "down");
+    let before = c.status("node2").1;
+    let argv = [cluster::EXE, "cldaemon"];
+    let mut cmd = c.lab.exec("node1", &argv).expect("command for node1");
+    cmd.env("LD_PRELOAD", LIBFAKETIME)
+        .env("FAKETIME", "-1d")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("cldaemon starts");
+    assert!(out.status.success(), "cldaemon: {}", String::from_utf8_lossy(&out.stderr));
+    let status = c.wait("node2", "node1 up again, heard from its new run", |s| {
+        node_state(s, "node1") == "up"
+            && counter(s, "clhbd", "accepted") > counter(&before, "clhbd", "accepted") + 5
+    });
+    let log = c.log("node1", "cldaemon");
+    assert!(log.lines().last().is_some_and(|l| !l.is_empty()), "node1 logs");
+    // The replay window saw nothing older than before: no heartbeat of node1 was refused.
+    assert_eq!(
+        counter(&status, "clhbd", "replayed"),
+        counter(&before, "clhbd", "replayed"),
+        "{status:#}"
+    );
+    // Stop node1's daemons started here (they run under the fake clock) by pid.
+    for daemon in cluster::ALL_DAEMONS {
+        for pid in c.pids_of("node1", daemon) {
+            signal(pid, "KILL");
+        }
+    }
+}
