@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod fail;
+mod names;
 mod site;
 mod usage;
 
