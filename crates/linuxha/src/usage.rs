@@ -28,18 +28,20 @@ pub fn parse(raw: Vec<OsString>) -> Result<(Cli, String), Failure> {
             e.exit()
         }
         Err(e) => {
-            // A fence agent's exit 2 means "the node is off": its usage errors must not say that.
-            let code = if is_fence_agent(&args) { EXIT_FAILED } else { EXIT_CONFIG };
+            // A fence agent's (and `lab power status`'s) exit 2 means "the node is off": their
+            // usage errors must not say that.
+            let code = if answers_power_state(&args) { EXIT_FAILED } else { EXIT_CONFIG };
             Err(Failure { code, message: one_line(&e, &called) })
         }
     }
 }
 
-/// Whether the command line runs one of the lab's fence agents (`lab fence`, `lab fence-vm`).
-fn is_fence_agent(args: &[OsString]) -> bool {
+/// Whether the command line runs a lab command whose exit 2 means "off": the fence agents
+/// (`lab fence`, `lab fence-vm`) and `lab power`.
+fn answers_power_state(args: &[OsString]) -> bool {
     let path = subcommand_path(args);
     path.first().map(String::as_str) == Some("lab")
-        && matches!(path.get(1).map(String::as_str), Some("fence" | "fence-vm"))
+        && matches!(path.get(1).map(String::as_str), Some("fence" | "fence-vm" | "power"))
 }
 
 /// The command's name as called: the program name for `clswitchapp`, `clhbd-cluster1` or
@@ -282,11 +284,20 @@ mod tests {
 
     #[test]
     fn fence_agents_never_exit_2_on_usage_errors() {
-        match parse(args(&["fence_linuxha_lab", "--bogus"])) {
-            Ok(_) => panic!("parsed"),
-            Err(f) => {
-                assert_eq!(f.code, EXIT_FAILED);
-                assert!(f.message.starts_with("fence_linuxha_lab: unknown option --bogus"));
+        for (words, start) in [
+            (&["fence_linuxha_lab", "--bogus"][..], "fence_linuxha_lab: unknown option --bogus"),
+            (&["linuxha", "lab", "fence-vm", "--x"], "linuxha lab fence-vm: unknown option --x"),
+            (
+                &["linuxha", "lab", "power", "l", "stat", "node1"],
+                "linuxha lab power: invalid value",
+            ),
+        ] {
+            match parse(args(words)) {
+                Ok(_) => panic!("{words:?} parsed"),
+                Err(f) => {
+                    assert_eq!(f.code, EXIT_FAILED, "{words:?}");
+                    assert!(f.message.starts_with(start), "{}", f.message);
+                }
             }
         }
     }
