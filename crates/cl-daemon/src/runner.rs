@@ -488,7 +488,7 @@ fn trusted_program(
     paths: &cl_paths::Paths,
     configured: &std::path::Path,
 ) -> Result<PathBuf, String> {
-    let resolved = paths.confine(configured).map_err(|e| e.to_string())?;
+    let resolved = paths.confine_program(configured).map_err(|e| e.to_string())?;
     cl_paths::secure::check_strict(&resolved, paths.root(), cl_paths::secure::Trust::Config)
         .map_err(|e| format!("not run: {e}"))?;
     Ok(resolved)
