@@ -484,7 +484,7 @@ impl Runner {
 /// /proc/self/cgroup.
 /// A configured script or program that is about to run as root: under the root, and owned by
 /// root and not writable by others (unless `LINUXHA_STRICT_MODES=no`), else why not.
-fn trusted_program(
+pub(crate) fn trusted_program(
     paths: &cl_paths::Paths,
     configured: &std::path::Path,
 ) -> Result<PathBuf, String> {
