@@ -11,10 +11,24 @@
 //! and its stop deadline, after which the shell has killed what the stop scripts left. The
 //! survivor waits at least that sum, so the loser has always stopped before the survivor starts.
 //! A fenced peer holds nothing, so no wait is needed after a successful fence.
+//!
+//! **With an arbitrator the lease replaces the takeover delay.** Only the lease holder runs
+//! applications, and it holds the lease ahead of time, not only after losing its peer: it
+//! renews it `renew_after` after each granted request was *sent*, and counts it as held until
+//! `sent + lease - drift` (the arbitrator's expiry, `arrival + lease` on its own clock, is never
+//! earlier; `drift` = 2 % of the lease covers clock rates). Its stop deadline is `stop_margin`
+//! before that, so everything is released before the lease can run out at the arbitrator. The
+//! arbitrator grants the other node the lease only once it has run out (leases are never
+//! released early), so a grant proves the former holder holds nothing: the survivor starts at
+//! once. The lease must leave room for three renewal attempts, each waiting one answer
+//! timeout, before the stop deadline: `lease - drift >= stop_margin + renew_after + 3 x
+//! answer_timeout` ([`SafetyTiming::lease_floor`]).
 
 use std::time::Duration;
 
 use crate::guard::LeaseTiming;
+#[cfg(test)]
+use crate::time::Time;
 
 /// Allowance for heartbeat delivery jitter on a LAN, far above what a LAN shows.
 pub const JITTER_ALLOWANCE: Duration = Duration::from_millis(100);
@@ -56,8 +70,23 @@ impl SafetyTiming {
             lease,
             answer_timeout: self.freshness,
             stop_margin: self.stop_margin,
+            renew_after: self.renew_after(),
         });
         self
+    }
+
+    /// How long after sending a granted request the holder renews: one answer timeout.
+    pub fn renew_after(&self) -> Duration {
+        self.freshness
+    }
+
+    /// The shortest lease that leaves three renewal attempts before the holder's stop deadline:
+    /// `(stop margin + renew_after + 3 x answer timeout) / 0.98`, rounded up to 100 ms. A
+    /// shorter lease is still safe but makes the holder stop whenever one renewal is lost.
+    pub fn lease_floor(&self) -> Duration {
+        let need = self.stop_margin + self.renew_after() + self.freshness * 3;
+        let ms = (need.as_millis() as u64 * 50).div_ceil(49);
+        Duration::from_millis(ms.div_ceil(100) * 100)
     }
 
     /// The longest a node that must give up takes to decide so.
@@ -67,8 +96,16 @@ impl SafetyTiming {
     }
 
     /// How long after declaring a peer down (and passing the guard) a node waits before
-    /// starting that peer's applications.
+    /// starting that peer's applications. None with an arbitrator: the grant is the proof.
     pub fn takeover_delay(&self) -> Duration {
+        if self.lease.is_some() {
+            return Duration::ZERO;
+        }
+        self.unprotected_takeover_delay()
+    }
+
+    /// The takeover delay without an arbitrator.
+    pub fn unprotected_takeover_delay(&self) -> Duration {
         self.timeout + JITTER_ALLOWANCE + self.decision_time() + self.stop_margin + SCHEDULING_SLACK
     }
 }
@@ -89,6 +126,21 @@ mod tests {
         assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 500 + 500 + 100));
         let t = t.with_lease(Duration::from_secs(4));
         assert_eq!(t.decision_time(), Duration::from_millis(500));
+        assert_eq!(t.takeover_delay(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_lease_floor_leaves_three_renewal_attempts_before_the_stop_deadline() {
+        for (interval, timeout, floor) in [(200, 1000, 2600), (20, 100, 800)] {
+            let t =
+                SafetyTiming::new(Duration::from_millis(interval), Duration::from_millis(timeout));
+            assert_eq!(t.lease_floor(), Duration::from_millis(floor));
+            let lease = t.with_lease(t.lease_floor()).lease.expect("lease");
+            let sent = Time::ZERO;
+            let deadline = lease.held_until(sent) - lease.stop_margin;
+            let third_answer = sent + lease.renew_after + lease.answer_timeout * 3;
+            assert!(third_answer <= deadline, "{timeout}: {third_answer:?} > {deadline:?}");
+        }
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub struct Announcement {
     /// is not eligible for them.
     #[serde(default)]
     pub data_blocked: BTreeMap<String, NotPromotable>,
+    /// The sender holds the arbitrator's lease: with an arbitrator, only it runs applications.
+    #[serde(default)]
+    pub lease: bool,
 }
 
 /// Facts the shell reports.
@@ -164,6 +167,12 @@ pub enum AppInput {
     PeerFenced {
         /// The peer.
         peer: String,
+    },
+    /// The takeover guard: this node holds the arbitrator's lease (or no longer does). With an
+    /// arbitrator only the lease holder runs applications (see [`Apps::with_lease`]).
+    Lease {
+        /// The lease is held.
+        held: bool,
     },
     /// Membership: this node is isolated.
     Isolated,
@@ -339,6 +348,10 @@ pub struct Apps {
     announced_seq: std::cell::Cell<u64>,
     /// The newest (epoch, seq) heard from each peer.
     heard: BTreeMap<String, (u64, u64)>,
+    /// With an arbitrator: whether this node holds the lease (`None`: no arbitrator).
+    lease: Option<bool>,
+    /// The peers that last announced holding the lease.
+    peer_lease: std::collections::BTreeSet<String>,
     actions: VecDeque<AppAction>,
 }
 
@@ -389,6 +402,8 @@ impl Apps {
             epoch,
             announced_seq: std::cell::Cell::new(0),
             heard: BTreeMap::new(),
+            lease: None,
+            peer_lease: Default::default(),
             actions: VecDeque::new(),
         }
     }
@@ -434,6 +449,7 @@ impl Apps {
                 // Powered off: whatever it announced is gone with it.
                 self.peer_states.remove(&peer);
             }
+            AppInput::Lease { held } => self.set_lease(held),
             AppInput::Isolated => {
                 self.isolated = true;
                 // A node that gives up restarts nothing either: a restart pending after a
@@ -479,6 +495,11 @@ impl Apps {
                 }
                 self.peer_states.insert(peer.clone(), announcement.states);
                 self.peer_data_blocked.insert(peer.clone(), announcement.data_blocked);
+                if announcement.lease {
+                    self.peer_lease.insert(peer.clone());
+                } else {
+                    self.peer_lease.remove(&peer);
+                }
                 self.peer_desired.insert(peer, announcement.desired.clone());
                 let mut adopted = false;
                 for (app, theirs) in announcement.desired {
@@ -678,6 +699,9 @@ impl Apps {
         if !allowed {
             return false;
         }
+        if !self.lease_allows(node) {
+            return false;
+        }
         if node == self.local {
             return !self.isolated
                 && self.locals.get(app).is_some_and(|l| {
@@ -799,7 +823,7 @@ impl Apps {
             let Some(local) = self.locals.get(&app) else { continue };
             let here = placement.as_deref() == Some(self.local.as_str());
             match local.state {
-                AppState::Stopped if here && self.safe_to_start(&app) => {
+                AppState::Stopped if here && self.safe_to_start(&app) && self.may_start() => {
                     if let Some(local) = self.locals.get_mut(&app) {
                         local.state = AppState::Starting;
                         local.restart_after_stop = false;
@@ -820,6 +844,7 @@ impl Apps {
                 AppState::Stopped
                     if local.restart_after_stop
                         && !self.isolated
+                        && self.may_start()
                         && matches!(
                             self.desired.get(&app),
                             Some(Desired { want: Want::Running { .. }, .. })
@@ -886,6 +911,7 @@ impl Apps {
                 .iter()
                 .filter_map(|(a, l)| l.data_blocked.clone().map(|why| (a.clone(), why)))
                 .collect(),
+            lease: self.lease == Some(true),
         }
     }
 
@@ -946,5 +972,6 @@ impl Apps {
     }
 }
 
+mod lease;
 #[cfg(test)]
 mod tests;

@@ -45,15 +45,21 @@ pub struct LeaseTiming {
     /// Time this node needs to stop every application (stop deadlines and the hard kill that
     /// ends them): it stops this long before its lease could expire.
     pub stop_margin: Duration,
+    /// A held lease is renewed this long after the granted request was sent.
+    pub renew_after: Duration,
 }
 
 impl LeaseTiming {
-    /// When a lease granted for a request sent at `sent` must be renewed: after a third of it,
-    /// so that (with a lease well above the stop margin and the answer timeout) failed renewals
-    /// can be retried before the stop margin is reached; a lease too short for that costs
-    /// availability (the node stops early), never safety.
-    fn renew_after(&self) -> Duration {
-        self.lease / 3
+    /// Allowance for clocks running at different rates: this node counts its lease as
+    /// `lease - drift()` from the request's sending (2 %, far above real clock drift).
+    pub fn drift(&self) -> Duration {
+        self.lease / 50
+    }
+
+    /// Until when a lease granted for a request sent at `sent` is relied on: the arbitrator's
+    /// expiry, `arrival + lease` on its clock, is never earlier.
+    pub fn held_until(&self, sent: Time) -> Time {
+        sent + self.lease - self.drift()
     }
 }
 
@@ -67,6 +73,8 @@ pub enum Sabotage {
     None,
     /// Take over without waiting for the lease, the fence or the probe.
     SkipGates,
+    /// A lease holder that cannot renew keeps its applications running past its stop deadline.
+    KeepRunningAfterLease,
 }
 
 /// What the guard needs to know about the cluster.
@@ -76,9 +84,13 @@ pub struct GuardConfig {
     pub local: String,
     /// The other nodes, with whether each has a fence device this node can use.
     pub peers: BTreeMap<String, bool>,
-    /// Delay before fencing a peer: non-zero on the less preferred node, so that two nodes
-    /// cut from each other do not power each other off at the same moment.
+    /// Without an arbitrator, the unit of the fence-race wait ([`Guard`]'s fencing rule): a node
+    /// that runs no applications waits it before fencing, so that in a symmetric partition the
+    /// node running the applications wins instead of both powering each other off.
     pub fence_delay: Duration,
+    /// This node is listed first in clconf.xml: it wins the fence race between two nodes that
+    /// both run applications (or both run none).
+    pub first: bool,
     /// Wait between fence attempts after a failure.
     pub fence_retry: Duration,
     /// Probe an unfenced peer's addresses before taking over.
@@ -130,6 +142,20 @@ pub enum GuardInput {
         granted: bool,
         /// Who holds it, when not us.
         holder: Option<String>,
+        /// When denied: how long the holder's lease still runs (ask again then).
+        #[serde(default)]
+        remaining: Option<Duration>,
+    },
+    /// What the applications machine holds and wants, reported after every change: with an
+    /// arbitrator a node holds the lease while it runs (or is about to start) any application;
+    /// without one, the fencing rule favours the node that runs applications.
+    LocalApps {
+        /// Some application is active here (starting, running or stopping).
+        active: bool,
+        /// Some application should start here (it waits for the lease).
+        wanted: bool,
+        /// The peer, as last heard, runs some application.
+        peer_active: bool,
     },
 }
 
@@ -296,6 +322,12 @@ pub struct Guard {
     up: std::collections::BTreeSet<String>,
     /// What the applications machine was last told: stop everything (true) or not.
     apps_isolated: bool,
+    /// What the applications machine was last told about the lease.
+    apps_lease: bool,
+    /// The applications machine's last report ([`GuardInput::LocalApps`]).
+    local_active: bool,
+    local_wanted: bool,
+    peer_active: bool,
     alarms: BTreeMap<String, String>,
     actions: VecDeque<GuardAction>,
 }
@@ -322,6 +354,10 @@ impl Guard {
             yielded_until: None,
             up: Default::default(),
             apps_isolated: false,
+            apps_lease: false,
+            local_active: false,
+            local_wanted: false,
+            peer_active: false,
             alarms: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -412,7 +448,14 @@ impl Guard {
                     self.set_gate(&peer, Gate::FenceAt { at, attempts });
                 }
             }
-            GuardInput::LeaseReply { id, granted, holder } => self.lease_reply(id, granted, holder),
+            GuardInput::LeaseReply { id, granted, holder, remaining } => {
+                self.lease_reply(id, granted, holder, remaining)
+            }
+            GuardInput::LocalApps { active, wanted, peer_active } => {
+                self.local_active = active;
+                self.local_wanted = wanted;
+                self.peer_active = peer_active;
+            }
             GuardInput::PeerTakingOver { peer } => {
                 if !self.gates.contains_key(&peer) {
                     return;
@@ -502,8 +545,15 @@ impl Guard {
         self.stopped_for_lease
     }
 
-    fn needs_lease(&self) -> bool {
+    /// A peer is down and this node may take it over: the lease decides.
+    fn peer_needs_lease(&self) -> bool {
         !self.isolated && self.gates.values().any(|g| !matches!(g, Gate::Idle | Gate::StandBy))
+    }
+
+    /// The lease is wanted: for a takeover, or because this node runs (or is about to start)
+    /// applications, which with an arbitrator only the lease holder may.
+    fn needs_lease(&self) -> bool {
+        self.peer_needs_lease() || self.local_active || self.local_wanted
     }
 
     /// The peers this node is taking over (every gate passed): it tells them, so a peer that
@@ -548,6 +598,7 @@ impl Guard {
         }
         let now = self.now;
         let needed = self.needs_lease();
+        let sabotaged = self.config.sabotage == Sabotage::KeepRunningAfterLease;
         let mut request: Option<ArbOp> = None;
         let mut lost: Option<String> = None;
         let mut gained = false;
@@ -566,14 +617,20 @@ impl Guard {
                     lease.next_at = Some(now);
                 }
             }
+            // The stop deadline: everything must be stopped before the lease could run out at
+            // the arbitrator, whether or not the peer is up (docs/safety.md).
             if let Some(until) = lease.held_until {
-                if now >= until - lease.timing.stop_margin {
+                if now >= until - lease.timing.stop_margin && !sabotaged {
                     lease.held_until = None;
                     lease.view = LeaseView::NoAnswer;
-                    lost = Some(format!(
-                        "the arbitrator's lease could not be renewed and expires in {} ms",
-                        until.since(now).as_millis()
-                    ));
+                    if needed {
+                        lost = Some(format!(
+                            "the arbitrator's lease could not be renewed and expires in {} ms",
+                            until.since(now).as_millis()
+                        ));
+                    } else {
+                        lease.view = LeaseView::NotNeeded;
+                    }
                 }
             }
             if needed {
@@ -587,35 +644,31 @@ impl Guard {
                 if lease.held_until.is_some() {
                     gained = true;
                 }
-            } else if lease.held_until.is_some() || lease.outstanding.is_some() {
-                // The peers are back: give the lease up so either node may win the next time.
-                lease.held_until = None;
+            } else if lease.held_until.is_none() {
                 lease.outstanding = None;
                 lease.next_at = None;
                 lease.view = LeaseView::NotNeeded;
-                request = Some(ArbOp::Release);
-            } else {
-                lease.next_at = None;
-                lease.view = LeaseView::NotNeeded;
             }
+            // Not needed but still held: it is left to run out, never released, so that no
+            // start raced with a release (an application started just before is still covered
+            // and renews it).
         }
         if let Some(op) = request {
             self.next_id += 1;
             let id = self.next_id;
             if let Some(lease) = self.lease.as_mut() {
-                if op != ArbOp::Release {
-                    lease.outstanding = Some(Outstanding { id, sent: now });
-                    lease.next_at = None;
-                    if lease.held_until.is_none()
-                        && lease.view != LeaseView::NoAnswer
-                        && !matches!(lease.view, LeaseView::Denied { .. })
-                    {
-                        lease.view = LeaseView::Asking;
-                    }
+                lease.outstanding = Some(Outstanding { id, sent: now });
+                lease.next_at = None;
+                if lease.held_until.is_none()
+                    && lease.view != LeaseView::NoAnswer
+                    && !matches!(lease.view, LeaseView::Denied { .. })
+                {
+                    lease.view = LeaseView::Asking;
                 }
             }
             self.actions.push_back(GuardAction::Lease { id, op });
         }
+        self.sync_apps_lease();
         if let Some(reason) = lost {
             self.lose_lease(reason);
         } else if gained && self.stopped_for_lease {
@@ -635,8 +688,21 @@ impl Guard {
             for peer in waiting {
                 self.after_lease(&peer);
             }
-        } else if !needed && self.stopped_for_lease {
+        } else if self.stopped_for_lease && !self.peer_needs_lease() && !self.local_active {
+            // Nothing runs here and no peer is to be taken over: the applications machine may
+            // place applications again (it starts them only once the lease is held).
             self.end_lease_stop();
+        }
+    }
+
+    /// Tell the applications machine whether this node holds the lease (it starts nothing
+    /// without it).
+    fn sync_apps_lease(&mut self) {
+        let Some(lease) = self.lease.as_ref() else { return };
+        let held = lease.held_until.is_some();
+        if held != self.apps_lease {
+            self.apps_lease = held;
+            self.apps(AppInput::Lease { held });
         }
     }
 
@@ -646,7 +712,13 @@ impl Guard {
         self.alarms.remove("lease");
     }
 
-    fn lease_reply(&mut self, id: u64, granted: bool, holder: Option<String>) {
+    fn lease_reply(
+        &mut self,
+        id: u64,
+        granted: bool,
+        holder: Option<String>,
+        remaining: Option<Duration>,
+    ) {
         let now = self.now;
         let mut refused: Option<String> = None;
         let Some(lease) = self.lease.as_mut() else { return };
@@ -656,15 +728,19 @@ impl Guard {
         }
         lease.outstanding = None;
         if granted {
-            let until = o.sent + lease.timing.lease;
+            let until = lease.timing.held_until(o.sent);
             lease.held_until = Some(until);
             lease.view = LeaseView::Held { until };
-            lease.next_at = Some(o.sent + lease.timing.renew_after());
+            lease.next_at = Some(o.sent + lease.timing.renew_after);
         } else {
             lease.held_until = None;
             lease.view = LeaseView::Denied { holder: holder.clone() };
-            // The holder may die: ask again while its lease could run out.
-            lease.next_at = Some(now + lease.timing.lease / 4);
+            // The holder may die: ask again as soon as its lease could have run out.
+            let wait = remaining
+                .map(|r| r + Duration::from_millis(10))
+                .unwrap_or(lease.timing.lease / 4)
+                .min(lease.timing.lease / 4);
+            lease.next_at = Some(now + wait);
             refused = Some(match holder {
                 Some(h) => format!("the arbitrator's lease is held by {h}"),
                 None => "the arbitrator refused the lease".to_string(),
@@ -675,10 +751,10 @@ impl Guard {
         }
     }
 
-    /// Without the lease this node may not run anything while a peer is down.
+    /// Without the lease this node may not run anything.
     fn lose_lease(&mut self, reason: String) {
-        if !self.needs_lease() {
-            return;
+        if !self.peer_needs_lease() && !self.local_active {
+            return; // it only wanted to start something: it waits
         }
         for gate in self.gates.values_mut() {
             if !matches!(gate, Gate::Idle | Gate::StandBy) {
@@ -689,7 +765,7 @@ impl Guard {
             self.stopped_for_lease = true;
             self.alarm(
                 "lease".into(),
-                format!("{reason}: this node lost its peer without holding the lease, so it stops its applications and takes nothing over"),
+                format!("{reason}: this node does not hold the lease, so it stops its applications and takes nothing over"),
             );
         }
     }
@@ -697,7 +773,7 @@ impl Guard {
     fn after_lease(&mut self, peer: &str) {
         let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
         if fenced {
-            let delay = self.config.fence_delay;
+            let delay = self.fence_wait();
             if delay.is_zero() {
                 self.fence(peer, 1);
             } else {
@@ -708,6 +784,28 @@ impl Guard {
             self.probe(peer);
         } else {
             self.clear(peer, false);
+        }
+    }
+
+    /// How long to wait before fencing a silent peer. With an arbitrator, only the lease holder
+    /// gets here: at once. Without one, the node that runs applications wins the race between
+    /// two nodes cut from each other: it fences at once if the peer (as last heard) ran none;
+    /// when both ran some, the first node in clconf.xml fences at once and the other waits one
+    /// `fence_delay`; a node running none waits two (one if the peer ran none either and this
+    /// node is first). Stale knowledge can at worst make both fence (both off: availability,
+    /// never safety).
+    fn fence_wait(&self) -> Duration {
+        if self.lease.is_some() {
+            return Duration::ZERO;
+        }
+        let unit = self.config.fence_delay;
+        let active = self.local_active || self.local_wanted;
+        match (active, self.peer_active) {
+            (true, false) => Duration::ZERO,
+            (true, true) if self.config.first => Duration::ZERO,
+            (true, true) => unit,
+            (false, false) if self.config.first => unit,
+            (false, _) => unit * 2,
         }
     }
 

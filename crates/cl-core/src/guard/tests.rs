@@ -7,6 +7,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         local: "node1".into(),
         peers: [(PEER.to_string(), fenced)].into_iter().collect(),
         fence_delay: Duration::ZERO,
+        first: true,
         fence_retry: Duration::from_secs(2),
         probe,
         probe_retry: Duration::from_secs(1),
@@ -15,6 +16,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
             lease: Duration::from_secs(6),
             answer_timeout: Duration::from_millis(500),
             stop_margin: Duration::from_secs(2),
+            renew_after: Duration::from_secs(2),
         }),
         sabotage: Sabotage::None,
     }
@@ -30,7 +32,9 @@ fn down(verdict: Verdict) -> MembershipAction {
 
 fn drain(guard: &mut Guard) -> Vec<GuardAction> {
     std::iter::from_fn(|| guard.poll_action())
-        .filter(|a| !matches!(a, GuardAction::Event { .. }))
+        .filter(|a| {
+            !matches!(a, GuardAction::Event { .. } | GuardAction::Apps(AppInput::Lease { .. }))
+        })
         .collect()
 }
 
@@ -138,25 +142,24 @@ fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
         drain(&mut g),
         vec![no_takeover(), GuardAction::Lease { id: 1, op: ArbOp::Acquire }]
     );
-    g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None });
     assert_eq!(drain(&mut g), vec![takeover()]);
     assert!(g.holds_lease());
-    // Renewed after a third of the lease, counted from the request.
+    // Renewed renew_after (2 s) after the request was sent.
     assert_eq!(g.poll_timeout(), Some(t(2000)));
     g.handle_timeout(t(2000));
     assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: ArbOp::Renew }]);
-    g.handle(t(2010), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
-    assert_eq!(g.status().lease, Some(LeaseView::Held { until: t(8000) }));
-    // The peer returns: the lease is given back.
-    g.on_membership(t(3000), &MembershipAction::PeerUp { peer: PEER.into() });
-    assert_eq!(
-        drain(&mut g),
-        vec![
-            app(AppInput::PeerUp { peer: PEER.into() }),
-            GuardAction::Lease { id: 3, op: ArbOp::Release }
-        ]
+    g.handle(
+        t(2010),
+        GuardInput::LeaseReply { id: 2, granted: true, holder: None, remaining: None },
     );
-    assert!(!g.holds_lease());
+    // 2000 + 6000 less 2 % drift.
+    assert_eq!(g.status().lease, Some(LeaseView::Held { until: t(7880) }));
+    // The peer returns and nothing runs here: the lease is left to run out, never released
+    // (a release could race with a start).
+    g.on_membership(t(3000), &MembershipAction::PeerUp { peer: PEER.into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::PeerUp { peer: PEER.into() })]);
+    assert!(g.holds_lease(), "held until it runs out");
 }
 
 #[test]
@@ -164,13 +167,24 @@ fn a_denied_lease_stops_the_local_applications_and_a_later_grant_resumes() {
     let mut g = Guard::new(config(false, false, true));
     g.on_membership(t(0), &down(Verdict::TakeOver));
     drain(&mut g);
-    g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: false, holder: Some(PEER.into()) });
+    g.handle(
+        t(20),
+        GuardInput::LeaseReply {
+            id: 1,
+            granted: false,
+            holder: Some(PEER.into()),
+            remaining: None,
+        },
+    );
     assert_eq!(drain(&mut g), vec![app(AppInput::Isolated)]);
     assert!(g.status().alarms[0].contains("held by node2"));
     // Asked again while the holder's lease could run out.
     g.handle_timeout(t(1520));
     assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: ArbOp::Acquire }]);
-    g.handle(t(1530), GuardInput::LeaseReply { id: 2, granted: true, holder: None });
+    g.handle(
+        t(1530),
+        GuardInput::LeaseReply { id: 2, granted: true, holder: None, remaining: None },
+    );
     assert_eq!(drain(&mut g), vec![app(AppInput::Reconnected), takeover()]);
     assert!(g.status().alarms.is_empty());
 }
@@ -187,7 +201,10 @@ fn an_unanswered_request_counts_as_refused() {
         vec![GuardAction::Lease { id: 2, op: ArbOp::Acquire }, app(AppInput::Isolated)]
     );
     // A late answer to the first request is ignored.
-    g.handle(t(600), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    g.handle(
+        t(600),
+        GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None },
+    );
     assert!(!g.holds_lease());
 }
 
@@ -196,17 +213,18 @@ fn a_lease_that_cannot_be_renewed_stops_the_applications_before_it_expires() {
     let mut g = Guard::new(config(false, false, true));
     g.on_membership(t(0), &down(Verdict::TakeOver));
     drain(&mut g);
-    g.handle(t(10), GuardInput::LeaseReply { id: 1, granted: true, holder: None });
+    g.handle(t(10), GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None });
     drain(&mut g);
-    // Renewals go unanswered; the lease (until 6000) must be dropped at 6000 - 2000.
+    // Renewals go unanswered; the lease (until 6010 at the arbitrator, counted from the
+    // sending at 0 less 2 % drift: 5880) must be dropped at 5880 - 2000.
     let mut now = 2000;
-    while now < 4000 {
+    while now < 3880 {
         g.handle_timeout(t(now));
         drain(&mut g);
         assert!(g.holds_lease(), "at {now}");
         now = g.poll_timeout().map(|t| t.since_origin().as_millis() as u64).unwrap_or(now + 100);
     }
-    g.handle_timeout(t(4000));
+    g.handle_timeout(t(3880));
     let actions = drain(&mut g);
     assert!(actions.contains(&app(AppInput::Isolated)), "{actions:?}");
     assert!(!g.holds_lease());
@@ -229,4 +247,68 @@ fn sabotage_skips_every_gate() {
     g.on_membership(t(0), &down(Verdict::TakeOver));
     let actions = drain(&mut g);
     assert_eq!(actions[..2], [no_takeover(), app(AppInput::PeerFenced { peer: PEER.into() })]);
+}
+
+#[test]
+fn a_node_running_applications_holds_the_lease_ahead_of_time_and_stops_when_it_cannot_renew() {
+    let mut g = Guard::new(config(false, false, true));
+    // The peer is up; applications run here: the lease is asked for at once.
+    g.handle(t(0), GuardInput::LocalApps { active: true, wanted: false, peer_active: false });
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 1, op: ArbOp::Acquire }]);
+    g.handle(t(5), GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None });
+    let all: Vec<GuardAction> = std::iter::from_fn(|| g.poll_action()).collect();
+    assert!(all.contains(&app(AppInput::Lease { held: true })), "{all:?}");
+    // Renewed renew_after (2 s) after the request was sent.
+    assert_eq!(g.poll_timeout(), Some(t(2000)));
+    g.handle_timeout(t(2000));
+    assert_eq!(drain(&mut g), vec![GuardAction::Lease { id: 2, op: ArbOp::Renew }]);
+    // No answer ever again: stopped before 6000 - 120 (drift) at the latest, peer up or not.
+    let mut now = 2000;
+    while !g.stopped_for_lease() {
+        now = g.poll_timeout().map(|t| t.since_origin().as_millis() as u64).unwrap_or(now + 100);
+        assert!(now <= 3880, "still running at {now}");
+        g.handle_timeout(t(now));
+        drain(&mut g);
+    }
+    assert!(!g.holds_lease());
+}
+
+#[test]
+fn a_node_running_nothing_lets_its_lease_run_out_without_releasing_it() {
+    let mut g = Guard::new(config(false, false, true));
+    g.handle(t(0), GuardInput::LocalApps { active: true, wanted: false, peer_active: false });
+    drain(&mut g);
+    g.handle(t(5), GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None });
+    drain(&mut g);
+    g.handle(t(100), GuardInput::LocalApps { active: false, wanted: false, peer_active: false });
+    let mut actions = Vec::new();
+    for now in (200..8000).step_by(100) {
+        g.handle_timeout(t(now));
+        actions.extend(drain(&mut g));
+    }
+    assert!(actions.is_empty(), "{actions:?}");
+    assert!(!g.stopped_for_lease());
+    assert!(!g.holds_lease());
+}
+
+#[test]
+fn without_an_arbitrator_the_node_running_applications_fences_first() {
+    let fence = GuardAction::Fence { peer: PEER.into() };
+    // (this node active, peer active, first) -> fences at once?
+    for (active, peer_active, first, at_once) in [
+        (true, false, false, true),
+        (true, true, true, true),
+        (true, true, false, false),
+        (false, true, true, false),
+        (false, false, true, false),
+    ] {
+        let mut c = config(true, false, false);
+        c.fence_delay = Duration::from_secs(2);
+        c.first = first;
+        let mut g = Guard::new(c);
+        g.handle(t(0), GuardInput::LocalApps { active, wanted: false, peer_active });
+        g.on_membership(t(0), &down(Verdict::TakeOver));
+        let actions = drain(&mut g);
+        assert_eq!(actions.contains(&fence), at_once, "{active} {peer_active} {first}");
+    }
 }
