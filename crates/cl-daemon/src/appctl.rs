@@ -118,13 +118,17 @@ impl AppControl {
                 }
             })
             .collect();
-        let apps = Apps::new(
+        let mut apps = Apps::new(
             &ctx.local,
             &ctx.peers(),
             policies,
             takeover_delay(&ctx),
             crate::epoch::next_or_clock("application announcements"),
         );
+        if ctx.cluster().arbitrator.is_some() {
+            // Only the lease holder runs applications (docs/safety.md).
+            apps = apps.with_lease();
+        }
         let storage = crate::storagectl::StorageControl::new(&configs);
         let runners =
             configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
@@ -165,6 +169,12 @@ impl AppControl {
 
     fn now(&self) -> Time {
         Time::ZERO + self.origin.elapsed()
+    }
+
+    /// For the takeover guard: some application is active here, some should start here, and
+    /// the peer (as last heard) runs some.
+    pub fn lease_report(&self) -> (bool, bool, bool) {
+        (self.apps.active(), self.apps.wants_to_start(), self.apps.peer_active())
     }
 
     /// When the machine must be woken next (a take-over delay ending).

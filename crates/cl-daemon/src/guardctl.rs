@@ -49,18 +49,15 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
         .filter_map(|p| cluster.node(p).and_then(|n| n.fence.as_ref()).map(|f| f.retry))
         .min()
         .unwrap_or(Duration::from_secs(2));
-    // The less preferred node (later in clconf.xml) waits before fencing, so two nodes cut
-    // from each other do not power each other off at once.
-    let first = cluster.nodes.first().map(|n| n.name.as_str());
-    let fence_delay = if first == Some(ctx.local.as_str()) {
-        Duration::ZERO
-    } else {
-        cluster.heartbeat.timeout * 2
-    };
+    // The fence race (see the guard): the node running applications fences at once, a node
+    // running none waits; between equals the first node in clconf.xml wins.
+    let first = cluster.nodes.first().map(|n| n.name.as_str()) == Some(ctx.local.as_str());
+    let fence_delay = cluster.heartbeat.timeout * 2;
     GuardConfig {
         local: ctx.local.clone(),
         peers,
         fence_delay,
+        first,
         fence_retry,
         probe: true,
         probe_retry: Duration::from_secs(1),
@@ -263,7 +260,8 @@ pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::S
                 let granted = reply.granted
                     && long_enough
                     && reply.holder.as_deref() == Some(ctx.local.as_str());
-                let input = GuardInput::LeaseReply { id, granted, holder: reply.holder };
+                let remaining = (!granted).then(|| Duration::from_millis(reply.remaining_ms));
+                let input = GuardInput::LeaseReply { id, granted, holder: reply.holder, remaining };
                 let _ = results.send(input).await;
             }
             Err(e) => warn!("lease request {id} ({op:?}) got no answer: {e}"),

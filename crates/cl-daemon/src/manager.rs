@@ -129,6 +129,8 @@ struct Manager {
     guard_results: mpsc::Sender<GuardInput>,
     /// The peers named in the "taking over" notice file.
     notice: Vec<String>,
+    /// What the guard last heard from the applications machine (active, wanted, peer active).
+    local_apps: Option<(bool, bool, bool)>,
     /// The connection to the arbitrator, if one is configured.
     arb_link: crate::guardctl::ArbLink,
     /// What the peer-alive probe looks for, per peer (worked out when the cluster forms).
@@ -191,6 +193,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         guard: None,
         guard_results: guard_tx,
         notice: Vec::new(),
+        local_apps: None,
         arb_link: Default::default(),
         probe_targets: BTreeMap::new(),
     };
@@ -638,7 +641,27 @@ impl Manager {
         }
     }
 
+    /// Tell the guard what the applications machine holds and wants when that changed: with
+    /// an arbitrator this node keeps the lease while it runs (or is about to start) anything,
+    /// and without one the fencing rule favours the node running applications.
+    fn sync_local_apps(&mut self) {
+        let Some(apps) = self.apps.as_ref() else { return };
+        let report = apps.lease_report();
+        if self.local_apps == Some(report) {
+            return;
+        }
+        self.local_apps = Some(report);
+        let (active, wanted, peer_active) = report;
+        let now = self.now();
+        if let Some(guard) = self.guard.as_mut() {
+            guard.handle(now, GuardInput::LocalApps { active, wanted, peer_active });
+        }
+        self.drain_actions();
+    }
+
     fn publish(&mut self) {
+        // Every change ends in a publish: the guard hears of the applications' changes here.
+        self.sync_local_apps();
         let status = self.status();
         self.status_tx.send_replace(status);
     }

@@ -41,7 +41,6 @@ const LINKS: [&str; 2] = ["public", "private"];
 const APPS: [&str; 2] = ["web", "db"];
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(1);
-const LEASE: Duration = Duration::from_secs(4);
 
 /// Which split-brain protection the simulated cluster has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +170,8 @@ struct Node {
     epoch: u64,
     stop_fails: bool,
     next_wake: Option<Time>,
+    /// What the guard last heard from the applications machine.
+    reported: Option<(bool, bool, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +226,7 @@ enum Ev {
         id: u64,
         granted: bool,
         holder: Option<String>,
+        remaining: Option<Duration>,
         epoch: u64,
     },
     Fault(Fault),
@@ -402,8 +404,9 @@ impl Sim {
     /// A healthy cluster that has just been formed, with the faults of `seed` scheduled.
     pub fn new(seed: u64, options: Options) -> Sim {
         let mut timing = SafetyTiming::new(INTERVAL, TIMEOUT);
+        let lease = timing.lease_floor();
         if options.protection.arbitrator() {
-            timing = timing.with_lease(LEASE);
+            timing = timing.with_lease(lease);
         }
         let node = || Node {
             power: Power::On,
@@ -414,6 +417,7 @@ impl Sim {
             epoch: 1,
             stop_fails: false,
             next_wake: None,
+            reported: None,
         };
         let mut sim = Sim {
             options,
@@ -426,7 +430,7 @@ impl Sim {
             arbitrator: Arbitrator {
                 up: true,
                 arbiter: Arbiter::new_without_quiet_period(
-                    LEASE,
+                    lease,
                     NAMES.iter().map(|n| n.to_string()).collect(),
                 ),
             },
@@ -487,8 +491,9 @@ impl Sim {
         let guard = Guard::new(GuardConfig {
             local: local.clone(),
             peers: [(peer.clone(), self.options.protection.fencing())].into_iter().collect(),
-            // The less preferred node waits, so two nodes cut apart do not shoot each other.
-            fence_delay: if n == 1 { TIMEOUT * 2 } else { Duration::ZERO },
+            // The node running applications fences at once; see Guard's fencing rule.
+            fence_delay: TIMEOUT * 2,
+            first: n == 0,
             fence_retry: Duration::from_secs(1),
             probe: true,
             probe_retry: Duration::from_secs(1),
@@ -497,6 +502,10 @@ impl Sim {
             sabotage: self.options.sabotage,
         });
         let mut apps = Apps::new(&local, &[peer], policies(), self.timing.takeover_delay(), epoch);
+        if self.timing.lease.is_some() {
+            apps = apps.with_lease();
+        }
+        self.nodes[n].reported = None;
         apps.handle(self.now, AppInput::Formed { start_autostart: autostart });
         self.nodes[n].machines = Some(Machines { membership, guard, apps });
         self.log(format!("{}: boots (epoch {epoch})", NAMES[n]));
@@ -714,9 +723,9 @@ impl Sim {
                     m.guard.handle(now, input);
                 }
             }
-            Ev::LeaseReply { id, granted, holder, .. } => {
+            Ev::LeaseReply { id, granted, holder, remaining, .. } => {
                 if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, GuardInput::LeaseReply { id, granted, holder });
+                    m.guard.handle(now, GuardInput::LeaseReply { id, granted, holder, remaining });
                 }
             }
             _ => {}
@@ -740,7 +749,14 @@ impl Sim {
         let delay = self.net_delay();
         self.at(
             delay,
-            Ev::LeaseReply { to: from, id, granted: grant.granted, holder: grant.holder, epoch },
+            Ev::LeaseReply {
+                to: from,
+                id,
+                granted: grant.granted,
+                holder: grant.holder,
+                remaining: (!grant.granted).then(|| Duration::from_millis(grant.remaining_ms)),
+                epoch,
+            },
         );
     }
 
@@ -818,6 +834,18 @@ impl Sim {
                 }
                 continue;
             }
+            // What the applications machine holds and wants, for the guard (the lease, the
+            // fencing rule), after every change.
+            let report = (m.apps.active(), m.apps.wants_to_start(), m.apps.peer_active());
+            if self.nodes[n].reported != Some(report) {
+                self.nodes[n].reported = Some(report);
+                let (active, wanted, peer_active) = report;
+                if let Some(m) = self.nodes[n].machines.as_mut() {
+                    m.guard.handle(now, GuardInput::LocalApps { active, wanted, peer_active });
+                }
+                continue;
+            }
+            let Some(m) = self.nodes[n].machines.as_mut() else { return };
             if let Some(action) = m.apps.poll_action() {
                 match action {
                     AppAction::Start { app } => self.start(n, app),

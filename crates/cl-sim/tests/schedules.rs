@@ -73,6 +73,20 @@ fn a_broken_rule_is_caught() {
 }
 
 #[test]
+fn a_lease_holder_that_keeps_running_past_its_lease_is_caught() {
+    // Leases are held ahead of time and the survivor starts as soon as it is granted one: a
+    // holder that does not stop at its deadline must show up as two holders.
+    for protection in [Protection::Arbitrator, Protection::Both] {
+        let caught = (0..300).any(|seed| {
+            let mut options = Options::new(protection);
+            options.sabotage = Sabotage::KeepRunningAfterLease;
+            run(seed, options).violations.iter().any(|v| v.rule == "S1")
+        });
+        assert!(caught, "{protection:?}: a holder running past its lease went unnoticed");
+    }
+}
+
+#[test]
 fn the_documented_case_does_happen_without_protection() {
     let documented: u32 =
         (0..200).map(|seed| run(seed, Options::new(Protection::None)).documented).sum();

@@ -511,7 +511,7 @@ impl Guard {
             if let Some(o) = &lease.outstanding {
                 consider(o.sent + lease.timing.answer_timeout);
             }
-            if let Some(t) = lease.next_at {
+            if let Some(t) = lease.next_at.filter(|_| self.needs_lease()) {
                 consider(t);
             }
             if let Some(until) = lease.held_until {
