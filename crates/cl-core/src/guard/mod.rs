@@ -620,10 +620,10 @@ impl Guard {
             // The stop deadline: everything must be stopped before the lease could run out at
             // the arbitrator, whether or not the peer is up (docs/safety.md).
             if let Some(until) = lease.held_until {
-                if now >= until - lease.timing.stop_margin && !sabotaged {
+                if now >= until - lease.timing.stop_margin {
                     lease.held_until = None;
                     lease.view = LeaseView::NoAnswer;
-                    if needed {
+                    if needed && !sabotaged {
                         lost = Some(format!(
                             "the arbitrator's lease could not be renewed and expires in {} ms",
                             until.since(now).as_millis()
@@ -700,6 +700,9 @@ impl Guard {
     fn sync_apps_lease(&mut self) {
         let Some(lease) = self.lease.as_ref() else { return };
         let held = lease.held_until.is_some();
+        if !held && self.config.sabotage == Sabotage::KeepRunningAfterLease {
+            return; // the broken rule: the applications are never told
+        }
         if held != self.apps_lease {
             self.apps_lease = held;
             self.apps(AppInput::Lease { held });
