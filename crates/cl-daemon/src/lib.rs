@@ -19,6 +19,7 @@ pub mod lockd;
 pub mod manager;
 pub mod netd;
 pub mod runner;
+pub mod serve;
 pub mod storagectl;
 pub mod storageops;
 pub mod sync;

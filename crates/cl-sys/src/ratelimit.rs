@@ -3,7 +3,7 @@
 //!
 //! Each class of rejection is a key (source kind, reason), e.g. (`cldaemon peers`,
 //! `bad frame`). The first occurrence of a key is logged; later ones within [`INTERVAL`] are
-//! only counted, and [`flush_forever`] writes one summary line per key and interval with the
+//! only counted, and [`log_summaries`], called every second, writes one summary line per key and interval with the
 //! count that was not logged. The number of keys is bounded, so varying reasons cannot grow
 //! the table either.
 
@@ -109,23 +109,20 @@ pub fn global() -> &'static LogLimiter {
     &GLOBAL
 }
 
-/// Write the summaries of [`global`] every second, for as long as the daemon runs.
-pub async fn flush_forever() {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        for s in global().flush(Instant::now()) {
-            tracing::warn!(
-                kind = %s.kind,
-                reason = %s.reason,
-                suppressed = s.suppressed,
-                "{} more rejections of this kind from {} ({}) in the last {} s were not logged",
-                s.suppressed,
-                s.kind,
-                s.reason,
-                INTERVAL.as_secs()
-            );
-        }
+/// Log the summaries [`global`] has at `now` (one line per key whose interval ended with
+/// rejections not logged).
+pub fn log_summaries(now: Instant) {
+    for s in global().flush(now) {
+        tracing::warn!(
+            kind = %s.kind,
+            reason = %s.reason,
+            suppressed = s.suppressed,
+            "{} more like this not logged in the last {} s: {} ({})",
+            s.suppressed,
+            INTERVAL.as_secs(),
+            s.kind,
+            s.reason
+        );
     }
 }
 
