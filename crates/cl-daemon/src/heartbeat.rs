@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cl_wire::msg::{HeartbeatMsg, LocalEvent};
@@ -71,7 +71,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                         }
                     }
                     Err(e) => {
-                        warn!(link = %link, "heartbeat receive failed: {e}");
+                        cl_sys::warn_limited!("clhbd heartbeats", "receive error", link = %link, "heartbeat receive failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -79,12 +79,12 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
         });
     }
     drop(tx);
+    tokio::spawn(crate::serve::monitor(None));
     let events = event_sender()?;
     let mut receiver = Receiver::new(ctx.key.clone(), ctx.name());
     let mut sender_child = spawn_sender(&ctx)?;
     let mut supervise = tokio::time::interval(Duration::from_millis(50));
     let mut report = tokio::time::interval(Duration::from_secs(1));
-    let mut last_logged: BTreeMap<String, Instant> = BTreeMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut ctx = ctx;
@@ -120,21 +120,13 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     }
                     Err(e) => {
                         // One line per reason every 10 s: a flood of forgeries must not flood the log.
-                        let reason = match &e {
-                            ReceiveError::Decode(d) => format!("{d:?}"),
-                            ReceiveError::Replay(r) => format!("{r:?}"),
+                        let hint = if matches!(e, ReceiveError::Decode(cl_wire::DecodeError::BadMac)) {
+                            " (a node with a different cluster key, or a forged frame)"
+                        } else {
+                            ""
                         };
-                        let key = reason.split(['(', ' ', '{']).next().unwrap_or("").to_string();
-                        let now = Instant::now();
-                        if last_logged.get(&key).is_none_or(|t| now.duration_since(*t) > Duration::from_secs(10)) {
-                            last_logged.insert(key, now);
-                            let hint = if matches!(e, ReceiveError::Decode(cl_wire::DecodeError::BadMac)) {
-                                " (a node with a different cluster key, or a forged frame)"
-                            } else {
-                                ""
-                            };
-                            warn!(link = %link, %from, "dropped heartbeat frame: {e}{hint}");
-                        }
+                        let reason = crate::serve::reason(&e);
+                        cl_sys::warn_limited!("clhbd heartbeats", &reason, link = %link, %from, "dropped heartbeat frame: {e}{hint}");
                     }
                 }
             }

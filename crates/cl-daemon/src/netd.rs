@@ -75,7 +75,7 @@ pub async fn run(ctx: Context) -> Result<()> {
                     }
                 }
                 Err(e) => {
-                    warn!("ICMP receive failed: {e}");
+                    cl_sys::warn_limited!("clnetd icmp", "receive error", "ICMP receive failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

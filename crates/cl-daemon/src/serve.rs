@@ -359,6 +359,15 @@ where
     }
 }
 
+/// Raise the open-files limit to the hard limit (there may be no systemd to set
+/// `LimitNOFILE`), logging the result; call once at daemon start, after logging is set up.
+pub fn raise_open_files() {
+    match cl_sys::rlimit::raise_nofile_limit() {
+        Ok((soft, hard)) => info!(soft, hard, "open files limit"),
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 /// The class of a rejected frame, as a rate-limiting key: `BadMac`, `Truncated`, `Replay`…
 pub fn reason(error: &ReceiveError) -> String {
     let text = match error {

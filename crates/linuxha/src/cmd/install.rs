@@ -76,7 +76,7 @@ pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
     let daemon = args.prefix.join("sbin/cldaemon");
     let text = format!(
         "[Unit]\nDescription=linuxha node manager (cldaemon)\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nType=simple\nExecStart={} --foreground\nRestart=on-failure\nRestartSec=1\nKillMode=process\n\n\
+         [Service]\nType=simple\nExecStart={} --foreground\nRestart=on-failure\nRestartSec=1\nKillMode=process\nLimitNOFILE=65536\n\n\
          [Install]\nWantedBy=multi-user.target\n",
         daemon.display()
     );
