@@ -74,8 +74,8 @@ impl Accept for TcpListener {
 impl Accept for UnixListener {
     type Stream = UnixStream;
     type Peer = ();
-    fn accept_one(&self) -> impl Future<Output = io::Result<(UnixStream, ())>> + Send {
-        async move { UnixListener::accept(self).await.map(|(stream, _)| (stream, ())) }
+    async fn accept_one(&self) -> io::Result<(UnixStream, ())> {
+        UnixListener::accept(self).await.map(|(stream, _)| (stream, ()))
     }
     fn address(_: &()) -> Option<IpAddr> {
         None

@@ -4,7 +4,7 @@
 use std::io;
 
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; the (soft, hard) limits now in force.
-pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+pub fn raise_nofile_limit() -> io::Result<(libc::rlim_t, libc::rlim_t)> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
@@ -19,7 +19,7 @@ pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
         }
         limit = raised;
     }
-    Ok((limit.rlim_cur as u64, limit.rlim_max as u64))
+    Ok((limit.rlim_cur, limit.rlim_max))
 }
 
 #[cfg(test)]
