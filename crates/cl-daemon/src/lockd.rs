@@ -832,12 +832,14 @@ impl Lockd {
                     ),
                 )
             }
-            Err(e) => return conn.rejected(
-                &crate::serve::reason(&e),
-                &format!(
+            Err(e) => {
+                return conn.rejected(
+                    &crate::serve::reason(&e),
+                    &format!(
                     "lock request from {from}: {e} (is the cluster key the same on both nodes?)"
                 ),
-            ),
+                )
+            }
         };
         let reply = self.on_peer_request(msg.request);
         let answer = PeerLockAnswer { id: msg.id, reply };
