@@ -345,6 +345,9 @@ where
                 if let Some(conn) = stats.admit(L::address(&peer)) {
                     tokio::spawn(handler(stream, peer, conn));
                 }
+                // Let the handlers run before the next accept: on a single-threaded runtime a
+                // burst of connections would otherwise count as open before any was looked at.
+                tokio::task::yield_now().await;
             }
             Err(error) => {
                 stats.accept_failed(&error);
