@@ -272,11 +272,16 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// Who connected, for the log: the address, or `local` on a Unix socket.
+    fn peer(&self) -> String {
+        self.address.map(|a| a.to_string()).unwrap_or_else(|| "local".into())
+    }
+
     /// Count a request that did not arrive within its deadline (the connection is closed).
     pub fn timed_out(&self, what: &str) {
         bump(&self.listener.timeouts);
         let l = &self.listener;
-        warn_limited!(&l.kind(), "timeout", listener = %l.name, peer = ?self.address,
+        warn_limited!(&l.kind(), "timeout", listener = %l.name, peer = %self.peer(),
             "{} {}: closed a connection: {what}", l.daemon, l.name);
     }
 
@@ -285,7 +290,7 @@ impl Conn {
     pub fn rejected(&self, reason: &str, detail: &str) {
         bump(&self.listener.bad_input);
         let l = &self.listener;
-        warn_limited!(&l.kind(), reason, listener = %l.name, peer = ?self.address,
+        warn_limited!(&l.kind(), reason, listener = %l.name, peer = %self.peer(),
             "{} {}: rejected a request: {detail}", l.daemon, l.name);
     }
 }
