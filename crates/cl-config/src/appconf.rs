@@ -439,11 +439,20 @@ fn read_vip(
             None
         }
         (Some(p), None) => read(diags, "<network prefix>", p, |t| value::prefix(t, Some(address))),
-        (None, Some(m)) => read(diags, "<network netmask>", m, value::netmask),
+        (None, Some(m)) => {
+            read(diags, "<network netmask>", m, |t| value::netmask_for(t, Some(address)))
+        }
         (None, None) => None,
     };
     let mut interfaces = BTreeMap::new();
     let mut ok = prefix.is_some();
+    if let Some(problem) = prefix.and_then(|p| value::host_address_problem(address, p)) {
+        diags.error(address_text.at, format!("<network ip>: VIP {problem}"));
+        ok = false;
+    }
+    // The subnets the VIP lands in on its nodes: it must be a host address there too, and
+    // its prefix no wider than theirs (a wider one would claim addresses outside the network).
+    let mut landing: Vec<(IpAddr, u8)> = Vec::new();
     match (network_name, interface) {
         (Some(_), Some(i)) => {
             diags.error(i.at, format!("{ctx}: give net=\"…\" or interface=\"…\", not both"));
@@ -458,7 +467,9 @@ fn read_vip(
                 let Some(node) = cx.cluster.node(node_name) else { continue };
                 match node.network(network.value) {
                     Some(attachment) => {
-                        if !value::in_subnet(address, attachment.address, attachment.prefix) {
+                        if value::in_subnet(address, attachment.address, attachment.prefix) {
+                            landing.push((attachment.address, attachment.prefix));
+                        } else {
                             outside.push((
                                 node_name,
                                 value::network_of(attachment.address, attachment.prefix),
@@ -521,9 +532,16 @@ fn read_vip(
             let mut outside: Vec<&str> = Vec::new();
             for node_name in nodes {
                 let Some(node) = cx.cluster.node(node_name) else { continue };
-                if !node.networks.iter().any(|n| value::in_subnet(address, n.address, n.prefix)) {
+                let inside: Vec<(IpAddr, u8)> = node
+                    .networks
+                    .iter()
+                    .filter(|n| value::in_subnet(address, n.address, n.prefix))
+                    .map(|n| (n.address, n.prefix))
+                    .collect();
+                if inside.is_empty() {
                     outside.push(node_name);
                 }
+                landing.extend(inside);
                 if let Some(name) = &interface_name {
                     interfaces.insert(node_name.clone(), name.clone());
                 }
@@ -541,6 +559,7 @@ fn read_vip(
             ok &= interface_name.is_some();
         }
     }
+    ok &= check_vip_in_networks(address, prefix, &landing, address_text.at, diags);
     for over in overrides {
         let mut o = Element::new(over);
         let node_attr = o.attr("node");
@@ -602,6 +621,40 @@ fn read_vip(
     }
     let prefix = prefix?;
     ok.then_some((Vip { address, prefix, interfaces }, address_text.at))
+}
+
+/// The VIP `address`/`prefix` inside the node networks `landing`: not their network or
+/// broadcast address, and no wider than they are. False when something was reported.
+fn check_vip_in_networks(
+    address: IpAddr,
+    prefix: Option<u8>,
+    landing: &[(IpAddr, u8)],
+    at: usize,
+    diags: &mut Diagnostics<'_>,
+) -> bool {
+    let mut subnets: Vec<(IpAddr, u8)> =
+        landing.iter().map(|&(a, p)| (value::network_of(a, p), p)).collect();
+    subnets.sort();
+    subnets.dedup();
+    let mut ok = true;
+    for (network, bits) in subnets {
+        if prefix.is_some_and(|p| value::host_address_problem(address, p).is_some()) {
+            // Already reported with the VIP's own prefix.
+        } else if let Some(problem) = value::host_address_problem(address, bits) {
+            diags.error(at, format!("<network ip>: VIP {problem}"));
+            ok = false;
+        }
+        if let Some(p) = prefix.filter(|&p| p < bits) {
+            diags.error(
+                at,
+                format!(
+                    "<network prefix>: VIP {address}/{p} is wider than its network {network}/{bits}; use prefix=\"{bits}\" (or longer)"
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok
 }
 
 /// "node `a`" or "nodes `a` and `b`".
@@ -766,7 +819,13 @@ fn check_executable(
         return None;
     }
     match cx.host.file_kind(&path) {
-        FileKind::Executable => Some(path),
+        FileKind::Executable => match cx.host.untrusted(&path, false) {
+            None => Some(path),
+            Some(problem) => {
+                diags.error(value.at, format!("{what}: {problem}"));
+                None
+            }
+        },
         FileKind::Missing => {
             diags.error(value.at, format!("{what}: `{}` does not exist on this node", value.value));
             None

@@ -231,9 +231,15 @@ fn resolve(
     let (name, ports, key, heartbeat, arbitrator) = global?;
     // Only a configuration that is otherwise valid is judged for split-brain safety: with a
     // broken node or <fence> the warning would name the wrong nodes.
-    if !diags.has_errors() {
-        check_split_brain_safety(root, &nodes, arbitrator.is_some(), diags);
+    let judge_safety = !diags.has_errors();
+    let third_host =
+        arbitrator.as_ref().is_some_and(|(arb, at)| !arbitrator_is_a_node(arb, *at, &nodes, diags));
+    if judge_safety {
+        // An arbitrator on a node's own address is an error above and protects nothing, so
+        // the warning about the missing protection is given as well.
+        check_split_brain_safety(root, &nodes, third_host, diags);
     }
+    let arbitrator = arbitrator.map(|(arb, _)| arb);
     Some(ClusterConfig {
         name,
         ports,
@@ -245,7 +251,31 @@ fn resolve(
     })
 }
 
-type Global = (String, Ports, KeySource, HeartbeatTiming, Option<Arbitrator>);
+type Global = (String, Ports, KeySource, HeartbeatTiming, Option<(Arbitrator, usize)>);
+
+/// The arbitrator must be a third host: one on a node's own address goes down with that node
+/// (and would let the node grant itself the lease). Reports it at `at` and answers true.
+fn arbitrator_is_a_node(
+    arbitrator: &Arbitrator,
+    at: usize,
+    nodes: &[ReadNode],
+    diags: &mut Diagnostics<'_>,
+) -> bool {
+    let address = arbitrator.address.ip();
+    let Some(node) =
+        nodes.iter().find(|n| n.networks.iter().any(|net| net.config.address == address))
+    else {
+        return false;
+    };
+    diags.error(
+        at,
+        format!(
+            "<arbitrator address>: {address} is node `{}`'s own address; the arbitrator must run on a third host that stays up when either node fails",
+            node.name
+        ),
+    );
+    true
+}
 
 /// Warn about the one case where both nodes may run an application: no fencing and no arbitrator.
 fn check_split_brain_safety(
@@ -319,7 +349,7 @@ fn read_arbitrator(
     node: roxmltree::Node<'_, '_>,
     heartbeat: Option<HeartbeatTiming>,
     diags: &mut Diagnostics<'_>,
-) -> Option<Arbitrator> {
+) -> Option<(Arbitrator, usize)> {
     let mut arb = Element::new(node);
     let address = arb.attr("address");
     let port = arb.attr("port");
@@ -337,6 +367,7 @@ fn read_arbitrator(
         );
     }
     arb.finish(diags);
+    let address_at = address.map(|a| a.at).unwrap_or(node.range().start);
     let ip = address.and_then(|a| read(diags, "<arbitrator address>", a, value::ip));
     let port = port.and_then(|p| read(diags, "<arbitrator port>", p, value::port));
     let lease = match lease {
@@ -363,7 +394,7 @@ fn read_arbitrator(
             return None;
         }
     }
-    Some(Arbitrator { address: SocketAddr::new(ip, port), lease })
+    Some((Arbitrator { address: SocketAddr::new(ip, port), lease }, address_at))
 }
 
 /// A duration parser accepting only `lo..=hi`.
@@ -458,7 +489,10 @@ fn check_agent(
         format!("`{shown}` must be an absolute path")
     } else {
         match host.file_kind(&path) {
-            FileKind::Executable => return Some(path),
+            FileKind::Executable => match host.untrusted(&path, false) {
+                None => return Some(path),
+                Some(problem) => problem,
+            },
             FileKind::Missing => format!(
                 "`{shown}` does not exist on this node; install the fence agent (e.g. the fence-agents package) on every node"
             ),
@@ -631,7 +665,13 @@ fn read_key(
                     );
                     None
                 }
-                _ => Some(KeySource::File(path)),
+                _ => match host.untrusted(&path, true) {
+                    None => Some(KeySource::File(path)),
+                    Some(problem) => {
+                        diags.error(file.at, format!("<key file>: {problem}"));
+                        None
+                    }
+                },
             }
         }
     }
@@ -640,9 +680,11 @@ fn read_key(
 /// A key (inline or in its file) must be hex digits, whitespace ignored, at least 128 bits.
 pub fn check_hex_key(text: &str) -> Result<String, String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if let Some(bad) = compact.chars().find(|c| !c.is_ascii_hexdigit()) {
+    // The offending character is not quoted: a key file may be a link to any file.
+    if let Some(position) = compact.chars().position(|c| !c.is_ascii_hexdigit()) {
         return Err(format!(
-            "the key may only contain hexadecimal digits (0-9, a-f), not `{bad}`; `clbuild --genkey` makes a valid one"
+            "the key may only contain hexadecimal digits (0-9, a-f), and digit {} is something else; `clbuild --genkey` makes a valid one",
+            position + 1
         ));
     }
     if compact.len() < 32 {
@@ -897,9 +939,14 @@ fn read_node_network(
             read(diags, &attr_ctx("prefix"), p, |t| value::prefix(t, address))
         }
         (Some(p), None) => read(diags, &attr_ctx("prefix"), p, |t| value::prefix(t, address)),
-        (None, Some(m)) => read(diags, &attr_ctx("netmask"), m, value::netmask),
+        (None, Some(m)) => read(diags, &attr_ctx("netmask"), m, |t| value::netmask_for(t, address)),
         (None, None) => None,
     };
+    if let (Some(address), Some(prefix), Some(at)) = (address, prefix, address_at) {
+        if let Some(problem) = value::host_address_problem(address, prefix) {
+            diags.error(at, format!("{}: {problem}", attr_ctx("address")));
+        }
+    }
     let heartbeat_at = heartbeat.map(|h| h.at).unwrap_or(element.range().start);
     let heartbeat = match heartbeat {
         Some(h) => read(diags, &attr_ctx("heartbeat"), h, value::switch),

@@ -44,6 +44,14 @@ pub trait Host {
     /// What `path` (as written in the configuration) is on this node.
     fn file_kind(&self, path: &Path) -> FileKind;
 
+    /// Why `path` (as written in the configuration) must not be trusted on this node: it
+    /// leads out of the root, or someone other than root may change it (or, for a `secret`,
+    /// read it). The sentence names the path and the fix. The default trusts everything.
+    fn untrusted(&self, path: &Path, secret: bool) -> Option<String> {
+        let _ = (path, secret);
+        None
+    }
+
     /// The meta-data of the OCF agent `ocf:<provider>:<agent>` on this node. The default
     /// checks nothing: a host that cannot run agents (a test, a peer) accepts any agent.
     fn ocf_agent(&self, provider: &str, agent: &str) -> AgentLookup {

@@ -187,7 +187,7 @@ fn read_resource(
         AgentKind::Lsb { name } => {
             let path = format!("{INIT_DIR}/{name}");
             let problem = match host.file_kind(std::path::Path::new(&path)) {
-                FileKind::Executable => None,
+                FileKind::Executable => host.untrusted(std::path::Path::new(&path), false),
                 FileKind::Missing => Some(format!("{path} does not exist on this node")),
                 FileKind::Directory => Some(format!("{path} is a directory, not a script")),
                 FileKind::NotExecutable => {

@@ -129,6 +129,63 @@ pub fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// Why `address` cannot be a host's address on the network `address`/`prefix`: the
+/// unspecified, loopback or a multicast address, or the network or broadcast address of its
+/// subnet (IPv4 up to /30; for IPv6 the all-zeros subnet-router anycast address up to /126).
+/// `None` when it is a usable host address.
+pub fn host_address_problem(address: IpAddr, prefix: u8) -> Option<String> {
+    if address.is_unspecified() {
+        return Some(format!("{address} is the unspecified address, not a host's address"));
+    }
+    if address.is_loopback() {
+        return Some(format!("{address} is a loopback address, which never leaves the machine"));
+    }
+    if address.is_multicast() {
+        return Some(format!("{address} is a multicast address, not a host's address"));
+    }
+    let network = network_of(address, prefix);
+    match address {
+        IpAddr::V4(a) => {
+            if a.is_broadcast() {
+                return Some(format!("{address} is the broadcast address, not a host's address"));
+            }
+            if prefix <= 30 {
+                let host_bits = 32 - u32::from(prefix);
+                let broadcast = u32::from(a) | (u32::MAX >> (32 - host_bits));
+                if address == network {
+                    return Some(format!(
+                        "{address} is the network address of {network}/{prefix}, not a host's address"
+                    ));
+                }
+                if u32::from(a) == broadcast {
+                    return Some(format!(
+                        "{address} is the broadcast address of {network}/{prefix}, not a host's address"
+                    ));
+                }
+            }
+        }
+        IpAddr::V6(_) => {
+            if prefix <= 126 && address == network {
+                return Some(format!(
+                    "{address} is the subnet-router anycast address of {network}/{prefix} (all host bits zero), not a host's address"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The netmask attribute is for IPv4 only: an IPv6 address needs a prefix length.
+pub fn netmask_for(text: &str, address: Option<IpAddr>) -> Result<u8, String> {
+    if let Some(IpAddr::V6(_)) = address {
+        return Err(format!(
+            "`{}` is an IPv4 netmask but the address is IPv6; give prefix=\"64\" (the prefix length) instead",
+            shorten(text)
+        ));
+    }
+    netmask(text)
+}
+
 /// Parse a TCP/UDP port number.
 pub fn port(text: &str) -> Result<u16, String> {
     match text.parse::<u32>() {
@@ -320,6 +377,27 @@ mod tests {
         assert_eq!(netmask("255.255.255.255"), Ok(32));
         assert!(netmask("255.0.255.0").is_err());
         assert!(netmask("0.0.0.0").is_err());
+    }
+
+    #[test]
+    fn network_broadcast_and_special_addresses_are_not_host_addresses() {
+        let ip = |t: &str| t.parse::<IpAddr>().expect("address");
+        assert_eq!(host_address_problem(ip("10.0.0.5"), 24), None);
+        assert!(host_address_problem(ip("10.0.0.0"), 24).is_some_and(|m| m.contains("network")));
+        assert!(host_address_problem(ip("10.0.0.255"), 24).is_some_and(|m| m.contains("broadcast")));
+        assert!(host_address_problem(ip("224.0.0.1"), 24).is_some_and(|m| m.contains("multicast")));
+        assert!(host_address_problem(ip("0.0.0.0"), 8).is_some());
+        assert!(host_address_problem(ip("127.0.0.1"), 8).is_some_and(|m| m.contains("loopback")));
+        assert!(host_address_problem(ip("255.255.255.255"), 32).is_some());
+        // /31 and /32 have no network or broadcast address (RFC 3021).
+        assert_eq!(host_address_problem(ip("10.0.0.0"), 31), None);
+        assert_eq!(host_address_problem(ip("10.0.0.1"), 31), None);
+        assert_eq!(host_address_problem(ip("10.0.0.7"), 32), None);
+        assert!(host_address_problem(ip("fd00::"), 64).is_some());
+        assert!(host_address_problem(ip("ff02::1"), 64).is_some_and(|m| m.contains("multicast")));
+        assert_eq!(host_address_problem(ip("fd00::1"), 64), None);
+        assert!(netmask_for("255.255.255.0", Some(ip("fd00::1"))).is_err());
+        assert_eq!(netmask_for("255.255.255.0", Some(ip("10.0.0.1"))), Ok(24));
     }
 
     #[test]

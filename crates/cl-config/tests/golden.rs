@@ -25,6 +25,7 @@ impl Host for FakeHost {
             | "/etc/cluster/apache/stop"
             | "/etc/cluster/apache/check" => FileKind::Executable,
             "/etc/cluster/apache/notes.txt" => FileKind::NotExecutable,
+            "/etc/cluster/apache/shared-start" => FileKind::Executable,
             "/usr/sbin/fence_ipmilan" | "/usr/sbin/fence_linuxha_lab" => FileKind::Executable,
             "/usr/sbin/fence_notes.txt" => FileKind::NotExecutable,
             "/etc/init.d/myservice" => FileKind::Executable,
@@ -32,6 +33,13 @@ impl Host for FakeHost {
             "/etc/cluster/apache" | "/etc" => FileKind::Directory,
             _ => FileKind::Missing,
         }
+    }
+
+    /// One script anyone may change, as a real node's strict-mode check reports it.
+    fn untrusted(&self, path: &Path, _secret: bool) -> Option<String> {
+        (path == Path::new("/etc/cluster/apache/shared-start")).then(|| {
+            "/etc/cluster/apache/shared-start is writable by group or others (owner root (uid 0), mode 0777); run `chmod go-w /etc/cluster/apache/shared-start` (or set LINUXHA_STRICT_MODES=no)".to_string()
+        })
     }
 
     fn ocf_agent(&self, provider: &str, agent: &str) -> AgentLookup {

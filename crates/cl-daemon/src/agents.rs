@@ -202,6 +202,10 @@ impl Host for AgentHost<'_> {
         RootedHost { paths: self.paths }.file_kind(path)
     }
 
+    fn untrusted(&self, path: &Path, secret: bool) -> Option<String> {
+        RootedHost { paths: self.paths }.untrusted(path, secret)
+    }
+
     fn ocf_agent(&self, provider: &str, agent: &str) -> AgentLookup {
         let root = ocf_root(self.paths);
         let path = ocf::agent_path(&root, provider, agent);

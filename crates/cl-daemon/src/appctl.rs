@@ -123,7 +123,7 @@ impl AppControl {
             &ctx.peers(),
             policies,
             takeover_delay(&ctx),
-            crate::transport::new_epoch(),
+            crate::epoch::next_or_clock("application announcements"),
         );
         let storage = crate::storagectl::StorageControl::new(&configs);
         let runners =

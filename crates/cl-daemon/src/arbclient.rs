@@ -16,7 +16,6 @@ use cl_wire::arb::{ArbOp, ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
 
 use crate::context::Context;
-use crate::transport::new_epoch;
 
 /// A client of one cluster's clarbd, for one node.
 pub struct ArbClient {
@@ -26,6 +25,8 @@ pub struct ArbClient {
     sender: Sender,
     receiver: Receiver,
     next_seq: u64,
+    /// clarbd's epoch as last heard (0: not yet): requests echo it to prove they are fresh.
+    server_epoch: u64,
 }
 
 /// A reply and when its request was sent.
@@ -104,11 +105,17 @@ impl ArbClient {
             socket,
             server,
             node: node.to_string(),
-            // A new epoch per client: clarbd refuses frames from an older one, so a recorded
-            // request of an earlier run cannot be replayed.
-            sender: Sender::new(key.clone(), cluster, node, new_epoch()),
+            // A new epoch per client, from the counter: clarbd refuses frames from an older one,
+            // and every reply must echo it, so no reply to an earlier client can answer this one.
+            sender: Sender::new(
+                key.clone(),
+                cluster,
+                node,
+                crate::epoch::next().map_err(|e| io::Error::other(format!("{e:#}")))?,
+            ),
             receiver: Receiver::new(key, cluster),
             next_seq: 1,
+            server_epoch: 0,
         })
     }
 
@@ -132,17 +139,42 @@ impl ArbClient {
         op: ArbOp,
         timeout: Duration,
     ) -> Result<ArbAnswer, ArbClientError> {
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        let request = ArbRequest { node: self.node.clone(), op, seq };
-        let frame = self
-            .sender
-            .seal(Kind::Arbitrator, &request)
-            .map_err(|e| ArbClientError::Io(io::Error::other(e.to_string())))?;
         let sent_at = Instant::now();
-        self.socket.send_to(&frame, self.server).await?;
         let deadline = sent_at + timeout;
+        // At most twice: the first answer may only tell this client clarbd's current epoch.
+        for _attempt in 0..2 {
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1);
+            let request = ArbRequest { node: self.node.clone(), op, seq };
+            let frame = self
+                .sender
+                .seal_echoing(Kind::Arbitrator, &request, self.server_epoch)
+                .map_err(|e| ArbClientError::Io(io::Error::other(e.to_string())))?;
+            self.socket.send_to(&frame, self.server).await?;
+            let reply = self.wait_reply(seq, deadline, timeout).await?;
+            if reply.stale {
+                continue;
+            }
+            if let Some(message) = reply.error.clone() {
+                return Err(ArbClientError::Refused { message });
+            }
+            return Ok(ArbAnswer { reply, sent_at });
+        }
+        Err(ArbClientError::Refused {
+            message: "clarbd asked twice for its current epoch to be echoed".into(),
+        })
+    }
+
+    /// Wait until `deadline` for the reply to request `seq`: authentic, from the server, and
+    /// echoing this client's epoch. Its epoch becomes the one the next request echoes.
+    async fn wait_reply(
+        &mut self,
+        seq: u64,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<ArbReply, ArbClientError> {
         let mut buf = vec![0u8; MAX_FRAME];
+        let own_epoch = self.sender.epoch();
         loop {
             let received =
                 tokio::time::timeout_at(deadline.into(), self.socket.recv_from(&mut buf)).await;
@@ -156,7 +188,9 @@ impl ArbClient {
             if from != self.server {
                 continue;
             }
-            let Some((header, reply)) = self.receiver.receive::<ArbReply>(&buf[..len]) else {
+            let Ok((header, reply)) =
+                self.receiver.try_receive_fresh::<ArbReply>(&buf[..len], |echo| echo == own_epoch)
+            else {
                 continue;
             };
             if header.kind != Kind::Arbitrator
@@ -165,10 +199,8 @@ impl ArbClient {
             {
                 continue;
             }
-            if let Some(message) = reply.error.clone() {
-                return Err(ArbClientError::Refused { message });
-            }
-            return Ok(ArbAnswer { reply, sent_at });
+            self.server_epoch = header.epoch;
+            return Ok(reply);
         }
     }
 

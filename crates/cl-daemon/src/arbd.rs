@@ -20,13 +20,12 @@ use cl_config::clconf::{Arbitrator, KeySource};
 use cl_config::{load_cluster, ClusterConfig, FileKind, Host, Severity};
 use cl_core::arbiter::{ArbEvent, Arbiter};
 use cl_core::Time;
+use cl_paths::secure::{self, read_configured, Trust};
 use cl_paths::Paths;
 use cl_sys::warn_limited;
 use cl_wire::arb::{ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
 use tracing::{info, warn};
-
-use crate::transport::new_epoch;
 
 /// Set in the environment of a clarbd that already runs under its `clarbd-<cluster>` name.
 const NAMED_ENV: &str = "LINUXHA_CLARBD_NAMED";
@@ -84,9 +83,7 @@ impl ArbdConfig {
     pub fn load(opts: &ArbdOptions) -> Result<ArbdConfig> {
         let written =
             opts.config.clone().unwrap_or_else(|| PathBuf::from("/etc/cluster/clconf.xml"));
-        let file = opts.paths.resolve(&written);
-        let bytes =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let (file, bytes) = read_configured(&opts.paths, &written, secure::XML_CAP, Trust::Config)?;
         let loaded = load_cluster(&file.display().to_string(), &bytes, &ArbHost);
         let Some(config) = loaded.config else {
             let errors: Vec<String> = loaded
@@ -128,10 +125,9 @@ fn read_key(paths: &Paths, config: &ClusterConfig) -> Result<ClusterKey> {
             ClusterKey::from_hex(hex).map_err(|e| anyhow!("cluster key: {e}"))
         }
         KeySource::File(path) => {
-            let resolved = paths.resolve(path);
-            let text = std::fs::read_to_string(&resolved)
-                .with_context(|| format!("cannot read the cluster key {}", resolved.display()))?;
-            ClusterKey::from_hex(&text)
+            let (resolved, bytes) = read_configured(paths, path, secure::KEY_CAP, Trust::Secret)
+                .context("cannot read the cluster key")?;
+            ClusterKey::from_hex(&String::from_utf8_lossy(&bytes))
                 .map_err(|e| anyhow!("cluster key {}: {e}", resolved.display()))
         }
     }
@@ -182,6 +178,7 @@ pub fn start(opts: ArbdOptions) -> Result<()> {
     if !opts.foreground {
         cl_sys::process::daemonize().context("cannot detach")?;
     }
+    crate::epoch::init(&opts.paths);
     let pid_path = pid_file(&opts.paths, &config.cluster);
     cl_sys::process::write_pid_file(&pid_path, std::process::id())
         .with_context(|| format!("cannot write {}", pid_path.display()))?;
@@ -230,8 +227,10 @@ pub async fn serve(
     let now = || Time::from_millis(origin.elapsed().as_millis() as u64);
     let mut arbiter = Arbiter::new(now(), config.lease, config.nodes.clone());
     let mut receiver = Receiver::new(config.key.clone(), &config.cluster);
+    // This run's epoch is also its challenge: requests must echo it (cl_wire::fresh).
     let mut sender =
-        Sender::new(config.key.clone(), &config.cluster, ARBITRATOR_SENDER, new_epoch());
+        Sender::new(config.key.clone(), &config.cluster, ARBITRATOR_SENDER, crate::epoch::next()?);
+    let challenge = sender.epoch();
     let mut summaries = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; MAX_FRAME];
     tokio::pin!(shutdown);
@@ -262,12 +261,12 @@ pub async fn serve(
                         continue;
                     }
                 };
-                let Some(reply) = handle_datagram(
-                    &buf[..len], from, now(), &mut arbiter, &mut receiver, config.lease,
+                let Some((reply, client_epoch)) = handle_datagram(
+                    &buf[..len], from, now(), &mut arbiter, &mut receiver, config.lease, challenge,
                 ) else {
                     continue;
                 };
-                match sender.seal(Kind::Arbitrator, &reply) {
+                match sender.seal_echoing(Kind::Arbitrator, &reply, client_epoch) {
                     Ok(frame) => {
                         if let Err(e) = socket.send_to(&frame, from).await {
                             warn!(peer = %from, "cannot answer: {e}");
@@ -280,7 +279,8 @@ pub async fn serve(
     }
 }
 
-/// Decide about one datagram; the reply to send back, if any.
+/// Decide about one datagram; the reply to send back, if any, and the client epoch it echoes.
+#[allow(clippy::too_many_arguments)]
 fn handle_datagram(
     bytes: &[u8],
     from: SocketAddr,
@@ -288,7 +288,8 @@ fn handle_datagram(
     arbiter: &mut Arbiter,
     receiver: &mut Receiver,
     lease: Duration,
-) -> Option<ArbReply> {
+    challenge: u64,
+) -> Option<(ArbReply, u64)> {
     let (header, request): (_, ArbRequest) = match receiver.try_receive(bytes) {
         Ok(r) => r,
         Err(why) => {
@@ -307,35 +308,63 @@ fn handle_datagram(
         lease_ms: lease.as_millis() as u64,
         remaining_ms: 0,
         error: Some(error),
+        stale: false,
     };
+    let client_epoch = header.epoch;
     if header.kind != Kind::Arbitrator {
         warn_limited!("clarbd requests", "not an arbitrator request", peer = %from, sender = %header.sender, "rejected a {:?} frame: not an arbitrator request", header.kind);
         return None;
     }
     if header.sender != request.node {
         warn_limited!("clarbd requests", "another node", peer = %from, sender = %header.sender, node = %request.node, "rejected: the request names another node than its frame");
-        return Some(refuse(format!(
-            "the request names node `{}` but was sent by `{}`",
-            request.node, header.sender
-        )));
+        return Some((
+            refuse(format!(
+                "the request names node `{}` but was sent by `{}`",
+                request.node, header.sender
+            )),
+            client_epoch,
+        ));
+    }
+    if header.echo != challenge {
+        // Recorded before this clarbd started (a replay: a release replayed now could free a
+        // lease its holder still relies on), or a client that has not heard this run yet. Not
+        // acted on; the answer tells a genuine client the epoch to echo.
+        receiver.count_unfresh();
+        tracing::debug!(peer = %from, node = %request.node, "asked to echo this run's epoch first");
+        return Some((
+            ArbReply {
+                seq: request.seq,
+                granted: false,
+                holder: None,
+                lease_ms: lease.as_millis() as u64,
+                remaining_ms: 0,
+                error: None,
+                stale: true,
+            },
+            client_epoch,
+        ));
     }
     match arbiter.request(now, &request.node, request.op) {
         Ok((grant, events)) => {
             for event in &events {
                 log_event(event, lease);
             }
-            Some(ArbReply {
-                seq: request.seq,
-                granted: grant.granted,
-                holder: grant.holder,
-                lease_ms: grant.lease_ms,
-                remaining_ms: grant.remaining_ms,
-                error: None,
-            })
+            Some((
+                ArbReply {
+                    seq: request.seq,
+                    granted: grant.granted,
+                    holder: grant.holder,
+                    lease_ms: grant.lease_ms,
+                    remaining_ms: grant.remaining_ms,
+                    error: None,
+                    stale: false,
+                },
+                client_epoch,
+            ))
         }
         Err(rejected) => {
             warn!(peer = %from, node = %request.node, "rejected: {rejected}");
-            Some(refuse(rejected.to_string()))
+            Some((refuse(rejected.to_string()), client_epoch))
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context as _, Result};
 use cl_config::clconf::KeySource;
 use cl_config::{Built, ClusterConfig};
+use cl_paths::secure::{self, Trust};
 use cl_paths::Paths;
 use cl_wire::ClusterKey;
 use sha2::{Digest, Sha256};
@@ -29,10 +30,15 @@ pub struct Context {
 impl Context {
     /// Load the built configuration under `paths` and find this node in it.
     pub fn load(paths: Paths) -> Result<Context> {
+        crate::epoch::init(&paths);
         let file = paths.built_clconf();
-        let bytes = std::fs::read(&file).with_context(|| {
-            format!("no built cluster configuration at {} (run clbuild first)", file.display())
-        })?;
+        let bytes = match secure::read_regular(&file, secure::BUILT_CAP) {
+            Err(cl_paths::FileError::Missing { .. }) => {
+                bail!("no built cluster configuration at {} (run clbuild first)", file.display())
+            }
+            other => other?,
+        };
+        secure::check_strict(&file, paths.root(), Trust::Secret)?;
         let built: Built<ClusterConfig> = serde_json::from_slice(&bytes)
             .with_context(|| format!("the built configuration {} is damaged", file.display()))?;
         let local = cl_paths::local_node_name().context("cannot tell this node's name")?;
@@ -47,11 +53,10 @@ impl Context {
                 ClusterKey::from_hex(hex).map_err(|e| anyhow!("cluster key: {e}"))?
             }
             KeySource::File(path) => {
-                let resolved = paths.resolve(path);
-                let text = std::fs::read_to_string(&resolved).with_context(|| {
-                    format!("cannot read the cluster key {}", resolved.display())
-                })?;
-                ClusterKey::from_hex(&text)
+                let (resolved, bytes) =
+                    secure::read_configured(&paths, path, secure::KEY_CAP, Trust::Secret)
+                        .context("cannot read the cluster key")?;
+                ClusterKey::from_hex(&String::from_utf8_lossy(&bytes))
                     .map_err(|e| anyhow!("cluster key {}: {e}", resolved.display()))?
             }
         };

@@ -7,6 +7,12 @@
 //! receive path from silencing this node (and the other way round); clhbd restarts clhbd2 if it
 //! dies, and clhbd2 dies with clhbd (parent-death signal) so there is never a second sender.
 //! Both ask for realtime priority and locked memory so a loaded node keeps beating.
+//!
+//! Freshness (cl_wire::fresh): clhbd takes each clhbd2's epoch from the counter and passes it
+//! down, so it knows every epoch its senders used in this run ([`Challenges`]). A heartbeat
+//! counts only if it echoes one of them: peers echo the newest epoch they accepted from this
+//! node, which clhbd writes to the echo file for clhbd2 ([`EchoBook`]). Heartbeats recorded
+//! before clhbd restarted echo an epoch of an earlier run and are dropped as unfresh.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,12 +20,39 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cl_wire::msg::{HeartbeatMsg, LocalEvent};
-use cl_wire::{Kind, ReceiveError, Receiver, Sender};
+use cl_wire::{Challenges, EchoBook, Kind, ReceiveError, Receiver, Sender};
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::transport::new_epoch;
+
+/// The environment variable that carries clhbd2's epoch from clhbd.
+const SENDER_EPOCH_ENV: &str = "LINUXHA_CLHBD2_EPOCH";
+
+/// Where clhbd tells clhbd2 what to echo to each peer.
+pub fn echo_file(ctx: &Context) -> std::path::PathBuf {
+    ctx.paths.run_dir().join(format!("{}.heartbeat-echo", ctx.name()))
+}
+
+fn write_echoes(ctx: &Context, echoes: &EchoBook) {
+    let path = echo_file(ctx);
+    let written = serde_json::to_vec(echoes)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| cl_paths::write_atomic(&path, &bytes));
+    if let Err(e) = written {
+        warn!(
+            "cannot write {}: {e}; peers' heartbeats stop counting after a restart",
+            path.display()
+        );
+    }
+}
+
+fn read_echoes(ctx: &Context) -> EchoBook {
+    std::fs::read(echo_file(ctx))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
 
 /// Ask for realtime priority and locked memory; log what was not permitted.
 pub fn harden(daemon: &str) {
@@ -82,7 +115,11 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     tokio::spawn(crate::serve::monitor(None));
     let events = event_sender()?;
     let mut receiver = Receiver::new(ctx.key.clone(), ctx.name());
-    let mut sender_child = spawn_sender(&ctx)?;
+    let mut challenges = Challenges::new();
+    let mut echoes = EchoBook::new();
+    // Nothing heard in this run yet: clhbd2 must not echo what an earlier run learned.
+    write_echoes(&ctx, &echoes);
+    let mut sender_child = spawn_sender(&ctx, &mut challenges)?;
     let mut supervise = tokio::time::interval(Duration::from_millis(50));
     let mut report = tokio::time::interval(Duration::from_secs(1));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -97,7 +134,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                             warn!("ports or networks changed: they take effect when the cluster is formed again (clhalt, clform)");
                         }
                         if new.key.fingerprint() != ctx.key.fingerprint() {
-                            receiver = Receiver::new(new.key.clone(), new.name());
+                            receiver.rekey(new.key.clone());
                         }
                         info!(version = new.built.version, "configuration reloaded");
                         ctx = new;
@@ -110,30 +147,42 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                 }
             }
             Some((link, from, frame)) = rx.recv() => {
-                match receiver.try_receive::<HeartbeatMsg>(&frame) {
+                let received =
+                    receiver.try_receive_fresh::<HeartbeatMsg>(&frame, |echo| challenges.contains(echo));
+                match received {
                     Ok((header, beat)) => {
                         if header.sender == ctx.local {
                             continue; // our own frame reflected back: authentic but not news
                         }
+                        if echoes.learn(&header.sender, header.epoch) {
+                            write_echoes(&ctx, &echoes);
+                        }
                         let event = LocalEvent::Heartbeat { from: header.sender, link, beat };
                         notify(&events, &ctx, &event).await;
                     }
+                    Err(ReceiveError::Unfresh { sender, epoch, echo }) if sender != ctx.local => {
+                        // Authentic and new, but not proven fresh: learn its run so our echo
+                        // reaches it; it counts once it echoes ours (one interval after a
+                        // restart). A steady stream of these is a replay of recorded frames.
+                        if echoes.learn(&sender, epoch) {
+                            write_echoes(&ctx, &echoes);
+                        }
+                        log_dropped(&link, from, "frame Unfresh", &format!("unfresh heartbeat from {sender} (echo {echo}): recorded before this clhbd started, or sent before {sender} heard it"));
+                    }
                     Err(e) => {
-                        // One line per reason every 10 s: a flood of forgeries must not flood the log.
                         let hint = if matches!(e, ReceiveError::Decode(cl_wire::DecodeError::BadMac)) {
                             " (a node with a different cluster key, or a forged frame)"
                         } else {
                             ""
                         };
-                        let reason = crate::serve::reason(&e);
-                        cl_sys::warn_limited!("clhbd heartbeats", &reason, link = %link, %from, "dropped heartbeat frame: {e}{hint}");
+                        log_dropped(&link, from, &crate::serve::reason(&e), &format!("dropped heartbeat frame: {e}{hint}"));
                     }
                 }
             }
             _ = supervise.tick() => {
                 if let Ok(Some(status)) = sender_child.try_wait() {
                     warn!("clhbd2 exited ({status}); restarting it");
-                    sender_child = spawn_sender(&ctx)?;
+                    sender_child = spawn_sender(&ctx, &mut challenges)?;
                 }
             }
             _ = report.tick() => {
@@ -150,9 +199,18 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     }
 }
 
-fn spawn_sender(ctx: &Context) -> Result<std::process::Child> {
-    let child = crate::spawn_daemon(ctx, &format!("clhbd2-{}", ctx.name()))?;
-    info!(pid = child.id(), "started clhbd2");
+/// One line per kind of drop every 10 s: a flood of forgeries or replays must not flood the log.
+fn log_dropped(link: &str, from: SocketAddr, reason: &str, text: &str) {
+    cl_sys::warn_limited!("clhbd heartbeats", reason, link = %link, %from, "{text}");
+}
+
+/// Start clhbd2 with a new epoch, which becomes a challenge of this clhbd run.
+fn spawn_sender(ctx: &Context, challenges: &mut Challenges) -> Result<std::process::Child> {
+    let epoch = crate::epoch::next()?;
+    let argv0 = format!("clhbd2-{}", ctx.name());
+    let child = crate::spawn_daemon_with(ctx, &argv0, &[(SENDER_EPOCH_ENV, &epoch.to_string())])?;
+    challenges.issue(epoch);
+    info!(pid = child.id(), epoch, "started clhbd2");
     Ok(child)
 }
 
@@ -169,14 +227,19 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     harden("clhbd2");
     let cluster = ctx.cluster().clone();
     let port = cluster.ports.clhbd;
-    let mut targets: Vec<(tokio::net::UdpSocket, Vec<SocketAddr>, String)> = Vec::new();
+    // Per heartbeat network: the socket, the peers' addresses with their names, the network.
+    type Target = (tokio::net::UdpSocket, Vec<(SocketAddr, String)>, String);
+    let mut targets: Vec<Target> = Vec::new();
     if let Some(me) = cluster.node(&ctx.local) {
         for network in me.networks.iter().filter(|n| n.heartbeat) {
-            let peers: Vec<SocketAddr> = cluster
+            let peers: Vec<(SocketAddr, String)> = cluster
                 .nodes
                 .iter()
                 .filter(|n| n.name != ctx.local)
-                .filter_map(|n| n.network(&network.name).map(|p| SocketAddr::new(p.address, port)))
+                .filter_map(|n| {
+                    n.network(&network.name)
+                        .map(|p| (SocketAddr::new(p.address, port), n.name.clone()))
+                })
                 .collect();
             let socket =
                 cl_sys::udp::bind_udp(SocketAddr::new(network.address, 0)).with_context(|| {
@@ -185,7 +248,13 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
             targets.push((socket, peers, network.name.clone()));
         }
     }
-    let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
+    // The epoch clhbd issued for this run of clhbd2 (a challenge of its run); a clhbd2 started
+    // by hand takes one of its own.
+    let epoch = match std::env::var(SENDER_EPOCH_ENV).ok().and_then(|e| e.parse().ok()) {
+        Some(epoch) => epoch,
+        None => crate::epoch::next()?,
+    };
+    let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, epoch);
     let mut beat = HeartbeatMsg {
         config_version: ctx.built.version,
         config_checksum: ctx.checksum.clone(),
@@ -205,7 +274,7 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                         // The new version goes out with the next beat; the key, if it changed, too.
                         beat = HeartbeatMsg { config_version: new.built.version, config_checksum: new.checksum.clone(), taking_over: Vec::new() };
                         if new.key.fingerprint() != ctx.key.fingerprint() {
-                            sender = Sender::new(new.key.clone(), new.name(), &new.local, new_epoch());
+                            sender.rekey(new.key.clone());
                         }
                         info!(version = new.built.version, "configuration reloaded");
                     }
@@ -216,9 +285,11 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         }
         // cldaemon names the peers it takes over; they must hear it even if we cannot hear them.
         beat.taking_over = crate::guardctl::read_notice(&ctx);
+        let echoes = read_echoes(&ctx);
         for (socket, peers, link) in &targets {
-            for peer in peers {
-                let frame = match sender.seal(Kind::Heartbeat, &beat) {
+            for (peer, name) in peers {
+                let frame = match sender.seal_echoing(Kind::Heartbeat, &beat, echoes.echo_for(name))
+                {
                     Ok(frame) => frame,
                     Err(e) => {
                         warn!("cannot encode a heartbeat: {e}");

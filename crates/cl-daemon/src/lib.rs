@@ -12,6 +12,8 @@ pub mod appctl;
 pub mod arbclient;
 pub mod arbd;
 pub mod context;
+pub mod epoch;
+pub mod exchange;
 pub mod guardctl;
 pub mod heartbeat;
 pub mod lockclient;
@@ -253,11 +255,21 @@ pub fn reexec(ctx: &Context) {
 /// Start the daemon binary under the name `argv0` (e.g. `clhbd-cluster1`), with the node's
 /// root and name in its environment.
 pub fn spawn_daemon(ctx: &Context, argv0: &str) -> Result<std::process::Child> {
+    spawn_daemon_with(ctx, argv0, &[])
+}
+
+/// [`spawn_daemon`] with `extra` environment variables for the child.
+pub fn spawn_daemon_with(
+    ctx: &Context,
+    argv0: &str,
+    extra: &[(&str, &str)],
+) -> Result<std::process::Child> {
     // The running binary itself, even if its file was replaced meanwhile (an upgrade):
     // daemons of one node always speak the same version.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let env = child_env(ctx);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
     cl_sys::process::spawn_named(&exe, argv0, &[], &env)
         .with_context(|| format!("cannot start {argv0}"))
 }

@@ -80,7 +80,7 @@ use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::transport::{admin_request, new_epoch, read_frame};
+use crate::transport::admin_request;
 
 /// The shortest lease.
 pub const MIN_LEASE: Duration = Duration::from_secs(15);
@@ -488,9 +488,8 @@ struct Lockd {
     sender: Mutex<Sender>,
     /// The peer's requests.
     requests: Mutex<Receiver>,
-    /// The peer's answers to our requests.
-    answers: Mutex<Receiver>,
-    /// Request ids and grant tokens: unique per run, and higher than any earlier run's.
+    /// Where request ids and grant tokens come from when the epoch counter cannot be written
+    /// (they are taken from it, so unique and higher than any earlier run's).
     next: AtomicU64,
     /// The peer address that answered last.
     preferred: AtomicUsize,
@@ -516,13 +515,12 @@ impl Lockd {
         let Some(peer) = ctx.peers().into_iter().next() else {
             bail!("the cluster has no other node");
         };
-        let epoch = new_epoch();
+        let epoch = crate::epoch::next()?;
         let lease = lease(&ctx);
         Ok(Lockd {
             table: Mutex::new(LockTable::new(&ctx.local, &peer, lease, Duration::ZERO)),
             sender: Mutex::new(Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, epoch)),
             requests: Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())),
-            answers: Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())),
             next: AtomicU64::new(epoch),
             preferred: AtomicUsize::new(0),
             holders: Mutex::new(HashMap::new()),
@@ -542,7 +540,20 @@ impl Lockd {
     }
 
     fn fresh(&self) -> u64 {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        match crate::epoch::next() {
+            Ok(id) => {
+                self.next.fetch_max(id + 1, Ordering::Relaxed);
+                id
+            }
+            Err(e) => {
+                cl_sys::warn_limited!(
+                    "cllockd",
+                    "epoch counter",
+                    "cannot take an id from the epoch counter, counting on: {e:#}"
+                );
+                self.next.fetch_add(1, Ordering::Relaxed)
+            }
+        }
     }
 
     fn peer_addresses(&self) -> Vec<SocketAddr> {
@@ -564,37 +575,31 @@ impl Lockd {
         for i in 0..addresses.len() {
             let index = (first + i) % addresses.len();
             let address = addresses[index];
-            // A fresh frame per attempt: a frame that reached the peer late is not a replay.
-            let frame = locked(&self.sender)
-                .seal(Kind::Lock, &msg)
-                .map_err(|e| anyhow!("cannot encode: {e}"))?;
-            let bytes = match tokio::time::timeout(PEER_TIMEOUT, exchange(address, &frame)).await {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(e)) => {
-                    last_error = e.context(address.to_string());
-                    continue;
-                }
-                Err(_) => {
-                    last_error = anyhow!("{address}: no answer within {PEER_TIMEOUT:?}");
-                    continue;
-                }
+            // A fresh exchange per attempt: a frame that reached the peer late is not a replay.
+            let attempt = async {
+                let mut stream = TcpStream::connect(address).await.context("connect")?;
+                crate::exchange::request::<_, _, PeerLockAnswer>(
+                    &mut stream,
+                    &self.sender,
+                    &self.ctx.key,
+                    self.ctx.name(),
+                    Kind::Lock,
+                    &msg,
+                )
+                .await
             };
-            let received = locked(&self.answers).try_receive::<PeerLockAnswer>(&bytes);
-            match received {
-                Ok((header, answer)) if header.sender == self.peer && answer.id == id => {
+            match tokio::time::timeout(PEER_TIMEOUT, attempt).await {
+                Ok(Ok((header, answer))) if header.sender == self.peer && answer.id == id => {
                     self.preferred.store(index, Ordering::Relaxed);
                     self.table().heard_peer(self.now());
                     return Ok(answer.reply);
                 }
-                Ok((header, _)) => {
+                Ok(Ok((header, _))) => {
                     last_error =
                         anyhow!("{address}: an answer from {} to another request", header.sender)
                 }
-                Err(e) => {
-                    last_error = anyhow!(
-                    "{address}: answer rejected: {e} (is the cluster key the same on both nodes?)"
-                )
-                }
+                Ok(Err(e)) => last_error = e.context(address.to_string()),
+                Err(_) => last_error = anyhow!("{address}: no answer within {PEER_TIMEOUT:?}"),
             }
         }
         Err(last_error)
@@ -812,41 +817,37 @@ impl Lockd {
         from: SocketAddr,
         conn: crate::serve::Conn,
     ) {
-        let read = read_frame(&mut stream);
-        let frame = match crate::serve::within(&conn, PEER_TIMEOUT * 2, "a request", read).await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => {
-                return conn.rejected("unreadable frame", &format!("from {from}: {e:#}"))
-            }
-            None => return,
-        };
-        let received = locked(&self.requests).try_receive::<PeerLockMsg>(&frame);
-        let msg = match received {
-            Ok((header, msg)) if header.sender == self.peer => msg,
-            Ok((header, _)) => {
+        let accept = crate::exchange::accept::<_, PeerLockMsg>(
+            &mut stream,
+            &self.requests,
+            &self.sender,
+            Kind::Lock,
+        );
+        let accepted = crate::serve::within(&conn, PEER_TIMEOUT * 2, "a request", accept).await;
+        let incoming = match accepted {
+            Some(Ok(incoming)) if incoming.header.sender == self.peer => incoming,
+            Some(Ok(incoming)) => {
                 return conn.rejected(
                     "wrong sender",
                     &format!(
                         "a lock request from {from} claims to come from {}, not {}",
-                        header.sender, self.peer
+                        incoming.header.sender, self.peer
                     ),
                 )
             }
-            Err(e) => {
+            None => return,
+            Some(Err(e)) => {
                 return conn.rejected(
-                    &crate::serve::reason(&e),
+                    &crate::serve::accept_reason(&e),
                     &format!(
                     "lock request from {from}: {e} (is the cluster key the same on both nodes?)"
                 ),
                 )
             }
         };
-        let reply = self.on_peer_request(msg.request);
-        let answer = PeerLockAnswer { id: msg.id, reply };
-        let frame = locked(&self.sender).seal(Kind::Lock, &answer);
-        if let Ok(frame) = frame {
-            let _ = stream.write_all(&frame).await;
-        }
+        let reply = self.on_peer_request(incoming.request.request.clone());
+        let answer = PeerLockAnswer { id: incoming.request.id, reply };
+        let _ = crate::exchange::reply(&mut stream, &self.sender, &incoming, &answer).await;
     }
 
     fn on_peer_request(&self, request: PeerLockRequest) -> PeerLockReply {
@@ -956,13 +957,6 @@ impl Lockd {
             debug!("could not tell {} that this cllockd stops: {e:#}", self.peer);
         }
     }
-}
-
-/// Send `frame` to `address` and read one frame back.
-async fn exchange(address: SocketAddr, frame: &[u8]) -> Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(address).await.context("connect")?;
-    stream.write_all(frame).await?;
-    read_frame(&mut stream).await
 }
 
 async fn write_line<W: AsyncWriteExt + Unpin>(

@@ -30,11 +30,11 @@ use cl_wire::msg::{
 use cl_wire::{Kind, Receiver, Sender};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixDatagram, UnixListener};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::context::Context;
-use crate::transport::{new_epoch, peer_request, read_frame};
+use crate::transport::peer_request;
 
 /// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
 pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
@@ -157,7 +157,7 @@ pub async fn run(ctx: Context) -> Result<()> {
 
     let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
-    let peer_receiver = Arc::new(Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
+    let peer_receiver = Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
     for (network, address) in ctx.local_addresses() {
         let address = SocketAddr::new(address, ctx.cluster().ports.cldaemon);
         let listener = TcpListener::bind(address)
@@ -1346,31 +1346,46 @@ pub async fn push_to_peers(
 async fn serve_peers(
     listener: TcpListener,
     ctx: Context,
-    receiver: Arc<Mutex<Receiver>>,
+    receiver: Arc<std::sync::Mutex<Receiver>>,
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ClusterStatus>,
 ) {
+    // One sender for every reply of this run: replies echo the client's nonce, so they need no
+    // epoch of their own per connection (an epoch is a write to the counter file).
+    let sender = match crate::epoch::next() {
+        Ok(epoch) => Arc::new(std::sync::Mutex::new(Sender::new(
+            ctx.key.clone(),
+            ctx.name(),
+            &ctx.local,
+            epoch,
+        ))),
+        Err(e) => {
+            error!("cannot serve peer requests: {e:#}");
+            return;
+        }
+    };
     let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
     let stats = crate::serve::Listener::register("cldaemon", name, crate::serve::PEER_LIMITS);
     crate::serve::serve(listener, stats, move |mut stream, from, conn| {
         let ctx = ctx.clone();
         let receiver = receiver.clone();
+        let sender = sender.clone();
         let commands = commands.clone();
         let status = status.clone();
         async move {
-            let read = read_frame(&mut stream);
-            let frame = match crate::serve::within(&conn, PEER_TIMEOUT, "a request", read).await {
-                Some(Ok(frame)) => frame,
-                Some(Err(e)) => {
-                    return conn.rejected("unreadable frame", &format!("from {from}: {e:#}"))
-                }
+            let accept = crate::exchange::accept::<_, PeerRequest>(
+                &mut stream,
+                &receiver,
+                &sender,
+                Kind::NodeManager,
+            );
+            let incoming = match crate::serve::within(&conn, PEER_TIMEOUT, "a request", accept)
+                .await
+            {
+                Some(Ok(incoming)) => incoming,
                 None => return,
-            };
-            let request = receiver.lock().await.try_receive::<PeerRequest>(&frame);
-            let (header, request) = match request {
-                Ok(ok) => ok,
-                Err(e) => {
-                    let reason = crate::serve::reason(&e);
+                Some(Err(e)) => {
+                    let reason = crate::serve::accept_reason(&e);
                     conn.rejected(
                         &reason,
                         &format!("from {from}: {e} (is the cluster key the same on every node?)"),
@@ -1378,11 +1393,10 @@ async fn serve_peers(
                     return;
                 }
             };
-            let reply = handle_peer(&ctx, &header.sender, request, &commands, &status).await;
-            let mut sender = Sender::new(ctx.key.clone(), ctx.name(), &ctx.local, new_epoch());
-            if let Ok(frame) = sender.seal(Kind::NodeManager, &reply) {
-                let _ = stream.write_all(&frame).await;
-            }
+            let request = incoming.request.clone();
+            let reply =
+                handle_peer(&ctx, &incoming.header.sender, request, &commands, &status).await;
+            let _ = crate::exchange::reply(&mut stream, &sender, &incoming, &reply).await;
         }
     })
     .await

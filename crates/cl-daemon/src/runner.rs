@@ -196,7 +196,7 @@ impl Runner {
         }
         let Some(start) = &self.app.start else { return Ok(()) };
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let script = self.ctx.paths.resolve(&start.path);
+        let script = trusted_program(&self.ctx.paths, &start.path)?;
         let outcome = cl_drivers::script::run_script(
             &script,
             &["start"],
@@ -255,18 +255,21 @@ impl Runner {
         let app = &self.app.name;
         let env = self.env();
         if let Some(stop) = &self.app.stop {
-            let script = self.ctx.paths.resolve(&stop.path);
             let env: Vec<(&str, &str)> =
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let ran = cl_drivers::script::run_script(
-                &script,
-                &[],
-                &env,
-                cgroup,
-                &self.log_file(),
-                stop.timeout,
-            )
-            .await;
+            let ran = match trusted_program(&self.ctx.paths, &stop.path) {
+                Ok(script) => cl_drivers::script::run_script(
+                    &script,
+                    &[],
+                    &env,
+                    cgroup,
+                    &self.log_file(),
+                    stop.timeout,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
             match ran {
                 Ok(outcome) if !outcome.success() => {
                     warn!(%app, "stop script {outcome}; killing what is left")
@@ -460,7 +463,10 @@ impl Runner {
                 let address = address.or_else(|| self.app.vips.first().map(|v| v.address))?;
                 Check::Tcp { address, port: *port }
             }
-            MonitorKind::Command { path } => Check::Command { path: self.ctx.paths.resolve(path) },
+            MonitorKind::Command { path } => match trusted_program(&self.ctx.paths, path) {
+                Ok(path) => Check::Command { path },
+                Err(e) => return Some(Err(e)),
+            },
         };
         let cgroup = self.cgroup().ok();
         let result = cl_drivers::monitor::check(&check, cgroup.as_ref(), monitor.timeout).await;
@@ -476,6 +482,18 @@ impl Runner {
 
 /// This process's cgroup v2 directory: the cgroup2 mount point plus the `0::` path of
 /// /proc/self/cgroup.
+/// A configured script or program that is about to run as root: under the root, and owned by
+/// root and not writable by others (unless `LINUXHA_STRICT_MODES=no`), else why not.
+fn trusted_program(
+    paths: &cl_paths::Paths,
+    configured: &std::path::Path,
+) -> Result<PathBuf, String> {
+    let resolved = paths.confine(configured).map_err(|e| e.to_string())?;
+    cl_paths::secure::check_strict(&resolved, paths.root(), cl_paths::secure::Trust::Config)
+        .map_err(|e| format!("not run: {e}"))?;
+    Ok(resolved)
+}
+
 fn own_cgroup() -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     let root = mounts.lines().find_map(|l| {

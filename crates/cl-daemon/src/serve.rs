@@ -376,27 +376,37 @@ pub fn raise_open_files() {
     }
 }
 
-/// The class of a rejected frame, as a rate-limiting key: `BadMac`, `Truncated`, `Replay`…
+/// The class of a rejected frame, as a rate-limiting key: `frame BadMac`, `frame Replay`…
 pub fn reason(error: &ReceiveError) -> String {
-    let text = match error {
-        ReceiveError::Decode(d) => format!("{d:?}"),
-        ReceiveError::Replay(r) => format!("Replay {r:?}"),
-    };
-    let class = text.split(['(', ' ', '{']).next().unwrap_or("");
     match error {
+        ReceiveError::Decode(d) => {
+            let text = format!("{d:?}");
+            format!("frame {}", text.split(['(', ' ', '{']).next().unwrap_or(""))
+        }
         ReceiveError::Replay(_) => "frame Replay".to_string(),
-        ReceiveError::Decode(_) => format!("frame {class}"),
+        ReceiveError::Unfresh { .. } => "frame Unfresh".to_string(),
+    }
+}
+
+/// The class of a failed request exchange ([`crate::exchange::accept`]), as a rate-limiting
+/// key: `unreadable frame` (bad header, oversized, closed early), a rejected frame's class, or
+/// `wrong sender`.
+pub fn accept_reason(error: &crate::exchange::AcceptError) -> String {
+    match error {
+        crate::exchange::AcceptError::Io(_) => "unreadable frame".to_string(),
+        crate::exchange::AcceptError::Rejected(e) => reason(e),
+        crate::exchange::AcceptError::SenderMismatch { .. } => "wrong sender".to_string(),
     }
 }
 
 /// Every second, put cldaemon's counters of its peers' frames into its own clstat (as clhbd
 /// and cllockd report theirs), through its event socket.
-pub async fn report_frame_counters(ctx: Context, receiver: Arc<tokio::sync::Mutex<Receiver>>) {
+pub async fn report_frame_counters(ctx: Context, receiver: Arc<Mutex<Receiver>>) {
     let Ok(events) = crate::heartbeat::event_sender() else { return };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let counters = *receiver.lock().await.counters();
+        let counters = *locked(&receiver).counters();
         let event = LocalEvent::Counters { daemon: "cldaemon".into(), counters };
         crate::heartbeat::notify(&events, &ctx, &event).await;
     }

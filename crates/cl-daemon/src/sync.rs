@@ -26,6 +26,16 @@ impl Host for RootedHost<'_> {
             Ok(_) => FileKind::NotExecutable,
         }
     }
+
+    fn untrusted(&self, path: &Path, secret: bool) -> Option<String> {
+        use cl_paths::secure::{check_strict, Trust};
+        let trust = if secret { Trust::Secret } else { Trust::Config };
+        let resolved = match self.paths.confine(path) {
+            Ok(resolved) => resolved,
+            Err(e) => return Some(e.to_string()),
+        };
+        check_strict(&resolved, self.paths.root(), trust).err().map(|e| e.to_string())
+    }
 }
 
 /// The version and source of the built configuration `kind` on this node, if any.

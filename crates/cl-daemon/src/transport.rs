@@ -3,18 +3,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use cl_wire::msg::{AdminRequest, AdminResponse, PeerReply, PeerRequest};
-use cl_wire::{frame_len, ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
+use cl_wire::{frame_len, ClusterKey, Kind, Sender, MAX_FRAME};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
-
-/// A fresh epoch: nanoseconds since the Unix epoch, so a restarted sender's epoch is higher.
-pub fn new_epoch() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-}
 
 /// Read one whole frame from a stream (length from the header, capped at MAX_FRAME).
 pub async fn read_frame<R: AsyncReadExt + Unpin>(stream: &mut R) -> Result<Vec<u8>> {
@@ -79,13 +75,16 @@ async fn peer_request_one(
     request: &PeerRequest,
 ) -> Result<PeerReply> {
     let mut stream = TcpStream::connect(address).await.context("connect")?;
-    let frame = seal_request(key, cluster, local, request)?;
-    stream.write_all(&frame).await?;
-    let reply = read_frame(&mut stream).await?;
-    let mut receiver = Receiver::new(key.clone(), cluster);
-    let (_, reply) = receiver
-        .try_receive::<PeerReply>(&reply)
-        .map_err(|e| anyhow!("reply rejected: {e} (is the cluster key the same on both nodes?)"))?;
+    let sender = request_sender(key, cluster, local)?;
+    let (_, reply) = crate::exchange::request::<_, _, PeerReply>(
+        &mut stream,
+        &sender,
+        key,
+        cluster,
+        Kind::NodeManager,
+        request,
+    )
+    .await?;
     Ok(reply)
 }
 
@@ -94,20 +93,23 @@ async fn peer_request_one(
 /// out of order; the receiver's window accepts that within one epoch, whereas a fresh epoch per
 /// request made a later-created request that arrived first reject the earlier one as a replay
 /// (seen on slow guests).
-fn seal_request(
-    key: &ClusterKey,
-    cluster: &str,
-    local: &str,
-    request: &PeerRequest,
-) -> Result<Vec<u8>> {
-    type Senders = std::collections::BTreeMap<(String, String), Sender>;
-    static SENDERS: std::sync::OnceLock<std::sync::Mutex<Senders>> = std::sync::OnceLock::new();
+fn request_sender(key: &ClusterKey, cluster: &str, local: &str) -> Result<Arc<Mutex<Sender>>> {
+    type Senders = std::collections::BTreeMap<(String, String), Arc<Mutex<Sender>>>;
+    static SENDERS: std::sync::OnceLock<Mutex<Senders>> = std::sync::OnceLock::new();
     let senders = SENDERS.get_or_init(Default::default);
-    let mut senders = senders.lock().map_err(|_| anyhow!("request sender poisoned"))?;
-    let sender = senders
-        .entry((cluster.to_string(), local.to_string()))
-        .or_insert_with(|| Sender::new(key.clone(), cluster, local, new_epoch()));
-    sender.seal(Kind::NodeManager, request).map_err(|e| anyhow!("encode: {e}"))
+    let mut senders = senders.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let slot = (cluster.to_string(), local.to_string());
+    if let Some(sender) = senders.get(&slot) {
+        let mut sealing = sender.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The key may have changed (clbuild --genkey, then a reload): same run, new key.
+        sealing.rekey(key.clone());
+        drop(sealing);
+        return Ok(sender.clone());
+    }
+    let sender =
+        Arc::new(Mutex::new(Sender::new(key.clone(), cluster, local, crate::epoch::next()?)));
+    senders.insert(slot, sender.clone());
+    Ok(sender)
 }
 
 /// Send one request to the local cldaemon's admin socket and read its response.

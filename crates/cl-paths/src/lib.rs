@@ -7,7 +7,11 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+
+pub mod secure;
+
+pub use secure::FileError;
 
 /// Environment variable that moves the root, as `--root` does.
 pub const ROOT_ENV: &str = "LINUXHA_ROOT";
@@ -89,6 +93,16 @@ impl Paths {
         self.root.join("var/log/cluster")
     }
 
+    /// `var/lib/cluster`: state that must survive a reboot (the frame epoch counter).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("var/lib/cluster")
+    }
+
+    /// `var/lib/cluster/epoch`: the highest frame epoch this node has handed out.
+    pub fn epoch_file(&self) -> PathBuf {
+        self.state_dir().join("epoch")
+    }
+
     /// `run/cluster`: sockets and pid files of the running daemons.
     pub fn run_dir(&self) -> PathBuf {
         self.root.join("run/cluster")
@@ -100,6 +114,57 @@ impl Paths {
         match configured.strip_prefix("/") {
             Ok(relative) => self.root.join(relative),
             Err(_) => self.root.join(configured),
+        }
+    }
+}
+
+impl Paths {
+    /// [`Paths::resolve`], refusing a path that leads out of the root: `..` components and
+    /// symlinks (in the existing part of the path) are followed as the kernel would, and the
+    /// result must lie under the root. The part that does not exist yet is taken as written
+    /// (`..` there is refused, and so is a dangling symlink). Under the root `/` every path is
+    /// inside.
+    pub fn confine(&self, configured: &Path) -> Result<PathBuf, FileError> {
+        let joined = self.resolve(configured);
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let outside = |resolved: PathBuf| FileError::OutsideRoot {
+            configured: configured.to_path_buf(),
+            resolved,
+            root: root.clone(),
+        };
+        let components: Vec<Component<'_>> = joined.components().collect();
+        // The longest prefix that exists, with its symlinks and `..` resolved.
+        let mut split = components.len();
+        let mut resolved = loop {
+            let prefix: PathBuf = components[..split].iter().collect();
+            if split == 0 {
+                break PathBuf::from("/");
+            }
+            match fs::canonicalize(&prefix) {
+                Ok(real) => break real,
+                Err(_) => split -= 1,
+            }
+        };
+        for component in &components[split..] {
+            match component {
+                Component::Normal(name) => {
+                    resolved.push(name);
+                    if fs::symlink_metadata(&resolved).is_ok() {
+                        // It exists but could not be resolved: a dangling or looping symlink.
+                        return Err(outside(resolved));
+                    }
+                }
+                Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                    resolved.push(component);
+                    return Err(outside(resolved));
+                }
+            }
+        }
+        if resolved.starts_with(&root) {
+            Ok(resolved)
+        } else {
+            Err(outside(resolved))
         }
     }
 }

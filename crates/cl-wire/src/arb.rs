@@ -45,6 +45,10 @@ pub struct ArbReply {
     /// Why the request was refused outright (not a cluster node, sender mismatch), if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The request did not echo this arbitrator run's epoch (clarbd restarted, or the client
+    /// has not heard it yet): nothing was done; ask again echoing this reply's epoch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 #[cfg(test)]
@@ -78,6 +82,7 @@ mod tests {
             lease_ms: 4000,
             remaining_ms: 1234,
             error: None,
+            stale: false,
         };
         let frame = arb.seal(Kind::Arbitrator, &reply).expect("sealed");
         let (header, got): (_, ArbReply) = node_rx.receive(&frame).expect("accepted");

@@ -1,6 +1,6 @@
 //! Frame layout, [`encode`] and [`decode`].
 //!
-//! One frame, all integers big-endian (version 1):
+//! One frame, all integers big-endian (version 2):
 //!
 //! ```text
 //!  0               1               2               3
@@ -11,10 +11,13 @@
 //! +---------------+-----------------------------------------------+
 //! |  sender len   |  sender node name (sender len bytes, UTF-8)  ...
 //! +---------------+-----------------------------------------------+
-//! |                  epoch (u64): the sender's start                |
+//! |        epoch (u64): the sender's run, from a persisted counter    |
 //! |                                                                 |
 //! +-----------------------------------------------------------------+
 //! |                  seq (u64): per epoch, from 0                   |
+//! |                                                                 |
+//! +-----------------------------------------------------------------+
+//! |   echo (u64): a challenge of the receiver's current run, or 0   |
 //! |                                                                 |
 //! +-----------------------------------------------------------------+
 //! |                  body length (u32)                              |
@@ -25,6 +28,11 @@
 //! +-----------------------------------------------------------------+
 //! ```
 //!
+//! echo proves freshness across restarts (docs/cluster.md, "Replay protection"): the sender
+//! copies into it a value the receiver issued during its current run (the receiver's epoch, or
+//! a per-connection nonce), so a frame recorded before the receiver restarted is recognised
+//! even though the receiver's replay window was lost with its memory. Version 1 had no echo.
+//!
 //! kind is the channel: 1 heartbeat, 2 node manager, 3 lock, 4 admin peer (see [`Kind`]). A whole
 //! frame is at most [`MAX_FRAME`] bytes and at least [`MIN_FRAME`] (the fixed fields and the tag).
 //! [`encode`] writes names of 1 to 255 bytes.
@@ -34,7 +42,7 @@
 //! 2. truncation: shorter than [`MIN_FRAME`] ([`DecodeError::Truncated`]);
 //! 3. magic and version;
 //! 4. the length fields must cover the bytes exactly (shorter: truncated; longer: garbled). This
-//!    comes after magic and version because lengths only mean something in a version-1 frame;
+//!    comes after magic and version because lengths only mean something in a version-2 frame;
 //! 5. the MAC, in constant time, BEFORE anything in the frame is interpreted: until the tag
 //!    checks out, the bytes may come from anyone and must not steer the parser or the caller;
 //! 6. the cluster name, then the kind and sender, then the body JSON.
@@ -50,12 +58,12 @@ use crate::key::{ClusterKey, TAG_LEN};
 
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"LH";
-/// The protocol version this crate writes and reads.
-pub const VERSION: u8 = 1;
+/// The protocol version this crate writes and reads (2: with the echo field).
+pub const VERSION: u8 = 2;
 /// Largest frame in bytes, tag included; bigger input is refused unread.
 pub const MAX_FRAME: usize = 64 * 1024;
 /// Fewest bytes the layout allows: every fixed field, empty names and body, and the tag.
-pub const MIN_FRAME: usize = FIXED_HEAD + 1 + 1 + 8 + 8 + 4 + TAG_LEN;
+pub const MIN_FRAME: usize = FIXED_HEAD + 1 + 1 + 8 + 8 + 8 + 4 + TAG_LEN;
 
 /// Magic, version and kind.
 const FIXED_HEAD: usize = MAGIC.len() + 1 + 1;
@@ -108,6 +116,9 @@ pub struct Header {
     pub epoch: u64,
     /// Sequence number within the epoch, from 0.
     pub seq: u64,
+    /// A challenge of the receiver's current run that the sender echoes (0: none known yet);
+    /// see the module documentation.
+    pub echo: u64,
 }
 
 /// Why a frame could not be built. Only the sender's own data can cause these.
@@ -194,6 +205,7 @@ pub(crate) fn seal(
     frame.extend_from_slice(header.sender.as_bytes());
     frame.extend_from_slice(&header.epoch.to_be_bytes());
     frame.extend_from_slice(&header.seq.to_be_bytes());
+    frame.extend_from_slice(&header.echo.to_be_bytes());
     frame.extend_from_slice(&body_len.to_be_bytes());
     frame.extend_from_slice(body);
     let tag = key.sign(&frame);
@@ -262,6 +274,7 @@ pub fn decode<M: DeserializeOwned>(
         sender,
         epoch: layout.epoch,
         seq: layout.seq,
+        echo: layout.echo,
     };
     Ok((header, body))
 }
@@ -269,7 +282,7 @@ pub fn decode<M: DeserializeOwned>(
 /// Length of the frame that starts at `prefix`, for cutting frames out of a TCP stream.
 ///
 /// `Ok(None)`: more bytes are needed to know. `Ok(Some(n))`: the frame is the first `n` bytes
-/// (which may be more than have arrived). `Err`: the stream is not a linuxha version-1 stream, or
+/// (which may be more than have arrived). `Err`: the stream is not a linuxha version-2 stream, or
 /// announces a frame over [`MAX_FRAME`]; close the connection. Only lengths are read here, and
 /// nothing in the frame is trusted until [`decode`] has checked its MAC.
 pub fn frame_len(prefix: &[u8]) -> Result<Option<usize>, DecodeError> {
@@ -307,6 +320,7 @@ struct Layout<'a> {
     sender: &'a [u8],
     epoch: u64,
     seq: u64,
+    echo: u64,
     body_start: usize,
     body_end: usize,
 }
@@ -323,10 +337,11 @@ impl<'a> Layout<'a> {
         let sender = cur.take(usize::from(sender_len))?;
         let epoch = cur.u64()?;
         let seq = cur.u64()?;
+        let echo = cur.u64()?;
         let body_len = usize::try_from(cur.u32()?).ok()?;
         let body_start = cur.pos;
         let body_end = body_start.checked_add(body_len)?;
-        Some(Layout { kind, cluster, sender, epoch, seq, body_start, body_end })
+        Some(Layout { kind, cluster, sender, epoch, seq, echo, body_start, body_end })
     }
 }
 

@@ -22,6 +22,7 @@ fn header() -> Header {
         sender: "node1".into(),
         epoch: 0x0102_0304_0506_0708,
         seq: 42,
+        echo: 99,
     }
 }
 
@@ -31,12 +32,13 @@ fn frame() -> Vec<u8> {
 
 /// A frame laid out by hand, independently of `seal`, with a correct tag over whatever is given.
 fn raw_frame(kind: u8, cluster: &[u8], sender: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![b'L', b'H', 1, kind, u8::try_from(cluster.len()).expect("fits")];
+    let mut bytes = vec![b'L', b'H', 2, kind, u8::try_from(cluster.len()).expect("fits")];
     bytes.extend_from_slice(cluster);
     bytes.push(u8::try_from(sender.len()).expect("fits"));
     bytes.extend_from_slice(sender);
     bytes.extend_from_slice(&7u64.to_be_bytes());
     bytes.extend_from_slice(&3u64.to_be_bytes());
+    bytes.extend_from_slice(&99u64.to_be_bytes());
     bytes.extend_from_slice(&u32::try_from(body.len()).expect("fits").to_be_bytes());
     bytes.extend_from_slice(body);
     let tag = key().sign(&bytes);
@@ -84,21 +86,22 @@ fn round_trip_keeps_header_and_body() {
 
 /// Golden frame: the layout must not change by accident.
 /// - Input: key 00 01 .. 1f, heartbeat, cluster "alpha", sender "node1", epoch 0x0102030405060708,
-///   seq 42, body `{"up":true}`.
+///   seq 42, echo 99, body `{"up":true}`.
 /// - Output: exactly these bytes; the tag was computed independently (Python `hmac` module).
 #[test]
 fn golden_frame_bytes() {
     let expected: Vec<u8> = [
         "4c48",                                                             // magic "LH"
-        "01",                                                               // version
+        "02",                                                               // version
         "01",                                                               // kind: heartbeat
         "05616c706861",                                                     // "alpha"
         "056e6f646531",                                                     // "node1"
         "0102030405060708",                                                 // epoch
         "000000000000002a",                                                 // seq 42
+        "0000000000000063",                                                 // echo 99
         "0000000b",                                                         // body length 11
         "7b227570223a747275657d",                                           // {"up":true}
-        "f7c9db8364541d7b679eb99f241d8eda947310c742d5d0ed9b9f4734fd2f6bd6", // HMAC-SHA256
+        "752677edb35a07b11a4a4972832815a1eab77df356e86f46845d668c9fa9bae9", // HMAC-SHA256
     ]
     .iter()
     .flat_map(|part| hex::decode(part).expect("hex literal"))
@@ -153,8 +156,8 @@ fn wrong_magic_is_bad_magic() {
 #[test]
 fn another_version_is_unsupported() {
     let mut bytes = frame();
-    bytes[2] = 2;
-    assert_eq!(decode_beat(&bytes), Err(DecodeError::UnsupportedVersion(2)));
+    bytes[2] = 1;
+    assert_eq!(decode_beat(&bytes), Err(DecodeError::UnsupportedVersion(1)));
 }
 
 #[test]
@@ -285,8 +288,8 @@ fn a_body_json_cannot_represent_is_an_encode_error() {
 #[test]
 fn frame_len_finds_the_end_once_the_lengths_have_arrived() {
     let good = frame();
-    // Magic, version, kind, cluster len + 5, sender len + 5, epoch, seq, body len.
-    let lengths_known = 4 + 6 + 6 + 8 + 8 + 4;
+    // Magic, version, kind, cluster len + 5, sender len + 5, epoch, seq, echo, body len.
+    let lengths_known = 4 + 6 + 6 + 8 + 8 + 8 + 4;
     for len in 0..=good.len() {
         let expected = if len < lengths_known { None } else { Some(good.len()) };
         assert_eq!(frame_len(&good[..len]), Ok(expected), "prefix of {len}");
@@ -302,8 +305,8 @@ fn frame_len_refuses_streams_that_cannot_be_linuxha() {
     assert_eq!(frame_len(b"LX"), Err(DecodeError::BadMagic));
     assert_eq!(frame_len(b"LH\x07"), Err(DecodeError::UnsupportedVersion(7)));
     let mut huge = frame();
-    // Body length field (after 4 + 6 + 6 + 16 bytes) announcing a 4 GiB body.
-    huge[32..36].copy_from_slice(&u32::MAX.to_be_bytes());
+    // Body length field (after 4 + 6 + 6 + 24 bytes) announcing a 4 GiB body.
+    huge[40..44].copy_from_slice(&u32::MAX.to_be_bytes());
     assert_eq!(frame_len(&huge), Err(DecodeError::Oversized));
     assert_eq!(decode_beat(&huge), Err(DecodeError::Truncated));
 }
@@ -311,8 +314,8 @@ fn frame_len_refuses_streams_that_cannot_be_linuxha() {
 #[test]
 fn errors_read_as_sentences_for_the_log() {
     assert_eq!(
-        DecodeError::UnsupportedVersion(2).to_string(),
-        "frame has protocol version 2; this node speaks version 1"
+        DecodeError::UnsupportedVersion(1).to_string(),
+        "frame has protocol version 1; this node speaks version 2"
     );
     assert_eq!(DecodeError::Oversized.to_string(), "frame is larger than the 65536-byte limit");
 }

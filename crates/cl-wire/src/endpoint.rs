@@ -13,8 +13,9 @@ use crate::replay::{ReplayError, ReplayWindow};
 
 /// Seals outgoing frames for one daemon run on one node, numbering them.
 ///
-/// Use one `Sender` per daemon run and channel; a new run needs a new, higher epoch (for example
-/// its start time in nanoseconds since 1970) or peers will refuse its frames as replays.
+/// Use one `Sender` per daemon run and channel; a new run needs a new, higher epoch, never used
+/// before on this node (cl-daemon's `epoch` module takes them from a persisted counter, not the
+/// clock), or peers will refuse its frames as replays.
 #[derive(Debug, Clone)]
 pub struct Sender {
     key: ClusterKey,
@@ -42,17 +43,35 @@ impl Sender {
         kind: Kind,
         body: &M,
     ) -> Result<Vec<u8>, EncodeError> {
+        self.seal_echoing(kind, body, 0)
+    }
+
+    /// As [`Self::seal`], echoing `echo`: a challenge the receiver issued in its current run (see
+    /// [`crate::fresh`]), so it can tell this frame from one recorded before it restarted.
+    pub fn seal_echoing<M: Serialize + ?Sized>(
+        &mut self,
+        kind: Kind,
+        body: &M,
+        echo: u64,
+    ) -> Result<Vec<u8>, EncodeError> {
         let header = Header {
             kind,
             cluster: self.cluster.clone(),
             sender: self.node.clone(),
             epoch: self.epoch,
             seq: self.next_seq,
+            echo,
         };
         let frame = encode(&self.key, &header, body)?;
         // 2^64 frames will not be sent in one run; saturating only avoids an overflow panic.
         self.next_seq = self.next_seq.saturating_add(1);
         Ok(frame)
+    }
+
+    /// Seal the following frames with `key` (a new cluster key), keeping the epoch and seq: the
+    /// run goes on, so receivers' windows stay valid.
+    pub fn rekey(&mut self, key: ClusterKey) {
+        self.key = key;
     }
 
     /// The epoch every frame of this sender carries.
@@ -89,6 +108,11 @@ pub struct Counters {
     pub garbled: u64,
     /// Authentic but already seen, too old, or from an older epoch.
     pub replayed: u64,
+    /// Authentic and new to the window, but echoing no challenge of this receiver's run: recorded
+    /// before the receiver restarted (a replay), or sent before the sender heard the receiver's
+    /// new run (a few at each restart).
+    #[serde(default)]
+    pub unfresh: u64,
 }
 
 impl Counters {
@@ -103,6 +127,7 @@ impl Counters {
             self.wrong_cluster,
             self.garbled,
             self.replayed,
+            self.unfresh,
         ]
         .iter()
         .fold(0u64, |sum, n| sum.saturating_add(*n))
@@ -118,6 +143,7 @@ impl Counters {
             ReceiveError::Decode(DecodeError::WrongCluster) => &mut self.wrong_cluster,
             ReceiveError::Decode(DecodeError::Garbled(_)) => &mut self.garbled,
             ReceiveError::Replay(_) => &mut self.replayed,
+            ReceiveError::Unfresh { .. } => &mut self.unfresh,
         };
         *counter = counter.saturating_add(1);
     }
@@ -132,6 +158,16 @@ pub enum ReceiveError {
     /// Authentic, but already accepted once or out of date.
     #[error("replayed frame: {0}")]
     Replay(#[from] ReplayError),
+    /// Authentic and new to the window, but its echo is no challenge of this receiver's run.
+    #[error("frame from {sender} (epoch {epoch}) echoes {echo}, no challenge of this run: recorded before this daemon started, or sent before {sender} heard it")]
+    Unfresh {
+        /// The sending node.
+        sender: String,
+        /// The sender's epoch: the run to echo back to it.
+        epoch: u64,
+        /// What the frame echoed.
+        echo: u64,
+    },
 }
 
 /// Authenticates incoming frames, refuses replays, and counts every drop.
@@ -171,7 +207,29 @@ impl Receiver {
         &mut self,
         bytes: &[u8],
     ) -> Result<(Header, M), ReceiveError> {
-        let result = self.check(bytes);
+        self.try_receive_fresh(bytes, |_| true)
+    }
+
+    /// As [`Self::try_receive`], and the frame must also echo a challenge of this run
+    /// (`is_challenge(header.echo)`), or it is refused as [`ReceiveError::Unfresh`]. The window
+    /// still moves for an unfresh frame: it is authentic and new, and the sender's epoch it
+    /// carries is what the caller echoes back (see [`crate::fresh`]).
+    pub fn try_receive_fresh<M: DeserializeOwned>(
+        &mut self,
+        bytes: &[u8],
+        is_challenge: impl Fn(u64) -> bool,
+    ) -> Result<(Header, M), ReceiveError> {
+        let result = self.check(bytes).and_then(|(header, body)| {
+            if is_challenge(header.echo) {
+                Ok((header, body))
+            } else {
+                Err(ReceiveError::Unfresh {
+                    sender: header.sender,
+                    epoch: header.epoch,
+                    echo: header.echo,
+                })
+            }
+        });
         match &result {
             Ok(_) => self.counters.accepted = self.counters.accepted.saturating_add(1),
             Err(dropped) => self.counters.count(dropped),
@@ -185,6 +243,19 @@ impl Receiver {
         let window = self.windows.entry((header.sender.clone(), header.kind)).or_default();
         window.accept(header.epoch, header.seq)?;
         Ok((header, body))
+    }
+
+    /// Verify the following frames with `key` (a new cluster key), keeping the windows.
+    pub fn rekey(&mut self, key: ClusterKey) {
+        self.key = key;
+    }
+
+    /// Count a frame [`Self::try_receive`] accepted as unfresh after all: for a caller that
+    /// checks the echo itself because it answers unfresh frames (the arbitrator tells a client
+    /// its epoch that way).
+    pub fn count_unfresh(&mut self) {
+        self.counters.accepted = self.counters.accepted.saturating_sub(1);
+        self.counters.unfresh = self.counters.unfresh.saturating_add(1);
     }
 
     /// What has been accepted and dropped so far.
@@ -236,7 +307,8 @@ mod tests {
                     cluster: "alpha".into(),
                     sender: "node1".into(),
                     epoch: 7,
-                    seq
+                    seq,
+                    echo: 0,
                 }
             );
             assert_eq!(body, beat());
@@ -379,6 +451,7 @@ mod tests {
             wrong_cluster: 1,
             garbled: 2,
             replayed: 1,
+            unfresh: 0,
         };
         assert_eq!(*rx.counters(), expected);
         assert_eq!(rx.counters().dropped(), 9);
@@ -389,7 +462,7 @@ mod tests {
         let counters = Counters { accepted: 4, bad_mac: 2, ..Counters::default() };
         assert_eq!(
             serde_json::to_string(&counters).expect("serialised"),
-            r#"{"accepted":4,"oversized":0,"truncated":0,"bad_magic":0,"bad_version":0,"bad_mac":2,"wrong_cluster":0,"garbled":0,"replayed":0}"#
+            r#"{"accepted":4,"oversized":0,"truncated":0,"bad_magic":0,"bad_version":0,"bad_mac":2,"wrong_cluster":0,"garbled":0,"replayed":0,"unfresh":0}"#
         );
     }
 

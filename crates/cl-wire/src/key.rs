@@ -36,8 +36,20 @@ pub enum KeyError {
         len: usize,
     },
     /// The text is not an even number of hexadecimal digits (whitespace aside).
-    #[error("the cluster key is not hexadecimal text ({0}); `clbuild --genkey` makes one")]
+    /// The error never quotes the key's text: a key file may be a link to any file.
+    #[error("the cluster key is not hexadecimal text ({}); `clbuild --genkey` makes one", describe(.0))]
     NotHex(hex::FromHexError),
+}
+
+/// What is wrong with the text, without quoting any of it.
+fn describe(e: &hex::FromHexError) -> String {
+    match e {
+        hex::FromHexError::InvalidHexCharacter { index, .. } => {
+            format!("a character other than 0-9 and a-f at position {}", index + 1)
+        }
+        hex::FromHexError::OddLength => "an odd number of digits".to_string(),
+        hex::FromHexError::InvalidStringLength => "a wrong number of digits".to_string(),
+    }
 }
 
 impl ClusterKey {
@@ -163,6 +175,8 @@ mod tests {
             ClusterKey::from_hex(&GENKEY_FILE[..63]),
             Err(KeyError::NotHex(hex::FromHexError::OddLength))
         ));
+        let secret = ClusterKey::from_hex(&GENKEY_FILE.replace('a', "Z")).expect_err("refused");
+        assert!(!secret.to_string().contains('Z'), "the key's text is never quoted: {secret}");
     }
 
     #[test]

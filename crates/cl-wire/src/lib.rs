@@ -1,7 +1,7 @@
 //! The authenticated frame codec that every linuxha daemon uses between nodes.
 //!
 //! Each frame carries the cluster name, the sending node, the sender's epoch (one per daemon
-//! start) and a sequence number, a serde_json body, and an HMAC-SHA256 tag over all of it made
+//! start) and a sequence number, an echo of the receiver's run ([`fresh`]), a serde_json body, and an HMAC-SHA256 tag over all of it made
 //! with the cluster key (ARCHITECTURE.md §5, style-anchors.md §8.7). The layout is drawn in
 //! [`codec`].
 //!
@@ -27,6 +27,7 @@
 pub mod arb;
 pub mod codec;
 pub mod endpoint;
+pub mod fresh;
 pub mod key;
 pub mod lock;
 pub mod msg;
@@ -37,5 +38,6 @@ pub use codec::{
     decode, encode, frame_len, DecodeError, EncodeError, Header, Kind, MAX_FRAME, MIN_FRAME,
 };
 pub use endpoint::{Counters, ReceiveError, Receiver, Sender};
+pub use fresh::{Challenges, EchoBook, Hello};
 pub use key::{ClusterKey, KeyError};
 pub use replay::{ReplayError, ReplayWindow};

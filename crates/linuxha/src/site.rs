@@ -7,20 +7,30 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cl_config::{AppConfig, Built, ClusterConfig, Loaded};
+use cl_paths::secure::{self, Trust};
 use cl_paths::Paths;
 
 use crate::fail::{Failure, Outcome};
 
 pub use cl_daemon::sync::RootedHost;
 
-/// Read a file the user points us at, with a readable error.
-pub fn read_file(command: &str, path: &Path) -> Outcome<Vec<u8>> {
-    fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Failure::config(format!("{command}: {} does not exist", path.display()))
-        }
-        _ => Failure::runtime(format!("{command}: cannot read {}: {e}", path.display())),
-    })
+/// A file problem as a command's failure: configuration (exit 2) or IO (exit 1).
+pub fn file_failure(command: &str, e: cl_paths::FileError) -> Failure {
+    if e.is_config() {
+        Failure::config(format!("{command}: {e}"))
+    } else {
+        Failure::runtime(format!("{command}: {e}"))
+    }
+}
+
+/// Read a configuration source (`clconf.xml`, `appconf.xml`): a regular file of at most
+/// [`secure::XML_CAP`] bytes that only root may change, in directories only root may change.
+pub fn read_file(command: &str, paths: &Paths, path: &Path) -> Outcome<Vec<u8>> {
+    let bytes =
+        secure::read_regular(path, secure::XML_CAP).map_err(|e| file_failure(command, e))?;
+    secure::check_strict(path, paths.root(), Trust::Config)
+        .map_err(|e| file_failure(command, e))?;
+    Ok(bytes)
 }
 
 /// Print every diagnostic to stderr and fail (exit 2) when there are errors.
@@ -53,10 +63,10 @@ pub fn read_built<T: serde::de::DeserializeOwned>(
     command: &str,
     path: &Path,
 ) -> Outcome<Option<Built<T>>> {
-    match fs::read(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Failure::runtime(format!("{command}: cannot read {}: {e}", path.display()))),
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+    match secure::read_regular_if_exists(path, secure::BUILT_CAP) {
+        Ok(None) => Ok(None),
+        Err(e) => Err(file_failure(command, e)),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             Failure::runtime(format!(
                 "{command}: the built configuration {} is damaged ({e}); rebuild it or restore {}",
                 path.display(),

@@ -45,7 +45,7 @@ fn forged_garbage_and_replayed_heartbeats_are_dropped_and_counted() {
     // (b) Garbage and truncated bytes.
     let mut garbage: Vec<Vec<u8>> = (0..10)
         .map(|i| {
-            let mut bytes = vec![0u8; 60 + i * 30];
+            let mut bytes = vec![0u8; cl_wire::MIN_FRAME + i * 30];
             rand::fill(bytes.as_mut_slice());
             bytes[0] = b'X'; // never the LH magic
             bytes

@@ -2,12 +2,13 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cl_config::clconf::{check_hex_key, KeySource};
 use cl_config::{load_app, load_cluster, AppConfig, Built, ClusterConfig};
+use cl_paths::secure::{self, Trust};
 use cl_paths::Paths;
 
 use crate::cli::{ClbuildArgs, ClbuildappArgs};
@@ -52,7 +53,7 @@ pub fn clbuild(paths: &Paths, args: &ClbuildArgs) -> Outcome<()> {
     } else {
         let file = paths.clconf();
         progress.say(format!("reading {}", file.display()));
-        (file.display().to_string(), site::read_file("clbuild", &file)?)
+        (file.display().to_string(), site::read_file("clbuild", paths, &file)?)
     };
     let host = RootedHost { paths };
     let loaded = load_cluster(&source_name, &bytes, &host);
@@ -114,26 +115,23 @@ pub fn clbuild(paths: &Paths, args: &ClbuildArgs) -> Outcome<()> {
 
 /// The cluster key: the file must hold at least 128 bits of hex.
 fn check_key_file(paths: &Paths, key_path: &Path) -> Outcome<()> {
-    let resolved = paths.resolve(key_path);
-    let text = fs::read_to_string(&resolved).map_err(|e| {
-        Failure::config(format!("clbuild: cannot read key file {}: {e}", resolved.display()))
-    })?;
-    check_hex_key(&text)
+    let (resolved, bytes) =
+        secure::read_configured(paths, key_path, secure::KEY_CAP, Trust::Secret)
+            .map_err(|e| site::file_failure("clbuild", e))?;
+    check_hex_key(&String::from_utf8_lossy(&bytes))
         .map_err(|e| Failure::config(format!("clbuild: key file {}: {e}", resolved.display())))?;
-    let mode = fs::metadata(&resolved).map(|m| m.permissions().mode()).unwrap_or(0);
-    if mode & 0o077 != 0 {
-        eprintln!(
-            "clbuild: warning: key file {} is readable by others (mode {:o}); run chmod 600 on it",
-            resolved.display(),
-            mode & 0o777
-        );
-    }
     Ok(())
 }
 
 fn genkey(paths: &Paths, args: &ClbuildArgs, progress: &Progress) -> Outcome<()> {
     let target = args.key_file.clone().unwrap_or_else(|| PathBuf::from("/etc/cluster/cluster.key"));
-    let resolved = paths.resolve(&target);
+    if !target.is_absolute() {
+        return Err(Failure::config(format!(
+            "clbuild: --key-file {} must be an absolute path (as on the node, under the root)",
+            target.display()
+        )));
+    }
+    let resolved = paths.confine(&target).map_err(|e| site::file_failure("clbuild", e))?;
     if resolved.exists() && !args.force {
         return Err(Failure::runtime(format!(
             "clbuild: {} already exists; a new key must be copied to every node, so replace it only with --force",
@@ -196,7 +194,7 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
     ));
     let file = paths.appconf(&app_name);
     progress.say(format!("reading {}", file.display()));
-    let bytes = site::read_file("clbuildapp", &file)?;
+    let bytes = site::read_file("clbuildapp", paths, &file)?;
     let others: Vec<AppConfig> = site::built_apps("clbuildapp", paths, Some(&app_name))?
         .into_iter()
         .map(|b| b.config)
@@ -307,7 +305,13 @@ fn prepare_storage(
             )),
             Err(e) => problems.push(e),
         }
-        let mountpoint = paths.resolve(&fs_spec.mountpoint);
+        let mountpoint = match paths.confine(&fs_spec.mountpoint) {
+            Ok(mountpoint) => mountpoint,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
         if !mountpoint.exists() {
             progress.say(format!("creating mount point {}", mountpoint.display()));
             if let Err(e) = fs::create_dir_all(&mountpoint) {

@@ -11,8 +11,8 @@ use crate::fail::{Failure, Outcome};
 
 const UNIT_NAME: &str = "linuxha-cldaemon.service";
 
-fn sbin(paths: &Paths, prefix: &Path) -> PathBuf {
-    paths.resolve(&prefix.join("sbin"))
+fn sbin(paths: &Paths, prefix: &Path, command: &str) -> Outcome<PathBuf> {
+    paths.confine(&prefix.join("sbin")).map_err(|e| crate::site::file_failure(command, e))
 }
 
 fn unit_path(paths: &Paths) -> PathBuf {
@@ -31,7 +31,7 @@ pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
             println!("install: {line}");
         }
     };
-    let sbin = sbin(paths, &args.prefix);
+    let sbin = sbin(paths, &args.prefix, "install")?;
     fs::create_dir_all(&sbin).map_err(io(format!("cannot create {}", sbin.display())))?;
     let me = std::env::current_exe().map_err(io("cannot find the running binary".into()))?;
     let target = sbin.join("linuxha");
@@ -88,7 +88,7 @@ pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
 
 /// Uninstall: remove the links, the binary copy and the unit; keep /etc/cluster.
 pub fn uninstall(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
-    let sbin = sbin(paths, &args.prefix);
+    let sbin = sbin(paths, &args.prefix, "uninstall")?;
     for name in COMMAND_NAMES {
         let link = sbin.join(name);
         if fs::read_link(&link).ok().as_deref() == Some(Path::new("linuxha")) {
