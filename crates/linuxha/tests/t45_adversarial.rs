@@ -28,8 +28,8 @@ const TAG_LEN: usize = 32;
 /// `garbage`: count connections, each sending 1–512 random bytes (never the frame magic);
 /// `frames`: count connections, each sending the next of the hex payloads, then closing;
 /// `flood`: open count connections at once, hold them 1 s, close them;
-/// `siege`: keep count connections open for secs seconds, each sending the next byte of a frame
-/// header every 0.5 s (a slowloris), reconnecting whenever one is closed.
+/// `siege` (secs, header hex): keep count connections open for secs seconds, each sending the
+/// next byte of a frame header every 0.5 s (a slowloris), reconnecting whenever one is closed.
 const ATTACKER: &str = r#"
 import os, random, socket, sys, time
 mode, ip, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -69,7 +69,7 @@ elif mode == "flood":
         s.close()
 elif mode == "siege":
     secs = float(rest[0])
-    header = b"LH\x01\x02\x08cluster1"
+    header = bytes.fromhex(rest[1])
     held = {}
     end = time.time() + secs
     while time.time() < end:
@@ -101,9 +101,16 @@ fn attack(c: &Cluster, mode: &str, to: SocketAddr, count: usize, rest: &[String]
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
 }
 
-/// Start a siege of `count` connections on `to` for `secs` seconds, in the background; the lab
+/// Start a siege of `count` connections on `to` for `secs` seconds, trickling `header` (the
+/// start of a real frame, so that it is never refused as garbage), in the background; the lab
 /// kills it on drop if the test fails first.
-fn siege(c: &Cluster, to: SocketAddr, count: usize, secs: u64) -> std::process::Child {
+fn siege(
+    c: &Cluster,
+    to: SocketAddr,
+    count: usize,
+    secs: u64,
+    header: &[u8],
+) -> std::process::Child {
     let argv = [
         "python3".to_string(),
         "-c".into(),
@@ -113,6 +120,7 @@ fn siege(c: &Cluster, to: SocketAddr, count: usize, secs: u64) -> std::process::
         to.port().to_string(),
         count.to_string(),
         secs.to_string(),
+        hex::encode(header),
     ];
     let mut cmd = c.lab.exec("ext", &argv).expect("command for ext");
     cmd.stdin(std::process::Stdio::null())
@@ -306,7 +314,7 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
     // application moves to node2 and back and locks are taken on both nodes.
     let sieges: Vec<std::process::Child> = [CLDAEMON_PORT, CLLOCKD_PORT]
         .iter()
-        .map(|&port| siege(&c, SocketAddr::new(ip("node1"), port), 40, 25))
+        .map(|&port| siege(&c, SocketAddr::new(ip("node1"), port), 40, 25, &forged_peer[..12]))
         .collect();
     let besieged = c.wait("node1", "the besieged listeners in trouble", |s| {
         warnings(s)
