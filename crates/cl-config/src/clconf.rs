@@ -345,6 +345,21 @@ fn read_global(
     Some((name?, ports?, key?, heartbeat?, arbitrator?))
 }
 
+/// The arbitrator's address: one host's unicast address (loopback is allowed, for a clarbd
+/// tried on one machine).
+fn arbitrator_address(text: &str) -> Result<std::net::IpAddr, String> {
+    let ip = value::ip(text)?;
+    if ip.is_multicast()
+        || ip.is_unspecified()
+        || ip == std::net::IpAddr::from([255, 255, 255, 255])
+    {
+        return Err(format!(
+            "{ip} is not one host's address; give the unicast address of the host running clarbd"
+        ));
+    }
+    Ok(ip)
+}
+
 fn read_arbitrator(
     node: roxmltree::Node<'_, '_>,
     heartbeat: Option<HeartbeatTiming>,
@@ -368,7 +383,7 @@ fn read_arbitrator(
     }
     arb.finish(diags);
     let address_at = address.map(|a| a.at).unwrap_or(node.range().start);
-    let ip = address.and_then(|a| read(diags, "<arbitrator address>", a, value::ip));
+    let ip = address.and_then(|a| read(diags, "<arbitrator address>", a, arbitrator_address));
     let port = port.and_then(|p| read(diags, "<arbitrator port>", p, value::port));
     let lease = match lease {
         Some(text) => read(

@@ -433,13 +433,19 @@ impl AppControl {
 
     /// An administrator's request.
     pub fn admin(&mut self, op: AdminOp) -> Result<(), String> {
-        let app = match &op {
-            AdminOp::Start { app, .. } | AdminOp::Stop { app } | AdminOp::Switch { app, .. } => {
-                app.clone()
-            }
+        let (app, node) = match &op {
+            AdminOp::Start { app, node } | AdminOp::Switch { app, node } => (app, node.as_ref()),
+            AdminOp::Stop { app } => (app, None),
         };
-        if !self.runners.contains_key(&app) {
+        let Some(runner) = self.runners.get(app) else {
             return Err(format!("there is no built application `{app}` on {}", self.ctx.local));
+        };
+        // A node the application may not run on would never start it: refuse at once.
+        if let Some(node) = node.filter(|n| !runner.config().nodes.contains(n)) {
+            return Err(format!(
+                "`{node}` is not a node of application `{app}` (its nodes: {})",
+                runner.config().nodes.join(", ")
+            ));
         }
         self.handle(AppInput::Admin(op));
         Ok(())

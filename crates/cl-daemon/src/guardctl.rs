@@ -186,11 +186,24 @@ pub fn read_notice(ctx: &Context) -> Vec<String> {
 pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
     let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
     let root = ctx.paths.root().to_path_buf();
+    let paths = ctx.paths.clone();
     // The agent runner's future is not Send: give it a thread and a runtime of its own.
     std::thread::spawn(move || {
+        // Checked again now, not only at clbuild: the agent runs as root, and a fence that
+        // cannot run safely is a failed fence (no takeover).
+        let untrusted =
+            device.as_ref().and_then(|d| crate::runner::trusted_program(&paths, &d.agent).err());
         let (ok, detail) =
             match (device, tokio::runtime::Builder::new_current_thread().enable_all().build()) {
                 (None, _) => (false, "no fence device is configured for it".to_string()),
+                (Some(device), _) if untrusted.is_some() => (
+                    false,
+                    format!(
+                        "fence agent {}: {}",
+                        device.agent.display(),
+                        untrusted.unwrap_or_default()
+                    ),
+                ),
                 (Some(_), Err(e)) => (false, format!("cannot run the fence agent: {e}")),
                 (Some(device), Ok(runtime)) => {
                     match runtime.block_on(cl_drivers::fence::fence(

@@ -227,9 +227,9 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     harden("clhbd2");
     let cluster = ctx.cluster().clone();
     let port = cluster.ports.clhbd;
-    // Per heartbeat network: the socket, the peers' addresses with their names, the network.
-    type Target = (tokio::net::UdpSocket, Vec<(SocketAddr, String)>, String);
-    let mut targets: Vec<Target> = Vec::new();
+    // Per heartbeat network: the socket, each peer's address and name, the network's name.
+    type Peers = Vec<(SocketAddr, String)>;
+    let mut targets: Vec<(tokio::net::UdpSocket, Peers, String)> = Vec::new();
     if let Some(me) = cluster.node(&ctx.local) {
         for network in me.networks.iter().filter(|n| n.heartbeat) {
             let peers: Vec<(SocketAddr, String)> = cluster

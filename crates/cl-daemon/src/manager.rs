@@ -961,6 +961,18 @@ async fn handle_admin(
         AdminRequest::App { action, app, node } => {
             use cl_core::apps::AdminOp;
             use cl_wire::msg::AppCommand;
+            // Answered at once: a target no node answers to would stop the application and
+            // leave the command waiting (the commands check this too; an old one may not).
+            if let Some(n) = node.as_deref().filter(|n| ctx.cluster().node(n).is_none()) {
+                return AdminResponse::Failed {
+                    message: format!(
+                        "there is no node `{n}` in cluster `{}` (its nodes: {})",
+                        ctx.name(),
+                        ctx.cluster().node_names().join(", ")
+                    ),
+                    lines: vec![],
+                };
+            }
             let op = match action {
                 AppCommand::Start => AdminOp::Start { app, node },
                 AppCommand::Stop => AdminOp::Stop { app },

@@ -484,11 +484,11 @@ impl Runner {
 /// /proc/self/cgroup.
 /// A configured script or program that is about to run as root: under the root, and owned by
 /// root and not writable by others (unless `LINUXHA_STRICT_MODES=no`), else why not.
-fn trusted_program(
+pub(crate) fn trusted_program(
     paths: &cl_paths::Paths,
     configured: &std::path::Path,
 ) -> Result<PathBuf, String> {
-    let resolved = paths.confine(configured).map_err(|e| e.to_string())?;
+    let resolved = paths.confine_program(configured).map_err(|e| e.to_string())?;
     cl_paths::secure::check_strict(&resolved, paths.root(), cl_paths::secure::Trust::Config)
         .map_err(|e| format!("not run: {e}"))?;
     Ok(resolved)

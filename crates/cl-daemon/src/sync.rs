@@ -30,7 +30,10 @@ impl Host for RootedHost<'_> {
     fn untrusted(&self, path: &Path, secret: bool) -> Option<String> {
         use cl_paths::secure::{check_strict, Trust};
         let trust = if secret { Trust::Secret } else { Trust::Config };
-        let resolved = match self.paths.confine(path) {
+        // A key is read: it must lie under the root. A program is run: its directory must.
+        let confined =
+            if secret { self.paths.confine(path) } else { self.paths.confine_program(path) };
+        let resolved = match confined {
             Ok(resolved) => resolved,
             Err(e) => return Some(e.to_string()),
         };

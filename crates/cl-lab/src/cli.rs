@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::vm::{VmLab, VmLabSpec};
-use crate::{Direction, Lab, LabSpec, Owner};
+use crate::{Direction, Lab, LabError, LabSpec, Owner};
 
 /// Arguments of `linuxha lab`.
 #[derive(Args, Debug)]
@@ -54,11 +54,11 @@ pub enum LabCommand {
         /// Lab name (1-32 of [a-z0-9_-]); default `lh` + 6 random hex digits.
         #[arg(long)]
         name: Option<String>,
-        /// Number of cluster nodes.
-        #[arg(long, default_value_t = 2)]
+        /// Number of cluster nodes, 1 to 16 (`crate::MAX_NODES`).
+        #[arg(long, default_value_t = 2, value_parser = node_count)]
         nodes: usize,
         /// Number of networks: 1 (public) or 2 (public and private).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = network_count)]
         networks: usize,
         /// Make the nodes QEMU guests with a real kernel (DRBD, LVM, power control).
         #[arg(long)]
@@ -208,9 +208,67 @@ pub enum LabCommand {
     List,
 }
 
+/// A lab command's error that is the caller's mistake (no such lab, host or network; a bad lab
+/// name): `linuxha lab` exits 2 for it, 1 for every other failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `--nodes`: a number the lab can address.
+fn node_count(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|_| format!("`{text}` is not a number"))?;
+    if (1..=crate::MAX_NODES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "a lab has 1 to {} nodes (addresses 10.10.0.11 to 10.10.0.{})",
+            crate::MAX_NODES,
+            10 + crate::MAX_NODES
+        ))
+    }
+}
+
+/// `--networks`: 1 or 2.
+fn network_count(text: &str) -> Result<usize, String> {
+    match text {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        _ => Err("a lab has 1 network (public) or 2 (public and private)".into()),
+    }
+}
+
 /// Runs one `linuxha lab` command. `exec` ends the process with the command's exit code.
+/// Unknown labs, hosts and networks and bad names come back as [`UsageError`], except from the
+/// fence agents and `power`, whose exit 2 means "off".
 pub fn run(args: LabArgs) -> Result<()> {
-    match args.cmd {
+    let answers_power_state = matches!(
+        args.cmd,
+        LabCommand::Fence { .. }
+            | LabCommand::FenceVm { .. }
+            | LabCommand::Power { .. }
+            | LabCommand::Bmc { .. }
+    );
+    run_command(args.cmd).map_err(|e| {
+        let mistake = matches!(
+            e.downcast_ref::<LabError>(),
+            Some(
+                LabError::NoSuchLab(_)
+                    | LabError::UnknownHost { .. }
+                    | LabError::UnknownNetwork { .. }
+                    | LabError::BadName(_)
+            )
+        );
+        if mistake && !answers_power_state {
+            UsageError(format!("{e:#}")).into()
+        } else {
+            e
+        }
+    })
+}
+
+/// The body of [`run`].
+fn run_command(cmd: LabCommand) -> Result<()> {
+    match cmd {
         LabCommand::Up { name, nodes, networks, vm: false, .. } => {
             let mut lab = Lab::up(LabSpec { nodes, networks, name })?;
             lab.detach()?;
@@ -241,6 +299,12 @@ pub fn run(args: LabArgs) -> Result<()> {
             Ok(())
         }
         LabCommand::Down { lab: Some(name), .. } => {
+            if !Lab::exists_by_name(&name)? {
+                return Err(UsageError(format!(
+                    "no lab named {name:?}: nothing to remove (`linuxha lab list` shows the labs)"
+                ))
+                .into());
+            }
             Lab::down_by_name(&name)?;
             println!("removed {name}");
             Ok(())
@@ -476,6 +540,14 @@ mod tests {
         assert!(Top::try_parse_from(["x", "down"]).is_err());
         assert!(Top::try_parse_from(["x", "down", "--all"]).is_ok());
         assert!(Top::try_parse_from(["x", "link", "lh1", "node2", "0", "down"]).is_ok());
+        assert!(Top::try_parse_from(["x", "up", "--nodes", "16"]).is_ok());
+        for bad in [
+            ["x", "up", "--nodes", "99"],
+            ["x", "up", "--nodes", "0"],
+            ["x", "up", "--networks", "3"],
+        ] {
+            assert!(Top::try_parse_from(bad).is_err(), "{bad:?}");
+        }
         Ok(())
     }
 }

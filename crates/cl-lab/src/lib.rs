@@ -45,6 +45,10 @@ pub const STATE_DIR: &str = "/run/linuxha-lab";
 /// How long to wait for the kernel to settle (holder start, freezing, processes dying).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Most cluster nodes a lab has: their addresses, 10.10.0.11 to 10.10.0.26, stay clear of the
+/// application VIPs the tests and examples use (10.10.0.100 and up).
+pub const MAX_NODES: usize = 16;
+
 /// Version of the state file format, bumped on incompatible changes.
 const STATE_VERSION: u32 = 1;
 
@@ -80,6 +84,9 @@ pub enum LabError {
     /// A lab of that name already exists.
     #[error("a lab named {0:?} already exists")]
     Exists(String),
+    /// A lab name outside the safe alphabet.
+    #[error("bad lab name {0:?}: use 1-32 of [a-z0-9_-], starting with a letter or digit")]
+    BadName(String),
     /// Teardown finished but some steps failed; everything else was still attempted.
     #[error("cleanup of lab {lab} incomplete:\n  {}", .errors.join("\n  "))]
     Cleanup {
@@ -93,7 +100,7 @@ pub enum LabError {
 /// What lab to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabSpec {
-    /// Number of cluster nodes (1..=100).
+    /// Number of cluster nodes (1..=[`MAX_NODES`]).
     pub nodes: usize,
     /// Number of networks: 1 (public only) or 2 (public and private).
     pub networks: usize,
@@ -331,7 +338,7 @@ fn validate_name(name: &str) -> Result<()> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok_start || !ok_chars || name.len() > 32 {
-        bail!("bad lab name {name:?}: use 1-32 of [a-z0-9_-], starting with a letter or digit");
+        return Err(LabError::BadName(name.into()).into());
     }
     Ok(())
 }
@@ -576,8 +583,8 @@ impl Lab {
     /// [`Lab::up`], with the nodes as taps for QEMU guests when `vm_nodes` (see [`vm::VmLab`]).
     pub(crate) fn up_with(spec: LabSpec, vm_nodes: bool) -> Result<Lab> {
         check_supported()?;
-        if !(1..=100).contains(&spec.nodes) {
-            bail!("nodes must be 1..=100, not {}", spec.nodes);
+        if !(1..=MAX_NODES).contains(&spec.nodes) {
+            bail!("a lab has 1 to {MAX_NODES} nodes, not {}", spec.nodes);
         }
         if !(1..=2).contains(&spec.networks) {
             bail!("networks must be 1 or 2, not {}", spec.networks);
@@ -807,6 +814,16 @@ impl Lab {
     /// together as [`LabError::Cleanup`]. Safe to call on a partly built or half-removed lab.
     pub fn down(mut self) -> Result<()> {
         self.teardown()
+    }
+
+    /// Whether anything of lab `name` is left to remove: its state file, its directory, a
+    /// namespace or a cgroup (found by their exact lab names, as [`Lab::down_by_name`] does).
+    pub fn exists_by_name(name: &str) -> Result<bool> {
+        validate_name(name)?;
+        Ok(state_file(name).exists()
+            || lab_dir(name).exists()
+            || !lab_namespaces(name, None).is_empty()
+            || !lab_cgroups(name, None).is_empty())
     }
 
     /// Removes whatever is left of lab `name` even without a usable state file (for

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use cl_lab::cli::{run, LabArgs};
+use cl_lab::cli::{run, LabArgs, UsageError};
 use cl_lab::{Fault, Lab, Owner};
 use clap::Parser;
 use common::{link_show, ping_ok, wait_timeout, Footprint};
@@ -52,6 +52,13 @@ fn t12_cli_persistent_lab() -> Result<()> {
     down?;
     footprint.assert_gone_allow_zombies();
     ensure!(Lab::load(&name).is_err(), "lab still loadable after down");
+    // Nothing is left of it: a second `down` says so as the caller's mistake (exit 2).
+    let again = lab_cmd(&["down", &name]);
+    ensure!(
+        is_usage_error(&again)
+            && again.as_ref().is_err_and(|e| format!("{e:#}").contains("no lab named")),
+        "second down: {again:?}"
+    );
     Ok(())
 }
 
@@ -104,7 +111,13 @@ fn drive(name: &str) -> Result<()> {
         "kill via CLI missed a process"
     );
     lab_cmd(&["list"])?;
-    ensure!(lab_cmd(&["cut", name, "node7"]).is_err());
-    ensure!(lab_cmd(&["link", name, "ext", "1", "down"]).is_err());
+    ensure!(is_usage_error(&lab_cmd(&["cut", name, "node7"])));
+    ensure!(is_usage_error(&lab_cmd(&["link", name, "ext", "1", "down"])));
+    ensure!(lab_cmd(&["up", "--nodes", "99"]).is_err(), "--nodes 99 accepted");
     Ok(())
+}
+
+/// Whether a command failed as the caller's mistake (`linuxha lab` exits 2 for those).
+fn is_usage_error(result: &Result<()>) -> bool {
+    result.as_ref().err().is_some_and(|e| e.downcast_ref::<UsageError>().is_some())
 }

@@ -167,6 +167,17 @@ impl Paths {
             Err(outside(resolved))
         }
     }
+
+    /// [`Paths::confine`] for a program about to run: its directory must lie under the root,
+    /// but the program itself may be a symlink to one elsewhere, as installed command links
+    /// are (`/usr/sbin/fence_linuxha_lab` → the linuxha binary). What it leads to is still
+    /// checked for ownership and mode ([`crate::secure::check_strict`] follows the link).
+    pub fn confine_program(&self, configured: &Path) -> Result<PathBuf, FileError> {
+        match (configured.parent(), configured.file_name()) {
+            (Some(dir), Some(name)) => Ok(self.confine(dir)?.join(name)),
+            _ => self.confine(configured),
+        }
+    }
 }
 
 /// The name of the local node: `LINUXHA_NODE`, else the host name.

@@ -136,4 +136,13 @@ fn dot_dot_and_symlinks_cannot_leave_the_root() {
     paths.confine(Path::new("/etc/cluster/dangling")).expect_err("dangling symlink");
 
     assert_eq!(Paths::new("/").confine(Path::new("/etc/../tmp")).expect("/"), Path::new("/tmp"));
+
+    // A program may be a link to one elsewhere (installed command links are); its directory
+    // may not lead out.
+    symlink("/bin/true", root.path().join("etc/cluster/agent")).expect("symlink");
+    paths.confine(Path::new("/etc/cluster/agent")).expect_err("file link leads out");
+    let program = paths.confine_program(Path::new("/etc/cluster/agent")).expect("program link");
+    assert!(program.ends_with("etc/cluster/agent"), "{program:?}");
+    paths.confine_program(Path::new("/etc/cluster/keys/agent")).expect_err("symlinked dir");
+    paths.confine_program(Path::new("/etc/../../bin/true")).expect_err("`..` escape");
 }

@@ -4,7 +4,8 @@ use std::fmt;
 
 /// Exit code for a failed operation (cluster, IO, a refused request).
 pub const EXIT_FAILED: i32 = 1;
-/// Exit code for bad configuration or usage.
+/// Exit code for bad configuration or usage (including node and application names that are
+/// not names or not in the built configuration).
 pub const EXIT_CONFIG: i32 = 2;
 
 /// A command's failure: the sentence to print and the exit code.

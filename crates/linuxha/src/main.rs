@@ -1,26 +1,33 @@
 //! `linuxha`: one binary that is every command by the name it is called with.
 //!
 //! `clbuild …`, `linuxha clbuild …` and (for daemons) `cldaemon-<cluster> …` all land here;
-//! [`cli::normalize_args`] turns the program name into a subcommand, clap parses, and each
+//! [`cli::normalize_args`] turns the program name into a subcommand, clap parses (a usage
+//! error is one line, [`usage`]), and each
 //! command returns an [`fail::Outcome`] that becomes one line on stderr and an exit code.
 
 mod cli;
 mod cmd;
 mod fail;
+mod names;
 mod site;
+mod usage;
 
 use cl_daemon::Daemon;
 use cl_wire::msg::AppCommand;
-use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::Command;
 use fail::{Failure, Outcome};
 
 fn main() {
-    let args = cli::normalize_args(std::env::args_os().collect());
-    let cli = Cli::parse_from(args);
+    let (cli, called) = match usage::parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(failure) => {
+            eprintln!("{failure}");
+            std::process::exit(failure.code);
+        }
+    };
     let paths = cl_paths::Paths::from_env(cli.root.as_deref());
-    match run(&paths, cli.command) {
+    match run(&paths, &called, cli.command) {
         Ok(()) => {}
         Err(failure) => {
             if !failure.message.is_empty() {
@@ -31,16 +38,22 @@ fn main() {
     }
 }
 
-fn run(paths: &cl_paths::Paths, command: Command) -> Outcome<()> {
+fn run(paths: &cl_paths::Paths, called: &str, command: Command) -> Outcome<()> {
     match command {
         Command::Clbuild(args) => cmd::build::clbuild(paths, &args),
         Command::Clbuildapp(args) => cmd::build::clbuildapp(paths, &args),
         Command::Clstat(args) => cmd::cluster::clstat(paths, &args),
         Command::Install(args) => cmd::install::install(paths, &args),
         Command::Uninstall(args) => cmd::install::uninstall(paths, &args),
-        Command::Lab(args) => {
-            cl_lab::cli::run(args).map_err(|e| Failure::runtime(format!("lab: {e:#}")))
-        }
+        Command::Lab(args) => cl_lab::cli::run(args).map_err(|e| {
+            // The caller's mistakes (no such lab, host or network; a bad name) exit 2.
+            let code = if e.downcast_ref::<cl_lab::cli::UsageError>().is_some() {
+                fail::EXIT_CONFIG
+            } else {
+                fail::EXIT_FAILED
+            };
+            Failure { code, message: format!("{called}: {e:#}") }
+        }),
         Command::Demo(args) if args.replicated => cmd::demo_replicated::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::DrbdHandler(args) => cmd::storage::drbd_handler(paths, &args),

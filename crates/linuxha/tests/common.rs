@@ -33,6 +33,7 @@ impl Node {
             "clhaltapp",
             "clswitchapp",
             "cllock",
+            "clsplitbrain",
         ] {
             std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_linuxha"), node.bin().join(command))
                 .expect("link");

@@ -61,6 +61,136 @@ fn version_is_the_product_version() {
     );
 }
 
+/// stderr of a command that must fail with exit 2 in one line starting with `start`.
+fn one_line_exit_2(out: &std::process::Output, start: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", text(out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with(start), "expected `{start}…`: {}", text(out));
+    assert_eq!(stderr.lines().count(), 1, "{}", text(out));
+    assert!(out.stdout.is_empty(), "{}", text(out));
+}
+
+#[test]
+fn clap_usage_errors_are_one_line_starting_with_the_command_as_called() {
+    let node = Node::with_example("node1");
+    for (program, args, start) in [
+        (
+            "clswitchapp",
+            &["--application", "apache", "--nod", "x"][..],
+            "clswitchapp: unknown option --nod; see clswitchapp --help",
+        ),
+        ("clswitchapp", &[], "clswitchapp: missing --application NAME; see clswitchapp --help"),
+        (
+            "clstat",
+            &["--json", "--watch"],
+            "clstat: --json cannot be used with --watch; see clstat --help",
+        ),
+        ("clhalt", &["now"], "clhalt: unexpected argument `now`; see clhalt --help"),
+        (
+            "cllock",
+            &["--name", "x", "--timeout", "soon", "--", "true"],
+            "cllock: invalid value `soon` for --timeout",
+        ),
+        (
+            "clbuildapp",
+            &["--application", "apache"],
+            "clbuildapp: missing --build or --vgbuild; see clbuildapp --help",
+        ),
+        ("clbuild", &["--bogus"], "clbuild: unknown option --bogus; see clbuild --help"),
+    ] {
+        one_line_exit_2(&node.run(program, args), start);
+    }
+    for (args, start) in [
+        (
+            &["clstartapp", "-x"][..],
+            "linuxha clstartapp: unknown option -x; see linuxha clstartapp --help",
+        ),
+        (&["nosuch"], "linuxha: unknown command `nosuch`; see linuxha --help"),
+        (&[], "linuxha: missing a command; see linuxha --help"),
+        (&["--root"], "linuxha: a value is required for --root"),
+        (&["lab"], "linuxha lab: missing a command; see linuxha lab --help"),
+        (
+            &["lab", "up", "--nodes", "99"],
+            "linuxha lab up: invalid value `99` for --nodes: a lab has 1 to 16 nodes",
+        ),
+        (&["lab", "up", "--networks", "3"], "linuxha lab up: invalid value `3` for --networks"),
+        (&["lab", "down"], "linuxha lab down: missing LAB; see linuxha lab down --help"),
+        (
+            &["lab", "loss", "lh1", "node1", "101"],
+            "linuxha lab loss: invalid value `101` for PERCENT",
+        ),
+    ] {
+        one_line_exit_2(&node.run("linuxha", args), start);
+    }
+    // --help and --version still print and exit 0, under both names.
+    for (program, args) in [
+        ("clswitchapp", &["--help"][..]),
+        ("clswitchapp", &["--version"]),
+        ("linuxha", &["lab", "up", "--help"]),
+    ] {
+        let out = node.run(program, args);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{}", text(&out));
+    }
+}
+
+#[test]
+fn unknown_names_exit_2_at_once_without_a_running_cluster() {
+    let node = Node::with_example("node1");
+    // Not a name at all: refused before anything is read, built configuration or not.
+    one_line_exit_2(&node.run("clhalt", &["--node", "../x"]), "clhalt: node name `../x` must be");
+    one_line_exit_2(
+        &node.run("clswitchapp", &["-a", "apache", "--node", "../x"]),
+        "clswitchapp: node name `../x` must be",
+    );
+    assert!(node.run("clbuild", &["--genkey"]).status.success());
+    assert!(node.run("clbuild", &[]).status.success());
+    for (program, args, start) in [
+        ("clhalt", &["--node", "../x"][..], "clhalt: node name `../x` must be"),
+        ("clhalt", &["--node", "node3"], "clhalt: there is no node `node3` in cluster `cluster1` (its nodes: node1, node2)"),
+        ("clswitchapp", &["--application", "apache", "--node", "nosuch"], "clswitchapp: there is no node `nosuch` in cluster `cluster1` (its nodes: node1, node2)"),
+        ("clswitchapp", &["--application", "nosuch"], "clswitchapp: there is no built application `nosuch` (no application is built on this node yet"),
+        ("clstartapp", &["--application", "web", "--node", "node2"], "clstartapp: there is no built application `web`"),
+        ("clhaltapp", &["--application=-x"], "clhaltapp: application name `-x` must be"),
+        ("clsplitbrain", &["--application", "nosuch", "--keep", "node1", "--yes"], "clsplitbrain: there is no built application `nosuch`"),
+        ("clbuildapp", &["--build", "--force", "--application", "apache", "--source", "node9"], "clbuildapp: there is no node `node9` in cluster `cluster1`"),
+    ] {
+        let t = std::time::Instant::now();
+        one_line_exit_2(&node.run(program, args), start);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{program} {args:?}: {:?}", t.elapsed());
+    }
+    // Once the application is built, it is named among the known ones.
+    std::fs::create_dir_all(node.file("dev/linuxha")).expect("dev dir");
+    let image = std::fs::File::create(node.file("dev/linuxha/apache")).expect("image");
+    image.set_len(16 << 20).expect("size");
+    for args in [
+        &["--force", "--vgbuild", "--application", "apache"][..],
+        &["--force", "--build", "--application", "apache"],
+    ] {
+        let out = node.run("clbuildapp", args);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    one_line_exit_2(
+        &node.run("clswitchapp", &["--application", "apach"]),
+        "clswitchapp: there is no built application `apach` (built applications: apache;",
+    );
+    // A known application and node get as far as the cluster: not formed here (exit 1).
+    let out = node.run("clswitchapp", &["--application", "apache", "--node", "node2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn lab_down_of_an_unknown_lab_exits_2() {
+    let node = Node::with_example("node1");
+    one_line_exit_2(
+        &node.run("linuxha", &["lab", "down", "nosuchlab"]),
+        "linuxha lab down: no lab named \"nosuchlab\": nothing to remove",
+    );
+    one_line_exit_2(
+        &node.run("linuxha", &["lab", "down", "Bad/Name"]),
+        "linuxha lab down: bad lab name",
+    );
+}
+
 #[test]
 fn usage_errors_exit_2_with_one_sentence() {
     let node = Node::with_example("node1");

@@ -7,7 +7,7 @@ mod cluster;
 
 use std::time::{Duration, Instant};
 
-use cluster::{app_running_on, app_state, text, Cluster, APP, CLUSTER_DAEMONS, VIP};
+use cluster::{app_running_on, app_state, text, Cluster, APP, CLUSTER, CLUSTER_DAEMONS, VIP};
 
 #[test]
 fn apache_lifecycle_form_switch_halt_start_and_clhalt() {
@@ -44,6 +44,8 @@ fn apache_lifecycle_form_switch_halt_start_and_clhalt() {
     ];
     assert_in_order("node1 cldaemon.log", &log1, &steps);
     assert!(c.log("node1", APP).contains("exited with status 0"), "apache.log has the start");
+
+    unknown_names_are_answered_at_once(&c);
 
     // clswitchapp: node1 releases everything before node2 starts; when the command returns
     // the move is done. Wait out node1's gratuitous ARPs first (5 over ~1 s after the VIP came
@@ -179,4 +181,51 @@ fn assert_in_order(name: &str, log: &str, steps: &[impl AsRef<str>]) {
             ),
         }
     }
+}
+
+/// On the formed cluster, an unknown target node or application is answered at once with
+/// exit 2 and changes nothing: by the commands from the built configuration, and by cldaemon
+/// itself for a client that does not check (an older one, or a race with clbuild).
+fn unknown_names_are_answered_at_once(c: &Cluster) {
+    use cl_wire::msg::{AdminRequest, AdminResponse, AppCommand};
+    for (args, expected) in [
+        (
+            &["clswitchapp", "--application", APP, "--node", "nosuch"][..],
+            "clswitchapp: there is no node `nosuch` in cluster `cluster1` (its nodes: node1, node2)",
+        ),
+        (&["clstartapp", "--application", "nosuch"], "clstartapp: there is no built application `nosuch` (built applications: apache;"),
+        (&["clhaltapp", "--application", "../x"], "clhaltapp: application name `../x` must be"),
+        (&["clhalt", "--node", "nosuch"], "clhalt: there is no node `nosuch` in cluster `cluster1`"),
+    ] {
+        let t = Instant::now();
+        let out = c.run("node1", args);
+        let took = t.elapsed();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with(expected) && stderr.lines().count() == 1, "{args:?}: {stderr}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+    let socket = cl_daemon::context::admin_socket(
+        &cl_paths::Paths::new(c.lab.root("node1").expect("root")),
+        CLUSTER,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let request = AdminRequest::App {
+        action: AppCommand::Switch,
+        app: APP.into(),
+        node: Some("nosuch".into()),
+    };
+    let t = Instant::now();
+    let answer = runtime.block_on(cl_daemon::transport::admin_request(
+        &socket,
+        &request,
+        Duration::from_secs(5),
+    ));
+    assert!(
+        matches!(&answer, Ok(AdminResponse::Failed { message, .. }) if message.contains("no node `nosuch`")),
+        "cldaemon answered {answer:?} after {:?}",
+        t.elapsed()
+    );
+    let (_, status) = c.status("node1");
+    assert!(app_running_on(&status, "node1"), "still on node1: {:?}", app_state(&status));
 }

@@ -25,6 +25,10 @@ fn write_config(root: &Path, port: u16) {
     let dir = root.join("etc/cluster");
     std::fs::create_dir_all(&dir).expect("etc");
     std::fs::write(dir.join("cluster.key"), format!("{KEY}\n")).expect("key");
+    // The key must be private (clarbd refuses a key others can read).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.join("cluster.key"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod key");
     let xml = format!(
         r#"<linuxha>
   <global>
@@ -113,6 +117,8 @@ fn one_node_holds_the_lease_until_it_stops_renewing() {
     let port = free_udp_port();
     write_config(&root, port);
     let clarbd = start_clarbd(&root);
+    // The clients' epochs come from this root's counter, not the host's /var/lib/cluster.
+    cl_daemon::epoch::init(&cl_paths::Paths::new(&root));
 
     // Shows in ps as clarbd-<cluster>, detached (its parent is no longer us).
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", clarbd.pid)).expect("cmdline");
@@ -224,6 +230,94 @@ fn one_node_holds_the_lease_until_it_stops_renewing() {
     wait_for("clarbd to exit", Duration::from_secs(10), || (!alive(clarbd.pid)).then_some(()));
     assert!(!root.join("run/cluster/clarbd-arbtest.pid").exists());
     assert!(log(&root).contains("SIGTERM: stopping"), "{}", log(&root));
+}
+
+/// A release recorded while node1 held the lease, replayed after clarbd restarted and node1
+/// acquired it again, would free a lease node1 still relies on and let node2 take it: two
+/// holders. It echoes the previous clarbd run's epoch, so clarbd does nothing with it.
+#[test]
+fn a_release_recorded_before_clarbd_restarted_frees_nothing() {
+    use cl_wire::arb::{ArbReply, ArbRequest};
+    use cl_wire::{Kind, Receiver, Sender};
+
+    let dir = tempfile::Builder::new().prefix("linuxha-t61-").tempdir().expect("temp");
+    let root = dir.path().to_path_buf();
+    let port = free_udp_port();
+    write_config(&root, port);
+    cl_daemon::epoch::init(&cl_paths::Paths::new(&root));
+    let server: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+    let key = ClusterKey::from_hex(KEY).expect("key");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+
+    // node1 as the attacker sees it: its frames, sealed by its own sender, all recorded.
+    let mut node1 =
+        Sender::new(key.clone(), "arbtest", "node1", cl_daemon::epoch::next().expect("epoch"));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(ANSWER)).expect("timeout");
+    let mut replies = Receiver::new(key.clone(), "arbtest");
+    let mut ask = |op: ArbOp, seq: u64, echo: u64| -> (Vec<u8>, u64, ArbReply) {
+        let request = ArbRequest { node: "node1".into(), op, seq };
+        let frame = node1.seal_echoing(Kind::Arbitrator, &request, echo).expect("seal");
+        socket.send_to(&frame, server).expect("send");
+        let mut buf = vec![0u8; cl_wire::MAX_FRAME];
+        loop {
+            let (len, _) = socket.recv_from(&mut buf).expect("an answer");
+            if let Ok((header, reply)) = replies.try_receive::<ArbReply>(&buf[..len]) {
+                if reply.seq == seq {
+                    return (frame, header.epoch, reply);
+                }
+            }
+        }
+    };
+
+    let first = start_clarbd(&root);
+    // Learn clarbd's epoch, wait out the quiet period, take the lease, release it: recorded.
+    let (_, epoch1, hello) = ask(ArbOp::Query, 1, 0);
+    assert!(hello.stale, "a request echoing nothing is not acted on: {hello:?}");
+    let mut seq = 2;
+    wait_for("node1 granted", LEASE + Duration::from_secs(5), || {
+        seq += 1;
+        let (_, _, reply) = ask(ArbOp::Acquire, seq, epoch1);
+        reply.granted.then_some(())
+    });
+    seq += 1;
+    let (recorded_release, _, released) = ask(ArbOp::Release, seq, epoch1);
+    assert!(released.granted, "{released:?}");
+
+    // clarbd restarts; node1, the same client run (its cldaemon did not restart), holds the
+    // lease again: it learns the new epoch from a stale answer, then acquires.
+    // SAFETY: kill(2) on the pid of the clarbd this test started.
+    unsafe { libc_kill(first.pid, 15) };
+    wait_for("clarbd to exit", Duration::from_secs(10), || (!alive(first.pid)).then_some(()));
+    let second = start_clarbd(&root);
+    seq += 1;
+    let (_, epoch2, told) = ask(ArbOp::Acquire, seq, epoch1);
+    assert!(told.stale && epoch2 != epoch1, "{told:?}");
+    // Few frames in between, so the recorded one stays within the replay window's 64: only
+    // its echo can give it away.
+    std::thread::sleep(LEASE + Duration::from_millis(300));
+    wait_for("node1 granted again", LEASE + Duration::from_secs(5), || {
+        seq += 1;
+        let (_, _, reply) = ask(ArbOp::Acquire, seq, epoch2);
+        reply.granted.then_some(())
+    });
+    // The recorded release, replayed: new to the restarted window, but stale, so not acted on.
+    socket.send_to(&recorded_release, server).expect("replay");
+    let mut buf = vec![0u8; cl_wire::MAX_FRAME];
+    let (len, _) = socket.recv_from(&mut buf).expect("an answer to the replay");
+    let mut fresh = Receiver::new(key.clone(), "arbtest");
+    let (_, answer): (_, ArbReply) = fresh.try_receive(&buf[..len]).expect("authentic");
+    assert!(answer.stale && !answer.granted, "{answer:?}");
+    runtime.block_on(async {
+        let mut other =
+            ArbClient::new(key.clone(), "arbtest", "node2", server, None).await.expect("client");
+        let denied = other.request(ArbOp::Acquire, ANSWER).await.expect("answer");
+        assert!(!denied.reply.granted, "node2 must not get a lease node1 holds: {denied:?}");
+        assert_eq!(denied.reply.holder.as_deref(), Some("node1"));
+    });
+    // SAFETY: kill(2) on the pid of the clarbd this test started.
+    unsafe { libc_kill(second.pid, 15) };
+    wait_for("clarbd to exit", Duration::from_secs(10), || (!alive(second.pid)).then_some(()));
 }
 
 #[test]

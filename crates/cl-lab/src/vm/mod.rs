@@ -40,7 +40,7 @@ use crate::{sys, Direction, Lab, LabError, LabSpec};
 pub struct VmLabSpec {
     /// Lab name; `None` picks `lh` + 6 random hex digits.
     pub name: Option<String>,
-    /// Number of cluster nodes (VM guests), 1..=20.
+    /// Number of cluster nodes (VM guests), 1..=[`crate::MAX_NODES`].
     pub nodes: usize,
     /// Number of networks: 1 (public) or 2 (public and private).
     pub networks: usize,
@@ -123,8 +123,8 @@ impl VmLab {
     /// parallel and waits for their agents; creates the volume group when `spec.vg` asks.
     pub fn up(spec: VmLabSpec) -> Result<VmLab> {
         crate::check_supported()?;
-        if !(1..=20).contains(&spec.nodes) {
-            bail!("VM lab nodes must be 1..=20, not {}", spec.nodes);
+        if !(1..=crate::MAX_NODES).contains(&spec.nodes) {
+            bail!("a VM lab has 1 to {} nodes, not {}", crate::MAX_NODES, spec.nodes);
         }
         let binary_dir = fs::canonicalize(&spec.binary_dir)
             .with_context(|| format!("binary directory {}", spec.binary_dir.display()))?;

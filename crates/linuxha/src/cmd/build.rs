@@ -188,6 +188,9 @@ pub fn clbuildapp(paths: &Paths, args: &ClbuildappArgs) -> Outcome<()> {
     let app_name = cl_config::value::name(&args.application, "application name")
         .map_err(|e| Failure::config(format!("clbuildapp: {e}")))?;
     let cluster = site::built_cluster("clbuildapp", paths)?;
+    if let Some(source) = &args.source {
+        crate::names::node("clbuildapp", &cluster.config, source)?;
+    }
     progress.say(format!(
         "using cluster `{}` built as version {}",
         cluster.config.name, cluster.version

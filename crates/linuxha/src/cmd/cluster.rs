@@ -8,6 +8,7 @@ use cl_wire::msg::{AdminRequest, AdminResponse, ClusterStatus};
 
 use crate::cli::{ClformArgs, ClhaltArgs, ClstatArgs};
 use crate::fail::{Failure, Outcome};
+use crate::names::{self, Kind};
 use crate::site;
 
 /// Exit code of clstat when the cluster is not formed on this node.
@@ -75,7 +76,12 @@ fn finish(command: &str, verbose: bool, response: AdminResponse) -> Outcome<()> 
                     println!("{command}: {line}");
                 }
             }
-            Err(Failure::runtime(message))
+            // cldaemon's own refusals do not name the command; clhalt's and clform's do.
+            if message.starts_with(&format!("{command}:")) {
+                Err(Failure::runtime(message))
+            } else {
+                Err(Failure::runtime(format!("{command}: {message}")))
+            }
         }
         AdminResponse::Status(_) | AdminResponse::Storage(_) | AdminResponse::FencePeer { .. } => {
             Err(Failure::runtime(format!("{command}: unexpected answer from cldaemon")))
@@ -96,6 +102,10 @@ pub fn clform(paths: &Paths, args: &ClformArgs) -> Outcome<()> {
 
 /// Run clhalt.
 pub fn clhalt(paths: &Paths, args: &ClhaltArgs) -> Outcome<()> {
+    if let Some(node) = &args.node {
+        names::syntax("clhalt", Kind::Node, node)?;
+        names::node("clhalt", &site::built_cluster("clhalt", paths)?.config, node)?;
+    }
     if args.verbose {
         match &args.node {
             Some(node) => println!("clhalt: taking node {node} out of the cluster"),
@@ -371,6 +381,17 @@ pub fn app_command(
     args: &crate::cli::AppCommandArgs,
 ) -> Outcome<()> {
     use cl_wire::msg::AppCommand;
+    // Names first, from the built configuration: an unknown one is answered at once (exit 2),
+    // whether or not the cluster is formed, and nothing is asked of cldaemon.
+    names::syntax(command, Kind::Application, &args.application)?;
+    if let Some(node) = &args.node {
+        names::syntax(command, Kind::Node, node)?;
+        names::node(command, &site::built_cluster(command, paths)?.config, node)?;
+    }
+    let built = names::application(command, paths, &args.application)?;
+    if let Some(node) = &args.node {
+        names::app_node(command, &built, node)?;
+    }
     let before = fetch_status(paths)?;
     if before.state != "formed" {
         return Err(Failure::runtime(format!(

@@ -13,6 +13,7 @@ use cl_wire::storage::StorageOp;
 use crate::cli::ClsplitbrainArgs;
 use crate::cmd::vgbuild::{self, plan::Follow, progress};
 use crate::fail::{Failure, Outcome};
+use crate::names::{self, Kind};
 use crate::site;
 
 const COMMAND: &str = "clsplitbrain";
@@ -26,17 +27,10 @@ pub fn is_split(state: &VolumeState) -> bool {
 
 /// Run clsplitbrain.
 pub fn clsplitbrain(paths: &Paths, args: &ClsplitbrainArgs) -> Outcome<()> {
+    names::syntax(COMMAND, Kind::Application, &args.application)?;
+    names::syntax(COMMAND, Kind::Node, &args.keep)?;
     let cluster = site::built_cluster(COMMAND, paths)?;
-    let app = site::built_apps(COMMAND, paths, None)?
-        .into_iter()
-        .map(|b| b.config)
-        .find(|a| a.name == args.application)
-        .ok_or_else(|| {
-            Failure::config(format!(
-                "{COMMAND}: there is no built application `{}` (clbuildapp --build --application {} builds it)",
-                args.application, args.application
-            ))
-        })?;
+    let app = names::application(COMMAND, paths, &args.application)?;
     let Some(replication) = &app.replication else {
         return Err(Failure::config(format!(
             "{COMMAND}: `{}` has no replicated storage",
