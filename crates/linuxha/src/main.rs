@@ -59,7 +59,7 @@ fn run(paths: &cl_paths::Paths, called: &str, command: Command) -> Outcome<()> {
         Command::Demo(args) if args.replicated => cmd::demo_replicated::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::DrbdHandler(args) => cmd::storage::drbd_handler(paths, &args),
-        Command::GenMan(args) => docs::man::write_pages("gen-man", &args.dir).map(|_| ()),
+        Command::GenMan(args) => docs::man::write_pages("gen-man", &args.dir, false).map(|_| ()),
         Command::GenCompletions(args) => {
             docs::completions::write(docs::completions::shell(&args.shell)?, &args.dir).map(|_| ())
         }

@@ -56,15 +56,31 @@ fn ascii(text: &str) -> String {
     out
 }
 
-/// Write every page under `dir` as `man5/…` and `man8/…`; the paths written.
-pub fn write_pages(command: &str, dir: &Path) -> Outcome<Vec<PathBuf>> {
+/// Write every page under `dir` as `man5/…` and `man8/…`, gzipped (`clstat.8.gz`, as
+/// packages install them) when `gzip`; the paths written.
+pub fn write_pages(command: &str, dir: &Path, gzip: bool) -> Outcome<Vec<PathBuf>> {
     let mut written = Vec::new();
     for page in pages()? {
-        let path = dir.join(format!("man{}", page.section)).join(&page.file);
-        super::write(command, &path, page.text.as_bytes())?;
+        let mut path = dir.join(format!("man{}", page.section)).join(&page.file);
+        let mut bytes = page.text.into_bytes();
+        if gzip {
+            path.as_mut_os_string().push(".gz");
+            bytes = gzipped(&bytes).map_err(|e| {
+                Failure::runtime(format!("{command}: cannot compress {}: {e}", page.file))
+            })?;
+        }
+        super::write(command, &path, &bytes)?;
         written.push(path);
     }
     Ok(written)
+}
+
+/// `bytes` compressed as gzip does (no name, no time stamp: the same pages give the same file).
+fn gzipped(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes)?;
+    encoder.finish()
 }
 
 fn render(man: &Man, what: &str) -> Outcome<String> {
