@@ -8,7 +8,8 @@
 //! links resolve there (the packagers' globs follow links); the packages take the binary from
 //! target/release. cargo-generate-rpm cannot package symbolic links, so the RPM creates the
 //! command links in its %post scriptlet (written here from the same list) and removes them
-//! in %preun.
+//! in %preun; it cannot package an empty directory either (cargo-generate-rpm 0.21.1), so
+//! %post creates /var/log/cluster, as the Debian postinst does.
 
 use std::fs;
 use std::path::Path;
@@ -79,8 +80,10 @@ fn rpm_scriptlets() -> [(&'static str, String); 3] {
         (
             "post_install.sh",
             format!(
-                "# linuxha %post: the command links; let a running systemd see the units.\n\
+                "# linuxha %post: the command links, the log directory; let a running systemd \
+                 see the units.\n\
                  for name in {names}; do ln -sfn linuxha {SBIN}/$name; done\n\
+                 mkdir -p /var/log/cluster\n\
                  if [ -d /run/systemd/system ]; then systemctl daemon-reload || :; fi\n"
             ),
         ),
