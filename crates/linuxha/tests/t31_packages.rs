@@ -197,7 +197,9 @@ fn cargo() -> String {
 
 fn dpkg(root: &Path, args: &[&str]) -> Output {
     let root_arg = format!("--root={}", root.display());
-    let mut all = vec![root_arg.as_str(), "--force-script-chrootless", "--force-depends"];
+    // --path-include: minimal images exclude /usr/share/man and /usr/share/doc in dpkg.cfg.d.
+    let mut all =
+        vec![root_arg.as_str(), "--force-script-chrootless", "--force-depends", "--path-include=*"];
     all.extend(args);
     let out =
         Command::new("dpkg").args(&all).stdin(std::process::Stdio::null()).output().expect("dpkg");
