@@ -111,20 +111,23 @@ fn command_page(name: &'static str) -> Outcome<Page> {
 fn overview() -> Outcome<Page> {
     let mut cmd = Cli::command();
     cmd.build();
-    let man = Man::new(cmd.clone()).section("8").source(source()).manual(MANUAL);
-    let mut head = Vec::new();
+    // The NAME line is `linuxha - <about>`: the about without its leading `linuxha: `.
+    let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+    let about = about.strip_prefix("linuxha: ").unwrap_or(&about).to_string();
+    let man = Man::new(cmd.clone().about(about.clone()).long_about(about))
+        .section("8")
+        .source(source())
+        .manual(MANUAL);
+    let mut out = Vec::new();
+    let fail = |e: std::io::Error| Failure::runtime(format!("gen-man: cannot render linuxha: {e}"));
     for part in [
         Man::render_title,
         Man::render_name_section,
         Man::render_synopsis_section,
         Man::render_description_section,
-        Man::render_options_section,
     ] {
-        part(&man, &mut head)
-            .map_err(|e| Failure::runtime(format!("gen-man: cannot render linuxha: {e}")))?;
+        part(&man, &mut out).map_err(fail)?;
     }
-    let mut text = String::from_utf8(head)
-        .map_err(|_| Failure::runtime("gen-man: linuxha is not UTF-8".to_string()))?;
     let mut roff = Roff::new();
     roff.control("PP", []).text([
         roman("One binary is every command by the name it is called with: "),
@@ -135,6 +138,11 @@ fn overview() -> Outcome<Page> {
         bold("<daemon>-<cluster>"),
         roman(" (as they show in ps)."),
     ]);
+    out.extend(roff.to_roff().into_bytes());
+    man.render_options_section(&mut out).map_err(fail)?;
+    let mut text = String::from_utf8(out)
+        .map_err(|_| Failure::runtime("gen-man: linuxha is not UTF-8".to_string()))?;
+    let mut roff = Roff::new();
     roff.control("SH", ["COMMANDS"]);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let name = sub.get_name();
