@@ -7,7 +7,9 @@
 //!   newer version, removed and purged: files, command links, units, `clstat --help` from the
 //!   root, and the administrator's clconf.xml, key and edited VERSION survive.
 //! - The .rpm (cargo-generate-rpm) carries the same files (`rpm -qlp`), VERSION as
-//!   %config(noreplace), and scriptlets that create the command links.
+//!   %config(noreplace), and scriptlets that create the command links; it installs, upgrades
+//!   and erases with `rpm --root` (busybox as the root's shell for the scriptlets), keeping the
+//!   administrator's files.
 //!
 //! The package tests use target/release/linuxha (scripts/test.sh builds it) and are skipped,
 //! with a line saying so, when cargo-deb, cargo-generate-rpm, dpkg, rpm or that binary is
@@ -380,4 +382,72 @@ fn rpm_carries_the_same_files() {
     for name in ["clbuild", "clstat", "cldaemon", "clarbd"] {
         assert!(scripts.split([' ', ';']).any(|w| w == name), "{name}: {scripts}");
     }
+
+    // Install, upgrade and erase in a throwaway root; rpm runs the scriptlets chrooted there,
+    // with busybox as the shell.
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        println!("SKIPPED: installing the rpm needs /bin/busybox (apt-get install busybox-static)");
+        return;
+    }
+    let newer = dir.path().join("linuxha-2.rpm");
+    let newer_arg = newer.to_str().expect("utf-8");
+    ok(
+        cargo(),
+        &[
+            "generate-rpm",
+            "-p",
+            "crates/linuxha",
+            "--payload-compress",
+            "gzip",
+            "-s",
+            "release = \"2\"",
+            "-o",
+            newer_arg,
+        ],
+    );
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).expect("bin");
+    std::fs::create_dir_all(root.join("etc/cluster")).expect("etc");
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("busybox");
+    for applet in ["sh", "ln", "mkdir", "rm"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("applet");
+    }
+    let admin = [("etc/cluster/clconf.xml", "<linuxha/>\n"), ("etc/cluster/cluster.key", "k\n")];
+    for (file, content) in admin {
+        std::fs::write(root.join(file), content).expect("admin file");
+    }
+    let root_arg = root.to_str().expect("utf-8");
+    let rpm = |args: &[&str]| {
+        let mut all = vec!["--root", root_arg];
+        all.extend(args);
+        ok("rpm", &all)
+    };
+    rpm(&["--initdb"]);
+    rpm(&["-i", "--nodeps", package_arg]);
+    let sbin = root.join("usr/sbin");
+    for name in ["clbuild", "clstat", "cldaemon", "clarbd"] {
+        let link = std::fs::read_link(sbin.join(name));
+        assert_eq!(link.ok().as_deref(), Some(Path::new("linuxha")), "{name} after %post");
+    }
+    assert!(root.join("var/log/cluster").is_dir(), "%post creates the log directory");
+    ok(sbin.join("clstat"), &["--version"]);
+    let version = root.join("etc/cluster/VERSION");
+    std::fs::write(&version, "edited by the administrator\n").expect("edit VERSION");
+    rpm(&["-U", "--nodeps", newer_arg]);
+    let edited = std::fs::read_to_string(&version).ok();
+    assert_eq!(edited.as_deref(), Some("edited by the administrator\n"), "noreplace");
+    assert!(std::fs::read_link(sbin.join("clstat")).is_ok(), "links kept on upgrade");
+    rpm(&["-e", "--nodeps", "linuxha"]);
+    assert!(std::fs::symlink_metadata(sbin.join("clstat")).is_err(), "%preun removes links");
+    assert!(!sbin.join("linuxha").exists());
+    for (file, content) in admin {
+        assert_eq!(
+            std::fs::read_to_string(root.join(file)).ok().as_deref(),
+            Some(content),
+            "{file}"
+        );
+    }
+    // rpm keeps an edited %config file as .rpmsave when the package goes.
+    assert!(version.is_file() || root.join("etc/cluster/VERSION.rpmsave").is_file());
 }
