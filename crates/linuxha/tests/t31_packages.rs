@@ -40,6 +40,7 @@ fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
     let program = program.as_ref();
     Command::new(program)
         .args(args)
+        .env("LC_ALL", "C.UTF-8")
         .current_dir(workspace())
         .output()
         .unwrap_or_else(|e| panic!("{} {args:?}: {e}", program.to_string_lossy()))
@@ -74,6 +75,7 @@ fn render_with_man(page: &Path) -> String {
         .args(["--warnings", "-l"])
         .arg(page)
         .env("MANPAGER", "cat")
+        .env("LC_ALL", "C.UTF-8")
         .env("MANWIDTH", "100")
         .output()
         .expect("man runs");
@@ -262,6 +264,13 @@ fn deb_installs_upgrades_and_purges_keeping_the_configuration() {
         .filter(|n| n != "linuxha")
         .collect();
     assert!(pages.len() >= 16, "{pages:?}");
+    // Every command link has its page, every page its link.
+    for entry in std::fs::read_dir(&sbin).expect("sbin") {
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        if name != "linuxha" {
+            assert!(pages.contains(&name), "{name} has no page: {pages:?}");
+        }
+    }
     for name in &pages {
         let link = std::fs::read_link(sbin.join(name));
         assert_eq!(link.ok().as_deref(), Some(Path::new("linuxha")), "{name}");
