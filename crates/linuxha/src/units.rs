@@ -15,7 +15,8 @@ pub struct Unit {
 /// cldaemon is not sandboxed: the applications' start and stop scripts, monitors, mounts,
 /// DRBD, VIPs and fence agents all run under it and would inherit any sandbox (read-only
 /// file systems, no module loading, no realtime priority for the heartbeats). clarbd, on the
-/// third host, needs only UDP, its configuration, a log and a run directory, and is confined.
+/// third host, needs only UDP (a port below 1024 if so configured), its configuration, a log
+/// and a run directory, and is confined.
 /// Every daemon is a child of its unit's main process and inherits `LimitNOFILE`: connections
 /// that pile up must not leave them unable to accept.
 pub fn units(sbin: &Path) -> Vec<Unit> {
@@ -63,7 +64,7 @@ pub fn units(sbin: &Path) -> Vec<Unit> {
                  LogsDirectory=cluster\n\
                  RuntimeDirectory=cluster\n\
                  RuntimeDirectoryPreserve=yes\n\
-                 CapabilityBoundingSet=\n\
+                 CapabilityBoundingSet=CAP_NET_BIND_SERVICE\n\
                  NoNewPrivileges=yes\n\
                  ProtectSystem=strict\n\
                  ProtectHome=yes\n\
