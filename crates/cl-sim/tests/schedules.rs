@@ -73,7 +73,7 @@ fn a_broken_rule_is_caught() {
 }
 
 #[test]
-#[ignore = "not yet caught: the sabotaged holder still announces the lease, so the peer never becomes eligible (work in progress)"]
+#[ignore = "not caught yet in 300 seeds: the survivor also needs the peer-alive probe to find the sabotaged holder silent, which needs a schedule cutting the holder from everything; work in progress (issue 12)"]
 fn a_lease_holder_that_keeps_running_past_its_lease_is_caught() {
     // Leases are held ahead of time and the survivor starts as soon as it is granted one: a
     // holder that does not stop at its deadline must show up as two holders.

@@ -18,13 +18,15 @@ impl Apps {
         self
     }
 
-    pub(super) fn set_lease(&mut self, held: bool) {
+    /// Note whether this node holds the lease; losing it stops everything here, unless
+    /// `keep_running` (the simulator's sabotage of that very rule).
+    pub(super) fn set_lease(&mut self, held: bool, keep_running: bool) {
         let Some(current) = self.lease.as_mut() else { return };
         if *current == held {
             return;
         }
         *current = held;
-        if !held {
+        if !held && !keep_running {
             // The guard stops everything when a lease is lost while something runs; this only
             // makes sure nothing is left running without the lease.
             let active: Vec<String> = self

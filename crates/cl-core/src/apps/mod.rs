@@ -174,6 +174,10 @@ pub enum AppInput {
         /// The lease is held.
         held: bool,
     },
+    /// The simulator's sabotage check only (`Sabotage::KeepRunningAfterLease`): the lease is
+    /// gone and announced as gone, but the applications are left running — the broken rule
+    /// the checker must catch. Never sent by a daemon.
+    LeaseLostKeepRunning,
     /// Membership: this node is isolated.
     Isolated,
     /// Membership: this node is connected again.
@@ -449,7 +453,8 @@ impl Apps {
                 // Powered off: whatever it announced is gone with it.
                 self.peer_states.remove(&peer);
             }
-            AppInput::Lease { held } => self.set_lease(held),
+            AppInput::Lease { held } => self.set_lease(held, false),
+            AppInput::LeaseLostKeepRunning => self.set_lease(false, true),
             AppInput::Isolated => {
                 self.isolated = true;
                 // A node that gives up restarts nothing either: a restart pending after a

@@ -700,12 +700,14 @@ impl Guard {
     fn sync_apps_lease(&mut self) {
         let Some(lease) = self.lease.as_ref() else { return };
         let held = lease.held_until.is_some();
-        if !held && self.config.sabotage == Sabotage::KeepRunningAfterLease {
-            return; // the broken rule: the applications are never told
-        }
         if held != self.apps_lease {
             self.apps_lease = held;
-            self.apps(AppInput::Lease { held });
+            if !held && self.config.sabotage == Sabotage::KeepRunningAfterLease {
+                // The broken rule: the lease is announced as gone, the applications run on.
+                self.apps(AppInput::LeaseLostKeepRunning);
+            } else {
+                self.apps(AppInput::Lease { held });
+            }
         }
     }
 
