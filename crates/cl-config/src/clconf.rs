@@ -45,15 +45,16 @@ pub struct ClusterConfig {
 pub struct Arbitrator {
     /// Where clarbd listens (UDP).
     pub address: SocketAddr,
-    /// How long a grant lasts without renewal.
-    pub lease: Duration,
+    /// How long a grant lasts without renewal, when `<arbitrator lease>` gives it; `None`:
+    /// derived from the heartbeat profile (the lease floor of cl-core's `SafetyTiming`: 2.6 s
+    /// with the default profile, 0.8 s with the fast one).
+    #[serde(default)]
+    pub lease: Option<Duration>,
 }
 
 impl Arbitrator {
-    /// Lease length when `<arbitrator lease>` is not given.
-    pub const DEFAULT_LEASE: Duration = Duration::from_secs(4);
     /// Shortest lease accepted.
-    pub const MIN_LEASE: Duration = Duration::from_secs(1);
+    pub const MIN_LEASE: Duration = Duration::from_millis(500);
     /// Longest lease accepted.
     pub const MAX_LEASE: Duration = Duration::from_secs(60);
 }
@@ -392,11 +393,11 @@ fn read_arbitrator(
             text,
             ranged(Arbitrator::MIN_LEASE, Arbitrator::MAX_LEASE),
         )
-        .map(|d| (d, text.at)),
-        None => Some((Arbitrator::DEFAULT_LEASE, node.range().start)),
+        .map(|d| Some((d, text.at))),
+        None => Some(None),
     };
-    let (ip, port, (lease, lease_at)) = (ip?, port?, lease?);
-    if let Some(hb) = heartbeat {
+    let (ip, port, given) = (ip?, port?, lease?);
+    if let (Some(hb), Some((lease, lease_at))) = (heartbeat, given) {
         if lease <= hb.timeout * 2 {
             diags.error(
                 lease_at,
@@ -409,6 +410,7 @@ fn read_arbitrator(
             return None;
         }
     }
+    let lease = given.map(|(lease, _)| lease);
     Some((Arbitrator { address: SocketAddr::new(ip, port), lease }, address_at))
 }
 

@@ -163,7 +163,7 @@ fn fencing_and_arbitrator_survive_the_built_artefact() {
     let config = loaded.config.expect("loads");
     let arbitrator = config.arbitrator.expect("arbitrator");
     assert_eq!(arbitrator.address, "10.10.0.1:9905".parse().expect("literal"));
-    assert_eq!(arbitrator.lease, std::time::Duration::from_secs(5));
+    assert_eq!(arbitrator.lease, Some(std::time::Duration::from_secs(5)));
     let fence = config.nodes[0].fence.clone().expect("node1 fence");
     assert_eq!(fence.agent, PathBuf::from("/usr/sbin/fence_ipmilan"));
     assert_eq!(fence.timeout, std::time::Duration::from_secs(30));

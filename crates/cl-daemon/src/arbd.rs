@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use cl_config::clconf::{Arbitrator, KeySource};
+use cl_config::clconf::KeySource;
 use cl_config::{load_cluster, ClusterConfig, FileKind, Host, Severity};
 use cl_core::arbiter::{ArbEvent, Arbiter};
 use cl_core::Time;
@@ -100,7 +100,11 @@ impl ArbdConfig {
             }
         }
         let key = read_key(&opts.paths, &config)?;
-        let lease = config.arbitrator.map_or(Arbitrator::DEFAULT_LEASE, |a| a.lease);
+        // The nodes derive a lease that is not configured from the heartbeat profile; so does
+        // clarbd, from the same clconf.xml, so both count the same length.
+        let hb = &config.heartbeat;
+        let floor = cl_core::timing::SafetyTiming::new(hb.interval, hb.timeout).lease_floor();
+        let lease = config.arbitrator.and_then(|a| a.lease).unwrap_or(floor);
         let listen = match (opts.listen, config.arbitrator) {
             (Some(listen), _) => listen,
             (None, Some(arb)) => arb.address,

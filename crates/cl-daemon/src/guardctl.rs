@@ -26,7 +26,10 @@ pub fn safety_timing(ctx: &Context) -> SafetyTiming {
     let hb = &ctx.cluster().heartbeat;
     let timing = SafetyTiming::new(hb.interval, hb.timeout);
     match ctx.cluster().arbitrator {
-        Some(arbitrator) => timing.with_lease(arbitrator.lease),
+        Some(arbitrator) => {
+            let lease = arbitrator.lease.unwrap_or_else(|| timing.lease_floor());
+            timing.with_lease(lease)
+        }
         None => timing,
     }
 }
