@@ -49,7 +49,8 @@ type Results =
 pub struct AppControl {
     results: Results,
     ctx: Context,
-    origin: Instant,
+    /// The manager's clock, and what the takeover guard's probes found silent.
+    silence: crate::guardctl::SilenceLog,
     apps: Apps,
     runners: BTreeMap<String, Runner>,
     monitors: BTreeMap<String, Vec<JoinHandle<()>>>,
@@ -89,7 +90,11 @@ pub fn built_apps(ctx: &Context) -> Vec<AppConfig> {
 
 impl AppControl {
     /// The applications of this node, all stopped.
-    pub fn new(ctx: Context, origin: Instant, events: mpsc::Sender<AppEvent>) -> AppControl {
+    pub fn new(
+        ctx: Context,
+        silence: crate::guardctl::SilenceLog,
+        events: mpsc::Sender<AppEvent>,
+    ) -> AppControl {
         let configs = built_apps(&ctx);
         let policies = configs
             .iter()
@@ -131,7 +136,7 @@ impl AppControl {
         AppControl {
             results: Results::default(),
             ctx,
-            origin,
+            silence,
             apps,
             runners,
             monitors: BTreeMap::new(),
@@ -164,7 +169,7 @@ impl AppControl {
     }
 
     fn now(&self) -> Time {
-        Time::ZERO + self.origin.elapsed()
+        self.silence.now()
     }
 
     /// When the machine must be woken next (a take-over delay ending).
@@ -201,7 +206,7 @@ impl AppControl {
         for (name, runner) in &self.runners {
             if runner.is_active().await {
                 info!(app = %name, "{name} is active here: adopting it");
-                let now = Time::ZERO + self.origin.elapsed();
+                let now = self.silence.now();
                 self.apps.handle(now, AppInput::Adopted { app: name.clone() });
                 adopted.push(name.clone());
             }
@@ -221,8 +226,11 @@ impl AppControl {
                     info!(%app, "starting {app}");
                     let events = self.events.clone();
                     let name = app.clone();
+                    // The guard's probe results as they stand now: an address it found silent a
+                    // moment ago is not probed again (cl-core `dad`).
+                    let (known, now) = (self.silence.snapshot(), self.silence.now());
                     let task = tokio::task::spawn_local(async move {
-                        let result = runner.start().await;
+                        let result = runner.start(&known, now).await;
                         let _ = events.send(AppEvent::Started { app, result }).await;
                     });
                     self.starts.insert(name, task);

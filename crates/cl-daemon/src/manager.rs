@@ -133,6 +133,8 @@ struct Manager {
     arb_link: crate::guardctl::ArbLink,
     /// What the peer-alive probe looks for, per peer (worked out when the cluster forms).
     probe_targets: BTreeMap<String, Vec<cl_drivers::vip::Vip>>,
+    /// What those probes found silent, for the application starts.
+    silence: crate::guardctl::SilenceLog,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -173,9 +175,10 @@ pub async fn run(ctx: Context) -> Result<()> {
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
     let (guard_tx, mut guard_rx) = mpsc::channel::<GuardInput>(64);
+    let origin = Instant::now();
     let mut manager = Manager {
         ctx: ctx.clone(),
-        origin: Instant::now(),
+        origin,
         formed: false,
         membership: None,
         children: BTreeMap::new(),
@@ -193,6 +196,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         notice: Vec::new(),
         arb_link: Default::default(),
         probe_targets: BTreeMap::new(),
+        silence: crate::guardctl::SilenceLog::new(origin),
     };
     crate::guardctl::write_notice(&ctx, &[]);
     // Only this process needs to know; the daemons it starts read the new files anyway.
@@ -408,8 +412,11 @@ impl Manager {
         for daemon in CHILDREN {
             self.ensure_child(daemon)?;
         }
-        let mut apps =
-            crate::appctl::AppControl::new(self.ctx.clone(), self.origin, self.app_events.clone());
+        let mut apps = crate::appctl::AppControl::new(
+            self.ctx.clone(),
+            self.silence.clone(),
+            self.app_events.clone(),
+        );
         apps.start_storage(self.storage_events.clone());
         apps.handle(cl_core::apps::AppInput::Formed { start_autostart: !noapps });
         self.apps = Some(apps);
@@ -601,7 +608,12 @@ impl Manager {
                     GuardAction::Probe { peer } => {
                         info!(%peer, "probing node {peer} on the public networks before taking anything over");
                         let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
-                        crate::guardctl::probe(targets, peer, self.guard_results.clone());
+                        crate::guardctl::probe(
+                            targets,
+                            peer,
+                            self.guard_results.clone(),
+                            self.silence.clone(),
+                        );
                     }
                     GuardAction::Fence { peer } => {
                         crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
