@@ -218,11 +218,6 @@ pub fn write_notice(ctx: &Context, peers: &[String]) {
     }
 }
 
-/// The peers named in the notice file, if any.
-pub fn read_notice(ctx: &Context) -> Vec<String> {
-    read_notice_at(&notice_file(ctx))
-}
-
 /// The peers named in the notice file at `path`, if any.
 pub fn read_notice_at(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path)
