@@ -39,6 +39,13 @@ use crate::transport::peer_request;
 /// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
 pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
 
+/// How often daemons adopted from a crashed cldaemon are looked for by pid.
+const SUPERVISE_ADOPTED: Duration = Duration::from_millis(100);
+
+/// The period of the manager's housekeeping: refresh the published status, repeat the
+/// applications' announcement.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// How long a peer request may take before the peer counts as unreachable.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -59,6 +66,8 @@ enum Command {
     PeerLeft(String),
     /// DRBD's fence-peer handler for a resource: what does the cluster know of the peer?
     FencePeer(String, oneshot::Sender<Result<(String, cl_core::storage::FenceStep), String>>),
+    /// Someone reads the status: publish it fresh (its times are measured now), then answer.
+    Publish(oneshot::Sender<()>),
 }
 
 /// A cluster daemon this cldaemon looks after.
@@ -153,6 +162,8 @@ pub async fn run(ctx: Context) -> Result<()> {
         .with_context(|| format!("cannot bind {}", admin_path.display()))?;
     std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))?;
 
+    // Registered before any child starts, so no exit is missed.
+    let mut child_exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
     let peer_receiver = Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
@@ -216,9 +227,15 @@ pub async fn run(ctx: Context) -> Result<()> {
     }
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut supervise = tokio::time::interval(Duration::from_millis(100));
-    let mut publish = tokio::time::interval(Duration::from_millis(100));
-    let mut gossip = tokio::time::interval(Duration::from_secs(1));
+    // Its own children's exits arrive as SIGCHLD; only daemons adopted from a crashed
+    // cldaemon (not our children) are looked for by pid, every SUPERVISE_ADOPTED.
+    let mut adopted = tokio::time::interval(SUPERVISE_ADOPTED);
+    adopted.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the rest: the status is published on every change and fresh for every
+    // reader (Command::Publish), so this only refreshes its times for the waiting commands;
+    // the announcement is repeated to heal a lost one.
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65536];
     loop {
         let wake = manager.next_wake();
@@ -266,6 +283,10 @@ pub async fn run(ctx: Context) -> Result<()> {
                 Command::FencePeer(resource, reply) => {
                     let _ = reply.send(manager.fence_peer(&resource));
                 }
+                Command::Publish(reply) => {
+                    manager.publish();
+                    let _ = reply.send(());
+                }
                 Command::PeerLeft(peer) => {
                     let now = manager.now();
                     if let Some(m) = manager.membership.as_mut() {
@@ -310,9 +331,10 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
                 manager.publish();
             }
-            _ = supervise.tick() => manager.supervise(),
-            _ = publish.tick() => manager.publish(),
-            _ = gossip.tick() => {
+            _ = child_exits.recv() => manager.supervise(),
+            _ = adopted.tick(), if manager.has_adopted() => manager.supervise(),
+            _ = housekeeping.tick() => {
+                manager.publish();
                 // Announcements also go out on every change; this heals a lost one.
                 if let Some(apps) = manager.apps.as_ref() {
                     apps.announce();
@@ -337,7 +359,8 @@ impl Manager {
     fn next_wake(&self) -> tokio::time::Instant {
         let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
         let next = [
-            self.membership.as_ref().and_then(|m| m.poll_timeout()),
+            // clhbd2 sends the heartbeats: only the membership's judging deadlines wake us.
+            self.membership.as_ref().and_then(|m| m.poll_judge_timeout()),
             self.apps.as_ref().and_then(|a| a.poll_timeout()),
             self.guard.as_ref().and_then(|g| g.poll_timeout()),
         ]
@@ -453,6 +476,11 @@ impl Manager {
         info!(daemon, pid = child.id(), "started {argv0}");
         self.children.insert(daemon, Child::Own(child));
         Ok(())
+    }
+
+    /// Whether a daemon adopted from an earlier cldaemon is watched (by pid, not SIGCHLD).
+    fn has_adopted(&self) -> bool {
+        self.children.values().any(|c| matches!(c, Child::Adopted(_)))
     }
 
     fn supervise(&mut self) {
@@ -944,7 +972,14 @@ async fn handle_admin(
     status: &watch::Receiver<ClusterStatus>,
 ) -> AdminResponse {
     match request {
-        AdminRequest::Status => AdminResponse::Status(Box::new(status.borrow().clone())),
+        AdminRequest::Status => {
+            // Fresh, not as of the last publication (a busy loop answers with that one).
+            let (tx, rx) = oneshot::channel();
+            if commands.send(Command::Publish(tx)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+            }
+            AdminResponse::Status(Box::new(status.borrow().clone()))
+        }
         AdminRequest::Form { noapps } => form_cluster(ctx, commands, status.clone(), noapps).await,
         AdminRequest::Halt { force, node } => {
             halt_cluster(ctx, commands, status.clone(), force, node).await
