@@ -483,7 +483,12 @@ impl Runner {
                 Err(e) => return Some(Err(e)),
             },
         };
-        let cgroup = self.cgroup().ok();
+        // Only a process check looks in the application's cgroup; finding (and creating) it
+        // reads /proc and makes directories, not worth doing every second for the others.
+        let cgroup = match check {
+            Check::Process { .. } => self.cgroup().ok(),
+            _ => None,
+        };
         let result = cl_drivers::monitor::check(&check, cgroup.as_ref(), monitor.timeout).await;
         Some(match result {
             MonitorResult::Ok => Ok(()),
