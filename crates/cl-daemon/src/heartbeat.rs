@@ -183,7 +183,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
         counters.changed(receiver.counters());
         tokio::select! {
             _ = hangup.recv() => {
-                // A restarted cldaemon sends this: it hears the counters again at once.
+                // A reload (cldaemon restarted on a new configuration): it hears them at once.
                 counters.resend();
                 match Context::load(ctx.paths.clone()) {
                     Ok(new) => {
