@@ -124,6 +124,9 @@ impl Runner {
         let app = &self.app.name;
         let heartbeat = &self.ctx.cluster().heartbeat;
         let plan = cl_core::dad::probe_plan(heartbeat.interval);
+        // `now` was read when the start was ordered; the age of a silence is judged when each
+        // address is reached, which is later.
+        let entered = std::time::Instant::now();
         // The split-brain guard comes first, before anything touches shared data: if anyone
         // answers for one of our addresses, another node may still run the application, and
         // its filesystem must not be checked or mounted here either.
@@ -132,6 +135,7 @@ impl Runner {
             if cl_drivers::vip::is_present(&vip).await.map_err(|e| e.to_string())? {
                 continue;
             }
+            let now = now + entered.elapsed();
             if !cl_core::dad::must_probe(known, vip.address, now, heartbeat.timeout) {
                 let age = known.silent_at(vip.address).map(|t| now.since(t)).unwrap_or_default();
                 info!(%app, "VIP {}: not probed again, the takeover guard found it silent {} ms ago", vip.address, age.as_millis());
