@@ -424,3 +424,43 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &std::path::Path) -> Vec<String> {
+        crate::guardctl::read_notice_at(path)
+    }
+
+    #[test]
+    fn a_watched_file_is_read_again_only_when_replaced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notice");
+        let mut watched = WatchedFile::new(path.clone(), lines);
+        assert!(watched.get().is_empty(), "a missing file reads as empty");
+        cl_paths::write_atomic(&path, b"node1").expect("write");
+        assert_eq!(watched.get(), &vec!["node1".to_string()]);
+        cl_paths::write_atomic(&path, b"node2").expect("write");
+        assert_eq!(watched.get(), &vec!["node2".to_string()]);
+        std::fs::remove_file(&path).expect("remove");
+        assert!(watched.get().is_empty(), "a removed file reads as empty again");
+    }
+
+    #[test]
+    fn counters_are_reported_once_per_change() {
+        let mut report = CounterReport::default();
+        let mut counters = cl_wire::Counters::default();
+        report.changed(&counters);
+        assert!(report.due.is_some(), "the first report goes out at once");
+        report.sent(counters);
+        report.changed(&counters);
+        assert!(report.due.is_none(), "unchanged: nothing to send");
+        counters.accepted += 1;
+        report.changed(&counters);
+        let due = report.due.expect("changed: a report is due");
+        assert!(due >= report.last_at.expect("sent once") + COUNTERS_EVERY);
+        report.resend();
+        assert!(report.due.is_some());
+    }
+}
