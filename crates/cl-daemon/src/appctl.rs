@@ -41,6 +41,11 @@ pub enum AppEvent {
     },
 }
 
+/// The NIC check's period when link notifications are not available.
+const LINK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The NIC check's period besides the link notifications.
+const LINK_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Latest monitor results per application: (what, result, when).
 type Results =
     std::rc::Rc<std::cell::RefCell<BTreeMap<String, BTreeMap<String, (String, Instant)>>>>;
@@ -403,9 +408,12 @@ impl AppControl {
             let results = self.results.clone();
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                // Checked when the kernel says a link changed, and every LINK_RECHECK anyway
+                // (a notification lost to a full socket); every LINK_POLL without them.
+                let mut changes = cl_drivers::vip::LinkEvents::open()
+                    .map_err(|e| warn!(%app, "link changes are polled: {e}"))
+                    .ok();
                 loop {
-                    tick.tick().await;
                     let outcome = runner.check_links().await;
                     let shown = match &outcome {
                         Ok(()) => "ok".to_string(),
@@ -420,6 +428,14 @@ impl AppControl {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;
+                    }
+                    let Some(watch) = changes.as_mut() else {
+                        tokio::time::sleep(LINK_POLL).await;
+                        continue;
+                    };
+                    tokio::select! {
+                        alive = watch.changed() => if !alive { changes = None },
+                        _ = tokio::time::sleep(LINK_RECHECK) => {}
                     }
                 }
             }));
