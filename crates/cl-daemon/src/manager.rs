@@ -46,6 +46,9 @@ const SUPERVISE_ADOPTED: Duration = Duration::from_millis(100);
 /// applications' announcement.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
+/// How old the status a reader gets may be (its times: last heard, monitor results).
+const STATUS_FRESH: Duration = Duration::from_millis(100);
+
 /// How long a peer request may take before the peer counts as unreachable.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -973,10 +976,18 @@ async fn handle_admin(
 ) -> AdminResponse {
     match request {
         AdminRequest::Status => {
-            // Fresh, not as of the last publication (a busy loop answers with that one).
-            let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Publish(tx)).await.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+            // At most STATUS_FRESH old: refreshed through the manager's loop unless a refresh
+            // was asked for that recently (a burst of readers, `clstat --watch`).
+            static REFRESHED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+            let stale = |last: &Option<Instant>| last.is_none_or(|t| t.elapsed() >= STATUS_FRESH);
+            if REFRESHED.lock().map(|last| stale(&last)).unwrap_or(true) {
+                let (tx, rx) = oneshot::channel();
+                if commands.send(Command::Publish(tx)).await.is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+                }
+                if let Ok(mut last) = REFRESHED.lock() {
+                    *last = Some(Instant::now());
+                }
             }
             AdminResponse::Status(Box::new(status.borrow().clone()))
         }
