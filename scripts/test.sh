@@ -10,7 +10,7 @@ needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext
        mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils
        /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents
        qemu-system-x86_64:qemu-system-x86 cpio:cpio /bin/busybox:busybox-static curl:curl
-       wipefs:util-linux faketime:faketime)
+       wipefs:util-linux faketime:faketime rpm:rpm man:man-db groff:groff-base)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}
@@ -29,13 +29,23 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The packages (t31_packages): cargo-deb and cargo-generate-rpm, at known versions, installed
+# once into ~/.cargo/bin.
+for tool in cargo-deb@3.8.0 cargo-generate-rpm@0.21.1; do
+  name=${tool%@*} version=${tool#*@}
+  if [ "$("$name" --version 2>/dev/null)" != "$name $version" ]; then
+    echo "test.sh: cargo install --locked $tool"
+    cargo install --locked --quiet "$name" --version "$version"
+  fi
+done
+
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 # The VM lab's guests (t70: replicated storage on real kernels) run the release binary: the
-# debug build is too slow for TCG guests.
-echo "test.sh: cargo build --release -p linuxha (for the VM lab's guests)"
+# debug build is too slow for TCG guests. t31_packages packages it.
+echo "test.sh: cargo build --release -p linuxha (for the VM lab's guests and the packages)"
 cargo build --release -p linuxha
 echo "test.sh: cargo test"
 status=0

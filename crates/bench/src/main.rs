@@ -99,7 +99,7 @@ struct Opts {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "linuxha,linuxha-fast,keepalived,keepalived-fast,pacemaker,pacemaker-fast"
+        default_value = "linuxha,linuxha-fast,linuxha-arbitrator,linuxha-arbitrator-fast,linuxha-fence,linuxha-fence-fast,keepalived,keepalived-fast,pacemaker,pacemaker-fast"
     )]
     systems: Vec<String>,
     /// Scenarios, comma-separated: a isolated, b powered off, c service killed, d planned

@@ -9,13 +9,27 @@ use serde::Serialize;
 
 use crate::probe::{self, mono_ns, secs_between, HealOutcome, Probe, Sample};
 use crate::systems::{
-    self, keepalived::Keepalived, linuxha::Linuxha, other, pacemaker::Pacemaker, pids_tree,
-    vip_holders, Programs, System, PORT, VIP,
+    self,
+    keepalived::Keepalived,
+    linuxha::{Linuxha, Protection},
+    other,
+    pacemaker::Pacemaker,
+    pids_tree, vip_holders, Programs, System, PORT, VIP,
 };
 
 /// Every system id, in table order.
-pub const SYSTEM_IDS: [&str; 6] =
-    ["linuxha", "linuxha-fast", "keepalived", "keepalived-fast", "pacemaker", "pacemaker-fast"];
+pub const SYSTEM_IDS: [&str; 10] = [
+    "linuxha",
+    "linuxha-fast",
+    "linuxha-arbitrator",
+    "linuxha-arbitrator-fast",
+    "linuxha-fence",
+    "linuxha-fence-fast",
+    "keepalived",
+    "keepalived-fast",
+    "pacemaker",
+    "pacemaker-fast",
+];
 
 /// The longest a failover may take before the repetition counts as not recovered.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
@@ -31,6 +45,10 @@ pub fn make(id: &str) -> Result<Box<dyn System>> {
     Ok(match id {
         "linuxha" => Box::new(Linuxha::new(false)),
         "linuxha-fast" => Box::new(Linuxha::new(true)),
+        "linuxha-arbitrator" => Box::new(Linuxha::protected(false, Protection::Arbitrator)),
+        "linuxha-arbitrator-fast" => Box::new(Linuxha::protected(true, Protection::Arbitrator)),
+        "linuxha-fence" => Box::new(Linuxha::protected(false, Protection::Fence)),
+        "linuxha-fence-fast" => Box::new(Linuxha::protected(true, Protection::Fence)),
         "keepalived" => Box::new(Keepalived::new(false)),
         "keepalived-fast" => Box::new(Keepalived::new(true)),
         "pacemaker" => Box::new(Pacemaker::new(false)),

@@ -4,14 +4,13 @@
 //! port and lease), listens on UDP, and answers each authenticated [`ArbRequest`] with an
 //! [`ArbReply`] decided by [`cl_core::arbiter::Arbiter`]. Every grant, denial, release and
 //! expiry is logged to `/var/log/cluster/clarbd.log`; frames that fail authentication are
-//! logged too (at most one line per source address every [`DROP_LOG_EVERY`]).
+//! logged too (at most one line per reason every [`DROP_LOG_EVERY`], then a count).
 //!
 //! It keeps no state on disk: after a (re)start it grants nothing for one lease (see
 //! `cl_core::arbiter`), so a lease granted before the restart has run out before another node
 //! can get one.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use cl_core::arbiter::{ArbEvent, Arbiter};
 use cl_core::Time;
 use cl_paths::secure::{self, read_configured, Trust};
 use cl_paths::Paths;
+use cl_sys::warn_limited;
 use cl_wire::arb::{ArbReply, ArbRequest, ARBITRATOR_SENDER};
 use cl_wire::{ClusterKey, Kind, Receiver, Sender, MAX_FRAME};
 use tracing::{info, warn};
@@ -30,8 +30,8 @@ use tracing::{info, warn};
 /// Set in the environment of a clarbd that already runs under its `clarbd-<cluster>` name.
 const NAMED_ENV: &str = "LINUXHA_CLARBD_NAMED";
 
-/// At most one "dropped frame" log line per source address this often.
-pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// At most one "dropped frame" log line per reason this often.
+pub const DROP_LOG_EVERY: Duration = cl_sys::ratelimit::INTERVAL;
 
 /// How clarbd was asked to run.
 #[derive(Debug, Clone)]
@@ -192,6 +192,7 @@ pub fn start(opts: ArbdOptions) -> Result<()> {
         "{argv0} starting; no lease is granted for the first {:?} (restart quiet period)",
         config.lease
     );
+    crate::serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let socket = tokio::net::UdpSocket::from_std(socket)?;
@@ -230,7 +231,7 @@ pub async fn serve(
     let mut sender =
         Sender::new(config.key.clone(), &config.cluster, ARBITRATOR_SENDER, crate::epoch::next()?);
     let challenge = sender.epoch();
-    let mut dropped_logged: HashMap<IpAddr, Instant> = HashMap::new();
+    let mut summaries = tokio::time::interval(Duration::from_secs(1));
     let mut buf = vec![0u8; MAX_FRAME];
     tokio::pin!(shutdown);
     loop {
@@ -246,6 +247,7 @@ pub async fn serve(
                 info!("{reason}: stopping");
                 return Ok(());
             }
+            _ = summaries.tick() => cl_sys::ratelimit::log_summaries(Instant::now()),
             () = expiry => {
                 if let Some(event) = arbiter.handle_timeout(now()) {
                     log_event(&event, config.lease);
@@ -255,12 +257,12 @@ pub async fn serve(
                 let (len, from) = match received {
                     Ok(r) => r,
                     Err(e) => {
-                        warn!("receiving failed: {e}");
+                        warn_limited!("clarbd requests", "receive error", "receiving failed: {e}");
                         continue;
                     }
                 };
                 let Some((reply, client_epoch)) = handle_datagram(
-                    &buf[..len], from, now(), &mut arbiter, &mut receiver, &mut dropped_logged, config.lease, challenge,
+                    &buf[..len], from, now(), &mut arbiter, &mut receiver, config.lease, challenge,
                 ) else {
                     continue;
                 };
@@ -285,7 +287,6 @@ fn handle_datagram(
     now: Time,
     arbiter: &mut Arbiter,
     receiver: &mut Receiver,
-    dropped_logged: &mut HashMap<IpAddr, Instant>,
     lease: Duration,
     challenge: u64,
 ) -> Option<(ArbReply, u64)> {
@@ -293,15 +294,10 @@ fn handle_datagram(
         Ok(r) => r,
         Err(why) => {
             // A wrong key, another cluster, a replay: never answered (an answer would help an
-            // attacker probe), logged with the source address, rate-limited per address.
-            let last = dropped_logged.get(&from.ip()).copied();
-            if last.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
-                if dropped_logged.len() >= 1024 {
-                    dropped_logged.clear();
-                }
-                dropped_logged.insert(from.ip(), Instant::now());
-                warn!(peer = %from, "rejected a frame: {why} (total dropped {})", receiver.counters().dropped());
-            }
+            // attacker probe), logged with the source address, rate-limited per reason (a
+            // per-address table would grow with spoofed sources).
+            let reason = crate::serve::reason(&why);
+            warn_limited!("clarbd requests", &reason, peer = %from, "rejected a frame: {why} (total dropped {})", receiver.counters().dropped());
             return None;
         }
     };
@@ -316,11 +312,11 @@ fn handle_datagram(
     };
     let client_epoch = header.epoch;
     if header.kind != Kind::Arbitrator {
-        warn!(peer = %from, sender = %header.sender, "rejected a {:?} frame: not an arbitrator request", header.kind);
+        warn_limited!("clarbd requests", "not an arbitrator request", peer = %from, sender = %header.sender, "rejected a {:?} frame: not an arbitrator request", header.kind);
         return None;
     }
     if header.sender != request.node {
-        warn!(peer = %from, sender = %header.sender, node = %request.node, "rejected: the request names another node than its frame");
+        warn_limited!("clarbd requests", "another node", peer = %from, sender = %header.sender, node = %request.node, "rejected: the request names another node than its frame");
         return Some((
             refuse(format!(
                 "the request names node `{}` but was sent by `{}`",

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cl_wire::msg::{HeartbeatMsg, LocalEvent};
@@ -156,7 +156,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                         }
                     }
                     Err(e) => {
-                        warn!(link = %link, "heartbeat receive failed: {e}");
+                        cl_sys::warn_limited!("clhbd heartbeats", "receive error", link = %link, "heartbeat receive failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -164,6 +164,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
         });
     }
     drop(tx);
+    tokio::spawn(crate::serve::monitor(None));
     let events = event_sender()?;
     let mut receiver = Receiver::new(ctx.key.clone(), ctx.name());
     let mut challenges = Challenges::new();
@@ -175,7 +176,6 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut sender_child = spawn_sender(&ctx, &mut challenges)?;
     // The counters go to cldaemon when they changed, at most once per COUNTERS_EVERY.
     let mut counters = CounterReport::default();
-    let mut last_logged: BTreeMap<String, Instant> = BTreeMap::new();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut ctx = ctx;
@@ -224,7 +224,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                         if echoes.learn(&sender, epoch) {
                             write_echoes(&ctx, &echoes);
                         }
-                        log_dropped(&mut last_logged, &link, from, &format!("unfresh heartbeat from {sender} (echo {echo}): recorded before this clhbd started, or sent before {sender} heard it"));
+                        log_dropped(&link, from, "frame Unfresh", &format!("unfresh heartbeat from {sender} (echo {echo}): recorded before this clhbd started, or sent before {sender} heard it"));
                     }
                     Err(e) => {
                         let hint = if matches!(e, ReceiveError::Decode(cl_wire::DecodeError::BadMac)) {
@@ -232,7 +232,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                         } else {
                             ""
                         };
-                        log_dropped(&mut last_logged, &link, from, &format!("dropped heartbeat frame: {e}{hint}"));
+                        log_dropped(&link, from, &crate::serve::reason(&e), &format!("dropped heartbeat frame: {e}{hint}"));
                     }
                 }
             }
@@ -305,18 +305,8 @@ impl CounterReport {
 }
 
 /// One line per kind of drop every 10 s: a flood of forgeries or replays must not flood the log.
-fn log_dropped(
-    last_logged: &mut BTreeMap<String, Instant>,
-    link: &str,
-    from: SocketAddr,
-    text: &str,
-) {
-    let key = text.split(['(', ':', '{']).next().unwrap_or("").to_string();
-    let now = Instant::now();
-    if last_logged.get(&key).is_none_or(|t| now.duration_since(*t) > Duration::from_secs(10)) {
-        last_logged.insert(key, now);
-        warn!(link = %link, %from, "{text}");
-    }
+fn log_dropped(link: &str, from: SocketAddr, reason: &str, text: &str) {
+    cl_sys::warn_limited!("clhbd heartbeats", reason, link = %link, %from, "{text}");
 }
 
 /// Start clhbd2 with a new epoch, which becomes a challenge of this clhbd run.

@@ -21,6 +21,7 @@ pub mod lockd;
 pub mod manager;
 pub mod netd;
 pub mod runner;
+pub mod serve;
 pub mod storagectl;
 pub mod storageops;
 pub mod sync;
@@ -88,6 +89,7 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
     }
     cl_sys::logging::init_file_logging(&ctx.log_file(daemon.name()), daemon.name())?;
     tracing::info!(pid = std::process::id(), "{}-{} starting", daemon.name(), ctx.name());
+    serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         match daemon {
@@ -125,6 +127,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     let _ = cl_sys::process::write_pid_file(&ctx.pid_file("cldaemon"), std::process::id());
     cl_sys::logging::init_file_logging(&ctx.log_file("cldaemon"), "cldaemon")?;
     tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, key = %ctx.key.fingerprint(), "{argv0} starting");
+    serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // A LocalSet: resource work (netlink, raw sockets, pidfds) runs in tasks that stay on
     // this thread, which is also what keeps them in this node's namespaces.

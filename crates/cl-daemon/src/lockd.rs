@@ -501,8 +501,6 @@ struct Lockd {
     changed: Notify,
     /// Woken when a frame from the peer was taken in (its counters may have changed).
     frames: Notify,
-    /// When a rejected frame was last logged.
-    last_rejected: Mutex<Option<Instant>>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -532,7 +530,6 @@ impl Lockd {
             holders: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             frames: Notify::new(),
-            last_rejected: Mutex::new(None),
             origin: Instant::now(),
             peer,
             ctx,
@@ -554,9 +551,11 @@ impl Lockd {
                 id
             }
             Err(e) => {
-                self.rejected(format!(
+                cl_sys::warn_limited!(
+                    "cllockd",
+                    "epoch counter",
                     "cannot take an id from the epoch counter, counting on: {e:#}"
-                ));
+                );
                 self.next.fetch_add(1, Ordering::Relaxed)
             }
         }
@@ -569,15 +568,6 @@ impl Lockd {
             .node(&self.peer)
             .map(|n| n.networks.iter().map(|net| SocketAddr::new(net.address, port)).collect())
             .unwrap_or_default()
-    }
-
-    /// Log a rejected frame, at most once per 10 s.
-    fn rejected(&self, what: String) {
-        let mut last = locked(&self.last_rejected);
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
-            warn!("{what}");
-        }
     }
 
     /// Send one request to the peer's cllockd and wait for its answer, trying each address.
@@ -756,16 +746,20 @@ impl Lockd {
         }
     }
 
-    async fn serve_client(self: Arc<Self>, stream: UnixStream) {
+    async fn serve_client(self: Arc<Self>, stream: UnixStream, conn: crate::serve::Conn) {
         let (read, mut write) = stream.into_split();
         let mut reader = BufReader::new(read.take(MAX_LINE));
         let mut line = String::new();
-        match tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line)).await {
-            Ok(Ok(n)) if n > 0 => {}
+        let read = reader.read_line(&mut line);
+        match crate::serve::within(&conn, Duration::from_secs(10), "a lock request", read).await {
+            Some(Ok(n)) if n > 0 => {}
             _ => return,
         }
         let response = match serde_json::from_str::<LockRequest>(line.trim()) {
-            Err(e) => LockResponse::Error { message: format!("unreadable request: {e}") },
+            Err(e) => {
+                conn.rejected("unreadable request", &format!("unreadable lock request: {e}"));
+                LockResponse::Error { message: format!("unreadable request: {e}") }
+            }
             Ok(LockRequest::Acquire { name, owner, wait }) => match check_name(&name) {
                 Err(message) => LockResponse::Error { message },
                 Ok(()) => {
@@ -822,31 +816,39 @@ impl Lockd {
         }
     }
 
-    async fn serve_peer(self: Arc<Self>, mut stream: TcpStream, from: SocketAddr) {
-        let accepted = tokio::time::timeout(
-            PEER_TIMEOUT * 2,
-            crate::exchange::accept::<_, PeerLockMsg>(
-                &mut stream,
-                &self.requests,
-                &self.sender,
-                Kind::Lock,
-            ),
-        )
-        .await;
+    async fn serve_peer(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        from: SocketAddr,
+        conn: crate::serve::Conn,
+    ) {
+        let accept = crate::exchange::accept::<_, PeerLockMsg>(
+            &mut stream,
+            &self.requests,
+            &self.sender,
+            Kind::Lock,
+        );
+        let accepted = crate::serve::within(&conn, PEER_TIMEOUT * 2, "a request", accept).await;
         self.frames.notify_one();
         let incoming = match accepted {
-            Ok(Ok(incoming)) if incoming.header.sender == self.peer => incoming,
-            Ok(Ok(incoming)) => {
-                return self.rejected(format!(
-                    "rejected a lock request from {from}: it claims to come from {}, not {}",
-                    incoming.header.sender, self.peer
-                ))
+            Some(Ok(incoming)) if incoming.header.sender == self.peer => incoming,
+            Some(Ok(incoming)) => {
+                return conn.rejected(
+                    "wrong sender",
+                    &format!(
+                        "a lock request from {from} claims to come from {}, not {}",
+                        incoming.header.sender, self.peer
+                    ),
+                )
             }
-            Ok(Err(crate::exchange::AcceptError::Io(_))) | Err(_) => return,
-            Ok(Err(e)) => {
-                return self.rejected(format!(
-                    "rejected a lock request from {from}: {e} (is the cluster key the same on both nodes?)"
-                ))
+            None => return,
+            Some(Err(e)) => {
+                return conn.rejected(
+                    &crate::serve::accept_reason(&e),
+                    &format!(
+                    "lock request from {from}: {e} (is the cluster key the same on both nodes?)"
+                ),
+                )
             }
         };
         let reply = self.on_peer_request(incoming.request.request.clone());
@@ -1026,20 +1028,21 @@ pub async fn run(ctx: Context) -> Result<()> {
     );
     for listener in listeners {
         let lockd = lockd.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, from)) = listener.accept().await {
-                tokio::spawn(lockd.clone().serve_peer(stream, from));
-            }
-        });
+        let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
+        let stats = crate::serve::Listener::register("cllockd", name, crate::serve::PEER_LIMITS);
+        tokio::spawn(crate::serve::serve(listener, stats, move |stream, from, conn| {
+            lockd.clone().serve_peer(stream, from, conn)
+        }));
     }
     {
         let lockd = lockd.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = local.accept().await {
-                tokio::spawn(lockd.clone().serve_client(stream));
-            }
-        });
+        let stats =
+            crate::serve::Listener::register("cllockd", "clients", crate::serve::LOCAL_LIMITS);
+        tokio::spawn(crate::serve::serve(local, stats, move |stream, (), conn| {
+            lockd.clone().serve_client(stream, conn)
+        }));
     }
+    tokio::spawn(crate::serve::monitor(Some((ctx.clone(), "cllockd"))));
     tokio::spawn(lockd.clone().renew_loop());
     tokio::spawn(lockd.clone().report_counters());
 

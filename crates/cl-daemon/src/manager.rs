@@ -28,7 +28,7 @@ use cl_wire::msg::{
     LocalEvent, NodeStatus, PeerReply, PeerRequest,
 };
 use cl_wire::{Kind, Receiver, Sender};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixDatagram, UnixListener};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
@@ -51,6 +51,10 @@ const STATUS_FRESH: Duration = Duration::from_millis(100);
 
 /// How long a peer request may take before the peer counts as unreachable.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an admin command may take to send its request line.
+const ADMIN_READ_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest admin request line read.
+const ADMIN_MAX_REQUEST: u64 = 1 << 20;
 
 /// Work the connection tasks hand to the main loop.
 enum Command {
@@ -185,6 +189,8 @@ pub async fn run(ctx: Context) -> Result<()> {
         ));
     }
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
+    tokio::spawn(crate::serve::monitor(None));
+    tokio::spawn(crate::serve::report_frame_counters(ctx.clone(), peer_receiver.clone()));
 
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
@@ -566,6 +572,9 @@ impl Manager {
                     self.counters.insert(daemon, value);
                 }
             }
+            LocalEvent::Listeners { daemon, listeners } => {
+                crate::serve::record_report(daemon, listeners)
+            }
             LocalEvent::Note { daemon, text } => info!(daemon, "{text}"),
         }
         self.drain_actions();
@@ -761,6 +770,8 @@ impl Manager {
             .filter(|(k, _)| !k.starts_with("config_mismatch:"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<serde_json::Map<_, _>>();
+        let listeners = crate::serve::statuses();
+        warnings.extend(crate::serve::warnings(&listeners));
         ClusterStatus {
             cluster: self.ctx.name().to_string(),
             state: "formed".into(),
@@ -774,6 +785,7 @@ impl Manager {
             alarms,
             takeover,
             counters: serde_json::Value::Object(counters),
+            listeners,
         }
     }
 }
@@ -786,6 +798,7 @@ fn process_named(pid: u32, argv0: &str) -> bool {
 
 /// The snapshot published while the cluster is not formed on this node.
 pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
+    let listeners = crate::serve::statuses();
     ClusterStatus {
         cluster: ctx.name().to_string(),
         state: "not_formed".into(),
@@ -804,10 +817,11 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
             .collect(),
         known_connections: Vec::new(),
         applications: Vec::new(),
-        warnings: Vec::new(),
+        warnings: crate::serve::warnings(&listeners),
         alarms: Vec::new(),
         takeover: Vec::new(),
         counters: serde_json::Value::Object(Default::default()),
+        listeners,
     }
 }
 
@@ -942,30 +956,37 @@ async fn serve_admin(
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ClusterStatus>,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
+    let stats = crate::serve::Listener::register("cldaemon", "admin", crate::serve::LOCAL_LIMITS);
+    crate::serve::serve(listener, stats, move |stream, (), conn| {
         let ctx = ctx.clone();
         let commands = commands.clone();
         let status = status.clone();
-        tokio::spawn(async move {
+        async move {
             let (read, mut write) = stream.into_split();
-            let mut reader = BufReader::new(read);
+            let mut reader = BufReader::new(read.take(ADMIN_MAX_REQUEST));
             let mut line = String::new();
-            if reader.read_line(&mut line).await.is_err() {
-                return;
+            let read = reader.read_line(&mut line);
+            match crate::serve::within(&conn, ADMIN_READ_DEADLINE, "an admin request", read).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return,
             }
             let response = match serde_json::from_str::<AdminRequest>(line.trim()) {
                 Ok(request) => handle_admin(request, &ctx, &commands, &status).await,
-                Err(e) => AdminResponse::Failed {
-                    message: format!("unreadable request: {e}"),
-                    lines: vec![],
-                },
+                Err(e) => {
+                    conn.rejected("unreadable request", &format!("unreadable request: {e}"));
+                    AdminResponse::Failed {
+                        message: format!("unreadable request: {e}"),
+                        lines: vec![],
+                    }
+                }
             };
             if let Ok(mut text) = serde_json::to_string(&response) {
                 text.push('\n');
                 let _ = write.write_all(text.as_bytes()).await;
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn handle_admin(
@@ -1413,28 +1434,32 @@ async fn serve_peers(
             return;
         }
     };
-    while let Ok((mut stream, from)) = listener.accept().await {
+    let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
+    let stats = crate::serve::Listener::register("cldaemon", name, crate::serve::PEER_LIMITS);
+    crate::serve::serve(listener, stats, move |mut stream, from, conn| {
         let ctx = ctx.clone();
         let receiver = receiver.clone();
         let sender = sender.clone();
         let commands = commands.clone();
         let status = status.clone();
-        tokio::spawn(async move {
-            let accepted = tokio::time::timeout(
-                PEER_TIMEOUT,
-                crate::exchange::accept::<_, PeerRequest>(
-                    &mut stream,
-                    &receiver,
-                    &sender,
-                    Kind::NodeManager,
-                ),
-            )
-            .await;
-            let incoming = match accepted {
-                Ok(Ok(incoming)) => incoming,
-                Ok(Err(crate::exchange::AcceptError::Io(_))) | Err(_) => return,
-                Ok(Err(e)) => {
-                    warn!(%from, "rejected a request from {from}: {e} (is the cluster key the same on every node?)");
+        async move {
+            let accept = crate::exchange::accept::<_, PeerRequest>(
+                &mut stream,
+                &receiver,
+                &sender,
+                Kind::NodeManager,
+            );
+            let incoming = match crate::serve::within(&conn, PEER_TIMEOUT, "a request", accept)
+                .await
+            {
+                Some(Ok(incoming)) => incoming,
+                None => return,
+                Some(Err(e)) => {
+                    let reason = crate::serve::accept_reason(&e);
+                    conn.rejected(
+                        &reason,
+                        &format!("from {from}: {e} (is the cluster key the same on every node?)"),
+                    );
                     return;
                 }
             };
@@ -1442,8 +1467,9 @@ async fn serve_peers(
             let reply =
                 handle_peer(&ctx, &incoming.header.sender, request, &commands, &status).await;
             let _ = crate::exchange::reply(&mut stream, &sender, &incoming, &reply).await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn handle_peer(

@@ -38,6 +38,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     let pinger = cl_sys::icmp::Pinger::new((std::process::id() & 0xffff) as u16)
         .context("cannot open a raw ICMP socket (clnetd must run as root)")?;
     let events = event_sender()?;
+    tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
     // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
@@ -67,7 +68,7 @@ pub async fn run(ctx: Context) -> Result<()> {
                     }
                 }
                 Err(e) => {
-                    warn!("ICMP receive failed: {e}");
+                    cl_sys::warn_limited!("clnetd icmp", "receive error", "ICMP receive failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

@@ -8,5 +8,7 @@
 pub mod icmp;
 pub mod logging;
 pub mod process;
+pub mod ratelimit;
 pub mod realtime;
+pub mod rlimit;
 pub mod udp;

@@ -241,6 +241,52 @@ pub struct ClusterStatus {
     pub takeover: Vec<String>,
     /// Frame counters of the receiving daemons (dropped frames by reason).
     pub counters: serde_json::Value,
+    /// Every listening socket of this node's daemons: connections refused, accept errors,
+    /// rejected input, and whether it is in trouble (cannot serve normally).
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One listening socket (TCP port or Unix socket) of a daemon, in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// The daemon listening (`cldaemon`, `cllockd`).
+    pub daemon: String,
+    /// What it listens for and where, e.g. `peers 10.10.0.11:9901`, `admin`, `clients`.
+    pub listener: String,
+    /// Connections open now.
+    #[serde(default)]
+    pub open: u64,
+    /// What was refused or rejected since the daemon started.
+    #[serde(default)]
+    pub counters: ServeCounters,
+    /// Why it cannot serve normally now (accept errors or a connection bound reached in the
+    /// last seconds); `None` when it serves normally.
+    #[serde(default)]
+    pub trouble: Option<String>,
+}
+
+/// Counters of one listening socket, in [`ListenerStatus`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServeCounters {
+    /// Connections accepted and served.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Connections closed at once: their address had too many open already.
+    #[serde(default)]
+    pub refused_per_address: u64,
+    /// Connections closed at once: the listener had too many open already.
+    #[serde(default)]
+    pub refused_total: u64,
+    /// Failed accepts (out of file descriptors, aborted connections…).
+    #[serde(default)]
+    pub accept_errors: u64,
+    /// Connections closed because their request did not arrive in time (idle, slowloris).
+    #[serde(default)]
+    pub timeouts: u64,
+    /// Requests rejected as unreadable or unauthentic (bad frames, garbage lines).
+    #[serde(default)]
+    pub bad_input: u64,
 }
 
 /// A node in [`ClusterStatus`].
@@ -387,6 +433,13 @@ pub enum LocalEvent {
         daemon: String,
         /// Its counters.
         counters: crate::Counters,
+    },
+    /// A daemon's listening sockets (cllockd's, for clstat).
+    Listeners {
+        /// Which daemon.
+        daemon: String,
+        /// Its listeners.
+        listeners: Vec<ListenerStatus>,
     },
     /// A daemon reports something for the cldaemon log.
     Note {

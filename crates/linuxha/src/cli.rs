@@ -62,6 +62,45 @@ pub enum Command {
     Demo(DemoArgs),
     /// Called by DRBD (its `handlers` section, written by clbuildapp --vgbuild), not by people.
     DrbdHandler(DrbdHandlerArgs),
+    /// Write the manual pages (man5/, man8/) generated from these definitions into DIR.
+    #[command(hide = true)]
+    GenMan(GenManArgs),
+    /// Write the shell completions of linuxha and every command name into DIR.
+    #[command(hide = true)]
+    GenCompletions(GenCompletionsArgs),
+    /// Write the files the packages carry besides the binary, laid out as installed, into DIR.
+    #[command(hide = true)]
+    PackageTree(PackageTreeArgs),
+}
+
+/// Options of gen-man.
+#[derive(Debug, Args)]
+pub struct GenManArgs {
+    /// The directory to write man5/ and man8/ into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Options of gen-completions.
+#[derive(Debug, Args)]
+pub struct GenCompletionsArgs {
+    /// The shell.
+    #[arg(value_name = "SHELL", value_parser = ["bash", "zsh", "fish"])]
+    pub shell: String,
+    /// The directory to write the scripts into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// Options of package-tree.
+#[derive(Debug, Args)]
+pub struct PackageTreeArgs {
+    /// The staging directory (emptied first), e.g. target/release/package-tree.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print what was written.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Options of drbd-handler.

@@ -7,9 +7,11 @@
 
 mod cli;
 mod cmd;
+mod docs;
 mod fail;
 mod names;
 mod site;
+mod units;
 mod usage;
 
 use cl_daemon::Daemon;
@@ -57,6 +59,11 @@ fn run(paths: &cl_paths::Paths, called: &str, command: Command) -> Outcome<()> {
         Command::Demo(args) if args.replicated => cmd::demo_replicated::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
         Command::DrbdHandler(args) => cmd::storage::drbd_handler(paths, &args),
+        Command::GenMan(args) => docs::man::write_pages("gen-man", &args.dir, false).map(|_| ()),
+        Command::GenCompletions(args) => {
+            docs::completions::write(docs::completions::shell(&args.shell)?, &args.dir).map(|_| ())
+        }
+        Command::PackageTree(args) => cmd::package::package_tree(&args),
         Command::Clform(args) => cmd::cluster::clform(paths, &args),
         Command::Clhalt(args) => cmd::cluster::clhalt(paths, &args),
         Command::Clstartapp(args) => {

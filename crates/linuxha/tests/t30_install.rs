@@ -21,6 +21,9 @@ fn install_is_idempotent_and_uninstall_keeps_the_configuration() {
     let unit = std::fs::read_to_string(root.join("etc/systemd/system/linuxha-cldaemon.service"))
         .expect("unit");
     assert!(unit.contains("ExecStart=/usr/sbin/cldaemon --foreground"), "{unit}");
+    // Every daemon is a child of cldaemon and inherits the limit: connections that pile up
+    // must not leave them unable to accept.
+    assert!(unit.contains("\nLimitNOFILE=65536\n"), "{unit}");
     for command in [
         "clbuild",
         "clbuildapp",

@@ -15,24 +15,59 @@ use super::{argv, must, Programs, System, MONITOR_INTERVAL_S, NODES, PORT, VIP};
 const CLCONF: &str = include_str!("../../../../examples/cluster1/etc/cluster/clconf.xml");
 /// The application's name.
 pub const APP: &str = "svc";
+/// The lab's fence agent as installed on each node (a link to the linuxha binary).
+const FENCE_AGENT: &str = "/usr/sbin/fence_linuxha_lab";
 
-/// linuxha with the default or the fast heartbeat profile.
+/// What protects a takeover besides the heartbeats and the known connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protection {
+    /// Nothing more: the takeover delay alone.
+    None,
+    /// A lease from clarbd on ext (the known connection's host).
+    Arbitrator,
+    /// Each node has the lab's fence agent (`fence_linuxha_lab`: it powers a lab node off).
+    Fence,
+}
+
+/// Where clarbd listens: ext, the known connection.
+const ARBITRATOR: &str = r#"<arbitrator address="10.10.0.1" port="9905"/>"#;
+
+/// linuxha with the default or the fast heartbeat profile, and a protection.
 pub struct Linuxha {
     fast: bool,
+    protection: Protection,
 }
 
 impl Linuxha {
-    /// The default (`fast = false`) or fast heartbeat profile.
+    /// The default (`fast = false`) or fast heartbeat profile, without protection.
     pub fn new(fast: bool) -> Linuxha {
-        Linuxha { fast }
+        Linuxha::protected(fast, Protection::None)
     }
 
-    fn clconf(&self) -> String {
+    /// The default or fast profile with `protection`.
+    pub fn protected(fast: bool, protection: Protection) -> Linuxha {
+        Linuxha { fast, protection }
+    }
+
+    /// clconf.xml for this variant; `lab` names the lab for the fence devices.
+    fn clconf(&self, lab: &str) -> String {
         let profile = if self.fast { "fast" } else { "default" };
-        CLCONF.replace(
-            r#"<heartbeat profile="default"/>"#,
-            &format!(r#"<heartbeat profile="{profile}"/>"#),
-        )
+        let heartbeat = format!(r#"<heartbeat profile="{profile}"/>"#);
+        let global = match self.protection {
+            Protection::Arbitrator => format!("{heartbeat}\n    {ARBITRATOR}"),
+            _ => heartbeat,
+        };
+        let mut xml = CLCONF.replace(r#"<heartbeat profile="default"/>"#, &global);
+        if self.protection == Protection::Fence {
+            for node in NODES {
+                let open = format!("<node name=\"{node}\">");
+                let device = format!(
+                    "{open}\n    <fence agent=\"{FENCE_AGENT}\" timeout=\"10s\" retry=\"1s\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
+                );
+                xml = xml.replace(&open, &device);
+            }
+        }
+        xml
     }
 
     fn appconf() -> String {
@@ -108,26 +143,44 @@ fn placement(status: &Value) -> (Option<String>, bool) {
 
 impl System for Linuxha {
     fn id(&self) -> &'static str {
-        if self.fast {
-            "linuxha-fast"
-        } else {
-            "linuxha"
+        match (self.protection, self.fast) {
+            (Protection::None, false) => "linuxha",
+            (Protection::None, true) => "linuxha-fast",
+            (Protection::Arbitrator, false) => "linuxha-arbitrator",
+            (Protection::Arbitrator, true) => "linuxha-arbitrator-fast",
+            (Protection::Fence, false) => "linuxha-fence",
+            (Protection::Fence, true) => "linuxha-fence-fast",
         }
     }
 
     fn label(&self) -> String {
-        if self.fast {
-            "linuxha fast profile (20 ms / 100 ms)".into()
+        let profile = if self.fast {
+            "linuxha fast profile (20 ms / 100 ms)"
         } else {
-            "linuxha default profile (200 ms / 1 s)".into()
+            "linuxha default profile (200 ms / 1 s)"
+        };
+        match self.protection {
+            Protection::None => profile.into(),
+            Protection::Arbitrator => format!("{profile}, clarbd lease on ext"),
+            Protection::Fence => format!("{profile}, lab fence agent"),
         }
     }
 
     fn start(&mut self, lab: &mut Lab, programs: &Programs) -> Result<()> {
         let bench = programs.bench.to_string_lossy().into_owned();
+        let clconf = self.clconf(lab.name());
         for node in NODES {
             let etc = lab.root(node)?.join("etc/cluster");
-            write(&etc.join("clconf.xml"), &self.clconf(), 0o644)?;
+            write(&etc.join("clconf.xml"), &clconf, 0o644)?;
+            if self.protection == Protection::Fence {
+                let agent = lab.root(node)?.join(FENCE_AGENT.trim_start_matches('/'));
+                if let Some(dir) = agent.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let _ = std::fs::remove_file(&agent);
+                std::os::unix::fs::symlink(&programs.linuxha, &agent)
+                    .with_context(|| format!("linking {}", agent.display()))?;
+            }
             write(&etc.join(APP).join("appconf.xml"), &Self::appconf(), 0o644)?;
             write(
                 &etc.join(APP).join("start"),
@@ -148,6 +201,9 @@ impl System for Linuxha {
         for node in NODES {
             self.run(lab, node, programs, &["clbuild", "--verbose"])?;
             self.run(lab, node, programs, &["clbuildapp", "--build", "--application", APP])?;
+        }
+        if self.protection == Protection::Arbitrator {
+            self.start_arbitrator(lab, programs, &clconf, &key)?;
         }
         for node in NODES {
             self.run(lab, node, programs, &["cldaemon"])?;
@@ -198,6 +254,24 @@ impl System for Linuxha {
 }
 
 impl Linuxha {
+    /// clarbd on ext with the cluster's clconf.xml and key; it detaches, and the lab's end
+    /// kills it with everything else on ext.
+    fn start_arbitrator(
+        &self,
+        lab: &Lab,
+        programs: &Programs,
+        clconf: &str,
+        key: &[u8],
+    ) -> Result<()> {
+        let root = lab.root("ext")?;
+        let etc = root.join("etc/cluster");
+        write(&etc.join("clconf.xml"), clconf, 0o644)?;
+        write(&etc.join("cluster.key"), &String::from_utf8_lossy(key), 0o600)?;
+        let root = root.to_string_lossy().into_owned();
+        self.run(lab, "ext", programs, &["--root", &root, "clarbd"])?;
+        Ok(())
+    }
+
     fn healthy_with(&self, lab: &Lab, programs: &Programs) -> Result<bool> {
         let mut seen = Vec::new();
         for node in NODES {
@@ -217,9 +291,23 @@ mod tests {
 
     #[test]
     fn profiles_change_only_the_heartbeat() {
-        let fast = Linuxha::new(true).clconf();
+        let fast = Linuxha::new(true).clconf("lab1");
         assert!(fast.contains(r#"<heartbeat profile="fast"/>"#));
-        assert_eq!(Linuxha::new(false).clconf(), CLCONF);
+        assert_eq!(Linuxha::new(false).clconf("lab1"), CLCONF);
         assert!(Linuxha::appconf().contains(r#"<tcp port="80" interval="1s""#));
+    }
+
+    #[test]
+    fn protections_add_the_arbitrator_or_one_fence_device_per_node() {
+        let arb = Linuxha::protected(true, Protection::Arbitrator);
+        assert_eq!(arb.id(), "linuxha-arbitrator-fast");
+        let xml = arb.clconf("lab1");
+        assert!(xml.contains(ARBITRATOR) && !xml.contains("<fence"), "{xml}");
+        let fence = Linuxha::protected(false, Protection::Fence);
+        assert_eq!(fence.id(), "linuxha-fence");
+        let xml = fence.clconf("lab7");
+        assert_eq!(xml.matches("<fence agent=").count(), 2, "{xml}");
+        assert!(xml.contains(r#"<option name="lab" value="lab7"/>"#), "{xml}");
+        assert!(xml.contains(r#"<option name="plug" value="node2"/>"#), "{xml}");
     }
 }

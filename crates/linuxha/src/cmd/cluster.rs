@@ -172,6 +172,7 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
                 alarms: vec![],
                 takeover: vec![],
                 counters: serde_json::Value::Object(Default::default()),
+                listeners: vec![],
             })
         }
     }
@@ -268,8 +269,35 @@ pub fn render(status: &ClusterStatus, verbose: bool) -> String {
     }
     if verbose {
         out += &format!("\nFrame counters: {}\n", status.counters);
+        out += &render_listeners(&status.listeners);
     }
     out.trim_end().to_string()
+}
+
+/// The listeners' connections and rejected input, for `clstat --verbose`.
+fn render_listeners(listeners: &[cl_wire::msg::ListenerStatus]) -> String {
+    let mut out = String::new();
+    if listeners.is_empty() {
+        return out;
+    }
+    out += "\nListeners (open; accepted, refused per address/total, accept errors, timeouts, bad input):\n";
+    for l in listeners {
+        let c = &l.counters;
+        out += &format!(
+            "  {} {}: {} open; {} accepted, {}/{} refused, {} accept errors, {} timeouts, {} bad input{}\n",
+            l.daemon,
+            l.listener,
+            l.open,
+            c.accepted,
+            c.refused_per_address,
+            c.refused_total,
+            c.accept_errors,
+            c.timeouts,
+            c.bad_input,
+            l.trouble.as_ref().map(|t| format!(" — IN TROUBLE: {t}")).unwrap_or_default()
+        );
+    }
+    out
 }
 
 /// After a build, have the local cldaemon send the new configuration to the other nodes.

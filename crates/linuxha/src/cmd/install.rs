@@ -1,4 +1,5 @@
-//! `linuxha install` / `uninstall`: command links, VERSION, directories and the cldaemon unit.
+//! `linuxha install` / `uninstall`: command links, VERSION, directories and the systemd units
+//! (their text is in [`crate::units`], shared with the packages).
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -9,14 +10,12 @@ use cl_paths::Paths;
 use crate::cli::{InstallArgs, COMMAND_NAMES};
 use crate::fail::{Failure, Outcome};
 
-const UNIT_NAME: &str = "linuxha-cldaemon.service";
-
 fn sbin(paths: &Paths, prefix: &Path, command: &str) -> Outcome<PathBuf> {
     paths.confine(&prefix.join("sbin")).map_err(|e| crate::site::file_failure(command, e))
 }
 
-fn unit_path(paths: &Paths) -> PathBuf {
-    paths.root().join("etc/systemd/system").join(UNIT_NAME)
+fn unit_path(paths: &Paths, name: &str) -> PathBuf {
+    paths.root().join("etc/systemd/system").join(name)
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
@@ -24,7 +23,7 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> Failure {
 }
 
 /// Install: copy the binary to `<prefix>/sbin/linuxha`, link every command name to it, write
-/// VERSION, create the log and run directories and the systemd unit. Running it again is safe.
+/// VERSION, create the log and run directories and the systemd units. Running it again is safe.
 pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
     let say = |line: String| {
         if args.verbose {
@@ -45,6 +44,26 @@ pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
             .map_err(io(format!("cannot make {} executable", target.display())))?;
         say(format!("installed {}", target.display()));
     }
+    link_commands(&sbin, &say)?;
+    let version = paths.version_file();
+    cl_paths::write_atomic(&version, format!("{}\n", cl_paths::PRODUCT_VERSION).as_bytes())
+        .map_err(io(format!("cannot write {}", version.display())))?;
+    say(format!("wrote {} ({})", version.display(), cl_paths::PRODUCT_VERSION));
+    for dir in [paths.log_dir(), paths.run_dir()] {
+        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    }
+    for unit in crate::units::units(&args.prefix.join("sbin")) {
+        let path = unit_path(paths, unit.name);
+        cl_paths::write_atomic(&path, unit.text.as_bytes())
+            .map_err(io(format!("cannot write {}", path.display())))?;
+        say(format!("wrote {} (enable it with systemctl enable {})", path.display(), unit.name));
+    }
+    Ok(())
+}
+
+/// Link every command name in `sbin` to `linuxha` (relative links); a link that is already
+/// right is kept, a file that is not a link to linuxha is an error.
+pub fn link_commands(sbin: &Path, say: &dyn Fn(String)) -> Outcome<()> {
     for name in COMMAND_NAMES {
         let link = sbin.join(name);
         match fs::symlink_metadata(&link) {
@@ -65,28 +84,10 @@ pub fn install(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
         symlink("linuxha", &link).map_err(io(format!("cannot create {}", link.display())))?;
         say(format!("linked {}", link.display()));
     }
-    let version = paths.version_file();
-    cl_paths::write_atomic(&version, format!("{}\n", cl_paths::PRODUCT_VERSION).as_bytes())
-        .map_err(io(format!("cannot write {}", version.display())))?;
-    say(format!("wrote {} ({})", version.display(), cl_paths::PRODUCT_VERSION));
-    for dir in [paths.log_dir(), paths.run_dir()] {
-        fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-    }
-    let unit = unit_path(paths);
-    let daemon = args.prefix.join("sbin/cldaemon");
-    let text = format!(
-        "[Unit]\nDescription=linuxha node manager (cldaemon)\nAfter=network-online.target\nWants=network-online.target\n\n\
-         [Service]\nType=simple\nExecStart={} --foreground\nRestart=on-failure\nRestartSec=1\nKillMode=process\n\n\
-         [Install]\nWantedBy=multi-user.target\n",
-        daemon.display()
-    );
-    cl_paths::write_atomic(&unit, text.as_bytes())
-        .map_err(io(format!("cannot write {}", unit.display())))?;
-    say(format!("wrote {} (enable it with systemctl enable {UNIT_NAME})", unit.display()));
     Ok(())
 }
 
-/// Uninstall: remove the links, the binary copy and the unit; keep /etc/cluster.
+/// Uninstall: remove the links, the binary copy and the units; keep /etc/cluster.
 pub fn uninstall(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
     let sbin = sbin(paths, &args.prefix, "uninstall")?;
     for name in COMMAND_NAMES {
@@ -97,7 +98,9 @@ pub fn uninstall(paths: &Paths, args: &InstallArgs) -> Outcome<()> {
             })?;
         }
     }
-    for file in [sbin.join("linuxha"), unit_path(paths)] {
+    let units = crate::units::units(&args.prefix.join("sbin"));
+    let files = units.iter().map(|unit| unit_path(paths, unit.name));
+    for file in std::iter::once(sbin.join("linuxha")).chain(files) {
         match fs::remove_file(&file) {
             Ok(()) => {
                 if args.verbose {
