@@ -8,6 +8,7 @@
 
 pub mod apps;
 pub mod arbiter;
+pub mod dad;
 pub mod guard;
 pub mod membership;
 pub mod storage;

@@ -41,6 +41,11 @@ pub enum AppEvent {
     },
 }
 
+/// The NIC check's period when link notifications are not available.
+const LINK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// The NIC check's period besides the link notifications.
+const LINK_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Latest monitor results per application: (what, result, when).
 type Results =
     std::rc::Rc<std::cell::RefCell<BTreeMap<String, BTreeMap<String, (String, Instant)>>>>;
@@ -49,7 +54,8 @@ type Results =
 pub struct AppControl {
     results: Results,
     ctx: Context,
-    origin: Instant,
+    /// The manager's clock, and what the takeover guard's probes found silent.
+    silence: crate::guardctl::SilenceLog,
     apps: Apps,
     runners: BTreeMap<String, Runner>,
     monitors: BTreeMap<String, Vec<JoinHandle<()>>>,
@@ -89,7 +95,11 @@ pub fn built_apps(ctx: &Context) -> Vec<AppConfig> {
 
 impl AppControl {
     /// The applications of this node, all stopped.
-    pub fn new(ctx: Context, origin: Instant, events: mpsc::Sender<AppEvent>) -> AppControl {
+    pub fn new(
+        ctx: Context,
+        silence: crate::guardctl::SilenceLog,
+        events: mpsc::Sender<AppEvent>,
+    ) -> AppControl {
         let configs = built_apps(&ctx);
         let policies = configs
             .iter()
@@ -135,7 +145,7 @@ impl AppControl {
         AppControl {
             results: Results::default(),
             ctx,
-            origin,
+            silence,
             apps,
             runners,
             monitors: BTreeMap::new(),
@@ -168,7 +178,7 @@ impl AppControl {
     }
 
     fn now(&self) -> Time {
-        Time::ZERO + self.origin.elapsed()
+        self.silence.now()
     }
 
     /// For the takeover guard: some application is active here, some should start here, and
@@ -211,7 +221,7 @@ impl AppControl {
         for (name, runner) in &self.runners {
             if runner.is_active().await {
                 info!(app = %name, "{name} is active here: adopting it");
-                let now = Time::ZERO + self.origin.elapsed();
+                let now = self.silence.now();
                 self.apps.handle(now, AppInput::Adopted { app: name.clone() });
                 adopted.push(name.clone());
             }
@@ -231,8 +241,11 @@ impl AppControl {
                     info!(%app, "starting {app}");
                     let events = self.events.clone();
                     let name = app.clone();
+                    // The guard's probe results as they stand now: an address it found silent a
+                    // moment ago is not probed again (cl-core `dad`).
+                    let (known, now) = (self.silence.snapshot(), self.silence.now());
                     let task = tokio::task::spawn_local(async move {
-                        let result = runner.start().await;
+                        let result = runner.start(&known, now).await;
                         let _ = events.send(AppEvent::Started { app, result }).await;
                     });
                     self.starts.insert(name, task);
@@ -405,9 +418,12 @@ impl AppControl {
             let results = self.results.clone();
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                // Checked when the kernel says a link changed, and every LINK_RECHECK anyway
+                // (a notification lost to a full socket); every LINK_POLL without them.
+                let mut changes = cl_drivers::vip::LinkEvents::open()
+                    .map_err(|e| warn!(%app, "link changes are polled: {e}"))
+                    .ok();
                 loop {
-                    tick.tick().await;
                     let outcome = runner.check_links().await;
                     let shown = match &outcome {
                         Ok(()) => "ok".to_string(),
@@ -422,6 +438,14 @@ impl AppControl {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;
+                    }
+                    let Some(watch) = changes.as_mut() else {
+                        tokio::time::sleep(LINK_POLL).await;
+                        continue;
+                    };
+                    tokio::select! {
+                        alive = watch.changed() => if !alive { changes = None },
+                        _ = tokio::time::sleep(LINK_RECHECK) => {}
                     }
                 }
             }));

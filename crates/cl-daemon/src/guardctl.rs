@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cl_core::arbiter::ArbOp;
+use cl_core::dad::SilentAddresses;
 use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseView, Sabotage};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
@@ -101,10 +102,51 @@ pub fn probe_targets(ctx: &Context, peer: &str) -> Vec<Vip> {
     targets
 }
 
+/// What the peer-alive probes found silent, and when each began, shared with the application
+/// starts so that an address probed a moment ago is not probed again (cl-core `dad`).
+#[derive(Clone, Debug)]
+pub struct SilenceLog {
+    origin: std::time::Instant,
+    known: std::sync::Arc<std::sync::Mutex<SilentAddresses>>,
+}
+
+impl SilenceLog {
+    /// An empty log on the clock that starts at `origin` (the manager's).
+    pub fn new(origin: std::time::Instant) -> SilenceLog {
+        SilenceLog { origin, known: Default::default() }
+    }
+
+    /// Now, on the log's clock.
+    pub fn now(&self) -> Time {
+        Time::ZERO + self.origin.elapsed()
+    }
+
+    /// What is known now: the fact handed to a start.
+    pub fn snapshot(&self) -> SilentAddresses {
+        self.known.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, address: std::net::IpAddr, began: Time, silent: bool) {
+        if let Ok(mut known) = self.known.lock() {
+            if silent {
+                known.silent(address, began);
+            } else {
+                known.answered(address);
+            }
+        }
+    }
+}
+
 /// Probe `peer` at `targets` ([`probe_targets`]) in the background; the result arrives on
-/// `results`.
-pub fn probe(targets: Vec<Vip>, peer: String, results: mpsc::Sender<GuardInput>) {
+/// `results`, and what was found silent goes into `silence`.
+pub fn probe(
+    targets: Vec<Vip>,
+    peer: String,
+    results: mpsc::Sender<GuardInput>,
+    silence: SilenceLog,
+) {
     tokio::spawn(async move {
+        let began = silence.now();
         let probes = targets.into_iter().map(|t| async move {
             let how = Probe::over(PROBE_TIME);
             let outcome = vip::probe_with(&t, how).await;
@@ -114,6 +156,7 @@ pub fn probe(targets: Vec<Vip>, peer: String, results: mpsc::Sender<GuardInput>)
         let mut answered = Vec::new();
         let mut probed = Vec::new();
         for (target, outcome) in outcomes {
+            silence.record(target.address, began, matches!(outcome, Ok(ProbeOutcome::Free)));
             match outcome {
                 Ok(ProbeOutcome::InUse { by_mac }) => {
                     let mac: Vec<String> = by_mac.iter().map(|b| format!("{b:02x}")).collect();
@@ -175,9 +218,9 @@ pub fn write_notice(ctx: &Context, peers: &[String]) {
     }
 }
 
-/// The peers named in the notice file, if any.
-pub fn read_notice(ctx: &Context) -> Vec<String> {
-    std::fs::read_to_string(notice_file(ctx))
+/// The peers named in the notice file at `path`, if any.
+pub fn read_notice_at(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
         .map(|t| t.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
         .unwrap_or_default()
 }

@@ -47,11 +47,63 @@ fn write_echoes(ctx: &Context, echoes: &EchoBook) {
     }
 }
 
-fn read_echoes(ctx: &Context) -> EchoBook {
-    std::fs::read(echo_file(ctx))
+fn read_echoes(path: &std::path::Path) -> EchoBook {
+    std::fs::read(path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
+}
+
+/// A small file another process replaces atomically (write, rename), read again only when it
+/// was replaced or changed: one `stat` per use instead of open, read, close and a parse.
+pub(crate) struct WatchedFile<T> {
+    path: std::path::PathBuf,
+    stamp: Option<FileStamp>,
+    value: T,
+    read: fn(&std::path::Path) -> T,
+}
+
+/// What tells one version of a file from the next: a rename brings a new inode, a rewrite a
+/// new modification or change time or length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl<T> WatchedFile<T> {
+    /// Watch `path`, read with `read` (which answers for a missing file too).
+    pub(crate) fn new(path: std::path::PathBuf, read: fn(&std::path::Path) -> T) -> Self {
+        let value = read(&path);
+        let stamp = Self::stamp(&path);
+        WatchedFile { path, stamp, value, read }
+    }
+
+    fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// The file's contents as of now.
+    pub(crate) fn get(&mut self) -> &T {
+        let stamp = Self::stamp(&self.path);
+        if stamp != self.stamp {
+            // Stamp first: a change while reading is then seen the next time.
+            self.stamp = stamp;
+            self.value = (self.read)(&self.path);
+        }
+        &self.value
+    }
 }
 
 /// Ask for realtime priority and locked memory; log what was not permitted.
@@ -119,15 +171,20 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut echoes = EchoBook::new();
     // Nothing heard in this run yet: clhbd2 must not echo what an earlier run learned.
     write_echoes(&ctx, &echoes);
+    // clhbd2's exit is a SIGCHLD (registered before it starts, so none is missed), not a poll.
+    let mut child_exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     let mut sender_child = spawn_sender(&ctx, &mut challenges)?;
-    let mut supervise = tokio::time::interval(Duration::from_millis(50));
-    let mut report = tokio::time::interval(Duration::from_secs(1));
+    // The counters go to cldaemon when they changed, at most once per COUNTERS_EVERY.
+    let mut counters = CounterReport::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut ctx = ctx;
     loop {
+        counters.changed(receiver.counters());
         tokio::select! {
             _ = hangup.recv() => {
+                // A reload (cldaemon restarted on a new configuration): it hears them at once.
+                counters.resend();
                 match Context::load(ctx.paths.clone()) {
                     Ok(new) => {
                         if new.cluster().ports != ctx.cluster().ports || new.cluster().nodes != ctx.cluster().nodes {
@@ -179,15 +236,16 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     }
                 }
             }
-            _ = supervise.tick() => {
+            _ = child_exits.recv() => {
                 if let Ok(Some(status)) = sender_child.try_wait() {
                     warn!("clhbd2 exited ({status}); restarting it");
                     sender_child = spawn_sender(&ctx, &mut challenges)?;
                 }
             }
-            _ = report.tick() => {
+            _ = counters.due() => {
                 let event = LocalEvent::Counters { daemon: "clhbd".into(), counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
+                counters.sent(*receiver.counters());
             }
             _ = terminate.recv() => {
                 info!("stopping");
@@ -196,6 +254,53 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// How often at most a daemon reports its frame counters to cldaemon.
+pub const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// When a daemon's frame counters go to cldaemon (clstat --verbose): when they changed since
+/// the last report, at most once per [`COUNTERS_EVERY`], and at once after [`resend`]. Nothing
+/// is sent, and nothing wakes, while they stay the same.
+///
+/// [`resend`]: CounterReport::resend
+#[derive(Default)]
+pub struct CounterReport {
+    last: Option<cl_wire::Counters>,
+    last_at: Option<tokio::time::Instant>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl CounterReport {
+    /// The counters are now `now`: schedule a report if they differ from the last one sent.
+    pub fn changed(&mut self, now: &cl_wire::Counters) {
+        if self.due.is_none() && self.last.as_ref() != Some(now) {
+            let earliest = self.last_at.map(|t| t + COUNTERS_EVERY);
+            let at = earliest.unwrap_or_else(tokio::time::Instant::now);
+            self.due = Some(at.max(tokio::time::Instant::now()));
+        }
+    }
+
+    /// Send the next report at once, changed or not (a restarted cldaemon).
+    pub fn resend(&mut self) {
+        self.last = None;
+        self.due = Some(tokio::time::Instant::now());
+    }
+
+    /// Resolves when a report is due; never while none is.
+    pub async fn due(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `counters` were sent.
+    pub fn sent(&mut self, counters: cl_wire::Counters) {
+        self.last = Some(counters);
+        self.last_at = Some(tokio::time::Instant::now());
+        self.due = None;
     }
 }
 
@@ -264,6 +369,10 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+    // Both files are read again only when they change (a stat per beat, not a read and a parse).
+    let mut notice =
+        WatchedFile::new(crate::guardctl::notice_file(&ctx), crate::guardctl::read_notice_at);
+    let mut echoes = WatchedFile::new(echo_file(&ctx), read_echoes);
     info!(interval_ms = cluster.heartbeat.interval.as_millis() as u64, "sending heartbeats");
     loop {
         tokio::select! {
@@ -284,8 +393,8 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
             }
         }
         // cldaemon names the peers it takes over; they must hear it even if we cannot hear them.
-        beat.taking_over = crate::guardctl::read_notice(&ctx);
-        let echoes = read_echoes(&ctx);
+        beat.taking_over = notice.get().clone();
+        let echoes = echoes.get();
         for (socket, peers, link) in &targets {
             for (peer, name) in peers {
                 let frame = match sender.seal_echoing(Kind::Heartbeat, &beat, echoes.echo_for(name))
@@ -303,5 +412,45 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &std::path::Path) -> Vec<String> {
+        crate::guardctl::read_notice_at(path)
+    }
+
+    #[test]
+    fn a_watched_file_is_read_again_only_when_replaced() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notice");
+        let mut watched = WatchedFile::new(path.clone(), lines);
+        assert!(watched.get().is_empty(), "a missing file reads as empty");
+        cl_paths::write_atomic(&path, b"node1").expect("write");
+        assert_eq!(watched.get(), &vec!["node1".to_string()]);
+        cl_paths::write_atomic(&path, b"node2").expect("write");
+        assert_eq!(watched.get(), &vec!["node2".to_string()]);
+        std::fs::remove_file(&path).expect("remove");
+        assert!(watched.get().is_empty(), "a removed file reads as empty again");
+    }
+
+    #[test]
+    fn counters_are_reported_once_per_change() {
+        let mut report = CounterReport::default();
+        let mut counters = cl_wire::Counters::default();
+        report.changed(&counters);
+        assert!(report.due.is_some(), "the first report goes out at once");
+        report.sent(counters);
+        report.changed(&counters);
+        assert!(report.due.is_none(), "unchanged: nothing to send");
+        counters.accepted += 1;
+        report.changed(&counters);
+        let due = report.due.expect("changed: a report is due");
+        assert!(due >= report.last_at.expect("sent once") + COUNTERS_EVERY);
+        report.resend();
+        assert!(report.due.is_some());
     }
 }

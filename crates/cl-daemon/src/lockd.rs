@@ -90,6 +90,8 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(250);
 /// The longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// How often the frame counters go to cldaemon even when unchanged.
+const COUNTERS_REFRESH: Duration = Duration::from_secs(60);
 /// The longest request line a client may send.
 const MAX_LINE: u64 = 4096;
 
@@ -497,6 +499,8 @@ struct Lockd {
     holders: Mutex<HashMap<u64, oneshot::Sender<String>>>,
     /// Woken when a lock may have become free.
     changed: Notify,
+    /// Woken when a frame from the peer was taken in (its counters may have changed).
+    frames: Notify,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -525,6 +529,7 @@ impl Lockd {
             preferred: AtomicUsize::new(0),
             holders: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            frames: Notify::new(),
             origin: Instant::now(),
             peer,
             ctx,
@@ -824,6 +829,7 @@ impl Lockd {
             Kind::Lock,
         );
         let accepted = crate::serve::within(&conn, PEER_TIMEOUT * 2, "a request", accept).await;
+        self.frames.notify_one();
         let incoming = match accepted {
             Some(Ok(incoming)) if incoming.header.sender == self.peer => incoming,
             Some(Ok(incoming)) => {
@@ -938,16 +944,24 @@ impl Lockd {
         }
     }
 
-    /// Send the counters of the peer's frames to cldaemon (clstat --verbose), every second as
-    /// clhbd does (a restarted cldaemon has them again at once).
+    /// Send the counters of the peer's frames to cldaemon (clstat --verbose) when they changed,
+    /// at most once a second (idle, nothing is sent and nothing wakes), and once a minute
+    /// anyway, so that a cldaemon restarted without a new configuration has them again soon.
     async fn report_counters(self: Arc<Self>) {
         let Ok(events) = crate::heartbeat::event_sender() else { return };
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last = None;
         loop {
-            tick.tick().await;
             let counters = *locked(&self.requests).counters();
-            let event = LocalEvent::Counters { daemon: "cllockd".into(), counters };
-            crate::heartbeat::notify(&events, &self.ctx, &event).await;
+            if last != Some(counters) {
+                let event = LocalEvent::Counters { daemon: "cllockd".into(), counters };
+                crate::heartbeat::notify(&events, &self.ctx, &event).await;
+                last = Some(counters);
+            }
+            tokio::select! {
+                _ = self.frames.notified() => {}
+                _ = tokio::time::sleep(COUNTERS_REFRESH) => last = None,
+            }
+            tokio::time::sleep(crate::heartbeat::COUNTERS_EVERY).await;
         }
     }
 

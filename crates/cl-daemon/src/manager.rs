@@ -39,6 +39,16 @@ use crate::transport::peer_request;
 /// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
 pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
 
+/// How often daemons adopted from a crashed cldaemon are looked for by pid.
+const SUPERVISE_ADOPTED: Duration = Duration::from_millis(100);
+
+/// The period of the manager's housekeeping: refresh the published status, repeat the
+/// applications' announcement.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// How old the status a reader gets may be (its times: last heard, monitor results).
+const STATUS_FRESH: Duration = Duration::from_millis(100);
+
 /// How long a peer request may take before the peer counts as unreachable.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an admin command may take to send its request line.
@@ -63,6 +73,8 @@ enum Command {
     PeerLeft(String),
     /// DRBD's fence-peer handler for a resource: what does the cluster know of the peer?
     FencePeer(String, oneshot::Sender<Result<(String, cl_core::storage::FenceStep), String>>),
+    /// Someone reads the status: publish it fresh (its times are measured now), then answer.
+    Publish(oneshot::Sender<()>),
 }
 
 /// A cluster daemon this cldaemon looks after.
@@ -139,6 +151,8 @@ struct Manager {
     arb_link: crate::guardctl::ArbLink,
     /// What the peer-alive probe looks for, per peer (worked out when the cluster forms).
     probe_targets: BTreeMap<String, Vec<cl_drivers::vip::Vip>>,
+    /// What those probes found silent, for the application starts.
+    silence: crate::guardctl::SilenceLog,
 }
 
 /// Run cldaemon (already detached and named) until SIGTERM.
@@ -157,6 +171,8 @@ pub async fn run(ctx: Context) -> Result<()> {
         .with_context(|| format!("cannot bind {}", admin_path.display()))?;
     std::fs::set_permissions(&admin_path, std::fs::Permissions::from_mode(0o600))?;
 
+    // Registered before any child starts, so no exit is missed.
+    let mut child_exits = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
     let (status_tx, status_rx) = watch::channel(not_formed_status(&ctx));
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(16);
     let peer_receiver = Arc::new(std::sync::Mutex::new(Receiver::new(ctx.key.clone(), ctx.name())));
@@ -181,9 +197,10 @@ pub async fn run(ctx: Context) -> Result<()> {
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
     let (guard_tx, mut guard_rx) = mpsc::channel::<GuardInput>(64);
+    let origin = Instant::now();
     let mut manager = Manager {
         ctx: ctx.clone(),
-        origin: Instant::now(),
+        origin,
         formed: false,
         membership: None,
         children: BTreeMap::new(),
@@ -202,6 +219,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         local_apps: None,
         arb_link: Default::default(),
         probe_targets: BTreeMap::new(),
+        silence: crate::guardctl::SilenceLog::new(origin),
     };
     crate::guardctl::write_notice(&ctx, &[]);
     // Only this process needs to know; the daemons it starts read the new files anyway.
@@ -221,9 +239,15 @@ pub async fn run(ctx: Context) -> Result<()> {
     }
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut supervise = tokio::time::interval(Duration::from_millis(100));
-    let mut publish = tokio::time::interval(Duration::from_millis(100));
-    let mut gossip = tokio::time::interval(Duration::from_secs(1));
+    // Its own children's exits arrive as SIGCHLD; only daemons adopted from a crashed
+    // cldaemon (not our children) are looked for by pid, every SUPERVISE_ADOPTED.
+    let mut adopted = tokio::time::interval(SUPERVISE_ADOPTED);
+    adopted.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the rest: the status is published on every change and fresh for every
+    // reader (Command::Publish), so this only refreshes its times for the waiting commands;
+    // the announcement is repeated to heal a lost one.
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65536];
     loop {
         let wake = manager.next_wake();
@@ -271,6 +295,10 @@ pub async fn run(ctx: Context) -> Result<()> {
                 Command::FencePeer(resource, reply) => {
                     let _ = reply.send(manager.fence_peer(&resource));
                 }
+                Command::Publish(reply) => {
+                    manager.publish();
+                    let _ = reply.send(());
+                }
                 Command::PeerLeft(peer) => {
                     let now = manager.now();
                     if let Some(m) = manager.membership.as_mut() {
@@ -315,9 +343,10 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
                 manager.publish();
             }
-            _ = supervise.tick() => manager.supervise(),
-            _ = publish.tick() => manager.publish(),
-            _ = gossip.tick() => {
+            _ = child_exits.recv() => manager.supervise(),
+            _ = adopted.tick(), if manager.has_adopted() => manager.supervise(),
+            _ = housekeeping.tick() => {
+                manager.publish();
                 // Announcements also go out on every change; this heals a lost one.
                 if let Some(apps) = manager.apps.as_ref() {
                     apps.announce();
@@ -342,7 +371,8 @@ impl Manager {
     fn next_wake(&self) -> tokio::time::Instant {
         let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
         let next = [
-            self.membership.as_ref().and_then(|m| m.poll_timeout()),
+            // clhbd2 sends the heartbeats: only the membership's judging deadlines wake us.
+            self.membership.as_ref().and_then(|m| m.poll_judge_timeout()),
             self.apps.as_ref().and_then(|a| a.poll_timeout()),
             self.guard.as_ref().and_then(|g| g.poll_timeout()),
         ]
@@ -417,8 +447,11 @@ impl Manager {
         for daemon in CHILDREN {
             self.ensure_child(daemon)?;
         }
-        let mut apps =
-            crate::appctl::AppControl::new(self.ctx.clone(), self.origin, self.app_events.clone());
+        let mut apps = crate::appctl::AppControl::new(
+            self.ctx.clone(),
+            self.silence.clone(),
+            self.app_events.clone(),
+        );
         apps.start_storage(self.storage_events.clone());
         apps.handle(cl_core::apps::AppInput::Formed { start_autostart: !noapps });
         self.apps = Some(apps);
@@ -455,6 +488,11 @@ impl Manager {
         info!(daemon, pid = child.id(), "started {argv0}");
         self.children.insert(daemon, Child::Own(child));
         Ok(())
+    }
+
+    /// Whether a daemon adopted from an earlier cldaemon is watched (by pid, not SIGCHLD).
+    fn has_adopted(&self) -> bool {
+        self.children.values().any(|c| matches!(c, Child::Adopted(_)))
     }
 
     fn supervise(&mut self) {
@@ -613,7 +651,12 @@ impl Manager {
                     GuardAction::Probe { peer } => {
                         info!(%peer, "probing node {peer} on the public networks before taking anything over");
                         let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
-                        crate::guardctl::probe(targets, peer, self.guard_results.clone());
+                        crate::guardctl::probe(
+                            targets,
+                            peer,
+                            self.guard_results.clone(),
+                            self.silence.clone(),
+                        );
                     }
                     GuardAction::Fence { peer } => {
                         crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
@@ -976,7 +1019,22 @@ async fn handle_admin(
     status: &watch::Receiver<ClusterStatus>,
 ) -> AdminResponse {
     match request {
-        AdminRequest::Status => AdminResponse::Status(Box::new(status.borrow().clone())),
+        AdminRequest::Status => {
+            // At most STATUS_FRESH old: refreshed through the manager's loop unless a refresh
+            // was asked for that recently (a burst of readers, `clstat --watch`).
+            static REFRESHED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+            let stale = |last: &Option<Instant>| last.is_none_or(|t| t.elapsed() >= STATUS_FRESH);
+            if REFRESHED.lock().map(|last| stale(&last)).unwrap_or(true) {
+                let (tx, rx) = oneshot::channel();
+                if commands.send(Command::Publish(tx)).await.is_ok() {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), rx).await;
+                }
+                if let Ok(mut last) = REFRESHED.lock() {
+                    *last = Some(Instant::now());
+                }
+            }
+            AdminResponse::Status(Box::new(status.borrow().clone()))
+        }
         AdminRequest::Form { noapps } => form_cluster(ctx, commands, status.clone(), noapps).await,
         AdminRequest::Halt { force, node } => {
             halt_cluster(ctx, commands, status.clone(), force, node).await

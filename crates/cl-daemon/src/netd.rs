@@ -35,37 +35,29 @@ pub async fn run(ctx: Context) -> Result<()> {
     if targets.is_empty() {
         warn!("no known connections configured: partition detection is impossible");
     }
-    let pinger = std::sync::Arc::new(
-        cl_sys::icmp::Pinger::new((std::process::id() & 0xffff) as u16)
-            .context("cannot open a raw ICMP socket (clnetd must run as root)")?,
-    );
+    let pinger = cl_sys::icmp::Pinger::new((std::process::id() & 0xffff) as u16)
+        .context("cannot open a raw ICMP socket (clnetd must run as root)")?;
     let events = event_sender()?;
     tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
-    let sender = {
-        let pinger = pinger.clone();
-        let targets = targets.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut seq: u16 = 0;
-            loop {
-                tick.tick().await;
+    // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
+    // waking this one.
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut seq: u16 = 0;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
                 seq = seq.wrapping_add(1);
                 for target in &targets {
                     let _ = pinger.send(*target, seq).await;
                 }
             }
-        })
-    };
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    loop {
-        tokio::select! {
             _ = hangup.recv() => {
                 // cldaemon starts a fresh clnetd, which reads the new known connections.
-                sender.abort();
                 info!("configuration changed: exiting to be restarted on it");
                 return Ok(());
             }
@@ -81,7 +73,6 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
             },
             _ = terminate.recv() => {
-                sender.abort();
                 info!("stopping");
                 return Ok(());
             }

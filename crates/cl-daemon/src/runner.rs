@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cl_config::appconf::{AppConfig, MonitorKind};
+use cl_core::dad::SilentAddresses;
+use cl_core::Time;
 use cl_drivers::fs::FsSpec;
 use cl_drivers::monitor::{Check, MonitorResult};
 use cl_drivers::script::AppCgroup;
-use cl_drivers::vip::{Announce, ProbeOutcome, Vip};
+use cl_drivers::vip::{Announce, Probe, ProbeOutcome, Vip};
 use tracing::{error, info, warn};
 
 use crate::agents::{self, Health};
@@ -27,8 +29,6 @@ const URGENT_RESERVE: Duration = Duration::from_millis(300);
 const URGENT_KILL_GRACE: Duration = Duration::from_millis(100);
 use crate::context::Context;
 
-/// How long a VIP probe listens for another owner (3 probes).
-const PROBE_TIME: Duration = Duration::from_millis(300);
 /// Time limits for filesystem work.
 const FS_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -117,9 +117,16 @@ impl Runner {
     }
 
     /// Run the start sequence. On error the caller stops the application, which undoes
-    /// whatever was done (every stop step is idempotent).
-    pub async fn start(&self) -> Result<(), String> {
+    /// whatever was done (every stop step is idempotent). `known` is what the takeover guard's
+    /// probes found silent, as of `now`: an address it probed within a heartbeat timeout is not
+    /// probed again (cl-core `dad`).
+    pub async fn start(&self, known: &SilentAddresses, now: Time) -> Result<(), String> {
         let app = &self.app.name;
+        let heartbeat = &self.ctx.cluster().heartbeat;
+        let plan = cl_core::dad::probe_plan(heartbeat.interval);
+        // `now` was read when the start was ordered; the age of a silence is judged when each
+        // address is reached, which is later.
+        let entered = std::time::Instant::now();
         // The split-brain guard comes first, before anything touches shared data: if anyone
         // answers for one of our addresses, another node may still run the application, and
         // its filesystem must not be checked or mounted here either.
@@ -128,7 +135,19 @@ impl Runner {
             if cl_drivers::vip::is_present(&vip).await.map_err(|e| e.to_string())? {
                 continue;
             }
-            match cl_drivers::vip::probe(&vip, PROBE_TIME).await.map_err(|e| e.to_string())? {
+            let now = now + entered.elapsed();
+            if !cl_core::dad::must_probe(known, vip.address, now, heartbeat.timeout) {
+                let age = known.silent_at(vip.address).map(|t| now.since(t)).unwrap_or_default();
+                info!(%app, "VIP {}: not probed again, the takeover guard found it silent {} ms ago", vip.address, age.as_millis());
+                to_add.push(vip);
+                continue;
+            }
+            let how = Probe { count: plan.count, interval: plan.interval };
+            let began = std::time::Instant::now();
+            let outcome =
+                cl_drivers::vip::probe_with(&vip, how).await.map_err(|e| e.to_string())?;
+            info!(%app, "VIP {} probed in {} ms ({} probes {} ms apart)", vip.address, began.elapsed().as_millis(), how.count, how.interval.as_millis());
+            match outcome {
                 ProbeOutcome::Free => to_add.push(vip),
                 ProbeOutcome::InUse { by_mac } => {
                     return Err(format!(
@@ -468,7 +487,12 @@ impl Runner {
                 Err(e) => return Some(Err(e)),
             },
         };
-        let cgroup = self.cgroup().ok();
+        // Only a process check looks in the application's cgroup; finding (and creating) it
+        // reads /proc and makes directories, not worth doing every second for the others.
+        let cgroup = match check {
+            Check::Process { .. } => self.cgroup().ok(),
+            _ => None,
+        };
         let result = cl_drivers::monitor::check(&check, cgroup.as_ref(), monitor.timeout).await;
         Some(match result {
             MonitorResult::Ok => Ok(()),

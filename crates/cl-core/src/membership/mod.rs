@@ -526,10 +526,22 @@ impl Membership {
 
     /// When `handle_timeout` must be called next, at the latest.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let mut next = self.next_heartbeat;
+        Some(self.judge_timeout().map_or(self.next_heartbeat, |t| t.min(self.next_heartbeat)))
+    }
+
+    /// [`poll_timeout`](Self::poll_timeout) for a shell that sends its heartbeats on its own
+    /// clock and ignores [`Action::SendHeartbeats`] (cldaemon: clhbd2 beats): only the
+    /// deadlines at which something is judged (a link or peer silent, a known connection
+    /// stale, isolation settled), so an idle node is not woken every heartbeat interval.
+    pub fn poll_judge_timeout(&self) -> Option<Time> {
+        self.judge_timeout()
+    }
+
+    fn judge_timeout(&self) -> Option<Time> {
+        let mut next: Option<Time> = None;
         let mut consider = |t: Time| {
-            if t < next {
-                next = t;
+            if next.is_none_or(|n| t < n) {
+                next = Some(t);
             }
         };
         for peer in self.peers.values() {
@@ -552,7 +564,7 @@ impl Membership {
         if let Some(t) = self.undecided_until {
             consider(t);
         }
-        Some(next)
+        next
     }
 
     /// This node's standing.

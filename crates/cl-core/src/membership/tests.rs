@@ -238,6 +238,36 @@ fn poll_timeout_never_lets_a_deadline_pass_unnoticed() {
 }
 
 #[test]
+fn judging_deadlines_alone_find_every_change_on_time_and_skip_the_beats() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    // A shell that beats on its own clock is not woken every interval: the next deadline is
+    // the known connection's freshness (reply at 1800 + 500), not the next beat.
+    assert_eq!(m.poll_judge_timeout(), Some(t(2300)));
+    assert!(m.poll_timeout() < m.poll_judge_timeout());
+    // Waking only at those deadlines finds the peer down and the node isolated exactly when
+    // waking at every deadline does (poll_timeout_never_lets_a_deadline_pass_unnoticed).
+    let mut now = t(2000);
+    let (mut down_at, mut isolated_at, mut wakes) = (None, None, 0);
+    for _ in 0..100 {
+        m.handle_timeout(now);
+        drain(&mut m);
+        wakes += 1;
+        if down_at.is_none() && m.peer_state("node1") == Some(PeerState::Down) {
+            down_at = Some(now);
+        }
+        if m.local_state() == LocalState::Isolated {
+            isolated_at = Some(now);
+            break;
+        }
+        now = m.poll_judge_timeout().expect("a deadline while something can change");
+    }
+    assert_eq!(down_at, Some(t(2800)));
+    assert_eq!(isolated_at, Some(t(3300)));
+    assert!(wakes <= 4, "woken {wakes} times between 2000 and 3300 ms");
+}
+
+#[test]
 fn status_shows_links_and_known_connections() {
     let mut m = Membership::new(config(true), t(0));
     run(&mut m, 0, 2000, &["public"], true);

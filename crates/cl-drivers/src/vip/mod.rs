@@ -225,6 +225,8 @@ pub async fn link_info(name: &str) -> Result<LinkInfo, VipError> {
     netlink::link_info(name).await
 }
 
+pub use netlink::LinkEvents;
+
 /// Adds `vip` to its interface; already present (same address and prefix) is success.
 pub async fn add(vip: &Vip) -> Result<(), VipError> {
     validate(vip)?;

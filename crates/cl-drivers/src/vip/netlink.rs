@@ -174,3 +174,40 @@ pub(crate) async fn is_present(vip: &Vip) -> Result<bool, VipError> {
         }
     }
 }
+
+/// The kernel's link notifications (RTNLGRP_LINK): an interface appeared, went, or changed
+/// state (administrative state, carrier), in the calling thread's network namespace.
+pub struct LinkEvents {
+    /// One item per notification.
+    messages: futures_util::stream::BoxStream<'static, ()>,
+    task: JoinHandle<()>,
+}
+
+/// `RTNLGRP_LINK` (linux/rtnetlink.h).
+const RTNLGRP_LINK: u32 = 1;
+
+impl LinkEvents {
+    /// Subscribes to link notifications.
+    pub fn open() -> Result<LinkEvents, VipError> {
+        use rtnetlink::sys::AsyncSocket;
+        let fail = |source| VipError::netlink("(all)", "subscribe to link changes", source);
+        let (mut conn, _handle, messages) = rtnetlink::new_connection().map_err(fail)?;
+        conn.socket_mut().socket_mut().add_membership(RTNLGRP_LINK).map_err(fail)?;
+        use futures_util::StreamExt;
+        let messages = messages.map(|_| ()).boxed();
+        Ok(LinkEvents { messages, task: tokio::spawn(conn) })
+    }
+
+    /// Waits for the next notification; `false` once the connection has ended (the caller
+    /// falls back to asking).
+    pub async fn changed(&mut self) -> bool {
+        use futures_util::StreamExt;
+        self.messages.next().await.is_some()
+    }
+}
+
+impl Drop for LinkEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
