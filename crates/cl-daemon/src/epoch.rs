@@ -11,8 +11,7 @@
 //! A process reserves a block of [`BLOCK`] epochs with one write, under an exclusive `flock`,
 //! and hands them out in memory; a crash wastes the rest of the block, never reuses it.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -99,7 +98,8 @@ fn reserve(file: &Path, count: u64) -> Result<(u64, u64)> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    flock_exclusive(&lock).with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    cl_sys::process::flock_exclusive(&lock, true)
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     let highest = match std::fs::read_to_string(file) {
         Ok(text) => text.trim().parse::<u64>().map_err(|_| {
             anyhow!(
@@ -124,19 +124,6 @@ fn reserve(file: &Path, count: u64) -> Result<(u64, u64)> {
 /// The first count: the clock in nanoseconds, above any epoch of the clock-based scheme.
 fn seed() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-}
-
-fn flock_exclusive(file: &File) -> std::io::Result<()> {
-    loop {
-        // SAFETY: flock(2) on a descriptor we own; it stays open while the lock is needed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -220,9 +220,8 @@ pub fn single_instance(
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own; no memory is shared.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    let locked = cl_sys::process::flock_exclusive(&file, false)
+        .with_context(|| format!("cannot lock {}", path.display()))?;
     if !locked {
         let pid_file = run_dir.join(format!("{daemon}-{cluster}.pid"));
         let pid = cl_sys::process::read_pid_file(&pid_file)

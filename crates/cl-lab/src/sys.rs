@@ -293,7 +293,6 @@ impl FileLock {
 
     /// Waits for the lock at most `timeout`.
     pub(crate) fn acquire_within(path: &Path, timeout: Duration) -> Result<FileLock> {
-        use std::os::fd::AsRawFd as _;
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -302,14 +301,10 @@ impl FileLock {
             .with_context(|| format!("opening lock file {}", path.display()))?;
         let start = Instant::now();
         loop {
-            // SAFETY: flock(2) on a valid open descriptor has no memory-safety preconditions.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
+            if crate::vm::lock::flock(&file, true)
+                .with_context(|| format!("locking {}", path.display()))?
+            {
                 return Ok(FileLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(err).with_context(|| format!("locking {}", path.display()));
             }
             if start.elapsed() >= timeout {
                 bail!("{} is still locked after {timeout:?}", path.display());

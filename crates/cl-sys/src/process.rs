@@ -231,6 +231,24 @@ pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
     result
 }
 
+/// An exclusive flock(2) on `file`, waiting for it when `wait`; `Ok(false)` when not waiting
+/// and another open file holds it. The lock lasts while `file` stays open.
+pub fn flock_exclusive(file: &File, wait: bool) -> io::Result<bool> {
+    let op = if wait { libc::LOCK_EX } else { libc::LOCK_EX | libc::LOCK_NB };
+    loop {
+        // SAFETY: flock(2) on a descriptor `file` owns; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
 /// Reads a pid written by [`write_pid_file`]; `None` if missing, unreadable or not a pid.
 pub fn read_pid_file(path: &Path) -> Option<u32> {
     let mut text = String::new();

@@ -57,7 +57,7 @@ impl VmLabLock {
 
 /// An exclusive flock(2) on `file`: false when `nonblocking` and another open file holds it.
 /// (libc rather than `File::lock`, which needs Rust 1.89: the workspace's MSRV is 1.85.)
-fn flock(file: &File, nonblocking: bool) -> std::io::Result<bool> {
+pub(crate) fn flock(file: &File, nonblocking: bool) -> std::io::Result<bool> {
     let op = if nonblocking { libc::LOCK_EX | libc::LOCK_NB } else { libc::LOCK_EX };
     loop {
         // SAFETY: flock(2) on a valid open descriptor has no memory-safety preconditions.
