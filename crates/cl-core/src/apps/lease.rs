@@ -29,15 +29,7 @@ impl Apps {
         if !held && !keep_running {
             // The guard stops everything when a lease is lost while something runs; this only
             // makes sure nothing is left running without the lease.
-            let active: Vec<String> = self
-                .locals
-                .iter()
-                .filter(|(_, l)| matches!(l.state, AppState::Running | AppState::Starting))
-                .map(|(a, _)| a.clone())
-                .collect();
-            for app in active {
-                self.stop_local(&app, "this node no longer holds the arbitrator's lease", true);
-            }
+            self.stop_all_local("this node no longer holds the arbitrator's lease");
         }
         self.actions.push_back(super::AppAction::Announce);
     }

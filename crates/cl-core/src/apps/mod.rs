@@ -470,15 +470,7 @@ impl Apps {
                     *peer = Peer::Down { take_over: false, until };
                 }
                 self.heard_since_down.clear();
-                let running: Vec<String> = self
-                    .locals
-                    .iter()
-                    .filter(|(_, l)| matches!(l.state, AppState::Running | AppState::Starting))
-                    .map(|(a, _)| a.clone())
-                    .collect();
-                for app in running {
-                    self.stop_local(&app, "this node is isolated", true);
-                }
+                self.stop_all_local("this node is isolated");
             }
             AppInput::Reconnected => self.isolated = false,
             AppInput::Peer { peer, announcement } => {
@@ -669,6 +661,19 @@ impl Apps {
             local.restart_after_stop = true;
         }
         self.stop_local(app, &reason, false);
+    }
+
+    /// Stop, urgently, every application running or starting here.
+    fn stop_all_local(&mut self, reason: &str) {
+        let active: Vec<String> = self
+            .locals
+            .iter()
+            .filter(|(_, l)| matches!(l.state, AppState::Running | AppState::Starting))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for app in active {
+            self.stop_local(&app, reason, true);
+        }
     }
 
     fn stop_local(&mut self, app: &str, reason: &str, urgent: bool) {
