@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cl_config::clconf::FenceDevice;
 use cl_core::arbiter::ArbOp;
 use cl_core::dad::SilentAddresses;
 use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseView, Sabotage};
@@ -14,6 +15,7 @@ use cl_core::timing::SafetyTiming;
 use cl_core::Time;
 use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
+use cl_paths::Paths;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
@@ -228,40 +230,33 @@ pub fn read_notice_at(path: &std::path::Path) -> Vec<String> {
 /// Power `peer` off with its fence device; the result arrives on `results`.
 pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
     let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
-    let root = ctx.paths.root().to_path_buf();
     let paths = ctx.paths.clone();
     // The agent runner's future is not Send: give it a thread and a runtime of its own.
     std::thread::spawn(move || {
-        // Checked again now, not only at clbuild: the agent runs as root, and a fence that
-        // cannot run safely is a failed fence (no takeover).
-        let untrusted =
-            device.as_ref().and_then(|d| crate::runner::trusted_program(&paths, &d.agent).err());
-        let (ok, detail) =
-            match (device, tokio::runtime::Builder::new_current_thread().enable_all().build()) {
-                (None, _) => (false, "no fence device is configured for it".to_string()),
-                (Some(device), _) if untrusted.is_some() => (
-                    false,
-                    format!(
-                        "fence agent {}: {}",
-                        device.agent.display(),
-                        untrusted.unwrap_or_default()
-                    ),
-                ),
-                (Some(_), Err(e)) => (false, format!("cannot run the fence agent: {e}")),
-                (Some(device), Ok(runtime)) => {
-                    match runtime.block_on(cl_drivers::fence::fence(
-                        &device,
-                        &peer,
-                        FenceAction::Off,
-                        &root,
-                    )) {
-                        Ok(_) => (true, format!("{} reported it off", device.agent.display())),
-                        Err(e) => (false, e.to_string()),
-                    }
-                }
-            };
+        let (ok, detail) = fence_off(device, &peer, &paths);
         let _ = results.blocking_send(GuardInput::FenceResult { peer, ok, detail });
     });
+}
+
+/// Power `peer` off with `device`: whether it is off, and what to say about it.
+fn fence_off(device: Option<FenceDevice>, peer: &str, paths: &Paths) -> (bool, String) {
+    let Some(device) = device else {
+        return (false, "no fence device is configured for it".to_string());
+    };
+    // Checked again now, not only at clbuild: the agent runs as root, and a fence that cannot
+    // run safely is a failed fence (no takeover).
+    if let Err(why) = crate::runner::trusted_program(paths, &device.agent) {
+        return (false, format!("fence agent {}: {why}", device.agent.display()));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return (false, format!("cannot run the fence agent: {e}")),
+    };
+    match runtime.block_on(cl_drivers::fence::fence(&device, peer, FenceAction::Off, paths.root()))
+    {
+        Ok(_) => (true, format!("{} reported it off", device.agent.display())),
+        Err(e) => (false, e.to_string()),
+    }
 }
 
 /// Send lease request `id` to the arbitrator; the answer arrives on `results`. No answer is
