@@ -809,6 +809,11 @@ impl Manager {
             takeover,
             counters: serde_json::Value::Object(counters),
             listeners,
+            guard: self
+                .guard
+                .as_ref()
+                .map(|g| crate::guardctl::summary(&g.status(), &self.ctx.local, now))
+                .unwrap_or_default(),
         }
     }
 }
@@ -845,6 +850,7 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
         takeover: Vec::new(),
         counters: serde_json::Value::Object(Default::default()),
         listeners,
+        guard: Default::default(),
     }
 }
 
