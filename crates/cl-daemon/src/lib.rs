@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod lockclient;
 pub mod lockd;
 pub mod manager;
+pub mod metrics;
 pub mod netd;
 pub mod runner;
 pub mod serve;
