@@ -325,8 +325,8 @@ fn metrics_endpoint_defaults_to_localhost_and_the_documented_port() {
         let loaded = load_cluster(case, &bytes, &FakeHost);
         loaded.config.expect("loads").metrics.map(|m| m.listen)
     };
-    assert_eq!(listen("ok-metrics-default.xml"), Some("127.0.0.1:9949".parse().unwrap()));
+    assert_eq!(listen("ok-metrics-default.xml"), Some("127.0.0.1:9949".parse().expect("address")));
     assert_eq!(Metrics::DEFAULT_PORT, 9949);
-    assert_eq!(listen("ok-metrics-all-addresses.xml"), Some("[::]:9100".parse().unwrap()));
+    assert_eq!(listen("ok-metrics-all-addresses.xml"), Some("[::]:9100".parse().expect("address")));
     assert_eq!(listen("ok-cluster1.xml"), None);
 }

@@ -60,7 +60,7 @@ fn formed() -> ClusterStatus {
             node("node2", "up"),
         ],
         known_connections: vec![KnownConnectionStatus {
-            address: "10.10.0.1".parse().unwrap(),
+            address: "10.10.0.1".parse().expect("address"),
             reachable: true,
             last_reply_ms: Some(1500),
         }],
