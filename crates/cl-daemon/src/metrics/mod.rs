@@ -129,23 +129,31 @@ pub fn parse_request(head: &[u8]) -> Request {
     }
 }
 
-/// Read one request head: the bytes before the blank line, at most [`MAX_REQUEST`]; `None`
-/// when the connection closed first or the head is too long.
-async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+/// Why no request head was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadError {
+    /// The client closed the connection (or it failed) before the blank line.
+    Closed,
+    /// More than [`MAX_REQUEST`] bytes without the blank line.
+    TooLong,
+}
+
+/// Read one request head: the bytes before the blank line, at most [`MAX_REQUEST`].
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, HeadError> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     loop {
-        let n = stream.read(&mut buf).await.ok()?;
+        let n = stream.read(&mut buf).await.map_err(|_| HeadError::Closed)?;
         if n == 0 {
-            return None;
+            return Err(HeadError::Closed);
         }
-        head.extend_from_slice(buf.get(..n)?);
+        head.extend_from_slice(buf.get(..n).ok_or(HeadError::Closed)?);
         if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
             head.truncate(end);
-            return Some(head);
+            return Ok(head);
         }
         if head.len() > MAX_REQUEST {
-            return None;
+            return Err(HeadError::TooLong);
         }
     }
 }
@@ -160,12 +168,14 @@ async fn answer(
     let head =
         crate::serve::within(&conn, READ_DEADLINE, "an HTTP request", read_head(&mut stream));
     let request = match head.await {
-        Some(Some(head)) => parse_request(&head),
-        Some(None) => {
-            conn.rejected("bad http request", "an HTTP request head too long or cut short");
+        Some(Ok(head)) => parse_request(&head),
+        Some(Err(HeadError::TooLong)) => {
+            let detail = format!("an HTTP request head longer than {MAX_REQUEST} bytes");
+            conn.rejected("bad http request", &detail);
             return;
         }
-        None => return,
+        // A health check that only connects, or a client gone: nothing to answer.
+        Some(Err(HeadError::Closed)) | None => return,
     };
     let response = match request {
         Request::Metrics { head } => {

@@ -10,6 +10,10 @@ use cl_wire::msg::{
     ResourceStatus, ServeCounters, TakeoverStage, VolumeStatus,
 };
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
 use super::*;
 
 fn app(name: &str, state: &str, node: Option<&str>) -> ApplicationStatus {
@@ -441,4 +445,45 @@ fn promtool_accepts_the_rendering() {
     let said =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}\n{text}");
+}
+
+/// Send `request` to `address` and read the answer until the server closes the connection
+/// (a reset, when the server left part of the request unread, ends it too).
+async fn exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await.expect("closed in time");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_server_answers_get_metrics_and_refuses_the_rest() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (_tx, status) = watch::channel(formed());
+    let history = Arc::new(Mutex::new(History::default()));
+    tokio::spawn(serve(listener, address, status, history));
+
+    let ok = exchange(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+    assert!(ok.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), "{ok}");
+    let (head, body) = ok.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())), "{head}");
+    assert!(body.contains("\nlinuxha_cluster_formed 1\n"), "{body}");
+
+    let head_only = exchange(address, b"HEAD /metrics HTTP/1.0\r\n\r\n").await;
+    assert!(head_only.starts_with("HTTP/1.1 200 OK\r\n") && head_only.ends_with("\r\n\r\n"));
+    let missing = exchange(address, b"GET /stats HTTP/1.1\r\n\r\n").await;
+    assert!(missing.starts_with("HTTP/1.1 404 Not Found\r\n"), "{missing}");
+    let post = exchange(address, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").await;
+    assert!(post.starts_with("HTTP/1.1 405 ") && post.contains("Allow: GET, HEAD\r\n"), "{post}");
+    let garbage = exchange(address, b"\x16\x03\x01 hello\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    // A head longer than the bound is not read to its end: the connection is closed unanswered.
+    let mut long = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', MAX_REQUEST + 1024));
+    let cut = exchange(address, &long).await;
+    assert!(cut.is_empty(), "{cut}");
 }
