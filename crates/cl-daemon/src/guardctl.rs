@@ -16,7 +16,6 @@ use cl_core::Time;
 use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
 use cl_paths::Paths;
-use cl_wire::msg::{GuardSummary, LeaseState, LeaseSummary, PeerTakeover, TakeoverStage};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
@@ -313,48 +312,6 @@ pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::S
 
 /// The node's connection to the arbitrator, kept for the daemon's life.
 pub type ArbLink = std::sync::Arc<tokio::sync::Mutex<Option<crate::arbclient::ArbClient>>>;
-
-/// The guard's status, typed, for `clstat --json` and the metrics.
-pub fn summary(status: &GuardStatus, local: &str, now: Time) -> GuardSummary {
-    let peers = status
-        .gates
-        .iter()
-        .map(|(peer, gate)| {
-            let (stage, fence_attempts) = match gate {
-                Gate::Idle => (TakeoverStage::Idle, 0),
-                Gate::StandBy => (TakeoverStage::StandBy, 0),
-                Gate::Lease => (TakeoverStage::Lease, 0),
-                Gate::FenceAt { attempts, .. } => (TakeoverStage::FenceWait, *attempts),
-                Gate::Fencing { attempts } => (TakeoverStage::Fencing, *attempts),
-                Gate::Probing => (TakeoverStage::Probing, 0),
-                Gate::ProbeAt { .. } => (TakeoverStage::PeerAnswers, 0),
-                Gate::Settle { .. } => (TakeoverStage::Settle, 0),
-                Gate::Cleared { .. } => (TakeoverStage::Cleared, 0),
-            };
-            PeerTakeover { peer: peer.clone(), stage, fence_attempts }
-        })
-        .collect();
-    let lease = status.lease.as_ref().map(|view| match view {
-        LeaseView::NotNeeded => {
-            LeaseSummary { state: LeaseState::NotNeeded, holder: None, remaining_ms: None }
-        }
-        LeaseView::Asking => {
-            LeaseSummary { state: LeaseState::Asking, holder: None, remaining_ms: None }
-        }
-        LeaseView::Held { until } => LeaseSummary {
-            state: LeaseState::Held,
-            holder: Some(local.to_string()),
-            remaining_ms: Some(until.since(now).as_millis() as u64),
-        },
-        LeaseView::Denied { holder } => {
-            LeaseSummary { state: LeaseState::Denied, holder: holder.clone(), remaining_ms: None }
-        }
-        LeaseView::NoAnswer => {
-            LeaseSummary { state: LeaseState::NoAnswer, holder: None, remaining_ms: None }
-        }
-    });
-    GuardSummary { peers, lease }
-}
 
 /// The guard's status as clstat lines: alarms, and where each takeover stands.
 pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {

@@ -14,6 +14,7 @@ pub mod arbd;
 pub mod context;
 pub mod epoch;
 pub mod exchange;
+pub mod guard_summary;
 pub mod guardctl;
 pub mod heartbeat;
 pub mod lockclient;

@@ -813,7 +813,7 @@ impl Manager {
             guard: self
                 .guard
                 .as_ref()
-                .map(|g| crate::guardctl::summary(&g.status(), &self.ctx.local, now))
+                .map(|g| crate::guard_summary::summary(&g.status(), &self.ctx.local, now))
                 .unwrap_or_default(),
         }
     }
