@@ -175,7 +175,7 @@ fn indent_step(text: &str, parent: Node<'_, '_>) -> String {
 /// stays above the additions; else just after its start tag) and the indent they get.
 fn insertion_point(text: &str, parent: Node<'_, '_>) -> Option<(usize, String)> {
     let parent_indent = indent_of(text, parent.range().start).unwrap_or("").to_string();
-    if let Some(last) = parent.children().filter(|c| c.is_element() || c.is_comment()).last() {
+    if let Some(last) = parent.children().rev().find(|c| c.is_element() || c.is_comment()) {
         let indent = indent_of(text, last.range().start)
             .map(str::to_string)
             .unwrap_or_else(|| format!("{parent_indent}{}", indent_step(text, parent)));
