@@ -119,14 +119,20 @@ struct Edit {
     with: String,
 }
 
-/// Apply non-overlapping edits to `text`.
+/// Apply non-overlapping edits to `text`; inserted lines end as the file's lines do (`\r\n` in
+/// a file written on Windows).
 fn apply(text: &str, mut edits: Vec<Edit>) -> String {
     edits.sort_by_key(|e| (e.range.start, e.range.end));
+    let crlf = text.contains("\r\n");
     let mut out = String::with_capacity(text.len() + 256);
     let mut at = 0;
     for edit in edits {
         out.push_str(&text[at..edit.range.start]);
-        out.push_str(&edit.with);
+        if crlf {
+            out.push_str(&edit.with.replace('\n', "\r\n"));
+        } else {
+            out.push_str(&edit.with);
+        }
         at = edit.range.end;
     }
     out.push_str(&text[at..]);

@@ -246,6 +246,17 @@ fn existing_ports_and_key_are_kept_and_new_ports_avoid_them() {
 }
 
 #[test]
+fn a_file_with_windows_line_ends_keeps_them() {
+    let crlf = CLCONF_1_0.replace('\n', "\r\n");
+    let migrated = migrate_cluster("clconf.xml", crlf.as_bytes(), &gateway()).expect("ok");
+    assert_eq!(migrated.text.matches('\n').count(), migrated.text.matches("\r\n").count());
+    let built = load_cluster("clconf.xml", migrated.text.as_bytes(), &EverythingExists);
+    assert_eq!(errors(&built), Vec::<String>::new());
+    let again = migrate_cluster("clconf.xml", migrated.text.as_bytes(), &gateway()).expect("ok");
+    assert!(again.is_unchanged());
+}
+
+#[test]
 fn malformed_xml_is_an_error_at_its_place() {
     let broken = CLCONF_1_0.replace("</global>", "</globl>");
     let errors = migrate_cluster("/etc/cluster/clconf.xml", broken.as_bytes(), &gateway())
