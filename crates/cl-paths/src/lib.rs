@@ -7,6 +7,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 pub mod secure;
@@ -195,12 +196,31 @@ pub fn local_node_name() -> io::Result<String> {
 /// Write `contents` to `path` so that readers see the old file or the new one, never a part:
 /// a temp file in the same directory, fsync, rename over, fsync the directory.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomic_inner(path, contents, None)
+}
+
+/// [`write_atomic`], the new file getting permission bits `mode` from the start (no moment with
+/// the default mode), e.g. those of the file it replaces.
+pub fn write_atomic_with_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_inner(path, contents, Some(mode))
+}
+
+fn write_atomic_inner(path: &Path, contents: &[u8], mode: Option<u32>) -> io::Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let result = (|| {
-        let mut file = File::create(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if let Some(mode) = mode {
+            options.mode(mode);
+        }
+        let mut file = options.open(&tmp)?;
+        if let Some(mode) = mode {
+            // The umask may have taken bits away from the mode the file was created with.
+            file.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);

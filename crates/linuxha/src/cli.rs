@@ -56,6 +56,24 @@ pub enum Command {
     Install(InstallArgs),
     /// Remove the command links and the unit; /etc/cluster is left alone.
     Uninstall(InstallArgs),
+    /// Turn a Linuxha.net 1.0 configuration into the 1.1 form (ports, key, known connections,
+    /// no 1.0 network attributes), showing the diff and keeping the 1.0 files.
+    ///
+    /// Reads /etc/cluster/clconf.xml and every /etc/cluster/<app>/appconf.xml (under --root)
+    /// and makes the changes the Linuxha.net 1.0 to 1.1 migration guide asks for: the four
+    /// daemon ports (9901 to 9904 unless taken) and, without a key, <key
+    /// file="/etc/cluster/cluster.key"/> in <global> (the key file is created when missing); a
+    /// <net_known_connections> section with this node's default gateway, or a commented
+    /// placeholder saying what to write when there is none; and no broadcast, checklist,
+    /// retries, retry_interval or ping_timeout attribute on an application's <network>. The
+    /// administrator's comments and formatting are kept.
+    ///
+    /// It prints what changes and a unified diff of each file, then asks (or takes --yes), keeps
+    /// each original as <file>.1.0 (<file>.1.0.2 and so on when that exists: a backup is never
+    /// overwritten) and writes each file atomically with its old mode. A file that is not
+    /// well-formed XML is reported as file:line:column and nothing is written. A configuration
+    /// already in the 1.1 form is left alone (exit 0). Then run clbuild --verbose --force.
+    Migrate(MigrateArgs),
     /// Build, break and tear down test clusters in network namespaces.
     Lab(cl_lab::cli::LabArgs),
     /// Run the demonstration: a two-node cluster in network namespaces, cleaned up after.
@@ -316,6 +334,21 @@ pub struct InstallArgs {
     pub verbose: bool,
 }
 
+/// Options of migrate.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Show the changes as a unified diff and change nothing.
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Apply the changes without asking (needed when not run on a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// The address proposed for <net_known_connections> instead of this node's default
+    /// gateway (an address outside the cluster that answers ping).
+    #[arg(long, value_name = "ADDRESS")]
+    pub gateway: Option<std::net::IpAddr>,
+}
+
 /// Options of demo.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -347,6 +380,10 @@ pub const COMMAND_NAMES: [&str; 16] = [
     "clhbd2",
     "clarbd",
 ];
+
+/// Subcommands of linuxha (not installed as program names) that have a page of their own,
+/// `linuxha-<command>(8)`, as git names its subcommands' pages.
+pub const SUBCOMMAND_PAGES: [&str; 1] = ["migrate"];
 
 /// The lab's fence agent, under the name fence-agents style agents have: `linuxha lab fence`.
 pub const LAB_FENCE_AGENT: &str = "fence_linuxha_lab";

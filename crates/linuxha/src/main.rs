@@ -47,6 +47,7 @@ fn run(paths: &cl_paths::Paths, called: &str, command: Command) -> Outcome<()> {
         Command::Clstat(args) => cmd::cluster::clstat(paths, &args),
         Command::Install(args) => cmd::install::install(paths, &args),
         Command::Uninstall(args) => cmd::install::uninstall(paths, &args),
+        Command::Migrate(args) => cmd::migrate::migrate(paths, &args),
         Command::Lab(args) => cl_lab::cli::run(args).map_err(|e| {
             // The caller's mistakes (no such lab, host or network; a bad name) exit 2.
             let code = if e.downcast_ref::<cl_lab::cli::UsageError>().is_some() {

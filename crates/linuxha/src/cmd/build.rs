@@ -1,8 +1,6 @@
 //! `clbuild` and `clbuildapp`: validate a configuration and install it as a new built version.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -138,36 +136,23 @@ fn genkey(paths: &Paths, args: &ClbuildArgs, progress: &Progress) -> Outcome<()>
             resolved.display()
         )));
     }
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let text = format!("{}\n", hex::encode(bytes));
-    if let Some(dir) = resolved.parent() {
-        fs::create_dir_all(dir).map_err(|e| {
-            Failure::runtime(format!("clbuild: cannot create {}: {e}", dir.display()))
-        })?;
-    }
-    let tmp = resolved.with_extension("key.tmp");
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|_| fs::rename(&tmp, &resolved));
-    written.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Failure::runtime(format!("clbuild: cannot write {}: {e}", resolved.display()))
-    })?;
+    write_new_key("clbuild", &resolved)?;
     println!("clbuild: wrote a new 256-bit cluster key to {}", resolved.display());
     progress.say(format!(
         "add <key file=\"{}\"/> to <global> and copy the file to every node",
         target.display()
     ));
     Ok(())
+}
+
+/// Write a new random 256-bit cluster key to `resolved` (mode 0600, atomically).
+pub fn write_new_key(command: &str, resolved: &Path) -> Outcome<()> {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let text = format!("{}\n", hex::encode(bytes));
+    cl_paths::write_atomic_with_mode(resolved, text.as_bytes(), 0o600).map_err(|e| {
+        Failure::runtime(format!("{command}: cannot write {}: {e}", resolved.display()))
+    })
 }
 
 /// Changing the configuration under a formed cluster needs --force: the daemons keep the

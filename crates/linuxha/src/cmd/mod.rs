@@ -6,6 +6,7 @@ pub mod demo;
 pub mod demo_replicated;
 pub mod install;
 pub mod lock;
+pub mod migrate;
 pub mod package;
 pub mod splitbrain;
 pub mod storage;

@@ -90,7 +90,12 @@ pub fn clsplitbrain(paths: &Paths, args: &ClsplitbrainArgs) -> Outcome<()> {
         };
         println!("  {res}{lost}: {other}: secondary, disconnect, connect --discard-my-data; {keep}: connect");
     }
-    vgbuild::confirm(COMMAND, args.yes, &format!("Type yes to discard {other}'s changes: "))?;
+    vgbuild::confirm(
+        COMMAND,
+        args.yes,
+        "data would be overwritten",
+        &format!("Type yes to discard {other}'s changes: "),
+    )?;
     let mut follows = Vec::new();
     for (res, k) in &split {
         let steps = [

@@ -8,7 +8,7 @@ use clap::CommandFactory;
 use clap_mangen::Man;
 use roff::{bold, roman, Roff};
 
-use crate::cli::{Cli, COMMAND_NAMES};
+use crate::cli::{Cli, COMMAND_NAMES, SUBCOMMAND_PAGES};
 use crate::fail::{Failure, Outcome};
 
 /// The footer's source field of every page.
@@ -33,7 +33,10 @@ pub struct Page {
 pub fn pages() -> Outcome<Vec<Page>> {
     let mut pages = vec![overview()?];
     for name in COMMAND_NAMES {
-        pages.push(command_page(name)?);
+        pages.push(command_page(name, name, name)?);
+    }
+    for name in SUBCOMMAND_PAGES {
+        pages.push(command_page(name, &format!("linuxha-{name}"), &format!("linuxha {name}"))?);
     }
     pages.extend(super::config_man::pages());
     for page in &mut pages {
@@ -90,21 +93,22 @@ fn render(man: &Man, what: &str) -> Outcome<String> {
     String::from_utf8(out).map_err(|_| Failure::runtime(format!("gen-man: {what} is not UTF-8")))
 }
 
-/// The page of one command name: its clap definition under the name it is called by.
-fn command_page(name: &'static str) -> Outcome<Page> {
+/// The page `page` (`clstat`, `linuxha-migrate`) of the subcommand `name`: its clap definition
+/// under the name it is called by (`called`: `clstat`, `linuxha migrate`).
+fn command_page(name: &str, page: &str, called: &str) -> Outcome<Page> {
     let mut root = Cli::command();
     root.build();
     let sub = root
         .find_subcommand(name)
         .ok_or_else(|| Failure::runtime(format!("gen-man: no command {name}")))?
         .clone()
-        .name(name)
-        .bin_name(name)
-        .display_name(name);
+        .name(page.to_string())
+        .bin_name(called.to_string())
+        .display_name(page.to_string());
     let man = Man::new(sub).section("8").source(source()).manual(MANUAL);
-    let mut text = render(&man, name)?;
-    text.push_str(&common_sections(name).to_roff());
-    Ok(Page { file: format!("{name}.8"), section: "8", text })
+    let mut text = render(&man, page)?;
+    text.push_str(&common_sections(page).to_roff());
+    Ok(Page { file: format!("{page}.8"), section: "8", text })
 }
 
 /// linuxha(8): the options, every command (the cl* ones with their own pages) and the files.
@@ -149,11 +153,13 @@ fn overview() -> Outcome<Page> {
         roff.control("TP", []);
         if COMMAND_NAMES.contains(&name) {
             roff.text([bold(name), roman("(8)")]);
+        } else if SUBCOMMAND_PAGES.contains(&name) {
+            roff.text([bold(format!("linuxha {name}")), roman(format!(" (linuxha-{name}(8))"))]);
         } else {
             roff.text([bold(format!("linuxha {name}"))]);
         }
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
-        let more = if COMMAND_NAMES.contains(&name) {
+        let more = if COMMAND_NAMES.contains(&name) || SUBCOMMAND_PAGES.contains(&name) {
             String::new()
         } else {
             format!(" Options: linuxha {name} --help.")
@@ -215,9 +221,10 @@ fn common_sections(name: &str) -> Roff {
         roff.control("TP", []).text([bold(file)]).text([roman(meaning)]);
     }
     roff.control("SH", ["SEE ALSO"]);
-    let mut see: Vec<String> = std::iter::once("linuxha")
-        .chain(COMMAND_NAMES)
-        .filter(|n| *n != name)
+    let mut see: Vec<String> = std::iter::once("linuxha".to_string())
+        .chain(COMMAND_NAMES.map(str::to_string))
+        .chain(SUBCOMMAND_PAGES.map(|s| format!("linuxha-{s}")))
+        .filter(|n| n != name)
         .map(|n| format!("{n}(8)"))
         .collect();
     see.push("clconf.xml(5)".into());

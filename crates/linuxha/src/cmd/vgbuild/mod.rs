@@ -63,7 +63,7 @@ pub fn vgbuild(
         return Ok(());
     }
     if !plan.overwrites.is_empty() {
-        confirm(COMMAND, args.yes, "Type yes to go on: ")?;
+        confirm(COMMAND, args.yes, "data would be overwritten", "Type yes to go on: ")?;
     }
     for step in &plan.steps {
         for node in &step.nodes {
@@ -201,14 +201,15 @@ fn print_plan(app: &str, nodes: &[&str; 2], plan: &plan::Plan) {
     }
 }
 
-/// `--yes`, or "yes" typed on a terminal; anything else changes nothing.
-pub fn confirm(command: &str, yes: bool, prompt: &str) -> Outcome<()> {
+/// `--yes`, or "yes" typed on a terminal; anything else changes nothing. `what` says what
+/// would happen (`data would be overwritten`), for the refusal when there is no terminal.
+pub fn confirm(command: &str, yes: bool, what: &str, prompt: &str) -> Outcome<()> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(Failure::runtime(format!(
-            "{command}: data would be overwritten; give --yes to confirm when not asked on a terminal; nothing was changed"
+            "{command}: {what}; give --yes to confirm when not asked on a terminal; nothing was changed"
         )));
     }
     print!("{prompt}");
