@@ -7,8 +7,9 @@
 //!   `clbuildapp --force --build --verbose` accept the result; a second run has nothing to
 //!   migrate; a later 1.0 file gets a second backup, never overwriting the first; a malformed
 //!   file is reported as file:line:column and nothing is written.
-//! - In a two-node lab (root, network namespaces): both nodes migrated as the guide says (the
-//!   key copied between them), clbuild, clbuildapp --vgbuild and --build, `clform --noapps`,
+//! - In a two-node lab (root, network namespaces): VERSION says 1.0.4, the configuration is
+//!   archived with tar, 1.1 is installed (`linuxha install`: VERSION says 1.1), both nodes
+//!   migrated as the guide says (the key copied between them), clbuild, clbuildapp --vgbuild and --build, `clform --noapps`,
 //!   clstat, and the five daemons running on each node as `<daemon>-cluster1`.
 
 mod cluster;
@@ -101,6 +102,15 @@ fn ok(node: &Node, args: &[&str]) -> String {
     let out = linuxha(node, args);
     assert!(out.status.success(), "{args:?}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes a directory when dropped, even when the test panics.
+struct Remove(std::path::PathBuf);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 fn read(path: &Path) -> String {
@@ -225,8 +235,34 @@ fn a_migrated_1_0_cluster_forms_with_its_five_daemons() {
         return;
     };
     let c = Cluster { lab };
+    let archive_dir = std::env::temp_dir().join(format!("t32-archive-{}", std::process::id()));
+    let _remove_archives = Remove(archive_dir.clone());
+    fs::create_dir_all(&archive_dir).expect("archive dir");
     for node in ["node1", "node2"] {
-        write_1_0(&c.etc(node));
+        let etc = c.etc(node);
+        write_1_0(&etc);
+        fs::write(etc.join("VERSION"), "1.0.4\n").expect("VERSION");
+        // The guide: "cat /etc/cluster/VERSION", then archive the configuration with tar.
+        assert_eq!(read(&etc.join("VERSION")).trim(), "1.0.4");
+        let archive = archive_dir.join(format!("{node}-old_valid_cluster_cfg.tgz"));
+        let tar = Command::new("tar")
+            .arg("czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&etc)
+            .arg(".")
+            .output()
+            .expect("tar runs");
+        assert!(tar.status.success(), "tar: {}", text(&tar));
+        let listing = Command::new("tar").arg("tzf").arg(&archive).output().expect("tar runs");
+        let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+        assert!(
+            listing.contains("./clconf.xml") && listing.contains("./apache/appconf.xml"),
+            "{listing}"
+        );
+        // Installing 1.1 (the packages' own install is tested by t31): VERSION says so.
+        c.must(node, &["install"]);
+        assert_eq!(read(&etc.join("VERSION")).trim(), env!("CARGO_PKG_VERSION"));
     }
     // node1 first: it makes the key, which goes to node2 before node2 is migrated.
     let first = c.must("node1", &["migrate", "--yes", "--gateway", GATEWAY]);
