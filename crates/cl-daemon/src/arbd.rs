@@ -186,7 +186,7 @@ pub fn start(opts: ArbdOptions) -> Result<()> {
     let pid_path = pid_file(&opts.paths, &config.cluster);
     cl_sys::process::write_pid_file(&pid_path, std::process::id())
         .with_context(|| format!("cannot write {}", pid_path.display()))?;
-    cl_sys::logging::init_file_logging(&log_file(&opts.paths), "clarbd")?;
+    cl_sys::logging::init_file_logging(&log_file(&opts.paths), crate::Daemon::Clarbd.name())?;
     info!(
         pid = std::process::id(),
         listen = %config.listen,
@@ -404,5 +404,5 @@ fn log_event(event: &ArbEvent, lease: Duration) {
 
 /// Hold an exclusive lock for this cluster's clarbd; a second one is refused with the pid.
 fn refuse_second_instance(paths: &Paths, cluster: &str) -> Result<std::fs::File> {
-    crate::single_instance(paths, "clarbd", cluster, "host")
+    crate::single_instance(paths, crate::Daemon::Clarbd, cluster, "host")
 }

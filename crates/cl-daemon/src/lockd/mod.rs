@@ -74,7 +74,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use cl_core::locks::LockTable;
 use cl_core::Time;
-use cl_wire::{Receiver, Sender};
+use cl_wire::{Daemon, Receiver, Sender};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{oneshot, Notify};
 use tracing::{info, warn};
@@ -193,7 +193,7 @@ impl Lockd {
             }
             Err(e) => {
                 cl_sys::warn_limited!(
-                    "cllockd",
+                    Daemon::Cllockd.name(),
                     "epoch counter",
                     "cannot take an id from the epoch counter, counting on: {e:#}"
                 );
@@ -238,20 +238,27 @@ pub async fn run(ctx: Context) -> Result<()> {
     for listener in listeners {
         let lockd = lockd.clone();
         let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
-        let stats = crate::serve::Listener::register("cllockd", name, crate::serve::PEER_LIMITS);
+        let stats = crate::serve::Listener::register(
+            Daemon::Cllockd.name(),
+            name,
+            crate::serve::PEER_LIMITS,
+        );
         tokio::spawn(crate::serve::serve(listener, stats, move |stream, from, conn| {
             lockd.clone().serve_peer(stream, from, conn)
         }));
     }
     {
         let lockd = lockd.clone();
-        let stats =
-            crate::serve::Listener::register("cllockd", "clients", crate::serve::LOCAL_LIMITS);
+        let stats = crate::serve::Listener::register(
+            Daemon::Cllockd.name(),
+            "clients",
+            crate::serve::LOCAL_LIMITS,
+        );
         tokio::spawn(crate::serve::serve(local, stats, move |stream, (), conn| {
             lockd.clone().serve_client(stream, conn)
         }));
     }
-    tokio::spawn(crate::serve::monitor(Some((ctx.clone(), "cllockd"))));
+    tokio::spawn(crate::serve::monitor(Some((ctx.clone(), Daemon::Cllockd))));
     tokio::spawn(lockd.clone().renew_loop());
     tokio::spawn(lockd.clone().report_counters());
 

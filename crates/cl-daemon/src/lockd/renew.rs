@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use cl_wire::lock::{PeerLockReply, PeerLockRequest};
 use cl_wire::msg::LocalEvent;
+use cl_wire::Daemon;
 use tracing::{info, warn};
 
 use super::{locked, Lockd, COUNTERS_REFRESH};
@@ -55,7 +56,7 @@ impl Lockd {
         loop {
             let counters = *locked(&self.requests).counters();
             if last != Some(counters) {
-                let event = LocalEvent::Counters { daemon: "cllockd".into(), counters };
+                let event = LocalEvent::Counters { daemon: Daemon::Cllockd.to_string(), counters };
                 crate::heartbeat::notify(&events, &self.ctx, &event).await;
                 last = Some(counters);
             }
