@@ -72,6 +72,7 @@ pub struct Holder {
     pub since: u64,
 }
 
+/// One name's state on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     /// Granted to a local client.

@@ -134,6 +134,7 @@ impl Lockd {
         }
     }
 
+    /// Serve one local client: read its request, then answer, or hold the lock it was granted.
     pub(super) async fn serve_client(
         self: Arc<Self>,
         stream: UnixStream,

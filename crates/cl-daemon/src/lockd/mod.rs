@@ -130,6 +130,7 @@ fn socket(ctx: &Context) -> std::path::PathBuf {
     crate::lockclient::socket_path(&ctx.paths, ctx.name())
 }
 
+/// One cllockd: the lock table, the frames to and from the peer, and the clients holding locks.
 struct Lockd {
     ctx: Context,
     peer: String,

@@ -93,6 +93,7 @@ impl Lockd {
         }
     }
 
+    /// Serve one request from the peer's cllockd: check the frame, apply it, answer.
     pub(super) async fn serve_peer(
         self: Arc<Self>,
         mut stream: TcpStream,
@@ -133,6 +134,7 @@ impl Lockd {
         let _ = crate::exchange::reply(&mut stream, &self.sender, &incoming, &answer).await;
     }
 
+    /// What the peer's request does to the table, and the answer.
     fn on_peer_request(&self, request: PeerLockRequest) -> PeerLockReply {
         let now = self.now();
         let mut table = self.table();

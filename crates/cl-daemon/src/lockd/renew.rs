@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use super::{locked, Lockd, COUNTERS_REFRESH};
 
 impl Lockd {
+    /// Every renew interval, tell the peer what is held here; lose what it holds instead.
     pub(super) async fn renew_loop(self: Arc<Self>) {
         let interval = self.table().renew_interval();
         let mut tick = tokio::time::interval(interval);
