@@ -139,7 +139,7 @@ fn read_key(paths: &Paths, config: &ClusterConfig) -> Result<ClusterKey> {
 
 /// The pid file of clarbd for `cluster`.
 pub fn pid_file(paths: &Paths, cluster: &str) -> PathBuf {
-    paths.run_dir().join(format!("clarbd-{cluster}.pid"))
+    paths.run_dir().join(format!("{}.pid", crate::Daemon::Clarbd.process_name(cluster)))
 }
 
 /// The log file of clarbd.
@@ -151,7 +151,7 @@ pub fn log_file(paths: &Paths) -> PathBuf {
 /// detach unless `foreground` (returning once the socket is bound), and serve until SIGTERM.
 pub fn start(opts: ArbdOptions) -> Result<()> {
     let config = ArbdConfig::load(&opts)?;
-    let argv0 = format!("clarbd-{}", config.cluster);
+    let argv0 = crate::Daemon::Clarbd.process_name(&config.cluster);
     if std::env::var_os(NAMED_ENV).is_none() {
         // Re-execute under the name operators look for in `ps -ef`; the new process reads the
         // configuration again (it may have changed in between: it is checked again anyway).

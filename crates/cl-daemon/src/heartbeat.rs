@@ -312,7 +312,7 @@ fn log_dropped(link: &str, from: SocketAddr, reason: &str, text: &str) {
 /// Start clhbd2 with a new epoch, which becomes a challenge of this clhbd run.
 fn spawn_sender(ctx: &Context, challenges: &mut Challenges) -> Result<std::process::Child> {
     let epoch = crate::epoch::next()?;
-    let argv0 = format!("clhbd2-{}", ctx.name());
+    let argv0 = Daemon::Clhbd2.process_name(ctx.name());
     let child = crate::spawn_daemon_with(ctx, &argv0, &[(SENDER_EPOCH_ENV, &epoch.to_string())])?;
     challenges.issue(epoch);
     info!(pid = child.id(), epoch, "started clhbd2");

@@ -84,7 +84,7 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
 }
 
 fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
-    let argv0 = format!("cldaemon-{}", ctx.name());
+    let argv0 = Daemon::Cldaemon.process_name(ctx.name());
     if std::env::var_os(READY_ENV).is_none() {
         refuse_second_instance(&ctx)?;
         if !foreground {
@@ -216,7 +216,7 @@ pub fn single_instance(
 /// Replace this cldaemon with a fresh one (same pid, same name) so it reads the configuration
 /// just installed. Its cluster daemons, if any, are adopted by the new one.
 pub fn reexec(ctx: &Context) {
-    let argv0 = format!("cldaemon-{}", ctx.name());
+    let argv0 = Daemon::Cldaemon.process_name(ctx.name());
     tracing::info!("restarting to use the new configuration");
     match std::env::current_exe() {
         Ok(exe) => {

@@ -44,6 +44,11 @@ impl Daemon {
             Daemon::Clarbd => "clarbd",
         }
     }
+
+    /// The process name it runs under for `cluster` (`clhbd-cluster1`), as `ps` shows it.
+    pub fn process_name(self, cluster: &str) -> String {
+        format!("{}-{cluster}", self.name())
+    }
 }
 
 impl std::fmt::Display for Daemon {
@@ -64,5 +69,6 @@ mod tests {
             let back: Daemon = serde_json::from_str(&json).expect("parse");
             assert_eq!(back, daemon);
         }
+        assert_eq!(Daemon::Clhbd2.process_name("c-1"), "clhbd2-c-1");
     }
 }
