@@ -10,6 +10,7 @@ pub mod apps;
 pub mod arbiter;
 pub mod dad;
 pub mod guard;
+pub mod locks;
 pub mod membership;
 pub mod storage;
 pub mod time;

@@ -116,6 +116,35 @@ pub fn default_stop_margin(timeout: Duration) -> Duration {
     Duration::from_millis(500).max(timeout / 2)
 }
 
+/// Of an urgent stop's deadline, what the hard part keeps for itself: kill what is left in the
+/// application's cgroup, remove its addresses, unmount its filesystems.
+pub const URGENT_RESERVE: Duration = Duration::from_millis(300);
+
+/// Between SIGTERM and SIGKILL in an urgent stop: the processes had their chance in the stop
+/// script, so they get only a moment to exit cleanly.
+pub const URGENT_KILL_GRACE: Duration = Duration::from_millis(100);
+
+/// How an urgent stop spends its deadline (the stop margin, when a node must give up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrgentStopBudget {
+    /// How long the stop script and the resource agents' stops may run before they are cut.
+    pub graceful: Duration,
+    /// Between SIGTERM and SIGKILL for whatever is left afterwards.
+    pub kill_grace: Duration,
+}
+
+/// The budget of an urgent stop that must be over by `deadline`. The argument of the module
+/// (the survivor waits for the loser's stop deadline) holds only if the loser has released
+/// everything by then, so the graceful part gets the deadline minus [`URGENT_RESERVE`], the
+/// time the hard part (kill, remove addresses, unmount) needs, and is cut short after. A
+/// deadline shorter than the reserve leaves no graceful part at all.
+pub fn urgent_stop_budget(deadline: Duration) -> UrgentStopBudget {
+    UrgentStopBudget {
+        graceful: deadline.saturating_sub(URGENT_RESERVE),
+        kill_grace: URGENT_KILL_GRACE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +177,23 @@ mod tests {
         let t = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
         assert_eq!(t.stop_margin, Duration::from_millis(500));
         assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 500 + 100));
+    }
+
+    #[test]
+    fn an_urgent_stop_keeps_room_for_the_hard_part_within_its_deadline() {
+        let budget = urgent_stop_budget(Duration::from_millis(500));
+        assert_eq!(budget.graceful, Duration::from_millis(200));
+        assert_eq!(budget.kill_grace, Duration::from_millis(100));
+        assert!(budget.graceful + budget.kill_grace < Duration::from_millis(500));
+        // Every profile's stop margin leaves a graceful part.
+        let fast = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
+        assert!(!urgent_stop_budget(fast.stop_margin).graceful.is_zero());
+    }
+
+    #[test]
+    fn a_deadline_shorter_than_the_reserve_leaves_no_graceful_part() {
+        let budget = urgent_stop_budget(Duration::from_millis(200));
+        assert_eq!(budget.graceful, Duration::ZERO);
+        assert_eq!(budget.kill_grace, URGENT_KILL_GRACE);
     }
 }

@@ -139,7 +139,7 @@ fn read_key(paths: &Paths, config: &ClusterConfig) -> Result<ClusterKey> {
 
 /// The pid file of clarbd for `cluster`.
 pub fn pid_file(paths: &Paths, cluster: &str) -> PathBuf {
-    paths.run_dir().join(format!("clarbd-{cluster}.pid"))
+    paths.run_dir().join(format!("{}.pid", crate::Daemon::Clarbd.process_name(cluster)))
 }
 
 /// The log file of clarbd.
@@ -151,7 +151,7 @@ pub fn log_file(paths: &Paths) -> PathBuf {
 /// detach unless `foreground` (returning once the socket is bound), and serve until SIGTERM.
 pub fn start(opts: ArbdOptions) -> Result<()> {
     let config = ArbdConfig::load(&opts)?;
-    let argv0 = format!("clarbd-{}", config.cluster);
+    let argv0 = crate::Daemon::Clarbd.process_name(&config.cluster);
     if std::env::var_os(NAMED_ENV).is_none() {
         // Re-execute under the name operators look for in `ps -ef`; the new process reads the
         // configuration again (it may have changed in between: it is checked again anyway).
@@ -186,7 +186,7 @@ pub fn start(opts: ArbdOptions) -> Result<()> {
     let pid_path = pid_file(&opts.paths, &config.cluster);
     cl_sys::process::write_pid_file(&pid_path, std::process::id())
         .with_context(|| format!("cannot write {}", pid_path.display()))?;
-    cl_sys::logging::init_file_logging(&log_file(&opts.paths), "clarbd")?;
+    cl_sys::logging::init_file_logging(&log_file(&opts.paths), crate::Daemon::Clarbd.name())?;
     info!(
         pid = std::process::id(),
         listen = %config.listen,
@@ -404,5 +404,5 @@ fn log_event(event: &ArbEvent, lease: Duration) {
 
 /// Hold an exclusive lock for this cluster's clarbd; a second one is refused with the pid.
 fn refuse_second_instance(paths: &Paths, cluster: &str) -> Result<std::fs::File> {
-    crate::single_instance(paths, "clarbd", cluster, "host")
+    crate::single_instance(paths, crate::Daemon::Clarbd, cluster, "host")
 }

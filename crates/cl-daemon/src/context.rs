@@ -129,7 +129,7 @@ impl Context {
 
 /// The admin socket of cluster `name` under `paths`.
 pub fn admin_socket(paths: &Paths, name: &str) -> PathBuf {
-    paths.run_dir().join(format!("cldaemon-{name}.sock"))
+    paths.run_dir().join(format!("{}.sock", cl_wire::Daemon::Cldaemon.process_name(name)))
 }
 
 /// Short SHA-256 of a configuration source, shown to operators when two nodes disagree.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cl_wire::msg::{HeartbeatMsg, LocalEvent};
-use cl_wire::{Challenges, EchoBook, Kind, ReceiveError, Receiver, Sender};
+use cl_wire::{Challenges, Daemon, EchoBook, Kind, ReceiveError, Receiver, Sender};
 use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
@@ -107,14 +107,14 @@ impl<T> WatchedFile<T> {
 }
 
 /// Ask for realtime priority and locked memory; log what was not permitted.
-pub fn harden(daemon: &str) {
+pub fn harden(daemon: Daemon) {
     match cl_sys::realtime::try_realtime(50) {
-        Ok(()) => info!(daemon, "running with realtime priority (SCHED_FIFO 50)"),
-        Err(e) => warn!(daemon, "realtime priority not permitted: {e}"),
+        Ok(()) => info!(daemon = daemon.name(), "running with realtime priority (SCHED_FIFO 50)"),
+        Err(e) => warn!(daemon = daemon.name(), "realtime priority not permitted: {e}"),
     }
     match cl_sys::realtime::try_lock_memory() {
-        Ok(()) => info!(daemon, "memory locked"),
-        Err(e) => warn!(daemon, "memory locking not permitted: {e}"),
+        Ok(()) => info!(daemon = daemon.name(), "memory locked"),
+        Err(e) => warn!(daemon = daemon.name(), "memory locking not permitted: {e}"),
     }
 }
 
@@ -132,7 +132,7 @@ pub fn event_sender() -> Result<UnixDatagram> {
 
 /// Run clhbd until it is told to stop.
 pub async fn run_receiver(ctx: Context) -> Result<()> {
-    harden("clhbd");
+    harden(Daemon::Clhbd);
     let port = ctx.cluster().ports.clhbd;
     let node =
         ctx.cluster().node(&ctx.local).cloned().context("this node is not in the cluster")?;
@@ -243,7 +243,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                 }
             }
             _ = counters.due() => {
-                let event = LocalEvent::Counters { daemon: "clhbd".into(), counters: *receiver.counters() };
+                let event = LocalEvent::Counters { daemon: Daemon::Clhbd.to_string(), counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
                 counters.sent(*receiver.counters());
             }
@@ -312,7 +312,7 @@ fn log_dropped(link: &str, from: SocketAddr, reason: &str, text: &str) {
 /// Start clhbd2 with a new epoch, which becomes a challenge of this clhbd run.
 fn spawn_sender(ctx: &Context, challenges: &mut Challenges) -> Result<std::process::Child> {
     let epoch = crate::epoch::next()?;
-    let argv0 = format!("clhbd2-{}", ctx.name());
+    let argv0 = Daemon::Clhbd2.process_name(ctx.name());
     let child = crate::spawn_daemon_with(ctx, &argv0, &[(SENDER_EPOCH_ENV, &epoch.to_string())])?;
     challenges.issue(epoch);
     info!(pid = child.id(), epoch, "started clhbd2");
@@ -329,7 +329,7 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     if unsafe { libc::getppid() } == 1 {
         anyhow::bail!("clhbd exited before clhbd2 started");
     }
-    harden("clhbd2");
+    harden(Daemon::Clhbd2);
     let cluster = ctx.cluster().clone();
     let port = cluster.ports.clhbd;
     // Per heartbeat network: the socket, each peer's address and name, the network's name.

@@ -34,35 +34,8 @@ use std::os::unix::process::CommandExt;
 use anyhow::{bail, Context as _, Result};
 use cl_paths::Paths;
 
+pub use cl_wire::Daemon;
 pub use context::Context;
-
-/// The daemons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Daemon {
-    /// Node manager.
-    Cldaemon,
-    /// Lock daemon.
-    Cllockd,
-    /// Network daemon.
-    Clnetd,
-    /// Heartbeat receiver.
-    Clhbd,
-    /// Heartbeat sender.
-    Clhbd2,
-}
-
-impl Daemon {
-    /// The daemon's name, as in `<name>-<cluster>` and its log file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Daemon::Cldaemon => "cldaemon",
-            Daemon::Cllockd => "cllockd",
-            Daemon::Clnetd => "clnetd",
-            Daemon::Clhbd => "clhbd",
-            Daemon::Clhbd2 => "clhbd2",
-        }
-    }
-}
 
 /// Set in the environment of a cldaemon that is already detached and named.
 const READY_ENV: &str = "LINUXHA_DAEMON_READY";
@@ -86,8 +59,12 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
             bail!("this node's built configuration is for cluster `{}`, not `{asked}`", ctx.name());
         }
     }
-    if daemon == Daemon::Cldaemon {
-        return start_manager(ctx, foreground);
+    match daemon {
+        Daemon::Cldaemon => return start_manager(ctx, foreground),
+        Daemon::Clarbd => {
+            bail!("clarbd runs on the arbitrator's host: start it with `linuxha clarbd`")
+        }
+        _ => {}
     }
     cl_sys::logging::init_file_logging(&ctx.log_file(daemon.name()), daemon.name())?;
     tracing::info!(pid = std::process::id(), "{}-{} starting", daemon.name(), ctx.name());
@@ -99,7 +76,7 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
             Daemon::Clhbd2 => heartbeat::run_sender(ctx).await,
             Daemon::Clnetd => netd::run(ctx).await,
             Daemon::Cllockd => lockd::run(ctx).await,
-            Daemon::Cldaemon => Ok(()),
+            Daemon::Cldaemon | Daemon::Clarbd => Ok(()),
         }
     });
     if let Err(e) = &result {
@@ -109,7 +86,7 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
 }
 
 fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
-    let argv0 = format!("cldaemon-{}", ctx.name());
+    let argv0 = Daemon::Cldaemon.process_name(ctx.name());
     if std::env::var_os(READY_ENV).is_none() {
         refuse_second_instance(&ctx)?;
         if !foreground {
@@ -126,8 +103,12 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
         bail!("cannot start {argv0}: {error}");
     }
     let lock = refuse_second_instance(&ctx)?;
-    let _ = cl_sys::process::write_pid_file(&ctx.pid_file("cldaemon"), std::process::id());
-    cl_sys::logging::init_file_logging(&ctx.log_file("cldaemon"), "cldaemon")?;
+    let _ =
+        cl_sys::process::write_pid_file(&ctx.pid_file(Daemon::Cldaemon.name()), std::process::id());
+    cl_sys::logging::init_file_logging(
+        &ctx.log_file(Daemon::Cldaemon.name()),
+        Daemon::Cldaemon.name(),
+    )?;
     tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, key = %ctx.key.fingerprint(), "{argv0} starting");
     serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -138,7 +119,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     if let Err(e) = &result {
         tracing::error!("exiting: {e:#}");
     }
-    let _ = std::fs::remove_file(ctx.pid_file("cldaemon"));
+    let _ = std::fs::remove_file(ctx.pid_file(Daemon::Cldaemon.name()));
     drop(lock);
     result
 }
@@ -167,7 +148,7 @@ fn launch_detached(ctx: &Context, argv0: &str) -> Result<()> {
         });
     }
     let mut child = command.spawn().with_context(|| format!("cannot start {argv0}"))?;
-    let log = ctx.log_file("cldaemon");
+    let log = ctx.log_file(Daemon::Cldaemon.name());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -201,14 +182,14 @@ fn admin_answers(socket: &std::path::Path) -> bool {
 
 /// Hold an exclusive lock for this cluster's cldaemon; a second one is refused with the pid.
 fn refuse_second_instance(ctx: &Context) -> Result<std::fs::File> {
-    single_instance(&ctx.paths, "cldaemon", ctx.name(), "node")
+    single_instance(&ctx.paths, Daemon::Cldaemon, ctx.name(), "node")
 }
 
 /// Hold `run/cluster/<daemon>-<cluster>.lock` exclusively for as long as the returned file
 /// lives; if another process holds it, fail naming the pid in its pid file.
 pub fn single_instance(
     paths: &cl_paths::Paths,
-    daemon: &str,
+    daemon: Daemon,
     cluster: &str,
     host_kind: &str,
 ) -> Result<std::fs::File> {
@@ -237,7 +218,7 @@ pub fn single_instance(
 /// Replace this cldaemon with a fresh one (same pid, same name) so it reads the configuration
 /// just installed. Its cluster daemons, if any, are adopted by the new one.
 pub fn reexec(ctx: &Context) {
-    let argv0 = format!("cldaemon-{}", ctx.name());
+    let argv0 = Daemon::Cldaemon.process_name(ctx.name());
     tracing::info!("restarting to use the new configuration");
     match std::env::current_exe() {
         Ok(exe) => {

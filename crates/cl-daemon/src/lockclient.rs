@@ -16,7 +16,7 @@ use cl_wire::lock::{LockRequest, LockResponse};
 
 /// cllockd's socket for `cluster` under `paths` (root only).
 pub fn socket_path(paths: &Paths, cluster: &str) -> PathBuf {
-    paths.run_dir().join(format!("cllockd-{cluster}.sock"))
+    paths.run_dir().join(format!("{}.sock", cl_wire::Daemon::Cllockd.process_name(cluster)))
 }
 
 /// Why a lock was not taken.

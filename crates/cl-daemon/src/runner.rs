@@ -20,13 +20,6 @@ use cl_drivers::vip::{Announce, Probe, ProbeOutcome, Vip};
 use tracing::{error, info, warn};
 
 use crate::agents::{self, Health};
-
-/// Of an urgent stop's deadline, what the hard part keeps for itself: kill, remove addresses,
-/// unmount.
-const URGENT_RESERVE: Duration = Duration::from_millis(300);
-
-/// Between SIGTERM and SIGKILL in an urgent stop.
-const URGENT_KILL_GRACE: Duration = Duration::from_millis(100);
 use crate::context::Context;
 
 /// Time limits for filesystem work.
@@ -235,7 +228,8 @@ impl Runner {
 
     /// Run the stop sequence; an error means something may still be held here. With a
     /// `deadline`, the stop script and resource stops get what is left of it minus the time
-    /// the hard part needs (kill, remove the addresses, unmount), and are cut short after.
+    /// the hard part needs (kill, remove the addresses, unmount), and are cut short after
+    /// ([`cl_core::timing::urgent_stop_budget`]).
     pub async fn stop(&self, deadline: Option<Duration>) -> Result<(), String> {
         let app = &self.app.name;
         let cgroup = self.cgroup()?;
@@ -244,7 +238,8 @@ impl Runner {
         let (graceful, kill_grace) = match deadline {
             None => (graceful.await, cl_drivers::script::STOP_KILL_GRACE),
             Some(deadline) => {
-                let budget = deadline.saturating_sub(URGENT_RESERVE);
+                let cl_core::timing::UrgentStopBudget { graceful: budget, kill_grace } =
+                    cl_core::timing::urgent_stop_budget(deadline);
                 let result = match tokio::time::timeout(budget, graceful).await {
                     Ok(result) => result,
                     Err(_) => {
@@ -262,7 +257,7 @@ impl Runner {
                         }
                     }
                 };
-                (result, URGENT_KILL_GRACE)
+                (result, kill_grace)
             }
         };
         self.release(&cgroup, kill_grace).await?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cl_sys::warn_limited;
 use cl_wire::msg::{ListenerStatus, LocalEvent, ServeCounters};
-use cl_wire::{ReceiveError, Receiver};
+use cl_wire::{Daemon, ReceiveError, Receiver};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tracing::{info, warn};
 
@@ -407,7 +407,7 @@ pub async fn report_frame_counters(ctx: Context, receiver: Arc<Mutex<Receiver>>)
     loop {
         tick.tick().await;
         let counters = *locked(&receiver).counters();
-        let event = LocalEvent::Counters { daemon: "cldaemon".into(), counters };
+        let event = LocalEvent::Counters { daemon: Daemon::Cldaemon.to_string(), counters };
         crate::heartbeat::notify(&events, &ctx, &event).await;
     }
 }
@@ -442,7 +442,7 @@ pub fn warnings(listeners: &[ListenerStatus]) -> Vec<String> {
 
 /// Every second: log the rate limiter's summaries, log when a listener gets into trouble and
 /// out of it, and, with `report`, send this daemon's listeners to cldaemon for clstat.
-pub async fn monitor(report: Option<(Context, &'static str)>) {
+pub async fn monitor(report: Option<(Context, Daemon)>) {
     let events = report.as_ref().and_then(|_| crate::heartbeat::event_sender().ok());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {

@@ -26,6 +26,7 @@
 
 pub mod arb;
 pub mod codec;
+pub mod daemon;
 pub mod endpoint;
 pub mod fresh;
 pub mod key;
@@ -37,6 +38,7 @@ pub mod storage;
 pub use codec::{
     decode, encode, frame_len, DecodeError, EncodeError, Header, Kind, MAX_FRAME, MIN_FRAME,
 };
+pub use daemon::Daemon;
 pub use endpoint::{Counters, ReceiveError, Receiver, Sender};
 pub use fresh::{Challenges, EchoBook, Hello};
 pub use key::{ClusterKey, KeyError};

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The lock table's own types, carried as they are.
+pub use cl_core::locks::{Conflict, PeerHold};
+
 /// Longest lock name, in bytes.
 pub const MAX_NAME: usize = 128;
 /// Longest owner description, in bytes (longer ones are cut).
@@ -64,23 +67,6 @@ pub enum LockResponse {
     },
 }
 
-/// One lock held on the sending node, as announced to the peer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerHold {
-    /// Lock name.
-    pub name: String,
-    /// The grant's token: unique per grant, chosen by the holding node.
-    pub token: u64,
-    /// The holder's description.
-    pub owner: String,
-    /// Granted at (seconds since 1970, UTC).
-    pub since: u64,
-    /// Granted without the peer's agreement (the peer counted as down); such a grant wins a
-    /// conflict with one the peer agreed to before it went silent.
-    #[serde(default)]
-    pub alone: bool,
-}
-
 /// A request from one cllockd to the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -115,19 +101,6 @@ pub struct PeerLockMsg {
     pub id: u64,
     /// The request.
     pub request: PeerLockRequest,
-}
-
-/// A renewed hold that the receiving node also holds, and keeps.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conflict {
-    /// Lock name.
-    pub name: String,
-    /// The renewing node's token, which lost.
-    pub token: u64,
-    /// Who holds it on the answering node.
-    pub by: String,
-    /// Since when.
-    pub since: u64,
 }
 
 /// The answer to a [`PeerLockRequest`].

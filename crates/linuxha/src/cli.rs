@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use cl_wire::Daemon;
 use clap::{Args, Parser, Subcommand};
 
 /// linuxha: a two-node high-availability failover cluster manager (Linuxha.net 1.1).
@@ -391,9 +392,6 @@ pub const LAB_FENCE_AGENT: &str = "fence_linuxha_lab";
 /// The fence agent inside VM lab nodes: `linuxha lab fence-vm` (asks the lab BMC).
 pub const VM_FENCE_AGENT: &str = "fence_linuxha_vm";
 
-/// Daemon names, which also run as `<daemon>-<cluster>`.
-pub const DAEMON_NAMES: [&str; 6] = ["cldaemon", "cllockd", "clnetd", "clhbd", "clhbd2", "clarbd"];
-
 /// Turn `argv` as the program was called into `linuxha <command> …` arguments.
 ///
 /// `clbuild -v` becomes `linuxha clbuild -v`; `clhbd-cluster1 …` (as the daemons show in `ps`)
@@ -419,7 +417,8 @@ pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> 
         out.extend(args.into_iter().skip(1));
         return out;
     }
-    for daemon in DAEMON_NAMES {
+    // Daemons also run as `<daemon>-<cluster>`.
+    for daemon in Daemon::ALL.map(Daemon::name) {
         if let Some(cluster) = base.strip_prefix(daemon).and_then(|rest| rest.strip_prefix('-')) {
             if !cluster.is_empty() {
                 let mut out =

@@ -50,7 +50,7 @@ pub fn called_name(program: &str, args: &[OsString]) -> String {
     let alias = cli::COMMAND_NAMES.contains(&program)
         || program == cli::LAB_FENCE_AGENT
         || program == cli::VM_FENCE_AGENT
-        || cli::DAEMON_NAMES.iter().any(|d| {
+        || cl_wire::Daemon::ALL.map(cl_wire::Daemon::name).iter().any(|d| {
             program.strip_prefix(d).and_then(|r| r.strip_prefix('-')).is_some_and(|c| !c.is_empty())
         });
     if alias {

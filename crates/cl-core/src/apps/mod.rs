@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use self::failure::{Failure, FailureKind};
 use crate::storage::NotPromotable;
 use crate::time::Time;
 
@@ -293,7 +294,7 @@ pub enum AppAction {
 struct Local {
     state: AppState,
     failures: Vec<Time>,
-    last_failure: Option<(Time, String)>,
+    last_failure: Option<Failure>,
     /// Restart here once the current stop finishes.
     restart_after_stop: bool,
     /// Why this node's replicated data may not be promoted (never set for an application
@@ -539,12 +540,10 @@ impl Apps {
                 }
                 if !ok {
                     local.state = AppState::Stuck;
-                    local.last_failure = Some((now, format!("stop failed: {reason}")));
+                    local.last_failure =
+                        Some(Failure { at: now, kind: FailureKind::StopFailed, reason });
                     local.restart_after_stop = false;
-                } else if local
-                    .last_failure
-                    .as_ref()
-                    .is_some_and(|(_, r)| r.starts_with("failed here"))
+                } else if local.last_failure.as_ref().is_some_and(|f| f.kind == FailureKind::GaveUp)
                 {
                     local.state = AppState::Failed;
                 } else {
@@ -651,13 +650,12 @@ impl Apps {
         local.failures.push(now);
         let exhausted = start_failed || local.failures.len() as u32 > restarts;
         if exhausted {
-            local.last_failure = Some((now, format!("failed here: {reason}")));
+            local.last_failure =
+                Some(Failure { at: now, kind: FailureKind::GaveUp, reason: reason.clone() });
             local.restart_after_stop = false;
         } else {
-            local.last_failure = Some((
-                now,
-                format!("restarting ({} of {restarts}): {reason}", local.failures.len()),
-            ));
+            let kind = FailureKind::Restarting { attempt: local.failures.len(), restarts };
+            local.last_failure = Some(Failure { at: now, kind, reason: reason.clone() });
             local.restart_after_stop = true;
         }
         self.stop_local(app, &reason, false);
@@ -932,7 +930,7 @@ impl Apps {
 
     /// The last failure of `app` here, with when it happened.
     pub fn last_failure(&self, app: &str) -> Option<(Time, String)> {
-        self.locals.get(app).and_then(|l| l.last_failure.clone())
+        self.locals.get(app).and_then(|l| l.last_failure.as_ref()).map(|f| (f.at, f.text()))
     }
 
     /// The state of `app` here and on every peer that is up (this node first).
@@ -982,6 +980,7 @@ impl Apps {
     }
 }
 
+mod failure;
 mod lease;
 #[cfg(test)]
 mod tests;
