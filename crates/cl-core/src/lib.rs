@@ -11,9 +11,11 @@ pub mod arbiter;
 pub mod dad;
 pub mod guard;
 pub mod membership;
+pub mod node;
 pub mod storage;
 pub mod time;
 pub mod timing;
 
 pub use membership::{Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict};
+pub use node::{Node, NodeAction, NodeConfig, NodeInput};
 pub use time::Time;

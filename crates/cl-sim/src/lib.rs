@@ -1,6 +1,7 @@
 //! A deterministic simulator for the decision core (issue 5, docs/safety.md).
 //!
-//! Two nodes run the real `Membership`, `Guard` and `Apps` machines of cl-core; everything
+//! Two nodes run the real engine of cl-core ([`cl_core::Node`]: membership, the takeover guard
+//! and the applications machine, wired together as in cldaemon); everything
 //! around them is simulated on one virtual clock from a seed: heartbeat links (cut both ways or
 //! one way, lossy, delayed, reordered, duplicated), the public network the peer-alive probe
 //! uses, each node's path to the outside (known connection and arbitrator), the arbitrator,
@@ -23,10 +24,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
+use cl_core::apps::{AdminOp, AppPolicy, AppState, Failback};
 use cl_core::arbiter::{ArbOp, Arbiter};
-use cl_core::guard::{Guard, GuardAction, GuardConfig, GuardInput, Sabotage};
-use cl_core::membership::{Action, Input, LocalState, Membership, MembershipConfig};
+use cl_core::guard::{GuardConfig, Sabotage};
+use cl_core::membership::{LocalState, MembershipConfig};
+use cl_core::node::{Node as Engine, NodeAction, NodeConfig, NodeInput, ProbeAnswer, ProbeSeen};
 use cl_core::timing::{SafetyTiming, JITTER_ALLOWANCE};
 use cl_core::Time;
 use rand::{Rng, SeedableRng};
@@ -38,6 +40,8 @@ pub const L1_BOUND: Duration = Duration::from_secs(15);
 
 const NAMES: [&str; 2] = ["node1", "node2"];
 const LINKS: [&str; 2] = ["public", "private"];
+/// Each node's address on the public network (what the peer-alive probe looks for).
+const PUBLIC: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const APPS: [&str; 2] = ["web", "db"];
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -153,16 +157,11 @@ enum Power {
     Off,
 }
 
-struct Machines {
-    membership: Membership,
-    guard: Guard,
-    apps: Apps,
-}
-
 struct Node {
     power: Power,
     frozen: bool,
-    machines: Option<Machines>,
+    /// The node's engine, while it runs.
+    engine: Option<Engine>,
     /// Applications whose resources this node holds.
     held: BTreeSet<String>,
     /// Shell completions that arrived while frozen, replayed on thaw.
@@ -170,8 +169,8 @@ struct Node {
     epoch: u64,
     stop_fails: bool,
     next_wake: Option<Time>,
-    /// What the guard last heard from the applications machine.
-    reported: Option<(bool, bool, bool)>,
+    /// The peers its heartbeats say it is taking over (the engine's latest notice).
+    notice: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,9 +183,11 @@ enum Ev {
         to: usize,
         link: usize,
     },
-    /// cldaemon's "I am taking over your applications", sent with the heartbeats.
+    /// A heartbeat carrying cldaemon's "I am taking over your applications" (modelled as a
+    /// second copy of the beat, lost or delayed on its own).
     TakingOver {
         to: usize,
+        link: usize,
     },
     Announce {
         to: usize,
@@ -226,7 +227,8 @@ enum Ev {
         id: u64,
         granted: bool,
         holder: Option<String>,
-        remaining: Option<Duration>,
+        lease: Duration,
+        remaining: Duration,
         epoch: u64,
     },
     Fault(Fault),
@@ -411,13 +413,13 @@ impl Sim {
         let node = || Node {
             power: Power::On,
             frozen: false,
-            machines: None,
+            engine: None,
             held: BTreeSet::new(),
             deferred: Vec::new(),
             epoch: 1,
             stop_fails: false,
             next_wake: None,
-            reported: None,
+            notice: Vec::new(),
         };
         let mut sim = Sim {
             options,
@@ -472,23 +474,20 @@ impl Sim {
         let local = NAMES[n].to_string();
         let peer = NAMES[other(n)].to_string();
         let epoch = self.nodes[n].epoch;
-        let membership = Membership::new(
-            MembershipConfig {
-                local: local.clone(),
-                peers: vec![peer.clone()],
-                links: LINKS.iter().map(|l| l.to_string()).collect(),
-                interval: INTERVAL,
-                timeout: TIMEOUT,
-                known_connections: if self.options.known_connections {
-                    vec!["10.10.0.1".parse().expect("literal address")]
-                } else {
-                    vec![]
-                },
-                ping_freshness: self.timing.freshness,
+        let membership = MembershipConfig {
+            local: local.clone(),
+            peers: vec![peer.clone()],
+            links: LINKS.iter().map(|l| l.to_string()).collect(),
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            known_connections: if self.options.known_connections {
+                vec!["10.10.0.1".parse().expect("literal address")]
+            } else {
+                vec![]
             },
-            self.now,
-        );
-        let guard = Guard::new(GuardConfig {
+            ping_freshness: self.timing.freshness,
+        };
+        let guard = GuardConfig {
             local: local.clone(),
             peers: [(peer.clone(), self.options.protection.fencing())].into_iter().collect(),
             // The node running applications fences at once; see Guard's fencing rule.
@@ -500,14 +499,18 @@ impl Sim {
             settle: TIMEOUT,
             lease: self.timing.lease,
             sabotage: self.options.sabotage,
-        });
-        let mut apps = Apps::new(&local, &[peer], policies(), self.timing.takeover_delay(), epoch);
-        if self.timing.lease.is_some() {
-            apps = apps.with_lease();
-        }
-        self.nodes[n].reported = None;
-        apps.handle(self.now, AppInput::Formed { start_autostart: autostart });
-        self.nodes[n].machines = Some(Machines { membership, guard, apps });
+        };
+        let config = NodeConfig {
+            membership,
+            guard,
+            apps: policies(),
+            takeover_delay: self.timing.takeover_delay(),
+            epoch,
+        };
+        let mut engine = Engine::new(config, self.now);
+        engine.handle(self.now, NodeInput::Formed { start_autostart: autostart });
+        self.nodes[n].engine = Some(engine);
+        self.nodes[n].notice.clear();
         self.log(format!("{}: boots (epoch {epoch})", NAMES[n]));
         self.drain(n);
     }
@@ -545,10 +548,8 @@ impl Sim {
                     return;
                 }
                 let now = self.now;
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.membership.handle_timeout(now);
-                    m.guard.handle_timeout(now);
-                    m.apps.handle_timeout(now);
+                if let Some(engine) = self.nodes[n].engine.as_mut() {
+                    engine.handle_timeout(now);
                 }
                 self.drain(n);
             }
@@ -558,15 +559,12 @@ impl Sim {
                 if !self.runs(n) {
                     return;
                 }
-                let notice = self.nodes[n]
-                    .machines
-                    .as_ref()
-                    .is_some_and(|m| m.guard.taking_over().contains(&NAMES[other(n)].to_string()));
+                let notice = self.nodes[n].notice.iter().any(|p| p == NAMES[other(n)]);
                 for link in 0..2 {
                     if self.net.beat[link][n] {
                         self.send(Ev::Beat { to: other(n), link });
                         if notice {
-                            self.send(Ev::TakingOver { to: other(n) });
+                            self.send(Ev::TakingOver { to: other(n), link });
                         }
                     }
                 }
@@ -584,47 +582,18 @@ impl Sim {
                     self.announce(n);
                 }
             }
-            Ev::Beat { to, link } => {
-                if self.runs(to) {
-                    let input = Input::Heartbeat {
-                        from: NAMES[other(to)].into(),
-                        link: LINKS[link].into(),
-                    };
-                    let now = self.now;
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.membership.handle(now, input);
-                    }
-                    self.drain(to);
-                }
-            }
-            Ev::TakingOver { to } => {
-                if self.runs(to) {
-                    let now = self.now;
-                    let peer = NAMES[other(to)].to_string();
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.guard.handle(now, GuardInput::PeerTakingOver { peer });
-                    }
-                    self.drain(to);
-                }
-            }
+            Ev::Beat { to, link } => self.beat(to, link, false),
+            Ev::TakingOver { to, link } => self.beat(to, link, true),
             Ev::Announce { to, ann } => {
                 if self.runs(to) {
-                    let now = self.now;
                     let peer = NAMES[other(to)].to_string();
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.apps.handle(now, AppInput::Peer { peer, announcement: *ann });
-                    }
-                    self.drain(to);
+                    self.feed(to, NodeInput::PeerAnnouncement { peer, announcement: *ann });
                 }
             }
             Ev::KnownReply(n) => {
                 if self.runs(n) && self.net.outside[n] {
-                    let now = self.now;
                     let target = "10.10.0.1".parse().expect("literal address");
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.membership.handle(now, Input::KnownConnectionReply { target });
-                    }
-                    self.drain(n);
+                    self.feed(n, NodeInput::KnownConnectionReply { target });
                 }
             }
             ev @ (Ev::StartDone { .. }
@@ -654,8 +623,7 @@ impl Sim {
             self.nodes[n].deferred.push(ev);
             return;
         }
-        let now = self.now;
-        match ev {
+        let input = match ev {
             Ev::StartDone { app, ok, .. } => {
                 if !ok {
                     // The shell releases what a failed start acquired before reporting.
@@ -667,9 +635,7 @@ impl Sim {
                     if ok { "done" } else { "failed" }
                 ));
                 let reason = if ok { String::new() } else { "start script failed".into() };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.apps.handle(now, AppInput::StartFinished { app, ok, reason });
-                }
+                NodeInput::StartFinished { app, ok, reason }
             }
             Ev::StopDone { app, ok, .. } => {
                 if ok {
@@ -681,9 +647,7 @@ impl Sim {
                     if ok { "done" } else { "FAILED (stuck)" }
                 ));
                 let reason = if ok { String::new() } else { "unmount failed".into() };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.apps.handle(now, AppInput::StopFinished { app, ok, reason });
-                }
+                NodeInput::StopFinished { app, ok, reason }
             }
             Ev::ProbeDone { peer, .. } => {
                 // A node whose kernel runs answers ARP, frozen or not, if the network carries it.
@@ -694,13 +658,15 @@ impl Sim {
                     NAMES[peer],
                     if alive { "answers" } else { "silent" }
                 ));
-                let input = GuardInput::ProbeResult {
-                    peer: NAMES[peer].into(),
-                    alive,
-                    detail: "simulated ARP".into(),
+                let answer = if alive {
+                    ProbeAnswer::Answered { by: "simulated".into() }
+                } else {
+                    ProbeAnswer::Silent
                 };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, input);
+                let address = PUBLIC[peer].parse().expect("literal address");
+                NodeInput::ProbeResult {
+                    peer: NAMES[peer].into(),
+                    seen: vec![ProbeSeen { address, answer }],
                 }
             }
             Ev::FenceDone { peer, .. } => {
@@ -714,23 +680,35 @@ impl Sim {
                     NAMES[peer],
                     if ok { "succeeded" } else { "FAILED" }
                 ));
-                let input = GuardInput::FenceResult {
-                    peer: NAMES[peer].into(),
-                    ok,
-                    detail: "simulated".into(),
-                };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, input);
-                }
+                NodeInput::FenceResult { peer: NAMES[peer].into(), ok, detail: "simulated".into() }
             }
-            Ev::LeaseReply { id, granted, holder, remaining, .. } => {
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, GuardInput::LeaseReply { id, granted, holder, remaining });
-                }
+            Ev::LeaseReply { id, granted, holder, lease, remaining, .. } => {
+                NodeInput::LeaseReply { id, granted, holder, lease, remaining }
             }
-            _ => {}
+            _ => return,
+        };
+        self.feed(n, input);
+    }
+
+    /// Hand node `n`'s engine one fact, then carry out what it asks.
+    fn feed(&mut self, n: usize, input: NodeInput) {
+        let now = self.now;
+        if let Some(engine) = self.nodes[n].engine.as_mut() {
+            engine.handle(now, input);
         }
         self.drain(n);
+    }
+
+    /// A heartbeat from the other node reaches `to` on `link` (with its notice, if `notice`).
+    fn beat(&mut self, to: usize, link: usize, notice: bool) {
+        if self.runs(to) {
+            let input = NodeInput::Heartbeat {
+                from: NAMES[other(to)].into(),
+                link: LINKS[link].into(),
+                taking_over: notice,
+            };
+            self.feed(to, input);
+        }
     }
 
     fn arbitrate(&mut self, from: usize, id: u64, op: ArbOp, epoch: u64) {
@@ -754,7 +732,8 @@ impl Sim {
                 id,
                 granted: grant.granted,
                 holder: grant.holder,
-                remaining: (!grant.granted).then(|| Duration::from_millis(grant.remaining_ms)),
+                lease: Duration::from_millis(grant.lease_ms),
+                remaining: Duration::from_millis(grant.remaining_ms),
                 epoch,
             },
         );
@@ -781,88 +760,61 @@ impl Sim {
         if !self.net.connected() {
             return;
         }
-        let Some(m) = self.nodes[n].machines.as_ref() else { return };
-        let ann = Box::new(m.apps.announcement());
+        let Some(engine) = self.nodes[n].engine.as_ref() else { return };
+        let ann = Box::new(engine.announcement());
         self.send(Ev::Announce { to: other(n), ann });
     }
 
-    /// Route every action of node `n`'s machines until none is left.
+    /// Carry out every action of node `n`'s engine, in order, as simulated IO.
     fn drain(&mut self, n: usize) {
-        let now = self.now;
         loop {
-            let Some(m) = self.nodes[n].machines.as_mut() else { return };
-            if let Some(action) = m.membership.poll_action() {
-                match &action {
-                    Action::SendHeartbeats => {}
-                    other_action => {
-                        let line = format!("{}: membership {other_action:?}", NAMES[n]);
-                        m.guard.on_membership(now, other_action);
-                        self.log(line);
-                    }
+            let Some(engine) = self.nodes[n].engine.as_mut() else { return };
+            let Some(action) = engine.poll_action() else { break };
+            match action {
+                NodeAction::Membership(change) => {
+                    self.log(format!("{}: membership {change:?}", NAMES[n]));
                 }
-                continue;
-            }
-            if let Some(action) = m.guard.poll_action() {
-                match action {
-                    GuardAction::Apps(input) => m.apps.handle(now, input),
-                    GuardAction::Probe { peer } => {
-                        let peer = if peer == NAMES[0] { 0 } else { 1 };
-                        let d = Duration::from_millis(self.rng.random_range(50..300));
+                NodeAction::Probe { peer } => {
+                    let peer = if peer == NAMES[0] { 0 } else { 1 };
+                    let d = Duration::from_millis(self.rng.random_range(50..300));
+                    let epoch = self.nodes[n].epoch;
+                    self.at(d, Ev::ProbeDone { n, peer, epoch });
+                }
+                NodeAction::Fence { peer } => {
+                    let peer = if peer == NAMES[0] { 0 } else { 1 };
+                    let d = if self.fence_slow {
+                        Duration::from_millis(self.rng.random_range(2000..6000))
+                    } else {
+                        Duration::from_millis(self.rng.random_range(50..1500))
+                    };
+                    let epoch = self.nodes[n].epoch;
+                    self.at(d, Ev::FenceDone { n, peer, epoch });
+                }
+                NodeAction::Lease { id, op } => {
+                    if self.net.outside[n] {
+                        let d = self.net_delay();
                         let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::ProbeDone { n, peer, epoch });
-                    }
-                    GuardAction::Fence { peer } => {
-                        let peer = if peer == NAMES[0] { 0 } else { 1 };
-                        let d = if self.fence_slow {
-                            Duration::from_millis(self.rng.random_range(2000..6000))
-                        } else {
-                            Duration::from_millis(self.rng.random_range(50..1500))
-                        };
-                        let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::FenceDone { n, peer, epoch });
-                    }
-                    GuardAction::Lease { id, op } => {
-                        if self.net.outside[n] {
-                            let d = self.net_delay();
-                            let epoch = self.nodes[n].epoch;
-                            self.at(d, Ev::LeaseRequest { from: n, id, op, epoch });
-                        }
-                    }
-                    GuardAction::Event { level, text } => {
-                        self.log(format!("{}: {level:?}: {text}", NAMES[n]));
+                        self.at(d, Ev::LeaseRequest { from: n, id, op, epoch });
                     }
                 }
-                continue;
-            }
-            // What the applications machine holds and wants, for the guard (the lease, the
-            // fencing rule), after every change.
-            let report = (m.apps.active(), m.apps.wants_to_start(), m.apps.peer_active());
-            if self.nodes[n].reported != Some(report) {
-                self.nodes[n].reported = Some(report);
-                let (active, wanted, peer_active) = report;
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, GuardInput::LocalApps { active, wanted, peer_active });
+                NodeAction::Event { level, text } => {
+                    self.log(format!("{}: {level:?}: {text}", NAMES[n]));
                 }
-                continue;
-            }
-            let Some(m) = self.nodes[n].machines.as_mut() else { return };
-            if let Some(action) = m.apps.poll_action() {
-                match action {
-                    AppAction::Start { app } => self.start(n, app),
-                    AppAction::Stop { app, reason, .. } => {
-                        self.log(format!("{}: stops {app}: {reason}", NAMES[n]));
-                        // The shell ends every stop within the stop margin (hard kill).
-                        let max = self.timing.stop_margin.as_millis() as u64 - 50;
-                        let d = Duration::from_millis(self.rng.random_range(5..max));
-                        let ok = !self.nodes[n].stop_fails;
-                        let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::StopDone { n, app, ok, epoch });
-                    }
-                    AppAction::Announce => self.announce(n),
+                NodeAction::Start { app } => self.start(n, app),
+                NodeAction::Stop { app, reason, .. } => {
+                    self.log(format!("{}: stops {app}: {reason}", NAMES[n]));
+                    // The shell ends every stop within the stop margin (hard kill).
+                    let max = self.timing.stop_margin.as_millis() as u64 - 50;
+                    let d = Duration::from_millis(self.rng.random_range(5..max));
+                    let ok = !self.nodes[n].stop_fails;
+                    let epoch = self.nodes[n].epoch;
+                    self.at(d, Ev::StopDone { n, app, ok, epoch });
                 }
-                continue;
+                NodeAction::Announce => self.announce(n),
+                // Addresses are not simulated: a healed partition needs no re-announcement.
+                NodeAction::Reannounce { .. } => {}
+                NodeAction::TakingOverNotice { peers } => self.nodes[n].notice = peers,
             }
-            break;
         }
         self.schedule_wake(n);
     }
@@ -872,9 +824,8 @@ impl Sim {
         // S2: the other holder must not be one that has given up.
         let documented = self.options.protection == Protection::None && self.blind_while_outside;
         if self.nodes[peer].held.contains(&app) && !documented {
-            if let Some(m) = self.nodes[peer].machines.as_ref() {
-                if m.membership.local_state() == LocalState::Isolated || m.guard.stopped_for_lease()
-                {
+            if let Some(engine) = self.nodes[peer].engine.as_ref() {
+                if engine.local_state() == LocalState::Isolated || engine.stopped_for_lease() {
                     self.violate(
                         "S2",
                         format!(
@@ -894,12 +845,8 @@ impl Sim {
     }
 
     fn schedule_wake(&mut self, n: usize) {
-        let Some(m) = self.nodes[n].machines.as_ref() else { return };
-        let next = [m.membership.poll_timeout(), m.guard.poll_timeout(), m.apps.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(mut next) = next else { return };
+        let Some(engine) = self.nodes[n].engine.as_ref() else { return };
+        let Some(mut next) = engine.poll_timeout() else { return };
         if next < self.now {
             next = self.now;
         }
@@ -915,7 +862,8 @@ impl Sim {
         let node = &mut self.nodes[n];
         node.power = Power::Off;
         node.frozen = false;
-        node.machines = None;
+        node.engine = None;
+        node.notice.clear();
         node.held.clear();
         node.deferred.clear();
         node.epoch += 1;
@@ -935,8 +883,8 @@ impl Sim {
         // A blind spell lasts, for the nodes, until each has heard the other again: decisions
         // taken during it may still be carried out just after the network heals.
         let reunited = (0..2).all(|n| {
-            self.nodes[n].machines.as_ref().is_some_and(|m| {
-                m.membership.peer_state(NAMES[other(n)]) == Some(cl_core::PeerState::Up)
+            self.nodes[n].engine.as_ref().is_some_and(|engine| {
+                engine.peer_state(NAMES[other(n)]) == Some(cl_core::PeerState::Up)
             })
         });
         if !self.net.mutually_blind() && reunited {
@@ -972,7 +920,9 @@ impl Sim {
             // A stop that failed leaves the application to the administrator (or to fencing):
             // no node may start it, by design.
             let stuck = self.nodes.iter().any(|node| {
-                node.machines.as_ref().is_some_and(|m| m.apps.state(app) == Some(AppState::Stuck))
+                node.engine
+                    .as_ref()
+                    .is_some_and(|engine| engine.apps().state(app) == Some(AppState::Stuck))
             });
             if stuck {
                 continue;
@@ -980,16 +930,18 @@ impl Sim {
             let running: Vec<usize> = (0..2)
                 .filter(|n| {
                     self.nodes[*n].held.contains(app)
-                        && self.nodes[*n]
-                            .machines
-                            .as_ref()
-                            .is_some_and(|m| m.apps.state(app) == Some(AppState::Running))
+                        && self.nodes[*n].engine.as_ref().is_some_and(|engine| {
+                            engine.apps().state(app) == Some(AppState::Running)
+                        })
                 })
                 .collect();
             if running.len() != 1 {
                 let states: Vec<String> = (0..2)
                     .map(|n| {
-                        let state = self.nodes[n].machines.as_ref().and_then(|m| m.apps.state(app));
+                        let state = self.nodes[n]
+                            .engine
+                            .as_ref()
+                            .and_then(|engine| engine.apps().state(app));
                         format!("{}={state:?}", NAMES[n])
                     })
                     .collect();
@@ -1135,17 +1087,11 @@ impl Sim {
             Fault::StopFailing { n, on } => self.nodes[n].stop_fails = on,
             Fault::MonitorFails { n, app } => {
                 if self.runs(n) {
-                    let now = self.now;
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.apps.handle(
-                            now,
-                            AppInput::MonitorFailed {
-                                app: APPS[app].into(),
-                                reason: "simulated".into(),
-                            },
-                        );
-                    }
-                    self.drain(n);
+                    let input = NodeInput::MonitorFailed {
+                        app: APPS[app].into(),
+                        reason: "simulated".into(),
+                    };
+                    self.feed(n, input);
                 }
             }
             Fault::Admin { n, op, app } => {
@@ -1156,11 +1102,7 @@ impl Sim {
                         1 => AdminOp::Stop { app },
                         _ => AdminOp::Switch { app, node: None },
                     };
-                    let now = self.now;
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.apps.handle(now, AppInput::Admin(op));
-                    }
-                    self.drain(n);
+                    self.feed(n, NodeInput::Admin(op));
                 }
             }
             Fault::Tail => {
@@ -1194,12 +1136,10 @@ impl Sim {
             Fault::AskAll => {
                 let now = self.now;
                 for n in 0..2 {
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
+                    if let Some(engine) = self.nodes[n].engine.as_mut() {
                         for app in APPS {
-                            m.apps.handle(
-                                now,
-                                AppInput::Admin(AdminOp::Start { app: app.into(), node: None }),
-                            );
+                            let op = AdminOp::Start { app: app.into(), node: None };
+                            engine.handle(now, NodeInput::Admin(op));
                         }
                     }
                     self.drain(n);

@@ -540,6 +540,11 @@ impl Guard {
         self.lease.as_ref().is_some_and(|l| l.held_until.is_some_and(|t| self.now < t))
     }
 
+    /// The lease timing, when an arbitrator is configured.
+    pub fn lease_timing(&self) -> Option<LeaseTiming> {
+        self.config.lease
+    }
+
     /// True while this node has stopped its applications for want of the lease.
     pub fn stopped_for_lease(&self) -> bool {
         self.stopped_for_lease
