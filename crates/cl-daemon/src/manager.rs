@@ -6,7 +6,7 @@
 //!  clhbd ──┐ LocalEvent (datagram)                         admin: clstat, clform, clhalt
 //!  clnetd ─┴──────────────► ┌──────────────────────┐ ◄──── Unix socket (JSON line)
 //!                           │ main loop            │           │ Status is served from the
-//!  peers' cldaemons ──TCP──►│  Membership (core)   │──watch──► │ published snapshot, never
+//!  peers' cldaemons ──TCP──►│  Node engine (core)  │──watch──► │ published snapshot, never
 //!  (frames, HMAC)           │  children, config    │           │ by waiting on the loop
 //!                           └──────────────────────┘
 //! ```
@@ -18,10 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use cl_core::guard::{Guard, GuardAction, GuardInput, Level};
-use cl_core::membership::{
-    Action, Input, LocalState, Membership, MembershipConfig, PeerState, Verdict,
-};
+use cl_core::guard::Level;
+use cl_core::membership::{Action, LocalState, MembershipConfig, PeerState, Verdict};
+use cl_core::node::{Node, NodeAction, NodeConfig, NodeInput};
 use cl_core::Time;
 use cl_wire::msg::{
     AdminRequest, AdminResponse, ClusterStatus, ConfigKind, KnownConnectionStatus, LinkStatus,
@@ -125,7 +124,8 @@ struct Manager {
     ctx: Context,
     origin: Instant,
     formed: bool,
-    membership: Option<Membership>,
+    /// The decision engine (membership, takeover guard, applications), while formed.
+    node: Option<Node>,
     children: BTreeMap<&'static str, Child>,
     known_last: BTreeMap<IpAddr, Instant>,
     counters: BTreeMap<String, serde_json::Value>,
@@ -134,19 +134,13 @@ struct Manager {
     status_tx: watch::Sender<ClusterStatus>,
     /// This cldaemon was restarted because a new configuration was installed.
     config_changed: bool,
-    /// The applications, while formed.
+    /// The applications' IO, while formed.
     apps: Option<crate::appctl::AppControl>,
     app_events: mpsc::Sender<crate::appctl::AppEvent>,
     /// Where DRBD's event stream reports, while formed.
     storage_events: mpsc::Sender<crate::storagectl::StorageEvent>,
-    /// The takeover guard, while formed.
-    guard: Option<Guard>,
-    /// Where the guard's background work (probe, fence, lease) reports.
-    guard_results: mpsc::Sender<GuardInput>,
-    /// The peers named in the "taking over" notice file.
-    notice: Vec<String>,
-    /// What the guard last heard from the applications machine (active, wanted, peer active).
-    local_apps: Option<(bool, bool, bool)>,
+    /// Where the guard's background work (probe, fence, lease) reports what it saw.
+    guard_results: mpsc::Sender<NodeInput>,
     /// The connection to the arbitrator, if one is configured.
     arb_link: crate::guardctl::ArbLink,
     /// What the peer-alive probe looks for, per peer (worked out when the cluster forms).
@@ -196,13 +190,13 @@ pub async fn run(ctx: Context) -> Result<()> {
 
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
-    let (guard_tx, mut guard_rx) = mpsc::channel::<GuardInput>(64);
+    let (guard_tx, mut guard_rx) = mpsc::channel::<NodeInput>(64);
     let origin = Instant::now();
     let mut manager = Manager {
         ctx: ctx.clone(),
         origin,
         formed: false,
-        membership: None,
+        node: None,
         children: BTreeMap::new(),
         known_last: BTreeMap::new(),
         counters: BTreeMap::new(),
@@ -213,10 +207,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         apps: None,
         app_events: app_events_tx,
         storage_events: storage_tx,
-        guard: None,
         guard_results: guard_tx,
-        notice: Vec::new(),
-        local_apps: None,
         arb_link: Default::default(),
         probe_targets: BTreeMap::new(),
         silence: crate::guardctl::SilenceLog::new(origin),
@@ -228,8 +219,12 @@ pub async fn run(ctx: Context) -> Result<()> {
         info!("the cluster was formed on this node before this cldaemon started: rejoining");
         match manager.form_local(true) {
             Ok(_) => {
-                if let Some(apps) = manager.apps.as_mut() {
-                    apps.adopt_running().await;
+                let adopted = match manager.apps.as_mut() {
+                    Some(apps) => apps.adopt_running().await,
+                    None => Vec::new(),
+                };
+                for app in adopted {
+                    manager.feed(NodeInput::Adopted { app });
                 }
             }
             Err(e) => error!("cannot rejoin: {e}"),
@@ -268,22 +263,23 @@ pub async fn run(ctx: Context) -> Result<()> {
                     let _ = reply.send(manager.form_local(noapps).map_err(|e| format!("{e:#}")));
                 }
                 Command::App(op, reply) => {
-                    let result = match manager.apps.as_mut() {
-                        Some(apps) => apps.admin(op),
+                    let checked = match manager.apps.as_ref() {
+                        Some(apps) => apps.check_admin(&op),
                         None => Err(format!("the cluster is not formed on {}", manager.ctx.local)),
                     };
-                    let _ = reply.send(result);
+                    if checked.is_ok() {
+                        manager.feed(NodeInput::Admin(op));
+                    }
+                    let _ = reply.send(checked);
                     manager.publish();
                 }
                 Command::PeerApps(peer, announcement) => {
-                    if let Some(apps) = manager.apps.as_mut() {
-                        apps.handle(cl_core::apps::AppInput::Peer { peer, announcement });
-                    }
+                    manager.feed(NodeInput::PeerAnnouncement { peer, announcement });
                     manager.publish();
                 }
                 Command::HaltLocal(reply) => {
-                    if let Some(apps) = manager.apps.as_mut() {
-                        apps.stop_all_here().await;
+                    if let (Some(apps), Some(node)) = (manager.apps.as_mut(), manager.node.as_ref()) {
+                        apps.stop_all_here(node.apps()).await;
                     }
                     if manager.formed {
                         // Peers then log a planned departure, not a failure.
@@ -299,13 +295,7 @@ pub async fn run(ctx: Context) -> Result<()> {
                     manager.publish();
                     let _ = reply.send(());
                 }
-                Command::PeerLeft(peer) => {
-                    let now = manager.now();
-                    if let Some(m) = manager.membership.as_mut() {
-                        m.handle(now, Input::PeerLeft { peer });
-                    }
-                    manager.drain_actions();
-                }
+                Command::PeerLeft(peer) => manager.feed(NodeInput::PeerLeft { peer }),
                 Command::Reload => {
                     // Let the answer that announced the new version reach its caller first.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -324,22 +314,18 @@ pub async fn run(ctx: Context) -> Result<()> {
                 }
                 manager.tick();
             }
-            Some(input) = guard_rx.recv() => {
-                let now = manager.now();
-                if let Some(guard) = manager.guard.as_mut() {
-                    guard.handle(now, input);
-                }
-                manager.drain_actions();
-            }
+            Some(input) = guard_rx.recv() => manager.feed(input),
             Some(event) = storage_rx.recv() => {
-                if let Some(apps) = manager.apps.as_mut() {
-                    apps.on_storage(event);
+                let inputs = manager.apps.as_mut().map(|apps| apps.on_storage(event));
+                for input in inputs.unwrap_or_default() {
+                    manager.feed(input);
                 }
                 manager.publish();
             }
             Some(event) = app_events_rx.recv() => {
-                if let Some(apps) = manager.apps.as_mut() {
-                    apps.on_event(event);
+                if let (Some(apps), Some(node)) = (manager.apps.as_mut(), manager.node.as_ref()) {
+                    let input = apps.on_event(event, node.apps());
+                    manager.feed(input);
                 }
                 manager.publish();
             }
@@ -348,8 +334,8 @@ pub async fn run(ctx: Context) -> Result<()> {
             _ = housekeeping.tick() => {
                 manager.publish();
                 // Announcements also go out on every change; this heals a lost one.
-                if let Some(apps) = manager.apps.as_ref() {
-                    apps.announce();
+                if let (Some(apps), Some(node)) = (manager.apps.as_ref(), manager.node.as_ref()) {
+                    apps.announce(node.announcement());
                 }
             }
             _ = terminate.recv() => {
@@ -370,16 +356,7 @@ impl Manager {
 
     fn next_wake(&self) -> tokio::time::Instant {
         let fallback = tokio::time::Instant::now() + Duration::from_secs(1);
-        let next = [
-            // clhbd2 sends the heartbeats: only the membership's judging deadlines wake us.
-            self.membership.as_ref().and_then(|m| m.poll_judge_timeout()),
-            self.apps.as_ref().and_then(|a| a.poll_timeout()),
-            self.guard.as_ref().and_then(|g| g.poll_timeout()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match next {
+        match self.node.as_ref().and_then(Node::poll_timeout) {
             Some(t) => {
                 let at = self.origin + t.since_origin();
                 tokio::time::Instant::from_std(at).min(fallback)
@@ -389,25 +366,19 @@ impl Manager {
     }
 
     /// The fence-peer rule (cl-core `storage::fence_peer_step`) for the peer of `resource`,
-    /// from what the membership and the takeover guard concluded.
+    /// as the engine decides it.
     fn fence_peer(&self, resource: &str) -> Result<(String, cl_core::storage::FenceStep), String> {
-        use cl_core::storage::PeerStanding;
-        let (Some(m), Some(apps)) = (self.membership.as_ref(), self.apps.as_ref()) else {
+        let Some(node) = self.node.as_ref() else {
             return Err(format!("the cluster is not formed on {}", self.ctx.local));
         };
         // Two nodes: the peer is the other one.
         let Some(peer) = self.ctx.peers().into_iter().next() else {
             return Err("this cluster has no other node".into());
         };
-        let state =
-            m.status(self.now()).peers.into_iter().find(|p| p.name == peer).map(|p| p.state);
-        let standing = match state {
-            Some(PeerState::Up) => PeerStanding::Up,
-            _ if apps.peer_gone(&peer) => PeerStanding::Gone { fenced: false },
-            _ => PeerStanding::Undecided,
-        };
+        let standing = node.peer_standing(&peer);
         info!(%resource, %peer, "DRBD asks to fence {peer} for {resource}: the cluster sees it {standing:?}");
-        Ok((peer, cl_core::storage::fence_peer_step(standing)))
+        let step = node.fence_peer_step(&peer);
+        Ok((peer, step))
     }
 
     fn form_local(&mut self, noapps: bool) -> Result<String> {
@@ -430,8 +401,6 @@ impl Manager {
             known_connections: cluster.known_connections.clone(),
             ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
         };
-        self.membership = Some(Membership::new(config, self.now()));
-        self.guard = Some(Guard::new(crate::guardctl::guard_config(&self.ctx)));
         self.probe_targets = self
             .ctx
             .peers()
@@ -452,10 +421,17 @@ impl Manager {
             self.silence.clone(),
             self.app_events.clone(),
         );
+        let config = NodeConfig {
+            membership: config,
+            guard: crate::guardctl::guard_config(&self.ctx),
+            apps: apps.policies(),
+            takeover_delay: crate::appctl::takeover_delay(&self.ctx),
+            epoch: crate::epoch::next_or_clock("application announcements"),
+        };
+        self.node = Some(Node::new(config, self.now()));
         apps.start_storage(self.storage_events.clone());
-        apps.handle(cl_core::apps::AppInput::Formed { start_autostart: !noapps });
         self.apps = Some(apps);
-        self.drain_actions();
+        self.feed(NodeInput::Formed { start_autostart: !noapps });
         self.publish();
         info!("cluster `{}` formed on this node", self.ctx.name());
         Ok(format!("{}: cluster daemons running", self.ctx.local))
@@ -524,10 +500,8 @@ impl Manager {
     fn halt_local(&mut self) {
         self.stop_children();
         self.formed = false;
-        self.membership = None;
+        self.node = None;
         self.apps = None;
-        self.guard = None;
-        self.notice.clear();
         crate::guardctl::write_notice(&self.ctx, &[]);
         self.down_links.clear();
         self.lost_known.clear();
@@ -554,20 +528,15 @@ impl Manager {
                             beat.config_version, beat.config_checksum, self.ctx.built.version, self.ctx.checksum);
                     }
                 }
-                let named = beat.taking_over.contains(&self.ctx.local);
-                if let Some(m) = self.membership.as_mut() {
-                    m.handle(now, Input::Heartbeat { from: from.clone(), link });
-                }
-                if named {
-                    if let Some(guard) = self.guard.as_mut() {
-                        guard.handle(now, GuardInput::PeerTakingOver { peer: from });
-                    }
+                let taking_over = beat.taking_over.contains(&self.ctx.local);
+                if let Some(node) = self.node.as_mut() {
+                    node.handle(now, NodeInput::Heartbeat { from, link, taking_over });
                 }
             }
             LocalEvent::KnownReply { target } => {
                 self.known_last.insert(target, Instant::now());
-                if let Some(m) = self.membership.as_mut() {
-                    m.handle(now, Input::KnownConnectionReply { target });
+                if let Some(node) = self.node.as_mut() {
+                    node.handle(now, NodeInput::KnownConnectionReply { target });
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
@@ -585,107 +554,78 @@ impl Manager {
 
     fn tick(&mut self) {
         let now = self.now();
-        if let Some(m) = self.membership.as_mut() {
-            m.handle_timeout(now);
-        }
-        if let Some(guard) = self.guard.as_mut() {
-            guard.handle_timeout(now);
+        if let Some(node) = self.node.as_mut() {
+            node.handle_timeout(now);
         }
         self.drain_actions();
-        if let Some(apps) = self.apps.as_mut() {
-            apps.handle_timeout();
-        }
     }
 
-    fn drain_actions(&mut self) {
-        let Some(m) = self.membership.as_mut() else { return };
-        let mut changed = false;
-        let mut for_guard = Vec::new();
-        while let Some(action) = m.poll_action() {
-            changed = true;
-            for_guard.push(action.clone());
-            match action {
-                // clhbd2 beats on its own clock, so a busy cldaemon never silences the node.
-                Action::SendHeartbeats => changed = false,
-                Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
-                Action::PeerDown { peer, verdict, reason } => match verdict {
-                    Verdict::TakeOver => {
-                        warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
-                    }
-                    Verdict::StandBy => {
-                        warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
-                    }
-                },
-                Action::LinkDown { peer, link } => {
-                    warn!(%peer, %link, "heartbeat link {link} to {peer} is silent; {peer} is still up over another link");
-                    self.down_links.insert((peer, link));
-                }
-                Action::LinkUp { peer, link } => {
-                    info!(%peer, %link, "heartbeat link {link} to {peer} works again");
-                    self.down_links.remove(&(peer, link));
-                }
-                Action::Isolated { reason } => {
-                    error!("this node is isolated: {reason}; stopping its applications and taking nothing over");
-                }
-                Action::Reconnected => info!("this node is connected again"),
-                Action::KnownConnectionLost { target } => {
-                    warn!(%target, "known connection {target} does not answer");
-                    self.lost_known.insert(target);
-                }
-                Action::KnownConnectionBack { target } => {
-                    info!(%target, "known connection {target} answers again");
-                    self.lost_known.remove(&target);
-                }
-            }
-        }
+    /// Hand the engine one fact and carry out what it asks.
+    fn feed(&mut self, input: NodeInput) {
         let now = self.now();
-        let mut for_apps = Vec::new();
-        if let Some(guard) = self.guard.as_mut() {
-            for action in &for_guard {
-                guard.on_membership(now, action);
-            }
-            while let Some(action) = guard.poll_action() {
-                changed = true;
-                match action {
-                    GuardAction::Apps(input) => for_apps.push(input),
-                    GuardAction::Probe { peer } => {
-                        info!(%peer, "probing node {peer} on the public networks before taking anything over");
-                        let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
-                        crate::guardctl::probe(
-                            targets,
-                            peer,
-                            self.guard_results.clone(),
-                            self.silence.clone(),
-                        );
-                    }
-                    GuardAction::Fence { peer } => {
-                        crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
-                    }
-                    GuardAction::Lease { id, op } => {
-                        crate::guardctl::lease(
-                            &self.ctx,
-                            &self.arb_link,
-                            id,
-                            op,
-                            self.guard_results.clone(),
-                        );
-                    }
-                    GuardAction::Event { level, text } => match level {
-                        Level::Info => info!("{text}"),
-                        Level::Warn => warn!("{text}"),
-                        Level::Alarm => error!("{text}"),
-                    },
-                }
-            }
-            let notice = guard.taking_over();
-            if notice != self.notice {
-                crate::guardctl::write_notice(&self.ctx, &notice);
-                self.notice = notice;
-            }
+        if let Some(node) = self.node.as_mut() {
+            node.handle(now, input);
         }
-        if let Some(apps) = self.apps.as_mut() {
-            for input in for_apps {
-                apps.handle(input);
+        self.drain_actions();
+    }
+
+    /// Carry out the engine's actions, in order: this is all the IO there is to a decision.
+    fn drain_actions(&mut self) {
+        let mut changed = false;
+        while let Some(action) = self.node.as_mut().and_then(Node::poll_action) {
+            changed = true;
+            match action {
+                NodeAction::Membership(change) => self.log_membership(change),
+                NodeAction::Probe { peer } => {
+                    info!(%peer, "probing node {peer} on the public networks before taking anything over");
+                    let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
+                    crate::guardctl::probe(
+                        targets,
+                        peer,
+                        self.guard_results.clone(),
+                        self.silence.clone(),
+                    );
+                }
+                NodeAction::Fence { peer } => {
+                    crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
+                }
+                NodeAction::Lease { id, op } => {
+                    crate::guardctl::lease(
+                        &self.ctx,
+                        &self.arb_link,
+                        id,
+                        op,
+                        self.guard_results.clone(),
+                    );
+                }
+                NodeAction::Event { level, text } => match level {
+                    Level::Info => info!("{text}"),
+                    Level::Warn => warn!("{text}"),
+                    Level::Alarm => error!("{text}"),
+                },
+                NodeAction::Start { app } => {
+                    if let Some(apps) = self.apps.as_mut() {
+                        apps.start(app);
+                    }
+                }
+                NodeAction::Stop { app, reason, urgent } => {
+                    if let Some(apps) = self.apps.as_mut() {
+                        apps.stop(app, reason, urgent);
+                    }
+                }
+                NodeAction::Announce => {
+                    if let (Some(apps), Some(node)) = (self.apps.as_ref(), self.node.as_ref()) {
+                        apps.announce(node.announcement());
+                    }
+                }
+                NodeAction::Reannounce { app } => {
+                    if let Some(apps) = self.apps.as_ref() {
+                        apps.reannounce(&app);
+                    }
+                }
+                NodeAction::TakingOverNotice { peers } => {
+                    crate::guardctl::write_notice(&self.ctx, &peers);
+                }
             }
         }
         if changed {
@@ -693,35 +633,53 @@ impl Manager {
         }
     }
 
-    /// Tell the guard what the applications machine holds and wants when that changed: with
-    /// an arbitrator this node keeps the lease while it runs (or is about to start) anything,
-    /// and without one the fencing rule favours the node running applications.
-    fn sync_local_apps(&mut self) {
-        let Some(apps) = self.apps.as_ref() else { return };
-        let report = apps.lease_report();
-        if self.local_apps == Some(report) {
-            return;
+    /// A membership change: the log, and the warnings clstat shows.
+    fn log_membership(&mut self, change: Action) {
+        match change {
+            // Never handed out: clhbd2 beats on its own clock, so a busy cldaemon never
+            // silences the node.
+            Action::SendHeartbeats => {}
+            Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
+            Action::PeerDown { peer, verdict, reason } => match verdict {
+                Verdict::TakeOver => {
+                    warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
+                }
+                Verdict::StandBy => {
+                    warn!(%peer, "node {peer} is down: {reason}; taking nothing over")
+                }
+            },
+            Action::LinkDown { peer, link } => {
+                warn!(%peer, %link, "heartbeat link {link} to {peer} is silent; {peer} is still up over another link");
+                self.down_links.insert((peer, link));
+            }
+            Action::LinkUp { peer, link } => {
+                info!(%peer, %link, "heartbeat link {link} to {peer} works again");
+                self.down_links.remove(&(peer, link));
+            }
+            Action::Isolated { reason } => {
+                error!("this node is isolated: {reason}; stopping its applications and taking nothing over");
+            }
+            Action::Reconnected => info!("this node is connected again"),
+            Action::KnownConnectionLost { target } => {
+                warn!(%target, "known connection {target} does not answer");
+                self.lost_known.insert(target);
+            }
+            Action::KnownConnectionBack { target } => {
+                info!(%target, "known connection {target} answers again");
+                self.lost_known.remove(&target);
+            }
         }
-        self.local_apps = Some(report);
-        let (active, wanted, peer_active) = report;
-        let now = self.now();
-        if let Some(guard) = self.guard.as_mut() {
-            guard.handle(now, GuardInput::LocalApps { active, wanted, peer_active });
-        }
-        self.drain_actions();
     }
 
     fn publish(&mut self) {
-        // Every change ends in a publish: the guard hears of the applications' changes here.
-        self.sync_local_apps();
         let status = self.status();
         self.status_tx.send_replace(status);
     }
 
     fn status(&self) -> ClusterStatus {
-        let Some(m) = self.membership.as_ref() else { return not_formed_status(&self.ctx) };
+        let Some(node) = self.node.as_ref() else { return not_formed_status(&self.ctx) };
         let now = self.now();
-        let snapshot = m.status(now);
+        let snapshot = node.membership_status(now);
         let local_state = match snapshot.local_state {
             LocalState::Connected => "connected",
             LocalState::Undecided => "undecided",
@@ -776,10 +734,7 @@ impl Manager {
         warnings.extend(
             self.lost_known.iter().map(|k| format!("known connection {k} does not answer")),
         );
-        let (mut alarms, takeover) = match self.guard.as_ref() {
-            Some(g) => crate::guardctl::describe(&g.status(), now),
-            None => (Vec::new(), Vec::new()),
-        };
+        let (mut alarms, takeover) = crate::guardctl::describe(&node.guard_status(), now);
         if let Some(apps) = self.apps.as_ref() {
             alarms.extend(apps.storage_alarms());
         }
@@ -803,7 +758,7 @@ impl Manager {
             config_version: self.ctx.built.version,
             nodes,
             known_connections,
-            applications: self.apps.as_ref().map(|a| a.status()).unwrap_or_default(),
+            applications: self.apps.as_ref().map(|a| a.status(node.apps())).unwrap_or_default(),
             warnings,
             alarms,
             takeover,
