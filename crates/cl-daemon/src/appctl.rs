@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cl_config::{AppConfig, Built};
-use cl_core::apps::{AdminOp, Announcement, AppPolicy, AppState, Apps, Failback};
+use cl_core::apps::{Announcement, AppPolicy, AppState, Apps, Failback};
 use cl_core::node::NodeInput;
 use cl_core::Time;
 use cl_wire::msg::{ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus};
@@ -170,17 +170,14 @@ impl AppControl {
     }
 
     /// After a cldaemon restart: the applications whose resources are active here (the engine
-    /// hears them as adopted), watched from now on like ones started here.
-    pub async fn adopt_running(&mut self) -> Vec<String> {
+    /// hears them as adopted).
+    pub async fn adopt_running(&self) -> Vec<String> {
         let mut adopted = Vec::new();
         for (name, runner) in &self.runners {
             if runner.is_active().await {
                 info!(app = %name, "{name} is active here: adopting it");
                 adopted.push(name.clone());
             }
-        }
-        for name in &adopted {
-            self.start_monitors(name);
         }
         adopted
     }
@@ -273,10 +270,7 @@ impl AppControl {
                     Ok(()) if !still_wanted => {
                         info!(%app, "{app} started, but it is being stopped")
                     }
-                    Ok(()) => {
-                        info!(%app, "{app} is running");
-                        self.start_monitors(&app);
-                    }
+                    Ok(()) => info!(%app, "{app} is running"),
                     Err(reason) => error!(%app, "{app} failed to start: {reason}"),
                 }
                 let (ok, reason) = split(result);
@@ -300,7 +294,9 @@ impl AppControl {
         }
     }
 
-    fn start_monitors(&mut self, app: &str) {
+    /// Watch `app`, running here, with its monitors, its resources' own monitors and the NIC
+    /// check; a failure arrives as [`AppEvent::MonitorFailed`].
+    pub fn start_monitors(&mut self, app: &str) {
         let Some(runner) = self.runners.get(app) else { return };
         self.results.borrow_mut().remove(app);
         let mut tasks = Vec::new();
@@ -416,26 +412,6 @@ impl AppControl {
             }));
         }
         self.monitors.insert(app.to_string(), tasks);
-    }
-
-    /// Check an administrator's request against the built applications: the engine gets only
-    /// requests about an application that exists, for a node it may run on.
-    pub fn check_admin(&self, op: &AdminOp) -> Result<(), String> {
-        let (app, node) = match &op {
-            AdminOp::Start { app, node } | AdminOp::Switch { app, node } => (app, node.as_ref()),
-            AdminOp::Stop { app } => (app, None),
-        };
-        let Some(runner) = self.runners.get(app) else {
-            return Err(format!("there is no built application `{app}` on {}", self.ctx.local));
-        };
-        // A node the application may not run on would never start it: refuse at once.
-        if let Some(node) = node.filter(|n| !runner.config().nodes.contains(n)) {
-            return Err(format!(
-                "`{node}` is not a node of application `{app}` (its nodes: {})",
-                runner.config().nodes.join(", ")
-            ));
-        }
-        Ok(())
     }
 
     /// Where each application runs, for clstat, from the engine's view `apps`.

@@ -813,6 +813,8 @@ impl Sim {
                 NodeAction::Announce => self.announce(n),
                 // Addresses are not simulated: a healed partition needs no re-announcement.
                 NodeAction::Reannounce { .. } => {}
+                // Monitors fail by the nemesis's hand (Fault::MonitorFails), not by watching.
+                NodeAction::Monitor { .. } => {}
                 NodeAction::TakingOverNotice { peers } => self.nodes[n].notice = peers,
             }
         }

@@ -949,6 +949,11 @@ impl Apps {
         view
     }
 
+    /// The nodes `app` may run on, most preferred first (`None`: no such application).
+    pub fn nodes_of(&self, app: &str) -> Option<&[String]> {
+        self.policies.get(app).map(|p| p.nodes.as_slice())
+    }
+
     /// Names of the applications.
     pub fn names(&self) -> Vec<String> {
         self.policies.keys().cloned().collect()

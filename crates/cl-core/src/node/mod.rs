@@ -221,6 +221,12 @@ pub enum NodeAction {
         /// This node gave up: the stop must end within the stop margin.
         urgent: bool,
     },
+    /// `app` runs here now (started, or adopted after a cldaemon restart): watch it with its
+    /// monitors and report [`NodeInput::MonitorFailed`].
+    Monitor {
+        /// Application.
+        app: String,
+    },
     /// Send [`Node::announcement`] to the peers.
     Announce,
     /// A partition healed: announce the addresses of `app` (running here) again, so clients
@@ -315,7 +321,13 @@ impl Node {
                 self.apps.handle(now, AppInput::Peer { peer, announcement })
             }
             NodeInput::StartFinished { app, ok, reason } => {
-                self.apps.handle(now, AppInput::StartFinished { app, ok, reason })
+                // Only a start that is still wanted runs on (one being stopped meanwhile does
+                // not): watched from now on.
+                let starting = self.apps.state(&app) == Some(AppState::Starting);
+                self.apps.handle(now, AppInput::StartFinished { app: app.clone(), ok, reason });
+                if starting && self.apps.state(&app) == Some(AppState::Running) {
+                    self.actions.push_back(NodeAction::Monitor { app });
+                }
             }
             NodeInput::StopFinished { app, ok, reason } => {
                 self.apps.handle(now, AppInput::StopFinished { app, ok, reason })
@@ -323,7 +335,13 @@ impl Node {
             NodeInput::MonitorFailed { app, reason } => {
                 self.apps.handle(now, AppInput::MonitorFailed { app, reason })
             }
-            NodeInput::Adopted { app } => self.apps.handle(now, AppInput::Adopted { app }),
+            NodeInput::Adopted { app } => {
+                self.apps.handle(now, AppInput::Adopted { app: app.clone() });
+                if self.apps.state(&app) == Some(AppState::Running) {
+                    // Adopted means running: watched like one started here.
+                    self.actions.push_back(NodeAction::Monitor { app });
+                }
+            }
             NodeInput::Data { app, blocked } => {
                 self.apps.handle(now, AppInput::Data { app, blocked })
             }
@@ -376,6 +394,25 @@ impl Node {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Whether an administrator's request can be carried out: the application exists and the
+    /// chosen node may run it (a node it may not run on would never start it: refused at once).
+    pub fn check_admin(&self, op: &AdminOp) -> Result<(), String> {
+        let (app, node) = match op {
+            AdminOp::Start { app, node } | AdminOp::Switch { app, node } => (app, node.as_ref()),
+            AdminOp::Stop { app } => (app, None),
+        };
+        let Some(nodes) = self.apps.nodes_of(app) else {
+            return Err(format!("there is no built application `{app}` on {}", self.local));
+        };
+        if let Some(node) = node.filter(|n| !nodes.contains(n)) {
+            return Err(format!(
+                "`{node}` is not a node of application `{app}` (its nodes: {})",
+                nodes.join(", ")
+            ));
+        }
+        Ok(())
     }
 
     /// The next request for the shell, routing between the machines until one comes out.

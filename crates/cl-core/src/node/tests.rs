@@ -222,6 +222,11 @@ fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
     let due = h.now + delay;
     assert_eq!(h.run(due - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(due, false), vec![start(), NodeAction::Announce]);
+    // Running: watched from now on.
+    assert_eq!(
+        h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() }),
+        vec![NodeAction::Monitor { app: APP.into() }, NodeAction::Announce]
+    );
 }
 
 #[test]
@@ -477,4 +482,18 @@ fn without_inputs_the_engine_only_asks_to_be_woken_for_judging() {
     let h = Harness::with_peer_running(Protection::Probe);
     // Heard at 0: the peer is judged one timeout later (no heartbeat-interval wake-ups).
     assert_eq!(h.node.poll_timeout(), Some(ms(0) + timing(Protection::Probe).freshness));
+}
+
+#[test]
+fn admin_requests_about_unknown_applications_or_nodes_are_refused() {
+    let h = Harness::with_peer_running(Protection::Probe);
+    assert_eq!(h.node.check_admin(&AdminOp::Stop { app: APP.into() }), Ok(()));
+    assert_eq!(
+        h.node.check_admin(&AdminOp::Stop { app: "mail".into() }),
+        Err("there is no built application `mail` on node1".into())
+    );
+    assert_eq!(
+        h.node.check_admin(&AdminOp::Switch { app: APP.into(), node: Some("node3".into()) }),
+        Err("`node3` is not a node of application `web` (its nodes: node2, node1)".into())
+    );
 }

@@ -135,6 +135,11 @@ impl Manager {
                         apps.stop(app, reason, urgent);
                     }
                 }
+                NodeAction::Monitor { app } => {
+                    if let Some(apps) = self.apps.as_mut() {
+                        apps.start_monitors(&app);
+                    }
+                }
                 NodeAction::Announce => {
                     if let (Some(apps), Some(node)) = (self.apps.as_ref(), self.node.as_ref()) {
                         apps.announce(node.announcement());

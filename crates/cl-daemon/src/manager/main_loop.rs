@@ -93,7 +93,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         info!("the cluster was formed on this node before this cldaemon started: rejoining");
         match manager.form_local(true) {
             Ok(_) => {
-                let adopted = match manager.apps.as_mut() {
+                let adopted = match manager.apps.as_ref() {
                     Some(apps) => apps.adopt_running().await,
                     None => Vec::new(),
                 };
@@ -137,8 +137,8 @@ pub async fn run(ctx: Context) -> Result<()> {
                     let _ = reply.send(manager.form_local(noapps).map_err(|e| format!("{e:#}")));
                 }
                 Command::App(op, reply) => {
-                    let checked = match manager.apps.as_ref() {
-                        Some(apps) => apps.check_admin(&op),
+                    let checked = match manager.node.as_ref() {
+                        Some(node) => node.check_admin(&op),
                         None => Err(format!("the cluster is not formed on {}", manager.ctx.local)),
                     };
                     if checked.is_ok() {
