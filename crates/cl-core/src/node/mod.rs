@@ -177,8 +177,9 @@ pub enum NodeInput {
 }
 
 /// What the engine asks the shell to do, or tells it happened.
+// Tagged `node_action`: a membership change inside carries its own `action` tag.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "node_action", rename_all = "snake_case")]
 pub enum NodeAction {
     /// A membership change, for the log and the status (never [`Action::SendHeartbeats`]:
     /// the shells send heartbeats on their own clock).
