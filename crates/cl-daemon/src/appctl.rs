@@ -124,13 +124,12 @@ impl AppControl {
             .values()
             .map(|runner| {
                 let a = runner.config();
-                // Each monitor and each resource has a restart budget: the strictest counts.
-                let budgets = || {
-                    a.monitors
-                        .iter()
-                        .map(|m| (m.restarts, m.window))
-                        .chain(a.resources.iter().map(|r| (r.restarts, r.window)))
-                };
+                let budgets = a
+                    .monitors
+                    .iter()
+                    .map(|m| (m.restarts, m.window))
+                    .chain(a.resources.iter().map(|r| (r.restarts, r.window)));
+                let (restarts, window) = AppPolicy::strictest_budget(budgets);
                 AppPolicy {
                     name: a.name.clone(),
                     nodes: a.nodes.clone(),
@@ -139,11 +138,8 @@ impl AppControl {
                         cl_config::appconf::Failback::Auto => Failback::Auto,
                         cl_config::appconf::Failback::Manual => Failback::Manual,
                     },
-                    restarts: budgets().map(|(r, _)| r).min().unwrap_or(3),
-                    window: budgets()
-                        .map(|(_, w)| w)
-                        .max()
-                        .unwrap_or(std::time::Duration::from_secs(600)),
+                    restarts,
+                    window,
                     replicated: a.replication.is_some(),
                 }
             })

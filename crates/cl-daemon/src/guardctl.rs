@@ -11,7 +11,7 @@ use std::time::Duration;
 use cl_config::clconf::FenceDevice;
 use cl_core::arbiter::ArbOp;
 use cl_core::dad::SilentAddresses;
-use cl_core::guard::{Gate, GuardConfig, GuardStatus, LeaseView, Sabotage};
+use cl_core::guard::{Gate, GuardConfig, GuardStatus, LeaseView};
 use cl_core::node::{NodeInput, ProbeAnswer, ProbeSeen};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
@@ -55,24 +55,9 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
         .peers()
         .iter()
         .filter_map(|p| cluster.node(p).and_then(|n| n.fence.as_ref()).map(|f| f.retry))
-        .min()
-        .unwrap_or(Duration::from_secs(2));
-    // The fence race (see the guard): the node running applications fences at once, a node
-    // running none waits; between equals the first node in clconf.xml wins.
+        .min();
     let first = cluster.nodes.first().map(|n| n.name.as_str()) == Some(ctx.local.as_str());
-    let fence_delay = cluster.heartbeat.timeout * 2;
-    GuardConfig {
-        local: ctx.local.clone(),
-        peers,
-        fence_delay,
-        first,
-        fence_retry,
-        probe: true,
-        probe_retry: Duration::from_secs(1),
-        settle: cluster.heartbeat.timeout,
-        lease: timing.lease,
-        sabotage: Sabotage::None,
-    }
+    GuardConfig::new(&ctx.local, peers, first, &timing, fence_retry)
 }
 
 /// What the probe of `peer` looks for: its own addresses on every network this node shares with

@@ -417,19 +417,10 @@ impl Sim {
             },
             ping_freshness: self.timing.freshness,
         };
-        let guard = GuardConfig {
-            local: local.clone(),
-            peers: [(peer.clone(), self.options.protection.fencing())].into_iter().collect(),
-            // The node running applications fences at once; see Guard's fencing rule.
-            fence_delay: TIMEOUT * 2,
-            first: n == 0,
-            fence_retry: Duration::from_secs(1),
-            probe: true,
-            probe_retry: Duration::from_secs(1),
-            settle: TIMEOUT,
-            lease: self.timing.lease,
-            sabotage: self.options.sabotage,
-        };
+        let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
+        let fence_retry = Some(Duration::from_secs(1));
+        let mut guard = GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry);
+        guard.sabotage = self.options.sabotage;
         let config = NodeConfig {
             membership,
             guard,

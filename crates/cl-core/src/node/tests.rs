@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::apps::{Desired, Failback, Want};
-use crate::guard::Sabotage;
 use crate::membership::Verdict;
 use crate::timing::SafetyTiming;
 
@@ -51,18 +50,13 @@ fn config(protection: Protection) -> NodeConfig {
             known_connections: vec![known()],
             ping_freshness: timing.freshness,
         },
-        guard: GuardConfig {
-            local: LOCAL.into(),
-            peers: [(PEER.to_string(), protection == Protection::Fencing)].into_iter().collect(),
-            fence_delay: TIMEOUT * 2,
-            first: true,
-            fence_retry: Duration::from_secs(1),
-            probe: true,
-            probe_retry: Duration::from_secs(1),
-            settle: TIMEOUT,
-            lease: timing.lease,
-            sabotage: Sabotage::None,
-        },
+        guard: GuardConfig::new(
+            LOCAL,
+            [(PEER.to_string(), protection == Protection::Fencing)].into_iter().collect(),
+            true,
+            &timing,
+            Some(Duration::from_secs(1)),
+        ),
         apps: vec![AppPolicy {
             name: APP.into(),
             // The peer is preferred: it runs the application until it fails.
