@@ -1,12 +1,15 @@
-//! The applications side of cldaemon: the `cl-core` applications machine, fed by membership
-//! and by the peers' announcements, with its actions carried out by [`Runner`]s in tasks whose
-//! results come back to the main loop as [`AppEvent`]s.
+//! The applications side of cldaemon: the IO of the engine's application actions (cl-core
+//! `node`). Starts and stops run in [`Runner`]s in tasks whose results come back to the main
+//! loop as [`AppEvent`]s, which it hands to the engine as `NodeInput`s; monitors, DRBD's
+//! events and the announcements to the peers live here too. Nothing here decides where an
+//! application runs.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use cl_config::{AppConfig, Built};
-use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
+use cl_core::apps::{Announcement, AppPolicy, AppState, Apps, Failback};
+use cl_core::node::NodeInput;
 use cl_core::Time;
 use cl_wire::msg::{ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus};
 use tokio::sync::mpsc;
@@ -56,7 +59,6 @@ pub struct AppControl {
     ctx: Context,
     /// The manager's clock, and what the takeover guard's probes found silent.
     silence: crate::guardctl::SilenceLog,
-    apps: Apps,
     runners: BTreeMap<String, Runner>,
     monitors: BTreeMap<String, Vec<JoinHandle<()>>>,
     /// Start sequences still running: a stop must not run beside one.
@@ -101,44 +103,6 @@ impl AppControl {
         events: mpsc::Sender<AppEvent>,
     ) -> AppControl {
         let configs = built_apps(&ctx);
-        let policies = configs
-            .iter()
-            .map(|a| {
-                // Each monitor and each resource has a restart budget: the strictest counts.
-                let budgets = || {
-                    a.monitors
-                        .iter()
-                        .map(|m| (m.restarts, m.window))
-                        .chain(a.resources.iter().map(|r| (r.restarts, r.window)))
-                };
-                AppPolicy {
-                    name: a.name.clone(),
-                    nodes: a.nodes.clone(),
-                    autostart: a.autostart,
-                    failback: match a.failback {
-                        cl_config::appconf::Failback::Auto => Failback::Auto,
-                        cl_config::appconf::Failback::Manual => Failback::Manual,
-                    },
-                    restarts: budgets().map(|(r, _)| r).min().unwrap_or(3),
-                    window: budgets()
-                        .map(|(_, w)| w)
-                        .max()
-                        .unwrap_or(std::time::Duration::from_secs(600)),
-                    replicated: a.replication.is_some(),
-                }
-            })
-            .collect();
-        let mut apps = Apps::new(
-            &ctx.local,
-            &ctx.peers(),
-            policies,
-            takeover_delay(&ctx),
-            crate::epoch::next_or_clock("application announcements"),
-        );
-        if ctx.cluster().arbitrator.is_some() {
-            // Only the lease holder runs applications (docs/safety.md).
-            apps = apps.with_lease();
-        }
         let storage = crate::storagectl::StorageControl::new(&configs);
         let runners =
             configs.into_iter().map(|a| (a.name.clone(), Runner::new(ctx.clone(), a))).collect();
@@ -146,7 +110,6 @@ impl AppControl {
             results: Results::default(),
             ctx,
             silence,
-            apps,
             runners,
             monitors: BTreeMap::new(),
             starts: BTreeMap::new(),
@@ -155,16 +118,42 @@ impl AppControl {
         }
     }
 
+    /// What the engine needs to know about each application, from its built configuration.
+    pub fn policies(&self) -> Vec<AppPolicy> {
+        self.runners
+            .values()
+            .map(|runner| {
+                let a = runner.config();
+                let budgets = a
+                    .monitors
+                    .iter()
+                    .map(|m| (m.restarts, m.window))
+                    .chain(a.resources.iter().map(|r| (r.restarts, r.window)));
+                let (restarts, window) = AppPolicy::strictest_budget(budgets);
+                AppPolicy {
+                    name: a.name.clone(),
+                    nodes: a.nodes.clone(),
+                    autostart: a.autostart,
+                    failback: match a.failback {
+                        cl_config::appconf::Failback::Auto => Failback::Auto,
+                        cl_config::appconf::Failback::Manual => Failback::Manual,
+                    },
+                    restarts,
+                    window,
+                    replicated: a.replication.is_some(),
+                }
+            })
+            .collect()
+    }
+
     /// Bring the replicated volumes up and follow DRBD's events (into `events`).
     pub fn start_storage(&mut self, events: mpsc::Sender<crate::storagectl::StorageEvent>) {
         self.storage.start(events);
     }
 
-    /// A DRBD event: the data verdicts may change.
-    pub fn on_storage(&mut self, event: crate::storagectl::StorageEvent) {
-        for input in self.storage.on_event(event) {
-            self.handle(input);
-        }
+    /// A DRBD event: the data verdicts it changes, for the engine.
+    pub fn on_storage(&mut self, event: crate::storagectl::StorageEvent) -> Vec<NodeInput> {
+        self.storage.on_event(event)
     }
 
     /// Alarms about replicated volumes (split brain, a lost disk, frozen I/O).
@@ -172,123 +161,81 @@ impl AppControl {
         self.storage.alarms(&self.ctx.local)
     }
 
-    /// Whether `peer` is gone as far as its data is concerned (for DRBD's fence-peer handler).
-    pub fn peer_gone(&self, peer: &str) -> bool {
-        self.apps.peer_gone(peer)
-    }
-
     fn now(&self) -> Time {
         self.silence.now()
     }
 
-    /// For the takeover guard: some application is active here, some should start here, and
-    /// the peer (as last heard) runs some.
-    pub fn lease_report(&self) -> (bool, bool, bool) {
-        (self.apps.active(), self.apps.wants_to_start(), self.apps.peer_active())
-    }
-
-    /// When the machine must be woken next (a take-over delay ending).
-    pub fn poll_timeout(&self) -> Option<Time> {
-        self.apps.poll_timeout()
-    }
-
-    /// Let time pass.
-    pub fn handle_timeout(&mut self) {
-        let now = self.now();
-        self.apps.handle_timeout(now);
-        self.drain();
-    }
-
-    /// Feed the machine and carry out what it asks.
-    pub fn handle(&mut self, input: AppInput) {
-        let now = self.now();
-        let healed = matches!(input, AppInput::PeerUp { .. } | AppInput::Reconnected);
-        self.apps.handle(now, input);
-        if healed {
-            // A partition healed: make sure clients and switches find our VIPs here.
-            for (name, runner) in &self.runners {
-                if self.apps.state(name) == Some(AppState::Running) {
-                    runner.reannounce();
-                }
-            }
-        }
-        self.drain();
-    }
-
-    /// After a cldaemon restart: applications whose resources are active here are ours.
-    pub async fn adopt_running(&mut self) {
+    /// After a cldaemon restart: the applications whose resources are active here (the engine
+    /// hears them as adopted).
+    pub async fn adopt_running(&self) -> Vec<String> {
         let mut adopted = Vec::new();
         for (name, runner) in &self.runners {
             if runner.is_active().await {
                 info!(app = %name, "{name} is active here: adopting it");
-                let now = self.silence.now();
-                self.apps.handle(now, AppInput::Adopted { app: name.clone() });
                 adopted.push(name.clone());
             }
         }
-        // Adopted means running: watched like one we started ourselves.
-        for name in adopted {
-            self.start_monitors(&name);
-        }
-        self.drain();
+        adopted
     }
 
-    fn drain(&mut self) {
-        while let Some(action) = self.apps.poll_action() {
-            match action {
-                AppAction::Start { app } => {
-                    let Some(runner) = self.runners.get(&app).cloned() else { continue };
-                    info!(%app, "starting {app}");
-                    let events = self.events.clone();
-                    let name = app.clone();
-                    // The guard's probe results as they stand now: an address it found silent a
-                    // moment ago is not probed again (cl-core `dad`).
-                    let (known, now) = (self.silence.snapshot(), self.silence.now());
-                    let task = tokio::task::spawn_local(async move {
-                        let result = runner.start(&known, now).await;
-                        let _ = events.send(AppEvent::Started { app, result }).await;
-                    });
-                    self.starts.insert(name, task);
-                }
-                AppAction::Stop { app, reason, urgent } => {
-                    for task in self.monitors.remove(&app).unwrap_or_default() {
-                        task.abort();
-                    }
-                    let Some(runner) = self.runners.get(&app).cloned() else { continue };
-                    // A node that gave up must have released everything within the stop margin:
-                    // the survivor's takeover delay counts on it (docs/safety.md).
-                    let deadline =
-                        urgent.then(|| crate::guardctl::safety_timing(&self.ctx).stop_margin);
-                    match deadline {
-                        Some(d) => {
-                            warn!(%app, "stopping {app} within {} ms: {reason}", d.as_millis())
-                        }
-                        None => info!(%app, "stopping {app}: {reason}"),
-                    }
-                    let events = self.events.clone();
-                    // A start still running could add the address or mount after the stop:
-                    // an urgent stop cuts it short, any other waits for it; then the stop
-                    // releases whatever it acquired.
-                    let start = self.starts.remove(&app).filter(|t| !t.is_finished());
-                    tokio::task::spawn_local(async move {
-                        if let Some(start) = start {
-                            if deadline.is_some() {
-                                start.abort();
-                            }
-                            let _ = start.await;
-                        }
-                        let result = runner.stop(deadline).await;
-                        let _ = events.send(AppEvent::Stopped { app, result }).await;
-                    });
-                }
-                AppAction::Announce => self.announce(),
-            }
+    /// A partition healed: announce the addresses of `app` again (gratuitous ARP / ND).
+    pub fn reannounce(&self, app: &str) {
+        if let Some(runner) = self.runners.get(app) {
+            runner.reannounce();
         }
+    }
+
+    /// Run the start sequence of `app` in a task; [`AppEvent::Started`] reports the end.
+    pub fn start(&mut self, app: String) {
+        let Some(runner) = self.runners.get(&app).cloned() else { return };
+        info!(%app, "starting {app}");
+        let events = self.events.clone();
+        let name = app.clone();
+        // The guard's probe results as they stand now: an address it found silent a
+        // moment ago is not probed again (cl-core `dad`).
+        let (known, now) = (self.silence.snapshot(), self.silence.now());
+        let task = tokio::task::spawn_local(async move {
+            let result = runner.start(&known, now).await;
+            let _ = events.send(AppEvent::Started { app, result }).await;
+        });
+        self.starts.insert(name, task);
+    }
+
+    /// Run the stop sequence of `app` in a task (within the stop margin when `urgent`);
+    /// [`AppEvent::Stopped`] reports the end.
+    pub fn stop(&mut self, app: String, reason: String, urgent: bool) {
+        for task in self.monitors.remove(&app).unwrap_or_default() {
+            task.abort();
+        }
+        let Some(runner) = self.runners.get(&app).cloned() else { return };
+        // A node that gave up must have released everything within the stop margin:
+        // the survivor's takeover delay counts on it (docs/safety.md).
+        let deadline = urgent.then(|| crate::guardctl::safety_timing(&self.ctx).stop_margin);
+        match deadline {
+            Some(d) => {
+                warn!(%app, "stopping {app} within {} ms: {reason}", d.as_millis())
+            }
+            None => info!(%app, "stopping {app}: {reason}"),
+        }
+        let events = self.events.clone();
+        // A start still running could add the address or mount after the stop:
+        // an urgent stop cuts it short, any other waits for it; then the stop
+        // releases whatever it acquired.
+        let start = self.starts.remove(&app).filter(|t| !t.is_finished());
+        tokio::task::spawn_local(async move {
+            if let Some(start) = start {
+                if deadline.is_some() {
+                    start.abort();
+                }
+                let _ = start.await;
+            }
+            let result = runner.stop(deadline).await;
+            let _ = events.send(AppEvent::Stopped { app, result }).await;
+        });
     }
 
     /// Send this node's announcement to every peer (in the background).
-    pub fn announce(&self) {
-        let announcement = self.apps.announcement();
+    pub fn announce(&self, announcement: Announcement) {
         let ctx = self.ctx.clone();
         tokio::task::spawn_local(async move {
             for peer in ctx.peers() {
@@ -309,24 +256,21 @@ impl AppControl {
         });
     }
 
-    /// A resource task finished.
-    pub fn on_event(&mut self, event: AppEvent) {
+    /// A resource task finished: what the engine must hear. `apps` is the engine's view.
+    pub fn on_event(&mut self, event: AppEvent, apps: &Apps) -> NodeInput {
         match event {
             AppEvent::Started { app, result } => {
                 self.starts.remove(&app);
-                let still_wanted = self.apps.state(&app) == Some(AppState::Starting);
+                let still_wanted = apps.state(&app) == Some(AppState::Starting);
                 match &result {
                     Ok(()) if !still_wanted => {
                         info!(%app, "{app} started, but it is being stopped")
                     }
-                    Ok(()) => {
-                        info!(%app, "{app} is running");
-                        self.start_monitors(&app);
-                    }
+                    Ok(()) => info!(%app, "{app} is running"),
                     Err(reason) => error!(%app, "{app} failed to start: {reason}"),
                 }
                 let (ok, reason) = split(result);
-                self.handle(AppInput::StartFinished { app, ok, reason });
+                NodeInput::StartFinished { app, ok, reason }
             }
             AppEvent::Stopped { app, result } => {
                 match &result {
@@ -336,18 +280,19 @@ impl AppControl {
                     }
                 }
                 let (ok, reason) = split(result);
-                self.handle(AppInput::StopFinished { app, ok, reason });
+                NodeInput::StopFinished { app, ok, reason }
             }
             AppEvent::MonitorFailed { app, reason } => {
+                // The engine counts it only against a running application.
                 warn!(%app, "monitor of {app} failed: {reason}");
-                if self.apps.state(&app) == Some(AppState::Running) {
-                    self.handle(AppInput::MonitorFailed { app, reason });
-                }
+                NodeInput::MonitorFailed { app, reason }
             }
         }
     }
 
-    fn start_monitors(&mut self, app: &str) {
+    /// Watch `app`, running here, with its monitors, its resources' own monitors and the NIC
+    /// check; a failure arrives as [`AppEvent::MonitorFailed`].
+    pub fn start_monitors(&mut self, app: &str) {
         let Some(runner) = self.runners.get(app) else { return };
         self.results.borrow_mut().remove(app);
         let mut tasks = Vec::new();
@@ -465,33 +410,12 @@ impl AppControl {
         self.monitors.insert(app.to_string(), tasks);
     }
 
-    /// An administrator's request.
-    pub fn admin(&mut self, op: AdminOp) -> Result<(), String> {
-        let (app, node) = match &op {
-            AdminOp::Start { app, node } | AdminOp::Switch { app, node } => (app, node.as_ref()),
-            AdminOp::Stop { app } => (app, None),
-        };
-        let Some(runner) = self.runners.get(app) else {
-            return Err(format!("there is no built application `{app}` on {}", self.ctx.local));
-        };
-        // A node the application may not run on would never start it: refuse at once.
-        if let Some(node) = node.filter(|n| !runner.config().nodes.contains(n)) {
-            return Err(format!(
-                "`{node}` is not a node of application `{app}` (its nodes: {})",
-                runner.config().nodes.join(", ")
-            ));
-        }
-        self.handle(AppInput::Admin(op));
-        Ok(())
-    }
-
-    /// Where each application runs, for clstat.
-    pub fn status(&self) -> Vec<ApplicationStatus> {
-        self.apps
-            .names()
+    /// Where each application runs, for clstat, from the engine's view `apps`.
+    pub fn status(&self, apps: &Apps) -> Vec<ApplicationStatus> {
+        apps.names()
             .into_iter()
             .map(|name| {
-                let view = self.apps.view(&name);
+                let view = apps.view(&name);
                 let active = view.iter().find(|(_, s)| s.may_be_active());
                 let (state, node) = match active {
                     Some((node, state)) => (state_name(*state), Some(node.clone())),
@@ -502,7 +426,7 @@ impl AppControl {
                     }
                     None => ("stopped".to_string(), None),
                 };
-                let failure = self.apps.last_failure(&name);
+                let failure = apps.last_failure(&name);
                 // The core keeps monotonic time; operators want the wall-clock moment.
                 let failure_at = failure.as_ref().map(|(at, _)| {
                     let ago = self.now().since(*at);
@@ -516,7 +440,7 @@ impl AppControl {
                     name: name.clone(),
                     state,
                     node,
-                    restarts: self.apps.failures(&name) as u32,
+                    restarts: apps.failures(&name) as u32,
                     last_failure: failure,
                     last_failure_at: failure_at,
                     vips: self
@@ -532,7 +456,7 @@ impl AppControl {
                         .unwrap_or_default(),
                     resources: self.resource_status(&name),
                     volumes: self.storage.status(&name),
-                    data_blocked: self.data_blocked(&name),
+                    data_blocked: self.data_blocked(apps, &name),
                     monitors: self
                         .results
                         .borrow()
@@ -554,15 +478,13 @@ impl AppControl {
     }
 
     /// The nodes that may not promote the data of `app`, this one first.
-    fn data_blocked(&self, app: &str) -> Vec<DataBlocked> {
-        let here = self
-            .apps
+    fn data_blocked(&self, apps: &Apps, app: &str) -> Vec<DataBlocked> {
+        let here = apps
             .data_blocked(app)
             .map(|why| DataBlocked { node: self.ctx.local.clone(), reason: why.clone() });
         here.into_iter()
             .chain(
-                self.apps
-                    .peer_data_blocked(app)
+                apps.peer_data_blocked(app)
                     .into_iter()
                     .map(|(node, reason)| DataBlocked { node, reason }),
             )
@@ -590,23 +512,8 @@ impl AppControl {
             .collect()
     }
 
-    /// Applications active anywhere, as `app on node`.
-    pub fn active_anywhere(&self) -> Vec<String> {
-        self.apps
-            .names()
-            .into_iter()
-            .flat_map(|name| {
-                self.apps
-                    .view(&name)
-                    .into_iter()
-                    .filter(|(_, s)| s.may_be_active())
-                    .map(move |(node, _)| format!("{name} on {node}"))
-            })
-            .collect()
-    }
-
     /// Stop every application active here and wait for it (clhalt on this node).
-    pub async fn stop_all_here(&mut self) {
+    pub async fn stop_all_here(&mut self, apps: &Apps) {
         for (app, tasks) in std::mem::take(&mut self.monitors) {
             for task in tasks {
                 task.abort();
@@ -614,7 +521,7 @@ impl AppControl {
             let _ = app;
         }
         for (name, runner) in &self.runners {
-            if self.apps.state(name).is_some_and(|s| s.may_be_active()) {
+            if apps.state(name).is_some_and(|s| s.may_be_active()) {
                 info!(app = %name, "stopping {name}: the cluster is halted on this node");
                 if let Err(e) = runner.stop(None).await {
                     error!(app = %name, "{name} could not be stopped cleanly: {e}");

@@ -1,8 +1,9 @@
 //! The IO side of the takeover guard (cl-core `guard`): the peer-alive probe over ARP / ND,
 //! the fence agent, the arbitrator's lease, and the "taking over" notice the heartbeats carry.
 //!
-//! Each piece of work runs in its own task and reports back to the manager's loop as a
-//! [`GuardInput`]; the guard alone decides what it means.
+//! Each piece of work runs in its own task and reports back to the manager's loop what it saw,
+//! as a [`NodeInput`]; the engine (cl-core `node`) alone decides what it means: whether the
+//! peer answered the probe, whether a lease reply counts as a grant.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,14 +11,15 @@ use std::time::Duration;
 use cl_config::clconf::FenceDevice;
 use cl_core::arbiter::ArbOp;
 use cl_core::dad::SilentAddresses;
-use cl_core::guard::{Gate, GuardConfig, GuardInput, GuardStatus, LeaseView, Sabotage};
+use cl_core::guard::{Gate, GuardConfig, GuardStatus, LeaseView};
+use cl_core::node::{NodeInput, ProbeAnswer, ProbeSeen};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
 use cl_drivers::fence::FenceAction;
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
 use cl_paths::Paths;
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::context::Context;
 
@@ -53,24 +55,9 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
         .peers()
         .iter()
         .filter_map(|p| cluster.node(p).and_then(|n| n.fence.as_ref()).map(|f| f.retry))
-        .min()
-        .unwrap_or(Duration::from_secs(2));
-    // The fence race (see the guard): the node running applications fences at once, a node
-    // running none waits; between equals the first node in clconf.xml wins.
+        .min();
     let first = cluster.nodes.first().map(|n| n.name.as_str()) == Some(ctx.local.as_str());
-    let fence_delay = cluster.heartbeat.timeout * 2;
-    GuardConfig {
-        local: ctx.local.clone(),
-        peers,
-        fence_delay,
-        first,
-        fence_retry,
-        probe: true,
-        probe_retry: Duration::from_secs(1),
-        settle: cluster.heartbeat.timeout,
-        lease: timing.lease,
-        sabotage: Sabotage::None,
-    }
+    GuardConfig::new(&ctx.local, peers, first, &timing, fence_retry)
 }
 
 /// What the probe of `peer` looks for: its own addresses on every network this node shares with
@@ -139,12 +126,12 @@ impl SilenceLog {
     }
 }
 
-/// Probe `peer` at `targets` ([`probe_targets`]) in the background; the result arrives on
-/// `results`, and what was found silent goes into `silence`.
+/// Probe `peer` at `targets` ([`probe_targets`]) in the background; what each address did
+/// arrives on `results`, and what was found silent goes into `silence`.
 pub fn probe(
     targets: Vec<Vip>,
     peer: String,
-    results: mpsc::Sender<GuardInput>,
+    results: mpsc::Sender<NodeInput>,
     silence: SilenceLog,
 ) {
     tokio::spawn(async move {
@@ -155,31 +142,23 @@ pub fn probe(
             (t, outcome)
         });
         let outcomes = futures_join_all(probes).await;
-        let mut answered = Vec::new();
-        let mut probed = Vec::new();
+        let mut seen = Vec::new();
         for (target, outcome) in outcomes {
             silence.record(target.address, began, matches!(outcome, Ok(ProbeOutcome::Free)));
-            match outcome {
+            let answer = match outcome {
                 Ok(ProbeOutcome::InUse { by_mac }) => {
                     let mac: Vec<String> = by_mac.iter().map(|b| format!("{b:02x}")).collect();
-                    answered.push(format!("{} answered from {}", target.address, mac.join(":")))
+                    ProbeAnswer::Answered { by: mac.join(":") }
                 }
-                Ok(ProbeOutcome::Free) => probed.push(target.address.to_string()),
-                // A local interface down: that network tells nothing.
-                Err(e) => warn!("peer-alive probe of {} failed: {e}", target.address),
-            }
+                Ok(ProbeOutcome::Free) => ProbeAnswer::Silent,
+                Err(e) => {
+                    warn!("peer-alive probe of {} failed: {e}", target.address);
+                    ProbeAnswer::Error { reason: e.to_string() }
+                }
+            };
+            seen.push(ProbeSeen { address: target.address, answer });
         }
-        // Nothing could be probed (every local interface down): nothing is known, so the peer
-        // counts as alive rather than as gone.
-        let alive = !answered.is_empty() || probed.is_empty();
-        let detail = if !answered.is_empty() {
-            answered.join(", ")
-        } else if probed.is_empty() {
-            "no address could be probed from this node".to_string()
-        } else {
-            format!("probed {}", probed.join(", "))
-        };
-        let _ = results.send(GuardInput::ProbeResult { peer, alive, detail }).await;
+        let _ = results.send(NodeInput::ProbeResult { peer, seen }).await;
     });
 }
 
@@ -228,13 +207,13 @@ pub fn read_notice_at(path: &std::path::Path) -> Vec<String> {
 }
 
 /// Power `peer` off with its fence device; the result arrives on `results`.
-pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<GuardInput>) {
+pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<NodeInput>) {
     let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
     let paths = ctx.paths.clone();
     // The agent runner's future is not Send: give it a thread and a runtime of its own.
     std::thread::spawn(move || {
         let (ok, detail) = fence_off(device, &peer, &paths);
-        let _ = results.blocking_send(GuardInput::FenceResult { peer, ok, detail });
+        let _ = results.blocking_send(NodeInput::FenceResult { peer, ok, detail });
     });
 }
 
@@ -259,9 +238,9 @@ fn fence_off(device: Option<FenceDevice>, peer: &str, paths: &Paths) -> (bool, S
     }
 }
 
-/// Send lease request `id` to the arbitrator; the answer arrives on `results`. No answer is
-/// reported as nothing: the guard counts a request unanswered in time as refused.
-pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::Sender<GuardInput>) {
+/// Send lease request `id` to the arbitrator; its answer, as given, arrives on `results`. No
+/// answer is reported as nothing: the engine counts a request unanswered in time as refused.
+pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::Sender<NodeInput>) {
     let ctx = ctx.clone();
     let link = link.clone();
     let timing = safety_timing(&ctx);
@@ -286,23 +265,13 @@ pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::S
                 if let Some(error) = &reply.error {
                     warn!("the arbitrator refused lease request {id}: {error}");
                 }
-                // Only a grant naming this node, for at least the lease this node counts on,
-                // is one: an arbitrator with a shorter lease would expire it before this node
-                // stops (a configuration mismatch, refused loudly).
-                let lease = timing.lease.map(|l| l.lease).unwrap_or_default();
-                let long_enough = u128::from(reply.lease_ms) >= lease.as_millis();
-                if reply.granted && !long_enough {
-                    error!(
-                        "the arbitrator grants {} ms leases, this node's configuration says {} ms: not counted as held",
-                        reply.lease_ms,
-                        lease.as_millis()
-                    );
-                }
-                let granted = reply.granted
-                    && long_enough
-                    && reply.holder.as_deref() == Some(ctx.local.as_str());
-                let remaining = (!granted).then(|| Duration::from_millis(reply.remaining_ms));
-                let input = GuardInput::LeaseReply { id, granted, holder: reply.holder, remaining };
+                let input = NodeInput::LeaseReply {
+                    id,
+                    granted: reply.granted,
+                    holder: reply.holder,
+                    lease: Duration::from_millis(reply.lease_ms),
+                    remaining: Duration::from_millis(reply.remaining_ms),
+                };
                 let _ = results.send(input).await;
             }
             Err(e) => warn!("lease request {id} ({op:?}) got no answer: {e}"),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cl_config::appconf::AppConfig;
 use cl_config::replication::DiskFailurePolicy;
-use cl_core::apps::AppInput;
+use cl_core::node::NodeInput;
 use cl_core::storage::{self, DiskFailureAction, ResyncProgress, VolumeState};
 use cl_drivers::drbd::events::{Event2 as Event, Events2};
 use cl_wire::msg::VolumeStatus;
@@ -119,13 +119,13 @@ impl StorageControl {
     }
 
     /// Feed one event line; returns the inputs for the applications machine.
-    pub fn on_event(&mut self, event: StorageEvent) -> Vec<AppInput> {
+    pub fn on_event(&mut self, event: StorageEvent) -> Vec<NodeInput> {
         let inputs = self.feed(event);
         self.resyncing.store(self.resyncing(), Ordering::Relaxed);
         inputs
     }
 
-    fn feed(&mut self, event: StorageEvent) -> Vec<AppInput> {
+    fn feed(&mut self, event: StorageEvent) -> Vec<NodeInput> {
         match event {
             StorageEvent::Restarted => {
                 self.parser = Events2::new();
@@ -155,7 +155,7 @@ impl StorageControl {
         }
     }
 
-    fn changed(&mut self, resource: &str) -> Vec<AppInput> {
+    fn changed(&mut self, resource: &str) -> Vec<NodeInput> {
         let Some(volume) = self.volumes.get(resource).cloned() else { return Vec::new() };
         let state = self.parser.volumes().get(resource).cloned();
         self.sample(resource, state.as_ref());
@@ -186,7 +186,7 @@ impl StorageControl {
                 DiskFailureAction::Move => {
                     self.disk_failed.insert(resource.to_string(), true);
                     error!(app = %volume.app, "the local disk under {resource} failed: moving {} to the peer (on_disk_failure=move)", volume.app);
-                    inputs.push(AppInput::DataLost {
+                    inputs.push(NodeInput::DataLost {
                         app: volume.app.clone(),
                         reason: format!("the local disk under {resource} failed"),
                     });
@@ -197,7 +197,7 @@ impl StorageControl {
     }
 
     /// The data verdict of `app` from its volumes' states.
-    fn verdict(&self, app: &str) -> AppInput {
+    fn verdict(&self, app: &str) -> NodeInput {
         let resources = self.apps.get(app).map(|(r, _)| r.clone()).unwrap_or_default();
         let volumes = self.parser.volumes();
         let blocked =
@@ -207,7 +207,7 @@ impl StorageControl {
                     warn!(%app, "{app} may not start here: {resource}: {why}");
                     why
                 });
-        AppInput::Data { app: app.to_string(), blocked }
+        NodeInput::Data { app: app.to_string(), blocked }
     }
 
     fn sample(&mut self, resource: &str, state: Option<&VolumeState>) {

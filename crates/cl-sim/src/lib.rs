@@ -1,6 +1,7 @@
 //! A deterministic simulator for the decision core (issue 5, docs/safety.md).
 //!
-//! Two nodes run the real `Membership`, `Guard` and `Apps` machines of cl-core; everything
+//! Two nodes run the real engine of cl-core ([`cl_core::Node`]: membership, the takeover guard
+//! and the applications machine, wired together as in cldaemon); everything
 //! around them is simulated on one virtual clock from a seed: heartbeat links (cut both ways or
 //! one way, lossy, delayed, reordered, duplicated), the public network the peer-alive probe
 //! uses, each node's path to the outside (known connection and arbitrator), the arbitrator,
@@ -23,14 +24,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use cl_core::apps::{AdminOp, AppAction, AppInput, AppPolicy, AppState, Apps, Failback};
+use cl_core::apps::{AppPolicy, Failback};
 use cl_core::arbiter::{ArbOp, Arbiter};
-use cl_core::guard::{Guard, GuardAction, GuardConfig, GuardInput, Sabotage};
-use cl_core::membership::{Action, Input, LocalState, Membership, MembershipConfig};
-use cl_core::timing::{SafetyTiming, JITTER_ALLOWANCE};
+use cl_core::guard::{GuardConfig, Sabotage};
+use cl_core::membership::MembershipConfig;
+use cl_core::node::{Node as Engine, NodeConfig, NodeInput};
+use cl_core::timing::SafetyTiming;
 use cl_core::Time;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use nemesis::Fault;
+
+mod checker;
+mod nemesis;
+mod shell;
 
 /// Time allowed, after the last fault heals and the applications are asked to run, for every
 /// application to run on exactly one node.
@@ -38,6 +46,8 @@ pub const L1_BOUND: Duration = Duration::from_secs(15);
 
 const NAMES: [&str; 2] = ["node1", "node2"];
 const LINKS: [&str; 2] = ["public", "private"];
+/// Each node's address on the public network (what the peer-alive probe looks for).
+const PUBLIC: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const APPS: [&str; 2] = ["web", "db"];
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(1);
@@ -153,16 +163,11 @@ enum Power {
     Off,
 }
 
-struct Machines {
-    membership: Membership,
-    guard: Guard,
-    apps: Apps,
-}
-
 struct Node {
     power: Power,
     frozen: bool,
-    machines: Option<Machines>,
+    /// The node's engine, while it runs.
+    engine: Option<Engine>,
     /// Applications whose resources this node holds.
     held: BTreeSet<String>,
     /// Shell completions that arrived while frozen, replayed on thaw.
@@ -170,8 +175,8 @@ struct Node {
     epoch: u64,
     stop_fails: bool,
     next_wake: Option<Time>,
-    /// What the guard last heard from the applications machine.
-    reported: Option<(bool, bool, bool)>,
+    /// The peers its heartbeats say it is taking over (the engine's latest notice).
+    notice: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,9 +189,11 @@ enum Ev {
         to: usize,
         link: usize,
     },
-    /// cldaemon's "I am taking over your applications", sent with the heartbeats.
+    /// A heartbeat carrying cldaemon's "I am taking over your applications" (modelled as a
+    /// second copy of the beat, lost or delayed on its own).
     TakingOver {
         to: usize,
+        link: usize,
     },
     Announce {
         to: usize,
@@ -226,86 +233,11 @@ enum Ev {
         id: u64,
         granted: bool,
         holder: Option<String>,
-        remaining: Option<Duration>,
+        lease: Duration,
+        remaining: Duration,
         epoch: u64,
     },
     Fault(Fault),
-}
-
-/// One change the nemesis makes.
-#[derive(Debug, Clone, PartialEq)]
-enum Fault {
-    /// Cut heartbeats on both links both ways, and the public network's ARP.
-    Partition,
-    /// Heartbeats lost on both links both ways, ARP still answered.
-    HeartbeatsOnly,
-    /// Heartbeats from `from` to the other node lost on both links.
-    OneWay {
-        from: usize,
-    },
-    /// One link silent both ways.
-    LinkDown {
-        link: usize,
-    },
-    /// A node cut from everything.
-    Isolate {
-        n: usize,
-    },
-    /// A node's path to the outside lost.
-    OutsideCut {
-        n: usize,
-    },
-    Loss {
-        percent: u32,
-    },
-    Delay {
-        max_ms: u64,
-    },
-    Duplicate {
-        percent: u32,
-    },
-    HealNet,
-    Crash {
-        n: usize,
-    },
-    PowerOn {
-        n: usize,
-    },
-    Freeze {
-        n: usize,
-    },
-    Thaw {
-        n: usize,
-    },
-    ArbitratorDown,
-    ArbitratorUp,
-    FenceFailing {
-        on: bool,
-    },
-    FenceSlow {
-        on: bool,
-    },
-    StopFailing {
-        n: usize,
-        on: bool,
-    },
-    MonitorFails {
-        n: usize,
-        app: usize,
-    },
-    Admin {
-        n: usize,
-        op: u8,
-        app: usize,
-    },
-    /// Start of the healed tail: everything repaired.
-    Tail,
-    /// The administrator powers on what a late fence turned off.
-    PowerOnAll,
-    /// The administrator asks for every application (clstartapp), as after any repair.
-    AskAll,
-    /// The L1 check.
-    CheckLiveness,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -411,13 +343,13 @@ impl Sim {
         let node = || Node {
             power: Power::On,
             frozen: false,
-            machines: None,
+            engine: None,
             held: BTreeSet::new(),
             deferred: Vec::new(),
             epoch: 1,
             stop_fails: false,
             next_wake: None,
-            reported: None,
+            notice: Vec::new(),
         };
         let mut sim = Sim {
             options,
@@ -472,42 +404,34 @@ impl Sim {
         let local = NAMES[n].to_string();
         let peer = NAMES[other(n)].to_string();
         let epoch = self.nodes[n].epoch;
-        let membership = Membership::new(
-            MembershipConfig {
-                local: local.clone(),
-                peers: vec![peer.clone()],
-                links: LINKS.iter().map(|l| l.to_string()).collect(),
-                interval: INTERVAL,
-                timeout: TIMEOUT,
-                known_connections: if self.options.known_connections {
-                    vec!["10.10.0.1".parse().expect("literal address")]
-                } else {
-                    vec![]
-                },
-                ping_freshness: self.timing.freshness,
-            },
-            self.now,
-        );
-        let guard = Guard::new(GuardConfig {
+        let membership = MembershipConfig {
             local: local.clone(),
-            peers: [(peer.clone(), self.options.protection.fencing())].into_iter().collect(),
-            // The node running applications fences at once; see Guard's fencing rule.
-            fence_delay: TIMEOUT * 2,
-            first: n == 0,
-            fence_retry: Duration::from_secs(1),
-            probe: true,
-            probe_retry: Duration::from_secs(1),
-            settle: TIMEOUT,
-            lease: self.timing.lease,
-            sabotage: self.options.sabotage,
-        });
-        let mut apps = Apps::new(&local, &[peer], policies(), self.timing.takeover_delay(), epoch);
-        if self.timing.lease.is_some() {
-            apps = apps.with_lease();
-        }
-        self.nodes[n].reported = None;
-        apps.handle(self.now, AppInput::Formed { start_autostart: autostart });
-        self.nodes[n].machines = Some(Machines { membership, guard, apps });
+            peers: vec![peer.clone()],
+            links: LINKS.iter().map(|l| l.to_string()).collect(),
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            known_connections: if self.options.known_connections {
+                vec!["10.10.0.1".parse().expect("literal address")]
+            } else {
+                vec![]
+            },
+            ping_freshness: self.timing.freshness,
+        };
+        let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
+        let fence_retry = Some(Duration::from_secs(1));
+        let mut guard = GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry);
+        guard.sabotage = self.options.sabotage;
+        let config = NodeConfig {
+            membership,
+            guard,
+            apps: policies(),
+            takeover_delay: self.timing.takeover_delay(),
+            epoch,
+        };
+        let mut engine = Engine::new(config, self.now);
+        engine.handle(self.now, NodeInput::Formed { start_autostart: autostart });
+        self.nodes[n].engine = Some(engine);
+        self.nodes[n].notice.clear();
         self.log(format!("{}: boots (epoch {epoch})", NAMES[n]));
         self.drain(n);
     }
@@ -545,10 +469,8 @@ impl Sim {
                     return;
                 }
                 let now = self.now;
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.membership.handle_timeout(now);
-                    m.guard.handle_timeout(now);
-                    m.apps.handle_timeout(now);
+                if let Some(engine) = self.nodes[n].engine.as_mut() {
+                    engine.handle_timeout(now);
                 }
                 self.drain(n);
             }
@@ -558,15 +480,12 @@ impl Sim {
                 if !self.runs(n) {
                     return;
                 }
-                let notice = self.nodes[n]
-                    .machines
-                    .as_ref()
-                    .is_some_and(|m| m.guard.taking_over().contains(&NAMES[other(n)].to_string()));
+                let notice = self.nodes[n].notice.iter().any(|p| p == NAMES[other(n)]);
                 for link in 0..2 {
                     if self.net.beat[link][n] {
                         self.send(Ev::Beat { to: other(n), link });
                         if notice {
-                            self.send(Ev::TakingOver { to: other(n) });
+                            self.send(Ev::TakingOver { to: other(n), link });
                         }
                     }
                 }
@@ -584,47 +503,18 @@ impl Sim {
                     self.announce(n);
                 }
             }
-            Ev::Beat { to, link } => {
-                if self.runs(to) {
-                    let input = Input::Heartbeat {
-                        from: NAMES[other(to)].into(),
-                        link: LINKS[link].into(),
-                    };
-                    let now = self.now;
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.membership.handle(now, input);
-                    }
-                    self.drain(to);
-                }
-            }
-            Ev::TakingOver { to } => {
-                if self.runs(to) {
-                    let now = self.now;
-                    let peer = NAMES[other(to)].to_string();
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.guard.handle(now, GuardInput::PeerTakingOver { peer });
-                    }
-                    self.drain(to);
-                }
-            }
+            Ev::Beat { to, link } => self.beat(to, link, false),
+            Ev::TakingOver { to, link } => self.beat(to, link, true),
             Ev::Announce { to, ann } => {
                 if self.runs(to) {
-                    let now = self.now;
                     let peer = NAMES[other(to)].to_string();
-                    if let Some(m) = self.nodes[to].machines.as_mut() {
-                        m.apps.handle(now, AppInput::Peer { peer, announcement: *ann });
-                    }
-                    self.drain(to);
+                    self.feed(to, NodeInput::PeerAnnouncement { peer, announcement: *ann });
                 }
             }
             Ev::KnownReply(n) => {
                 if self.runs(n) && self.net.outside[n] {
-                    let now = self.now;
                     let target = "10.10.0.1".parse().expect("literal address");
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.membership.handle(now, Input::KnownConnectionReply { target });
-                    }
-                    self.drain(n);
+                    self.feed(n, NodeInput::KnownConnectionReply { target });
                 }
             }
             ev @ (Ev::StartDone { .. }
@@ -637,589 +527,16 @@ impl Sim {
         }
     }
 
-    /// A piece of shell work finished on its node (replayed later if the node is frozen).
-    fn shell_done(&mut self, ev: Ev) {
-        let (n, epoch) = match &ev {
-            Ev::StartDone { n, epoch, .. }
-            | Ev::StopDone { n, epoch, .. }
-            | Ev::ProbeDone { n, epoch, .. }
-            | Ev::FenceDone { n, epoch, .. } => (*n, *epoch),
-            Ev::LeaseReply { to, epoch, .. } => (*to, *epoch),
-            _ => return,
-        };
-        if self.nodes[n].power == Power::Off || self.nodes[n].epoch != epoch {
-            return; // the work died with the node
-        }
-        if self.nodes[n].frozen {
-            self.nodes[n].deferred.push(ev);
-            return;
-        }
-        let now = self.now;
-        match ev {
-            Ev::StartDone { app, ok, .. } => {
-                if !ok {
-                    // The shell releases what a failed start acquired before reporting.
-                    self.nodes[n].held.remove(&app);
-                }
-                self.log(format!(
-                    "{}: start of {app} {}",
-                    NAMES[n],
-                    if ok { "done" } else { "failed" }
-                ));
-                let reason = if ok { String::new() } else { "start script failed".into() };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.apps.handle(now, AppInput::StartFinished { app, ok, reason });
-                }
-            }
-            Ev::StopDone { app, ok, .. } => {
-                if ok {
-                    self.nodes[n].held.remove(&app);
-                }
-                self.log(format!(
-                    "{}: stop of {app} {}",
-                    NAMES[n],
-                    if ok { "done" } else { "FAILED (stuck)" }
-                ));
-                let reason = if ok { String::new() } else { "unmount failed".into() };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.apps.handle(now, AppInput::StopFinished { app, ok, reason });
-                }
-            }
-            Ev::ProbeDone { peer, .. } => {
-                // A node whose kernel runs answers ARP, frozen or not, if the network carries it.
-                let alive = self.nodes[peer].power == Power::On && self.net.arp;
-                self.log(format!(
-                    "{}: probe of {}: {}",
-                    NAMES[n],
-                    NAMES[peer],
-                    if alive { "answers" } else { "silent" }
-                ));
-                let input = GuardInput::ProbeResult {
-                    peer: NAMES[peer].into(),
-                    alive,
-                    detail: "simulated ARP".into(),
-                };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, input);
-                }
-            }
-            Ev::FenceDone { peer, .. } => {
-                let ok = !self.fence_failing;
-                if ok {
-                    self.power_off(peer, "fenced");
-                }
-                self.log(format!(
-                    "{}: fence of {} {}",
-                    NAMES[n],
-                    NAMES[peer],
-                    if ok { "succeeded" } else { "FAILED" }
-                ));
-                let input = GuardInput::FenceResult {
-                    peer: NAMES[peer].into(),
-                    ok,
-                    detail: "simulated".into(),
-                };
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, input);
-                }
-            }
-            Ev::LeaseReply { id, granted, holder, remaining, .. } => {
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, GuardInput::LeaseReply { id, granted, holder, remaining });
-                }
-            }
-            _ => {}
-        }
-        self.drain(n);
-    }
-
-    fn arbitrate(&mut self, from: usize, id: u64, op: ArbOp, epoch: u64) {
-        if !self.arbitrator.up || !self.net.outside[from] {
-            return;
-        }
-        let now = self.now;
-        let Ok((grant, _)) = self.arbitrator.arbiter.request(now, NAMES[from], op) else {
-            return;
-        };
-        if op == ArbOp::Release {
-            return;
-        }
-        let verdict = if grant.granted { "granted" } else { "denied" };
-        self.log(format!("arbitrator: {op:?} from {} -> {verdict}", NAMES[from]));
-        let delay = self.net_delay();
-        self.at(
-            delay,
-            Ev::LeaseReply {
-                to: from,
-                id,
-                granted: grant.granted,
-                holder: grant.holder,
-                remaining: (!grant.granted).then(|| Duration::from_millis(grant.remaining_ms)),
-                epoch,
-            },
-        );
-    }
-
-    fn net_delay(&mut self) -> Duration {
-        let max = self.net.delay_max_ms.max(1);
-        Duration::from_millis(self.rng.random_range(0..=max))
-    }
-
-    /// Put a node-to-node message on the wire, subject to loss, delay and duplication.
-    fn send(&mut self, ev: Ev) {
-        if self.rng.random_range(0..100) < self.net.loss {
-            return;
-        }
-        let copies = if self.rng.random_range(0..100) < self.net.duplicate { 2 } else { 1 };
-        for _ in 0..copies {
-            let delay = self.net_delay();
-            self.at(delay, ev.clone());
-        }
-    }
-
-    fn announce(&mut self, n: usize) {
-        if !self.net.connected() {
-            return;
-        }
-        let Some(m) = self.nodes[n].machines.as_ref() else { return };
-        let ann = Box::new(m.apps.announcement());
-        self.send(Ev::Announce { to: other(n), ann });
-    }
-
-    /// Route every action of node `n`'s machines until none is left.
-    fn drain(&mut self, n: usize) {
-        let now = self.now;
-        loop {
-            let Some(m) = self.nodes[n].machines.as_mut() else { return };
-            if let Some(action) = m.membership.poll_action() {
-                match &action {
-                    Action::SendHeartbeats => {}
-                    other_action => {
-                        let line = format!("{}: membership {other_action:?}", NAMES[n]);
-                        m.guard.on_membership(now, other_action);
-                        self.log(line);
-                    }
-                }
-                continue;
-            }
-            if let Some(action) = m.guard.poll_action() {
-                match action {
-                    GuardAction::Apps(input) => m.apps.handle(now, input),
-                    GuardAction::Probe { peer } => {
-                        let peer = if peer == NAMES[0] { 0 } else { 1 };
-                        let d = Duration::from_millis(self.rng.random_range(50..300));
-                        let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::ProbeDone { n, peer, epoch });
-                    }
-                    GuardAction::Fence { peer } => {
-                        let peer = if peer == NAMES[0] { 0 } else { 1 };
-                        let d = if self.fence_slow {
-                            Duration::from_millis(self.rng.random_range(2000..6000))
-                        } else {
-                            Duration::from_millis(self.rng.random_range(50..1500))
-                        };
-                        let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::FenceDone { n, peer, epoch });
-                    }
-                    GuardAction::Lease { id, op } => {
-                        if self.net.outside[n] {
-                            let d = self.net_delay();
-                            let epoch = self.nodes[n].epoch;
-                            self.at(d, Ev::LeaseRequest { from: n, id, op, epoch });
-                        }
-                    }
-                    GuardAction::Event { level, text } => {
-                        self.log(format!("{}: {level:?}: {text}", NAMES[n]));
-                    }
-                }
-                continue;
-            }
-            // What the applications machine holds and wants, for the guard (the lease, the
-            // fencing rule), after every change.
-            let report = (m.apps.active(), m.apps.wants_to_start(), m.apps.peer_active());
-            if self.nodes[n].reported != Some(report) {
-                self.nodes[n].reported = Some(report);
-                let (active, wanted, peer_active) = report;
-                if let Some(m) = self.nodes[n].machines.as_mut() {
-                    m.guard.handle(now, GuardInput::LocalApps { active, wanted, peer_active });
-                }
-                continue;
-            }
-            let Some(m) = self.nodes[n].machines.as_mut() else { return };
-            if let Some(action) = m.apps.poll_action() {
-                match action {
-                    AppAction::Start { app } => self.start(n, app),
-                    AppAction::Stop { app, reason, .. } => {
-                        self.log(format!("{}: stops {app}: {reason}", NAMES[n]));
-                        // The shell ends every stop within the stop margin (hard kill).
-                        let max = self.timing.stop_margin.as_millis() as u64 - 50;
-                        let d = Duration::from_millis(self.rng.random_range(5..max));
-                        let ok = !self.nodes[n].stop_fails;
-                        let epoch = self.nodes[n].epoch;
-                        self.at(d, Ev::StopDone { n, app, ok, epoch });
-                    }
-                    AppAction::Announce => self.announce(n),
-                }
-                continue;
-            }
-            break;
-        }
-        self.schedule_wake(n);
-    }
-
-    fn start(&mut self, n: usize, app: String) {
-        let peer = other(n);
-        // S2: the other holder must not be one that has given up.
-        let documented = self.options.protection == Protection::None && self.blind_while_outside;
-        if self.nodes[peer].held.contains(&app) && !documented {
-            if let Some(m) = self.nodes[peer].machines.as_ref() {
-                if m.membership.local_state() == LocalState::Isolated || m.guard.stopped_for_lease()
-                {
-                    self.violate(
-                        "S2",
-                        format!(
-                            "{} starts {app} while {} still holds it after giving up",
-                            NAMES[n], NAMES[peer]
-                        ),
-                    );
-                }
-            }
-        }
-        self.log(format!("{}: starts {app}", NAMES[n]));
-        self.nodes[n].held.insert(app.clone());
-        let d = Duration::from_millis(self.rng.random_range(10..400));
-        let ok = self.tail_started || self.rng.random_range(0..100) >= 3;
-        let epoch = self.nodes[n].epoch;
-        self.at(d, Ev::StartDone { n, app, ok, epoch });
-    }
-
-    fn schedule_wake(&mut self, n: usize) {
-        let Some(m) = self.nodes[n].machines.as_ref() else { return };
-        let next = [m.membership.poll_timeout(), m.guard.poll_timeout(), m.apps.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
-        let Some(mut next) = next else { return };
-        if next < self.now {
-            next = self.now;
-        }
-        if self.nodes[n].next_wake.is_some_and(|w| w <= next && w >= self.now) {
-            return;
-        }
-        self.nodes[n].next_wake = Some(next);
-        self.seq += 1;
-        self.queue.insert((next, self.seq), Ev::Wake(n));
-    }
-
     fn power_off(&mut self, n: usize, why: &str) {
         let node = &mut self.nodes[n];
         node.power = Power::Off;
         node.frozen = false;
-        node.machines = None;
+        node.engine = None;
+        node.notice.clear();
         node.held.clear();
         node.deferred.clear();
         node.epoch += 1;
         self.log(format!("{}: powered off ({why})", NAMES[n]));
-    }
-
-    fn violate(&mut self, rule: &'static str, what: String) {
-        if self.violations.iter().any(|v| v.rule == rule) {
-            return;
-        }
-        self.log(format!("VIOLATION {rule}: {what}"));
-        self.violations.push(Violation { rule, at: self.now, what });
-    }
-
-    fn check_safety(&mut self) {
-        let outside = !self.options.known_connections || self.net.outside.iter().all(|o| *o);
-        // A blind spell lasts, for the nodes, until each has heard the other again: decisions
-        // taken during it may still be carried out just after the network heals.
-        let reunited = (0..2).all(|n| {
-            self.nodes[n].machines.as_ref().is_some_and(|m| {
-                m.membership.peer_state(NAMES[other(n)]) == Some(cl_core::PeerState::Up)
-            })
-        });
-        if !self.net.mutually_blind() && reunited {
-            self.blind_while_outside = false;
-        } else if self.net.mutually_blind() && outside {
-            self.blind_while_outside = true;
-        }
-        for app in APPS {
-            let both = self.nodes.iter().all(|node| node.held.contains(app));
-            if !both {
-                self.in_documented_episode.remove(app);
-                continue;
-            }
-            if self.in_documented_episode.contains(app) {
-                continue;
-            }
-            let protected = self.options.protection != Protection::None;
-            if !protected && self.blind_while_outside {
-                self.documented += 1;
-                self.in_documented_episode.insert(app.to_string());
-                self.log(format!(
-                    "documented case: {app} held by both nodes while they cannot see each other"
-                ));
-                continue;
-            }
-            let rule = if protected { "S1" } else { "S1'" };
-            self.violate(rule, format!("{app} is held by both nodes"));
-        }
-    }
-
-    fn check_liveness(&mut self) {
-        for app in APPS {
-            // A stop that failed leaves the application to the administrator (or to fencing):
-            // no node may start it, by design.
-            let stuck = self.nodes.iter().any(|node| {
-                node.machines.as_ref().is_some_and(|m| m.apps.state(app) == Some(AppState::Stuck))
-            });
-            if stuck {
-                continue;
-            }
-            let running: Vec<usize> = (0..2)
-                .filter(|n| {
-                    self.nodes[*n].held.contains(app)
-                        && self.nodes[*n]
-                            .machines
-                            .as_ref()
-                            .is_some_and(|m| m.apps.state(app) == Some(AppState::Running))
-                })
-                .collect();
-            if running.len() != 1 {
-                let states: Vec<String> = (0..2)
-                    .map(|n| {
-                        let state = self.nodes[n].machines.as_ref().and_then(|m| m.apps.state(app));
-                        format!("{}={state:?}", NAMES[n])
-                    })
-                    .collect();
-                self.violate(
-                    "L1",
-                    format!(
-                        "{app} runs on {} nodes {} after the faults healed ({})",
-                        running.len(),
-                        ms(Time::ZERO + L1_BOUND),
-                        states.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
-    /// The nemesis: random faults during the fault phase, then a healed tail.
-    fn schedule_faults(&mut self) {
-        let fencing = self.options.protection.fencing();
-        let arbitrator = self.options.protection.arbitrator();
-        let mut t = Duration::from_secs(3);
-        let end = self.options.fault_phase;
-        while t < end {
-            let n = self.rng.random_range(0..2);
-            let fault = match self.rng.random_range(0..22) {
-                0 | 1 => Fault::Partition,
-                2 => Fault::HeartbeatsOnly,
-                3 => Fault::OneWay { from: n },
-                4 => Fault::LinkDown { link: self.rng.random_range(0..2) },
-                5 | 6 => Fault::Isolate { n },
-                7 => Fault::OutsideCut { n },
-                8 => Fault::Loss { percent: self.rng.random_range(5..60) },
-                9 => Fault::Delay {
-                    max_ms: self.rng.random_range(5..=JITTER_ALLOWANCE.as_millis() as u64),
-                },
-                10 => Fault::Duplicate { percent: self.rng.random_range(5..50) },
-                11..=13 => Fault::HealNet,
-                14 => Fault::Crash { n },
-                15 => Fault::PowerOn { n },
-                16 => Fault::Freeze { n },
-                17 => Fault::Thaw { n },
-                18 if arbitrator => {
-                    if self.rng.random_bool(0.5) {
-                        Fault::ArbitratorDown
-                    } else {
-                        Fault::ArbitratorUp
-                    }
-                }
-                19 if fencing => match self.rng.random_range(0..3) {
-                    0 => Fault::FenceFailing { on: self.rng.random_bool(0.5) },
-                    1 => Fault::FenceSlow { on: self.rng.random_bool(0.5) },
-                    _ => Fault::StopFailing { n, on: self.rng.random_bool(0.5) },
-                },
-                20 => Fault::MonitorFails { n, app: self.rng.random_range(0..2) },
-                _ => Fault::Admin {
-                    n,
-                    op: self.rng.random_range(0..3),
-                    app: self.rng.random_range(0..2),
-                },
-            };
-            self.seq += 1;
-            self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(fault));
-            t += Duration::from_millis(self.rng.random_range(200..5000));
-        }
-        self.seq += 1;
-        self.queue.insert((Time::ZERO + end, self.seq), Ev::Fault(Fault::Tail));
-        self.seq += 1;
-        self.queue.insert((Time::ZERO + end + L1_BOUND, self.seq), Ev::Fault(Fault::CheckLiveness));
-    }
-
-    fn any_frozen(&self) -> bool {
-        self.nodes.iter().any(|n| n.frozen)
-    }
-
-    fn fault(&mut self, fault: Fault) {
-        // Without fencing, a frozen node is told from a dead one only by ARP: a freeze while
-        // the public network is cut (or the reverse) is the case that needs fencing
-        // (docs/safety.md), so the nemesis does not combine them there.
-        let fencing = self.options.protection.fencing();
-        let cuts_arp =
-            matches!(fault, Fault::Partition | Fault::Isolate { .. } | Fault::LinkDown { link: 0 });
-        if !fencing
-            && ((cuts_arp && self.any_frozen())
-                || (matches!(fault, Fault::Freeze { .. }) && !self.net.arp))
-        {
-            return;
-        }
-        if self.tail_started
-            && !matches!(fault, Fault::CheckLiveness | Fault::AskAll | Fault::PowerOnAll)
-        {
-            return;
-        }
-        self.log(format!("nemesis: {fault:?}"));
-        match fault {
-            Fault::Partition => {
-                self.net.beat = [[false; 2]; 2];
-                self.net.arp = false;
-            }
-            Fault::HeartbeatsOnly => self.net.beat = [[false; 2]; 2],
-            Fault::OneWay { from } => {
-                for link in 0..2 {
-                    self.net.beat[link][from] = false;
-                }
-            }
-            Fault::LinkDown { link } => {
-                self.net.beat[link] = [false; 2];
-                if link == 0 {
-                    self.net.arp = false;
-                }
-            }
-            Fault::Isolate { n } => {
-                self.net.beat = [[false; 2]; 2];
-                self.net.arp = false;
-                self.net.outside[n] = false;
-            }
-            Fault::OutsideCut { n } => self.net.outside[n] = false,
-            Fault::Loss { percent } => self.net.loss = percent,
-            Fault::Delay { max_ms } => self.net.delay_max_ms = max_ms,
-            Fault::Duplicate { percent } => self.net.duplicate = percent,
-            Fault::HealNet => self.net = Net::healed(),
-            Fault::Crash { n } => {
-                if self.nodes[n].power == Power::On {
-                    self.power_off(n, "crashed");
-                }
-            }
-            Fault::PowerOn { n } => {
-                if self.nodes[n].power == Power::Off {
-                    self.nodes[n].power = Power::On;
-                    // The administrator runs clform on the rebooted node.
-                    self.boot(n, true);
-                }
-            }
-            Fault::Freeze { n } => {
-                if self.nodes[n].power == Power::On {
-                    self.nodes[n].frozen = true;
-                }
-            }
-            Fault::Thaw { n } => self.thaw(n),
-            Fault::ArbitratorDown => self.arbitrator.up = false,
-            Fault::ArbitratorUp => self.arbitrator.up = true,
-            Fault::FenceFailing { on } => self.fence_failing = on,
-            Fault::FenceSlow { on } => self.fence_slow = on,
-            Fault::StopFailing { n, on } => self.nodes[n].stop_fails = on,
-            Fault::MonitorFails { n, app } => {
-                if self.runs(n) {
-                    let now = self.now;
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.apps.handle(
-                            now,
-                            AppInput::MonitorFailed {
-                                app: APPS[app].into(),
-                                reason: "simulated".into(),
-                            },
-                        );
-                    }
-                    self.drain(n);
-                }
-            }
-            Fault::Admin { n, op, app } => {
-                if self.runs(n) {
-                    let app = APPS[app].to_string();
-                    let op = match op {
-                        0 => AdminOp::Start { app, node: None },
-                        1 => AdminOp::Stop { app },
-                        _ => AdminOp::Switch { app, node: None },
-                    };
-                    let now = self.now;
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        m.apps.handle(now, AppInput::Admin(op));
-                    }
-                    self.drain(n);
-                }
-            }
-            Fault::Tail => {
-                self.net = Net::healed();
-                self.arbitrator.up = true;
-                self.fence_failing = false;
-                self.fence_slow = false;
-                for n in 0..2 {
-                    self.nodes[n].stop_fails = false;
-                    self.thaw(n);
-                }
-                for n in 0..2 {
-                    if self.nodes[n].power == Power::Off {
-                        self.nodes[n].power = Power::On;
-                        self.boot(n, true);
-                    }
-                }
-                self.tail_started = true;
-                // Give the nodes time to see each other, then ask for every application.
-                self.at(Duration::from_secs(3), Ev::Fault(Fault::PowerOnAll));
-                self.at(Duration::from_secs(6), Ev::Fault(Fault::AskAll));
-            }
-            Fault::PowerOnAll => {
-                for n in 0..2 {
-                    if self.nodes[n].power == Power::Off {
-                        self.nodes[n].power = Power::On;
-                        self.boot(n, true);
-                    }
-                }
-            }
-            Fault::AskAll => {
-                let now = self.now;
-                for n in 0..2 {
-                    if let Some(m) = self.nodes[n].machines.as_mut() {
-                        for app in APPS {
-                            m.apps.handle(
-                                now,
-                                AppInput::Admin(AdminOp::Start { app: app.into(), node: None }),
-                            );
-                        }
-                    }
-                    self.drain(n);
-                }
-            }
-            Fault::CheckLiveness => self.check_liveness(),
-        }
-    }
-
-    fn thaw(&mut self, n: usize) {
-        if !self.nodes[n].frozen {
-            return;
-        }
-        self.nodes[n].frozen = false;
-        self.log(format!("{}: thawed", NAMES[n]));
-        let deferred = std::mem::take(&mut self.nodes[n].deferred);
-        for ev in deferred {
-            self.at(Duration::ZERO, ev);
-        }
-        self.at(Duration::ZERO, Ev::Wake(n));
     }
 }
 

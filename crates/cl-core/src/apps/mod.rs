@@ -118,6 +118,18 @@ pub struct AppPolicy {
     pub replicated: bool,
 }
 
+impl AppPolicy {
+    /// The restart budget of an application whose monitors and resources each have one
+    /// (restarts allowed within a window): the strictest counts, the fewest restarts over the
+    /// longest window; 3 in 10 minutes when none is configured.
+    pub fn strictest_budget(budgets: impl IntoIterator<Item = (u32, Duration)>) -> (u32, Duration) {
+        let budgets: Vec<(u32, Duration)> = budgets.into_iter().collect();
+        let restarts = budgets.iter().map(|(r, _)| *r).min().unwrap_or(3);
+        let window = budgets.iter().map(|(_, w)| *w).max().unwrap_or(Duration::from_secs(600));
+        (restarts, window)
+    }
+}
+
 /// What a peer announces about its applications.
 ///
 /// Announcements can arrive late and out of order (a connection attempt made during a
@@ -945,6 +957,11 @@ impl Apps {
             }
         }
         view
+    }
+
+    /// The nodes `app` may run on, most preferred first (`None`: no such application).
+    pub fn nodes_of(&self, app: &str) -> Option<&[String]> {
+        self.policies.get(app).map(|p| p.nodes.as_slice())
     }
 
     /// Names of the applications.

@@ -440,3 +440,10 @@ fn a_preferred_node_whose_data_never_comes_up_is_passed_over_after_the_grace() {
     pair.tick(0, due);
     assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
 }
+
+#[test]
+fn the_strictest_restart_budget_counts() {
+    let secs = Duration::from_secs;
+    assert_eq!(AppPolicy::strictest_budget([(3, secs(60)), (1, secs(30))]), (1, secs(60)));
+    assert_eq!(AppPolicy::strictest_budget([]), (3, secs(600)));
+}

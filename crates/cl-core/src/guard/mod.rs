@@ -31,6 +31,7 @@ use crate::apps::AppInput;
 use crate::arbiter::ArbOp;
 use crate::membership::{Action as MembershipAction, Verdict};
 use crate::time::Time;
+use crate::timing::SafetyTiming;
 
 #[cfg(test)]
 mod tests;
@@ -104,6 +105,35 @@ pub struct GuardConfig {
     pub lease: Option<LeaseTiming>,
     #[doc(hidden)]
     pub sabotage: Sabotage,
+}
+
+impl GuardConfig {
+    /// The guard of `local` in a cluster with `timing`: `peers` with whether each has a fence
+    /// device, `first` when `local` is listed first in clconf.xml, and the fence agents' retry
+    /// interval (the shortest configured; 2 s without one). The rules' own timing: a node
+    /// that runs no applications waits two heartbeat timeouts before fencing (the fence race),
+    /// a peer that answered the probe and then fell silent gets one heartbeat timeout to notice
+    /// it lost this node, and a peer that answers is probed again every second.
+    pub fn new(
+        local: &str,
+        peers: BTreeMap<String, bool>,
+        first: bool,
+        timing: &SafetyTiming,
+        fence_retry: Option<Duration>,
+    ) -> GuardConfig {
+        GuardConfig {
+            local: local.to_string(),
+            peers,
+            fence_delay: timing.timeout * 2,
+            first,
+            fence_retry: fence_retry.unwrap_or(Duration::from_secs(2)),
+            probe: true,
+            probe_retry: Duration::from_secs(1),
+            settle: timing.timeout,
+            lease: timing.lease,
+            sabotage: Sabotage::None,
+        }
+    }
 }
 
 /// Facts the shell reports to the guard.
@@ -538,6 +568,11 @@ impl Guard {
     /// True while this node holds the arbitrator's lease.
     pub fn holds_lease(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| l.held_until.is_some_and(|t| self.now < t))
+    }
+
+    /// The lease timing, when an arbitrator is configured.
+    pub fn lease_timing(&self) -> Option<LeaseTiming> {
+        self.config.lease
     }
 
     /// True while this node has stopped its applications for want of the lease.

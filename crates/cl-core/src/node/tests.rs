@@ -1,0 +1,493 @@
+//! Whole chains through the engine: a fact goes in, and the exact actions for the shell come
+//! out, in order, with the routing between membership, guard and applications done inside.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::apps::{Desired, Failback, Want};
+use crate::membership::Verdict;
+use crate::timing::SafetyTiming;
+
+const LOCAL: &str = "node1";
+const PEER: &str = "node2";
+const APP: &str = "web";
+const LINK: &str = "public";
+const INTERVAL: Duration = Duration::from_millis(200);
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which protection the two-node cluster has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protection {
+    /// Known connections and the peer-alive probe.
+    Probe,
+    /// A fence device for the peer.
+    Fencing,
+    /// An arbitrator's lease.
+    Arbitrator,
+}
+
+fn timing(protection: Protection) -> SafetyTiming {
+    let timing = SafetyTiming::new(INTERVAL, TIMEOUT);
+    match protection {
+        Protection::Arbitrator => timing.with_lease(timing.lease_floor()),
+        _ => timing,
+    }
+}
+
+fn known() -> IpAddr {
+    "10.10.0.1".parse().expect("literal address")
+}
+
+fn config(protection: Protection) -> NodeConfig {
+    let timing = timing(protection);
+    NodeConfig {
+        membership: MembershipConfig {
+            local: LOCAL.into(),
+            peers: vec![PEER.into()],
+            links: vec![LINK.into()],
+            interval: INTERVAL,
+            timeout: TIMEOUT,
+            known_connections: vec![known()],
+            ping_freshness: timing.freshness,
+        },
+        guard: GuardConfig::new(
+            LOCAL,
+            [(PEER.to_string(), protection == Protection::Fencing)].into_iter().collect(),
+            true,
+            &timing,
+            Some(Duration::from_secs(1)),
+        ),
+        apps: vec![AppPolicy {
+            name: APP.into(),
+            // The peer is preferred: it runs the application until it fails.
+            nodes: vec![PEER.into(), LOCAL.into()],
+            autostart: true,
+            failback: Failback::Manual,
+            restarts: 1,
+            window: Duration::from_secs(60),
+            replicated: false,
+        }],
+        takeover_delay: timing.takeover_delay(),
+        epoch: 1,
+    }
+}
+
+fn ms(t: u64) -> Time {
+    Time::from_millis(t)
+}
+
+/// One node's engine on a fake clock, with the actions it asked for.
+struct Harness {
+    node: Node,
+    now: Time,
+}
+
+impl Harness {
+    /// A formed node that hears its peer, which runs the application (and, with an
+    /// arbitrator, holds the lease).
+    fn with_peer_running(protection: Protection) -> Harness {
+        let mut h = Harness { node: Node::new(config(protection), ms(0)), now: ms(0) };
+        h.feed(NodeInput::Formed { start_autostart: false });
+        h.beat(false);
+        h.feed(NodeInput::KnownConnectionReply { target: known() });
+        let peer_lease = protection == Protection::Arbitrator;
+        h.feed(NodeInput::PeerAnnouncement {
+            peer: PEER.into(),
+            announcement: running(peer_lease),
+        });
+        h.drain();
+        h
+    }
+
+    fn feed(&mut self, input: NodeInput) -> Vec<NodeAction> {
+        self.node.handle(self.now, input);
+        self.drain()
+    }
+
+    fn beat(&mut self, taking_over: bool) -> Vec<NodeAction> {
+        let input = NodeInput::Heartbeat { from: PEER.into(), link: LINK.into(), taking_over };
+        self.feed(input)
+    }
+
+    fn drain(&mut self) -> Vec<NodeAction> {
+        std::iter::from_fn(|| self.node.poll_action()).collect()
+    }
+
+    /// Let time run to `until` in steps of half a heartbeat interval, with the peer's heartbeats while
+    /// `peer_alive` and the known connection's replies throughout; every action on the way.
+    fn run(&mut self, until: Time, peer_alive: bool) -> Vec<NodeAction> {
+        let mut actions = Vec::new();
+        while self.now < until {
+            self.now = (self.now + INTERVAL / 2).min(until);
+            self.node.handle_timeout(self.now);
+            actions.extend(self.drain());
+            if peer_alive {
+                actions.extend(self.beat(false));
+            }
+            actions.extend(self.feed(NodeInput::KnownConnectionReply { target: known() }));
+        }
+        actions
+    }
+}
+
+/// The peer's announcement: it runs the application.
+fn running(lease: bool) -> Announcement {
+    Announcement {
+        epoch: 1,
+        seq: 1,
+        states: [(APP.to_string(), AppState::Running)].into_iter().collect(),
+        desired: [(
+            APP.to_string(),
+            Desired {
+                want: Want::Running { node: None },
+                stamp: 1,
+                by: PEER.into(),
+                clears_failures: false,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        data_blocked: BTreeMap::new(),
+        lease,
+    }
+}
+
+fn peer_down() -> NodeAction {
+    NodeAction::Membership(Action::PeerDown {
+        peer: PEER.into(),
+        verdict: Verdict::TakeOver,
+        reason: format!(
+            "silent on every link for {} ms while a known connection answers",
+            TIMEOUT.as_millis()
+        ),
+    })
+}
+
+fn event(level: Level, text: &str) -> NodeAction {
+    NodeAction::Event { level, text: text.into() }
+}
+
+fn start() -> NodeAction {
+    NodeAction::Start { app: APP.into() }
+}
+
+fn silent() -> Vec<ProbeSeen> {
+    vec![ProbeSeen { address: "10.0.0.2".parse().expect("literal"), answer: ProbeAnswer::Silent }]
+}
+
+fn answered() -> Vec<ProbeSeen> {
+    vec![ProbeSeen {
+        address: "10.0.0.2".parse().expect("literal"),
+        answer: ProbeAnswer::Answered { by: "52:54:00:00:00:02".into() },
+    }]
+}
+
+fn notice(peers: &[&str]) -> NodeAction {
+    NodeAction::TakingOverNotice { peers: peers.iter().map(|p| p.to_string()).collect() }
+}
+
+fn lease_granted(protection: Protection, id: u64) -> NodeInput {
+    let lease = timing(protection).lease.map(|l| l.lease).unwrap_or_default();
+    NodeInput::LeaseReply { id, granted: true, holder: Some(LOCAL.into()), lease, remaining: lease }
+}
+
+#[test]
+fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
+    let mut h = Harness::with_peer_running(Protection::Probe);
+    assert_eq!(h.run(ms(4000), true), vec![]);
+    // Its last heartbeat came at 4 s: one timeout later it is down, and probed.
+    assert_eq!(h.run(ms(5200), false), vec![peer_down(), NodeAction::Probe { peer: PEER.into() }]);
+    assert_eq!(
+        h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
+        vec![
+            event(
+                Level::Info,
+                "node node2 does not answer on the public network (probed 10.0.0.2)"
+            ),
+            event(
+                Level::Warn,
+                "taking over the applications of node node2: it does not answer on any network"
+            ),
+            notice(&[PEER]),
+        ]
+    );
+    // The takeover delay: the time the peer, if it is the one cut off, needs to stop its copy.
+    let delay = timing(Protection::Probe).takeover_delay();
+    let due = h.now + delay;
+    assert_eq!(h.run(due - Duration::from_millis(1), false), vec![]);
+    assert_eq!(h.run(due, false), vec![start(), NodeAction::Announce]);
+    // Running: watched from now on.
+    assert_eq!(
+        h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() }),
+        vec![NodeAction::Monitor { app: APP.into() }, NodeAction::Announce]
+    );
+}
+
+#[test]
+fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
+    let mut h = Harness::with_peer_running(Protection::Probe);
+    h.run(ms(4000), true);
+    h.run(ms(5200), false);
+    let text = "node node2 is silent on every heartbeat link but still answers on the public network (10.0.0.2 answered from 52:54:00:00:00:02): it is alive, so this node takes nothing over; check the heartbeat networks";
+    assert_eq!(
+        h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }),
+        vec![event(Level::Alarm, text)]
+    );
+    assert_eq!(h.run(ms(6300), false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    // Silent now, after answering: it may only now have lost this node, so the engine waits a
+    // heartbeat timeout before taking over, then the takeover delay.
+    let actions = h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
+    assert_eq!(
+        actions,
+        vec![event(
+            Level::Info,
+            "node node2 does not answer on the public network (probed 10.0.0.2)"
+        )]
+    );
+    let settled = h.now + TIMEOUT;
+    let started = settled + timing(Protection::Probe).takeover_delay();
+    assert_eq!(
+        h.run(settled, false),
+        vec![
+            event(
+                Level::Warn,
+                "taking over the applications of node node2: it does not answer on any network"
+            ),
+            notice(&[PEER]),
+        ]
+    );
+    assert_eq!(h.run(started, false), vec![start(), NodeAction::Announce]);
+}
+
+#[test]
+fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
+    let protection = Protection::Fencing;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    assert_eq!(h.run(ms(5000), false), vec![peer_down()]);
+    // This node runs nothing and the peer runs the application: it loses the fence race by
+    // two fence delays, so that a peer that is alive fences first.
+    let fence_at = ms(5000) + TIMEOUT * 4;
+    assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(
+        h.run(fence_at, false),
+        vec![
+            event(Level::Warn, "fencing node node2 (attempt 1)"),
+            NodeAction::Fence { peer: PEER.into() }
+        ]
+    );
+    assert_eq!(
+        h.feed(NodeInput::FenceResult { peer: PEER.into(), ok: true, detail: "off".into() }),
+        vec![
+            event(Level::Warn, "node node2 was fenced (powered off)"),
+            event(Level::Warn, "taking over the applications of node node2: it was fenced"),
+            start(),
+            NodeAction::Announce,
+            notice(&[PEER]),
+        ]
+    );
+}
+
+#[test]
+fn a_failed_fence_takes_nothing_over_and_is_retried() {
+    let protection = Protection::Fencing;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(9000), false);
+    let failed =
+        h.feed(NodeInput::FenceResult { peer: PEER.into(), ok: false, detail: "timeout".into() });
+    assert_eq!(
+        failed,
+        vec![event(
+            Level::Alarm,
+            "fencing node node2 failed (attempt 1): timeout; nothing of node2 is taken over until it succeeds; retrying in 1000 ms"
+        )]
+    );
+    assert_eq!(
+        h.run(ms(10_000), false),
+        vec![
+            event(Level::Warn, "fencing node node2 (attempt 2)"),
+            NodeAction::Fence { peer: PEER.into() }
+        ]
+    );
+}
+
+#[test]
+fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_granted() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    assert_eq!(h.run(ms(4000), true), vec![]);
+    assert_eq!(
+        h.run(ms(5200), false),
+        vec![peer_down(), NodeAction::Lease { id: 1, op: ArbOp::Acquire }]
+    );
+    // Granted: the peer cannot hold it, so no takeover delay; the probe still looks for it.
+    assert_eq!(
+        h.feed(lease_granted(protection, 1)),
+        vec![NodeAction::Probe { peer: PEER.into() }, NodeAction::Announce]
+    );
+    assert_eq!(
+        h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
+        vec![
+            event(Level::Info, "node node2 does not answer on the public network (probed 10.0.0.2)"),
+            event(
+                Level::Warn,
+                "taking over the applications of node node2: it does not answer on any network and this node holds the arbitrator's lease"
+            ),
+            start(),
+            NodeAction::Announce,
+            notice(&[PEER]),
+        ]
+    );
+}
+
+#[test]
+fn with_an_arbitrator_the_lease_is_held_ahead_of_a_start() {
+    let protection = Protection::Arbitrator;
+    let mut config = config(protection);
+    config.apps[0].nodes = vec![LOCAL.into(), PEER.into()];
+    config.apps[0].autostart = true;
+    let mut h = Harness { node: Node::new(config, ms(0)), now: ms(0) };
+    // The application should run here: this node asks for the lease before anything else.
+    assert_eq!(
+        h.feed(NodeInput::Formed { start_autostart: true }),
+        vec![NodeAction::Lease { id: 1, op: ArbOp::Acquire }, NodeAction::Announce]
+    );
+    // Held, but the peer is not heard yet: nothing starts (it might run it).
+    assert_eq!(h.feed(lease_granted(protection, 1)), vec![NodeAction::Announce]);
+    assert_eq!(
+        h.beat(false),
+        vec![NodeAction::Membership(Action::PeerUp { peer: PEER.into() }), NodeAction::Announce]
+    );
+    let mut idle = running(false);
+    idle.states.insert(APP.into(), AppState::Stopped);
+    idle.desired.clear();
+    // The peer runs nothing and agrees once it has our announcement; the lease is already held,
+    // so the start needs no further request.
+    h.feed(NodeInput::PeerAnnouncement { peer: PEER.into(), announcement: idle.clone() });
+    idle.seq = 2;
+    idle.desired = h.node.announcement().desired;
+    assert_eq!(
+        h.feed(NodeInput::PeerAnnouncement { peer: PEER.into(), announcement: idle }),
+        vec![start(), NodeAction::Announce]
+    );
+}
+
+#[test]
+fn a_grant_shorter_than_the_configured_lease_or_for_another_node_does_not_count() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(5200), false);
+    let short = NodeInput::LeaseReply {
+        id: 1,
+        granted: true,
+        holder: Some(LOCAL.into()),
+        lease: Duration::from_millis(100),
+        remaining: Duration::from_millis(100),
+    };
+    let actions = h.feed(short);
+    assert_eq!(
+        actions.first(),
+        Some(&event(
+            Level::Alarm,
+            "the arbitrator grants 100 ms leases, this node's configuration says 2600 ms: not counted as held"
+        ))
+    );
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, NodeAction::Probe { .. } | NodeAction::Start { .. })));
+    let other = NodeInput::LeaseReply {
+        id: 2,
+        granted: true,
+        holder: Some(PEER.into()),
+        lease: Duration::from_secs(3),
+        remaining: Duration::from_secs(3),
+    };
+    let actions = h.feed(other);
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, NodeAction::Probe { .. } | NodeAction::Start { .. })));
+}
+
+#[test]
+fn a_peer_taking_over_makes_this_node_stop_its_applications() {
+    let mut config = config(Protection::Probe);
+    config.apps[0].nodes = vec![LOCAL.into(), PEER.into()];
+    let mut h = Harness { node: Node::new(config, ms(0)), now: ms(0) };
+    h.feed(NodeInput::Formed { start_autostart: false });
+    h.beat(false);
+    h.feed(NodeInput::KnownConnectionReply { target: known() });
+    h.feed(NodeInput::Adopted { app: APP.into() });
+    let mut idle = running(false);
+    idle.states.insert(APP.into(), AppState::Stopped);
+    h.feed(NodeInput::PeerAnnouncement { peer: PEER.into(), announcement: idle });
+    assert_eq!(
+        h.beat(true),
+        vec![
+            event(
+                Level::Alarm,
+                "node node2 cannot hear this node and is taking over its applications: stopping them here"
+            ),
+            NodeAction::Stop { app: APP.into(), reason: "this node is isolated".into(), urgent: true },
+            NodeAction::Announce,
+        ]
+    );
+}
+
+#[test]
+fn a_healed_partition_reannounces_what_runs_here_and_withdraws_the_notice() {
+    let mut h = Harness::with_peer_running(Protection::Probe);
+    h.run(ms(4000), true);
+    h.run(ms(5200), false);
+    h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
+    h.run(ms(8000), false);
+    h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
+    assert_eq!(
+        h.beat(false),
+        vec![
+            NodeAction::Membership(Action::PeerUp { peer: PEER.into() }),
+            NodeAction::Reannounce { app: APP.into() },
+            NodeAction::Announce,
+            notice(&[]),
+        ]
+    );
+}
+
+#[test]
+fn the_probe_verdict() {
+    let error = ProbeSeen {
+        address: "10.0.0.3".parse().expect("literal"),
+        answer: ProbeAnswer::Error { reason: "interface down".into() },
+    };
+    // Nothing could be probed: nothing is known, so the peer counts as alive.
+    assert_eq!(
+        probe::verdict(std::slice::from_ref(&error)),
+        (true, "no address could be probed from this node".to_string())
+    );
+    assert!(!probe::verdict(&[silent(), vec![error.clone()]].concat()).0);
+    let (alive, detail) = probe::verdict(&[silent(), answered(), vec![error]].concat());
+    assert!(alive);
+    assert_eq!(detail, "10.0.0.2 answered from 52:54:00:00:00:02");
+}
+
+#[test]
+fn without_inputs_the_engine_only_asks_to_be_woken_for_judging() {
+    let h = Harness::with_peer_running(Protection::Probe);
+    // Heard at 0: the peer is judged one timeout later (no heartbeat-interval wake-ups).
+    assert_eq!(h.node.poll_timeout(), Some(ms(0) + timing(Protection::Probe).freshness));
+}
+
+#[test]
+fn admin_requests_about_unknown_applications_or_nodes_are_refused() {
+    let h = Harness::with_peer_running(Protection::Probe);
+    assert_eq!(h.node.check_admin(&AdminOp::Stop { app: APP.into() }), Ok(()));
+    assert_eq!(
+        h.node.check_admin(&AdminOp::Stop { app: "mail".into() }),
+        Err("there is no built application `mail` on node1".into())
+    );
+    assert_eq!(
+        h.node.check_admin(&AdminOp::Switch { app: APP.into(), node: Some("node3".into()) }),
+        Err("`node3` is not a node of application `web` (its nodes: node2, node1)".into())
+    );
+}

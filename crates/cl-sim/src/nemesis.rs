@@ -1,0 +1,294 @@
+//! The nemesis: random faults during the fault phase (network cuts, loss, crashes, freezes, a
+//! failing fence or arbitrator, administrators), then a healed tail.
+
+use std::time::Duration;
+
+use cl_core::apps::AdminOp;
+use cl_core::node::NodeInput;
+use cl_core::timing::JITTER_ALLOWANCE;
+use cl_core::Time;
+use rand::Rng;
+
+use super::{Ev, Net, Power, Sim, APPS, L1_BOUND, NAMES};
+
+/// One change the nemesis makes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fault {
+    /// Cut heartbeats on both links both ways, and the public network's ARP.
+    Partition,
+    /// Heartbeats lost on both links both ways, ARP still answered.
+    HeartbeatsOnly,
+    /// Heartbeats from `from` to the other node lost on both links.
+    OneWay {
+        from: usize,
+    },
+    /// One link silent both ways.
+    LinkDown {
+        link: usize,
+    },
+    /// A node cut from everything.
+    Isolate {
+        n: usize,
+    },
+    /// A node's path to the outside lost.
+    OutsideCut {
+        n: usize,
+    },
+    Loss {
+        percent: u32,
+    },
+    Delay {
+        max_ms: u64,
+    },
+    Duplicate {
+        percent: u32,
+    },
+    HealNet,
+    Crash {
+        n: usize,
+    },
+    PowerOn {
+        n: usize,
+    },
+    Freeze {
+        n: usize,
+    },
+    Thaw {
+        n: usize,
+    },
+    ArbitratorDown,
+    ArbitratorUp,
+    FenceFailing {
+        on: bool,
+    },
+    FenceSlow {
+        on: bool,
+    },
+    StopFailing {
+        n: usize,
+        on: bool,
+    },
+    MonitorFails {
+        n: usize,
+        app: usize,
+    },
+    Admin {
+        n: usize,
+        op: u8,
+        app: usize,
+    },
+    /// Start of the healed tail: everything repaired.
+    Tail,
+    /// The administrator powers on what a late fence turned off.
+    PowerOnAll,
+    /// The administrator asks for every application (clstartapp), as after any repair.
+    AskAll,
+    /// The L1 check.
+    CheckLiveness,
+}
+
+impl Sim {
+    /// The nemesis: random faults during the fault phase, then a healed tail.
+    pub(crate) fn schedule_faults(&mut self) {
+        let fencing = self.options.protection.fencing();
+        let arbitrator = self.options.protection.arbitrator();
+        let mut t = Duration::from_secs(3);
+        let end = self.options.fault_phase;
+        while t < end {
+            let n = self.rng.random_range(0..2);
+            let fault = match self.rng.random_range(0..22) {
+                0 | 1 => Fault::Partition,
+                2 => Fault::HeartbeatsOnly,
+                3 => Fault::OneWay { from: n },
+                4 => Fault::LinkDown { link: self.rng.random_range(0..2) },
+                5 | 6 => Fault::Isolate { n },
+                7 => Fault::OutsideCut { n },
+                8 => Fault::Loss { percent: self.rng.random_range(5..60) },
+                9 => Fault::Delay {
+                    max_ms: self.rng.random_range(5..=JITTER_ALLOWANCE.as_millis() as u64),
+                },
+                10 => Fault::Duplicate { percent: self.rng.random_range(5..50) },
+                11..=13 => Fault::HealNet,
+                14 => Fault::Crash { n },
+                15 => Fault::PowerOn { n },
+                16 => Fault::Freeze { n },
+                17 => Fault::Thaw { n },
+                18 if arbitrator => {
+                    if self.rng.random_bool(0.5) {
+                        Fault::ArbitratorDown
+                    } else {
+                        Fault::ArbitratorUp
+                    }
+                }
+                19 if fencing => match self.rng.random_range(0..3) {
+                    0 => Fault::FenceFailing { on: self.rng.random_bool(0.5) },
+                    1 => Fault::FenceSlow { on: self.rng.random_bool(0.5) },
+                    _ => Fault::StopFailing { n, on: self.rng.random_bool(0.5) },
+                },
+                20 => Fault::MonitorFails { n, app: self.rng.random_range(0..2) },
+                _ => Fault::Admin {
+                    n,
+                    op: self.rng.random_range(0..3),
+                    app: self.rng.random_range(0..2),
+                },
+            };
+            self.seq += 1;
+            self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(fault));
+            t += Duration::from_millis(self.rng.random_range(200..5000));
+        }
+        self.seq += 1;
+        self.queue.insert((Time::ZERO + end, self.seq), Ev::Fault(Fault::Tail));
+        self.seq += 1;
+        self.queue.insert((Time::ZERO + end + L1_BOUND, self.seq), Ev::Fault(Fault::CheckLiveness));
+    }
+
+    fn any_frozen(&self) -> bool {
+        self.nodes.iter().any(|n| n.frozen)
+    }
+
+    pub(crate) fn fault(&mut self, fault: Fault) {
+        // Without fencing, a frozen node is told from a dead one only by ARP: a freeze while
+        // the public network is cut (or the reverse) is the case that needs fencing
+        // (docs/safety.md), so the nemesis does not combine them there.
+        let fencing = self.options.protection.fencing();
+        let cuts_arp =
+            matches!(fault, Fault::Partition | Fault::Isolate { .. } | Fault::LinkDown { link: 0 });
+        if !fencing
+            && ((cuts_arp && self.any_frozen())
+                || (matches!(fault, Fault::Freeze { .. }) && !self.net.arp))
+        {
+            return;
+        }
+        if self.tail_started
+            && !matches!(fault, Fault::CheckLiveness | Fault::AskAll | Fault::PowerOnAll)
+        {
+            return;
+        }
+        self.log(format!("nemesis: {fault:?}"));
+        match fault {
+            Fault::Partition => {
+                self.net.beat = [[false; 2]; 2];
+                self.net.arp = false;
+            }
+            Fault::HeartbeatsOnly => self.net.beat = [[false; 2]; 2],
+            Fault::OneWay { from } => {
+                for link in 0..2 {
+                    self.net.beat[link][from] = false;
+                }
+            }
+            Fault::LinkDown { link } => {
+                self.net.beat[link] = [false; 2];
+                if link == 0 {
+                    self.net.arp = false;
+                }
+            }
+            Fault::Isolate { n } => {
+                self.net.beat = [[false; 2]; 2];
+                self.net.arp = false;
+                self.net.outside[n] = false;
+            }
+            Fault::OutsideCut { n } => self.net.outside[n] = false,
+            Fault::Loss { percent } => self.net.loss = percent,
+            Fault::Delay { max_ms } => self.net.delay_max_ms = max_ms,
+            Fault::Duplicate { percent } => self.net.duplicate = percent,
+            Fault::HealNet => self.net = Net::healed(),
+            Fault::Crash { n } => {
+                if self.nodes[n].power == Power::On {
+                    self.power_off(n, "crashed");
+                }
+            }
+            Fault::PowerOn { n } => {
+                if self.nodes[n].power == Power::Off {
+                    self.nodes[n].power = Power::On;
+                    // The administrator runs clform on the rebooted node.
+                    self.boot(n, true);
+                }
+            }
+            Fault::Freeze { n } => {
+                if self.nodes[n].power == Power::On {
+                    self.nodes[n].frozen = true;
+                }
+            }
+            Fault::Thaw { n } => self.thaw(n),
+            Fault::ArbitratorDown => self.arbitrator.up = false,
+            Fault::ArbitratorUp => self.arbitrator.up = true,
+            Fault::FenceFailing { on } => self.fence_failing = on,
+            Fault::FenceSlow { on } => self.fence_slow = on,
+            Fault::StopFailing { n, on } => self.nodes[n].stop_fails = on,
+            Fault::MonitorFails { n, app } => {
+                if self.runs(n) {
+                    let input = NodeInput::MonitorFailed {
+                        app: APPS[app].into(),
+                        reason: "simulated".into(),
+                    };
+                    self.feed(n, input);
+                }
+            }
+            Fault::Admin { n, op, app } => {
+                if self.runs(n) {
+                    let app = APPS[app].to_string();
+                    let op = match op {
+                        0 => AdminOp::Start { app, node: None },
+                        1 => AdminOp::Stop { app },
+                        _ => AdminOp::Switch { app, node: None },
+                    };
+                    self.feed(n, NodeInput::Admin(op));
+                }
+            }
+            Fault::Tail => {
+                self.net = Net::healed();
+                self.arbitrator.up = true;
+                self.fence_failing = false;
+                self.fence_slow = false;
+                for n in 0..2 {
+                    self.nodes[n].stop_fails = false;
+                    self.thaw(n);
+                }
+                for n in 0..2 {
+                    if self.nodes[n].power == Power::Off {
+                        self.nodes[n].power = Power::On;
+                        self.boot(n, true);
+                    }
+                }
+                self.tail_started = true;
+                // Give the nodes time to see each other, then ask for every application.
+                self.at(Duration::from_secs(3), Ev::Fault(Fault::PowerOnAll));
+                self.at(Duration::from_secs(6), Ev::Fault(Fault::AskAll));
+            }
+            Fault::PowerOnAll => {
+                for n in 0..2 {
+                    if self.nodes[n].power == Power::Off {
+                        self.nodes[n].power = Power::On;
+                        self.boot(n, true);
+                    }
+                }
+            }
+            Fault::AskAll => {
+                let now = self.now;
+                for n in 0..2 {
+                    if let Some(engine) = self.nodes[n].engine.as_mut() {
+                        for app in APPS {
+                            let op = AdminOp::Start { app: app.into(), node: None };
+                            engine.handle(now, NodeInput::Admin(op));
+                        }
+                    }
+                    self.drain(n);
+                }
+            }
+            Fault::CheckLiveness => self.check_liveness(),
+        }
+    }
+
+    pub(crate) fn thaw(&mut self, n: usize) {
+        if !self.nodes[n].frozen {
+            return;
+        }
+        self.nodes[n].frozen = false;
+        self.log(format!("{}: thawed", NAMES[n]));
+        let deferred = std::mem::take(&mut self.nodes[n].deferred);
+        for ev in deferred {
+            self.at(Duration::ZERO, ev);
+        }
+        self.at(Duration::ZERO, Ev::Wake(n));
+    }
+}
