@@ -10,7 +10,8 @@ needs=(ip:iproute2 nft:nftables ping:iputils-ping arping:iputils-arping mkfs.ext
        mount:mount python3:python3 ps:procps tcpdump:tcpdump timeout:coreutils
        /usr/lib/ocf/resource.d/heartbeat/IPaddr2:resource-agents
        qemu-system-x86_64:qemu-system-x86 cpio:cpio /bin/busybox:busybox-static curl:curl
-       wipefs:util-linux faketime:faketime rpm:rpm man:man-db groff:groff-base)
+       wipefs:util-linux faketime:faketime rpm:rpm man:man-db groff:groff-base
+       promtool:prometheus)
 missing=()
 for pair in "${needs[@]}"; do
   tool=${pair%%:*} package=${pair#*:}

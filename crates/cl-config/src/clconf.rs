@@ -38,6 +38,26 @@ pub struct ClusterConfig {
     /// The lease arbitrator on a third host, if one is configured.
     #[serde(default)]
     pub arbitrator: Option<Arbitrator>,
+    /// Where cldaemon serves Prometheus metrics (`<global>/<metrics>`); `None`: not served.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+/// cldaemon's Prometheus endpoint (`GET /metrics`, text exposition format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// The address and TCP port it listens on.
+    pub listen: SocketAddr,
+}
+
+impl Metrics {
+    /// The port when `<metrics port>` is not given. Prometheus' list of exporter ports
+    /// (9100-9999) is full; 9949 is not used by the cluster's own daemons nor by
+    /// drbd-reactor (9942), which often runs beside linuxha.
+    pub const DEFAULT_PORT: u16 = 9949;
+    /// The address when `<metrics address>` is not given: this node only, never the network
+    /// by surprise.
+    pub const DEFAULT_ADDRESS: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 }
 
 /// The lease arbitrator (`clarbd`) that grants one node at a time the right to take over.
@@ -229,7 +249,7 @@ fn resolve(
     let global = global.and_then(|g| read_global(g, host, diags));
     let nodes = read_nodes(root, &node_elements, host, diags);
     let known_connections = read_known_connections(root, known, &nodes, diags);
-    let (name, ports, key, heartbeat, arbitrator) = global?;
+    let (name, ports, key, heartbeat, arbitrator, metrics) = global?;
     // Only a configuration that is otherwise valid is judged for split-brain safety: with a
     // broken node or <fence> the warning would name the wrong nodes.
     let judge_safety = !diags.has_errors();
@@ -249,10 +269,12 @@ fn resolve(
         nodes: nodes.iter().map(ReadNode::config).collect(),
         known_connections,
         arbitrator,
+        metrics,
     })
 }
 
-type Global = (String, Ports, KeySource, HeartbeatTiming, Option<(Arbitrator, usize)>);
+type Global =
+    (String, Ports, KeySource, HeartbeatTiming, Option<(Arbitrator, usize)>, Option<Metrics>);
 
 /// The arbitrator must be a third host: one on a node's own address goes down with that node
 /// (and would let the node grant itself the lease). Reports it at `at` and answers true.
@@ -342,8 +364,62 @@ fn read_global(
         Some(arb) => read_arbitrator(arb, heartbeat, diags).map(Some),
         None => Some(None),
     };
+    let metrics = match global.child("metrics", diags) {
+        Some(m) => read_metrics(m, ports, diags).map(Some),
+        None => Some(None),
+    };
     global.finish(diags);
-    Some((name?, ports?, key?, heartbeat?, arbitrator?))
+    Some((name?, ports?, key?, heartbeat?, arbitrator?, metrics?))
+}
+
+/// `<metrics address="…" port="…"/>`: both optional (127.0.0.1 and [`Metrics::DEFAULT_PORT`]).
+fn read_metrics(
+    node: roxmltree::Node<'_, '_>,
+    ports: Option<Ports>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Metrics> {
+    let mut element = Element::new(node);
+    let address = element.attr("address");
+    let port = element.attr("port");
+    element.finish(diags);
+    let ip = match address {
+        Some(a) => read(diags, "<metrics address>", a, metrics_address)?,
+        None => Metrics::DEFAULT_ADDRESS,
+    };
+    let (port, port_at) = match port {
+        Some(p) => (read(diags, "<metrics port>", p, value::port)?, p.at),
+        None => (Metrics::DEFAULT_PORT, node.range().start),
+    };
+    // cldaemon's own ports listen on every node address; clhbd's is UDP but shares the list
+    // so that one port number means one daemon.
+    if let Some(ports) = ports {
+        let taken = [
+            ("cldaemon", ports.cldaemon),
+            ("cllockd", ports.cllockd),
+            ("clnetd", ports.clnetd),
+            ("clhbd", ports.clhbd),
+        ];
+        if let Some((daemon, _)) = taken.iter().find(|(_, p)| *p == port) {
+            diags.error(
+                port_at,
+                format!("<metrics>: port {port} is already used by {daemon}; give <metrics port> another port"),
+            );
+            return None;
+        }
+    }
+    Some(Metrics { listen: SocketAddr::new(ip, port) })
+}
+
+/// Where the metrics endpoint listens: one local address, or the unspecified address (every
+/// address of the node).
+fn metrics_address(text: &str) -> Result<IpAddr, String> {
+    let ip = value::ip(text)?;
+    if ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
+        return Err(format!(
+            "{ip} is not an address to listen on; give one of this node's addresses, 127.0.0.1, or 0.0.0.0 for all"
+        ));
+    }
+    Ok(ip)
 }
 
 /// The arbitrator's address: one host's unicast address (loopback is allowed, for a clarbd

@@ -314,3 +314,19 @@ fn replicated_volumes_resolve_and_survive_the_built_artefact() {
     assert!(back.config.replication.is_none());
     assert!(back.config.replicated_volumes().is_empty());
 }
+
+/// `<metrics/>` alone listens on this node only, on the documented default port; the
+/// attributes replace each, and no `<metrics>` serves nothing.
+#[test]
+fn metrics_endpoint_defaults_to_localhost_and_the_documented_port() {
+    use cl_config::clconf::Metrics;
+    let listen = |case: &str| {
+        let bytes = std::fs::read(golden_dir("clconf").join(case)).expect("case readable");
+        let loaded = load_cluster(case, &bytes, &FakeHost);
+        loaded.config.expect("loads").metrics.map(|m| m.listen)
+    };
+    assert_eq!(listen("ok-metrics-default.xml"), Some("127.0.0.1:9949".parse().expect("address")));
+    assert_eq!(Metrics::DEFAULT_PORT, 9949);
+    assert_eq!(listen("ok-metrics-all-addresses.xml"), Some("[::]:9100".parse().expect("address")));
+    assert_eq!(listen("ok-cluster1.xml"), None);
+}

@@ -245,6 +245,134 @@ pub struct ClusterStatus {
     /// rejected input, and whether it is in trouble (cannot serve normally).
     #[serde(default)]
     pub listeners: Vec<ListenerStatus>,
+    /// The takeover guard's state, typed (what `takeover` says in sentences).
+    #[serde(default)]
+    pub guard: GuardSummary,
+}
+
+/// The takeover guard's state in [`ClusterStatus`]: each peer's takeover gate and the lease.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuardSummary {
+    /// Each peer, while the cluster is formed here.
+    #[serde(default)]
+    pub peers: Vec<PeerTakeover>,
+    /// The arbitrator's lease, when one is configured and the cluster is formed here.
+    #[serde(default)]
+    pub lease: Option<LeaseSummary>,
+}
+
+/// Where the takeover of one peer stands, in [`GuardSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTakeover {
+    /// The peer.
+    pub peer: String,
+    /// The gate its takeover waits at.
+    pub stage: TakeoverStage,
+    /// Fence attempts in this takeover so far (the one running included).
+    pub fence_attempts: u32,
+}
+
+/// The gate a takeover waits at (cl-core `guard::Gate`, without its times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TakeoverStage {
+    /// The peer is up (or not judged yet).
+    Idle,
+    /// The peer is down but this node may not take over.
+    StandBy,
+    /// Waiting for the arbitrator's lease.
+    Lease,
+    /// Waiting to fence (the fence race, or the retry after a failure).
+    FenceWait,
+    /// The fence agent runs.
+    Fencing,
+    /// The peer-alive probe runs.
+    Probing,
+    /// The peer answers on the public networks: not taken over.
+    PeerAnswers,
+    /// Silent everywhere now; taking over after a settling delay.
+    Settle,
+    /// Taken over (after fencing or a silent probe).
+    Cleared,
+}
+
+impl TakeoverStage {
+    /// Every stage, in order.
+    pub const ALL: [TakeoverStage; 9] = [
+        TakeoverStage::Idle,
+        TakeoverStage::StandBy,
+        TakeoverStage::Lease,
+        TakeoverStage::FenceWait,
+        TakeoverStage::Fencing,
+        TakeoverStage::Probing,
+        TakeoverStage::PeerAnswers,
+        TakeoverStage::Settle,
+        TakeoverStage::Cleared,
+    ];
+
+    /// The name in JSON and in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            TakeoverStage::Idle => "idle",
+            TakeoverStage::StandBy => "stand_by",
+            TakeoverStage::Lease => "lease",
+            TakeoverStage::FenceWait => "fence_wait",
+            TakeoverStage::Fencing => "fencing",
+            TakeoverStage::Probing => "probing",
+            TakeoverStage::PeerAnswers => "peer_answers",
+            TakeoverStage::Settle => "settle",
+            TakeoverStage::Cleared => "cleared",
+        }
+    }
+}
+
+/// The arbitrator's lease as this node sees it, in [`GuardSummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSummary {
+    /// Where the lease stands.
+    pub state: LeaseState,
+    /// The node holding it, when known (this node when `held`).
+    pub holder: Option<String>,
+    /// How long this node still holds it, milliseconds (when `held`).
+    pub remaining_ms: Option<u64>,
+}
+
+/// Where the lease stands for this node (cl-core `guard::LeaseView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Not needed now (every peer up).
+    NotNeeded,
+    /// Asked for, no answer yet.
+    Asking,
+    /// Held by this node.
+    Held,
+    /// Refused: another node holds it (or the arbitrator said no).
+    Denied,
+    /// The arbitrator does not answer.
+    NoAnswer,
+}
+
+impl LeaseState {
+    /// Every state, in order.
+    pub const ALL: [LeaseState; 5] = [
+        LeaseState::NotNeeded,
+        LeaseState::Asking,
+        LeaseState::Held,
+        LeaseState::Denied,
+        LeaseState::NoAnswer,
+    ];
+
+    /// The name in JSON and in metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeaseState::NotNeeded => "not_needed",
+            LeaseState::Asking => "asking",
+            LeaseState::Held => "held",
+            LeaseState::Denied => "denied",
+            LeaseState::NoAnswer => "no_answer",
+        }
+    }
 }
 
 /// One listening socket (TCP port or Unix socket) of a daemon, in [`ClusterStatus`].

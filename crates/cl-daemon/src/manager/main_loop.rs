@@ -59,6 +59,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         ));
     }
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
+    tokio::spawn(crate::metrics::run(ctx.clone(), status_rx.clone()));
     tokio::spawn(crate::serve::monitor(None));
     tokio::spawn(crate::serve::report_frame_counters(ctx.clone(), peer_receiver.clone()));
 

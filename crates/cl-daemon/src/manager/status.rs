@@ -101,6 +101,7 @@ impl Manager {
             takeover,
             counters: serde_json::Value::Object(counters),
             listeners,
+            guard: crate::guard_summary::summary(&node.guard_status(), &self.ctx.local, now),
         }
     }
 }
@@ -131,5 +132,6 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
         takeover: Vec::new(),
         counters: serde_json::Value::Object(Default::default()),
         listeners,
+        guard: Default::default(),
     }
 }

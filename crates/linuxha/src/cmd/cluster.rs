@@ -173,6 +173,7 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
                 takeover: vec![],
                 counters: serde_json::Value::Object(Default::default()),
                 listeners: vec![],
+                guard: Default::default(),
             })
         }
     }
