@@ -17,6 +17,7 @@ pub mod dad;
 pub mod guard;
 pub mod membership;
 pub mod node;
+pub mod notice;
 pub mod storage;
 pub mod time;
 pub mod timing;
