@@ -13,6 +13,7 @@ pub mod built;
 pub mod clconf;
 pub mod diag;
 pub mod drbd;
+pub mod notify;
 pub mod replication;
 pub mod resources;
 pub mod value;
