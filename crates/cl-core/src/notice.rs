@@ -3,16 +3,16 @@
 //! Which facts count as an event is a decision, so it is made here: the engine
 //! ([`crate::node::Node`], once [`with_notifications`](crate::node::Node::with_notifications)
 //! is asked for) hands each one out as [`crate::node::NodeAction::Notify`], in the order it
-//! happened, next to the action it concerns. The daemon only delivers them. Events only the IO
-//! side sees (DRBD reporting a split brain) are raised by the daemon with the same type.
+//! happened, next to the action it concerns. The daemon only delivers them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::apps::{Announcement, AppAction, AppState};
 use crate::guard::{Gate, GuardStatus, LeaseView};
 use crate::membership::{Action, Verdict};
+use crate::storage::NotPromotable;
 
 /// Something that happened in the cluster, as this node saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +102,11 @@ pub enum ClusterEvent {
         /// The node that holds it; `None`: nobody.
         holder: Option<String>,
     },
-    /// DRBD reports a split brain on a replicated resource.
+    /// DRBD reports a split brain on an application's replicated data here: it is not promoted
+    /// until an administrator resolves it (`clsplitbrain`).
     SplitBrain {
-        /// The DRBD resource.
-        resource: String,
+        /// Application.
+        app: String,
     },
 }
 
@@ -260,7 +261,8 @@ impl ClusterEvent {
             | ClusterEvent::AppStopping { app, .. }
             | ClusterEvent::AppStopped { app }
             | ClusterEvent::AppFailed { app, .. }
-            | ClusterEvent::AppMoved { app, .. } => Some(app),
+            | ClusterEvent::AppMoved { app, .. }
+            | ClusterEvent::SplitBrain { app } => Some(app),
             _ => None,
         }
     }
@@ -289,6 +291,8 @@ pub(crate) struct Notices {
     held: BTreeMap<String, HoldReason>,
     /// The lease holder last reported (`None`: not reported yet).
     lease_holder: Option<Option<String>>,
+    /// Applications whose data is in split brain here.
+    split_brain: BTreeSet<String>,
 }
 
 impl Notices {
@@ -341,6 +345,21 @@ impl Notices {
             .filter(|(_, state)| **state == AppState::Running)
             .filter_map(|(app, _)| self.runs(app, peer))
             .collect()
+    }
+
+    /// The data verdict of `app` here: an event when it became a split brain.
+    pub(crate) fn data(
+        &mut self,
+        app: &str,
+        blocked: Option<&NotPromotable>,
+    ) -> Option<ClusterEvent> {
+        if blocked == Some(&NotPromotable::SplitBrain) {
+            let new = self.split_brain.insert(app.to_string());
+            new.then(|| ClusterEvent::SplitBrain { app: app.to_string() })
+        } else {
+            self.split_brain.remove(app);
+            None
+        }
     }
 
     /// The arbitrator's answer names `holder`: an event when that changed.

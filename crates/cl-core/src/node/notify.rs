@@ -52,6 +52,9 @@ impl Node {
             NodeInput::MonitorFailed { app, reason } => {
                 vec![ClusterEvent::AppFailed { app: app.clone(), reason: reason.clone() }]
             }
+            NodeInput::Data { app, blocked } => {
+                notices.data(app, blocked.as_ref()).into_iter().collect()
+            }
             NodeInput::DataLost { app, reason } => vec![ClusterEvent::AppFailed {
                 app: app.clone(),
                 reason: format!("its data failed: {reason}"),

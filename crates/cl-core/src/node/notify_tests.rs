@@ -261,3 +261,13 @@ fn a_failed_monitor_is_told_then_the_restart() {
     }));
     assert_eq!(told.first(), Some(&ClusterEvent::AppStopped { app: APP.into() }));
 }
+
+#[test]
+fn a_split_brain_is_told_once_until_it_is_resolved() {
+    let mut h = Harness::with_peer_running(false, true);
+    let split = || NodeInput::Data { app: APP.into(), blocked: Some(NotPromotable::SplitBrain) };
+    assert_eq!(events(h.feed(split())), vec![ClusterEvent::SplitBrain { app: APP.into() }]);
+    assert_eq!(events(h.feed(split())), vec![]);
+    assert_eq!(events(h.feed(NodeInput::Data { app: APP.into(), blocked: None })), vec![]);
+    assert_eq!(events(h.feed(split())), vec![ClusterEvent::SplitBrain { app: APP.into() }]);
+}
