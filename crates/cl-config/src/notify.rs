@@ -204,7 +204,7 @@ mod tests {
             event_filter("node_down, app_moved"),
             Ok(EventFilter::Only([EventKind::NodeDown, EventKind::AppMoved].into()))
         );
-        let err = event_filter("node_down,app_move").unwrap_err();
+        let err = event_filter("node_down,app_move").expect_err("not an event");
         assert!(err.contains("`app_move` is not an event"), "{err}");
         assert!(event_filter("node_down,,app_moved").is_err());
     }
