@@ -57,7 +57,7 @@ fn apache_on_node1(c: &Cluster) {
 }
 
 /// Cut node1 and measure until node2 serves apache's address.
-fn fail_over(c: &Cluster) -> Duration {
+fn fail_over(c: &mut Cluster) -> Duration {
     let t = Instant::now();
     c.lab.cut("node1", None).expect("cut node1");
     c.wait_served_by("node2", Duration::from_secs(30));
@@ -85,7 +85,7 @@ fn wait_line(path: &Path, timeout: Duration, pred: impl Fn(&str) -> bool) -> Vec
 fn a_failover_is_told_in_order_and_a_slow_notifier_does_not_delay_it() {
     // 1. A notifier recording every event on both nodes.
     let first = {
-        let Some(c) = Cluster::with_apache("notify_record", |_, etc| {
+        let Some(mut c) = Cluster::with_apache("notify_record", |_, etc| {
             add_notifier(etc, "record.sh", RECORD, r#"timeout="5s" events="all""#)
         }) else {
             println!("SKIPPED t58_notify: no lab on this machine");
@@ -94,7 +94,7 @@ fn a_failover_is_told_in_order_and_a_slow_notifier_does_not_delay_it() {
         apache_on_node1(&c);
         let log: PathBuf = c.etc("node2").join(NOTIFY_DIR).join("events.log");
         let before = lines(&log).len();
-        let took = fail_over(&c);
+        let took = fail_over(&mut c);
         let got = wait_line(&log, Duration::from_secs(15), |l| l.contains(" app_moved "));
         let after: Vec<Vec<&str>> = got[before..].iter().map(|l| l.split(' ').collect()).collect();
         let kinds: Vec<&str> = after.iter().map(|f| f[1]).collect();
@@ -147,13 +147,13 @@ fn a_failover_is_told_in_order_and_a_slow_notifier_does_not_delay_it() {
     };
 
     // 2. The same failover with a notifier that sleeps 10 s on node_down.
-    let Some(c) = Cluster::with_apache("notify_slow", |_, etc| {
+    let Some(mut c) = Cluster::with_apache("notify_slow", |_, etc| {
         add_notifier(etc, "slow.sh", SLOW, r#"timeout="30s" events="node_down""#)
     }) else {
         return;
     };
     apache_on_node1(&c);
-    let took = fail_over(&c);
+    let took = fail_over(&mut c);
     let slow = c.etc("node2").join(NOTIFY_DIR).join("slow.log");
     let got = lines(&slow);
     assert!(
