@@ -79,14 +79,8 @@ impl Notifications {
         let paths = ctx.paths.clone();
         let resolve: Resolve =
             Arc::new(move |program| crate::runner::trusted_program(&paths, program));
-        let origin = Origin { cluster: ctx.name().to_string(), local: ctx.local.clone() };
-        Notifications::start(
-            origin.cluster,
-            origin.local,
-            ctx.cluster().notify.clone(),
-            resolve,
-            QUEUE,
-        )
+        let (cluster, local) = (ctx.name().to_string(), ctx.local.clone());
+        Notifications::start(cluster, local, ctx.cluster().notify.clone(), resolve, QUEUE)
     }
 
     /// Start the delivery task for `notifiers` (none: a handle that drops every event).
