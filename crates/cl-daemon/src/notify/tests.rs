@@ -65,7 +65,8 @@ async fn events_reach_every_notifier_in_order_with_their_variables_and_document(
     n.notify(down());
     n.notify(ClusterEvent::AppStarting { app: "web".into() });
     n.notify(started("web"));
-    until(|| lines(&log).len() == 3).await;
+    // Counted as sent once each run ended: its JSON is written by then too.
+    until(|| n.stats().sent.load(Ordering::Relaxed) == 3).await;
     let got = lines(&log);
     let fields: Vec<Vec<&str>> = got.iter().map(|l| l.split(' ').collect()).collect();
     assert_eq!(fields[0][..7], ["1", "node_down", "cluster1", "node2", "node1", "-", "0"]);
@@ -79,7 +80,6 @@ async fn events_reach_every_notifier_in_order_with_their_variables_and_document(
     assert_eq!(docs[0]["subject_node"], "node1");
     assert_eq!(docs[0]["details"]["take_over"], true);
     assert_eq!(docs[2]["application"], "web");
-    until(|| n.stats().sent.load(Ordering::Relaxed) == 3).await;
     assert_eq!(n.counters()["notify_failed"], 0);
 }
 
@@ -105,7 +105,7 @@ async fn a_notifier_past_its_timeout_is_killed_with_its_children_and_counted() {
     // The shell and a child in its process group.
     let body = format!("sleep 30 & echo $! >> {p}\necho $$ >> {p}\nwait", p = pids.display());
     let program = script(dir.path(), "slow.sh", &body);
-    let mut n = start(vec![notifier(program, Duration::from_millis(300))], QUEUE);
+    let mut n = start(vec![notifier(program, Duration::from_secs(1))], QUEUE);
     let sent_at = Instant::now();
     n.notify(down());
     assert!(sent_at.elapsed() < Duration::from_millis(100), "notify() waited");
@@ -150,18 +150,20 @@ async fn a_full_queue_drops_and_counts_and_the_next_event_tells_how_many() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("log");
     let gate = dir.path().join("gate");
+    let running = dir.path().join("running");
     // The first event waits until the gate file exists, so the queue fills behind it.
     let body = format!(
-        "while [ ! -e {g} ]; do sleep 0.02; done\necho \"$LINUXHA_SEQ $LINUXHA_DROPPED\" >> {l}",
+        "touch {s}\nwhile [ ! -e {g} ]; do sleep 0.02; done\necho \"$LINUXHA_SEQ $LINUXHA_DROPPED\" >> {l}",
+        s = running.display(),
         g = gate.display(),
         l = log.display()
     );
     let program = script(dir.path(), "n.sh", &body);
     let mut n = start(vec![notifier(program, Duration::from_secs(10))], 2);
-    let sent_at = Instant::now();
     n.notify(started("e1"));
-    // Let the task take the first one out: then two fit, the rest are dropped.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the task took the first one out (its notifier runs), two fit, the rest are dropped.
+    until(|| running.exists()).await;
+    let sent_at = Instant::now();
     for i in 2..=10 {
         n.notify(started(&format!("e{i}")));
     }
