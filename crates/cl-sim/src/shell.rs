@@ -222,6 +222,8 @@ impl Sim {
                 // Monitors fail by the nemesis's hand (Fault::MonitorFails), not by watching.
                 NodeAction::Monitor { .. } => {}
                 NodeAction::TakingOverNotice { peers } => self.nodes[n].notice = peers,
+                // Notifiers are the administrator's programs: nothing to simulate.
+                NodeAction::Notify(_) => {}
             }
         }
         self.schedule_wake(n);

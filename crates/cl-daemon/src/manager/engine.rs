@@ -155,6 +155,7 @@ impl Manager {
                 NodeAction::TakingOverNotice { peers } => {
                     crate::guardctl::write_notice(&self.ctx, &peers);
                 }
+                NodeAction::Notify(event) => self.notifications.notify(event),
             }
         }
         if changed {

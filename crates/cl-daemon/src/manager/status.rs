@@ -84,6 +84,7 @@ impl Manager {
             .iter()
             .filter(|(k, _)| !k.starts_with("config_mismatch:"))
             .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([("notify".to_string(), self.notifications.counters())])
             .collect::<serde_json::Map<_, _>>();
         let listeners = crate::serve::statuses();
         warnings.extend(crate::serve::warnings(&listeners));
