@@ -55,17 +55,18 @@ impl Ticker {
     pub async fn tick(&mut self) -> io::Result<u64> {
         loop {
             let mut ready = self.fd.readable().await?;
-            let read = ready.try_io(|fd| {
-                let mut expirations = [0u8; 8];
-                nix::unistd::read(fd.get_ref().0.as_fd(), &mut expirations)
-                    .map_err(io::Error::from)
-                    .map(|_| u64::from_ne_bytes(expirations))
-            });
+            let mut expirations = [0u8; 8];
+            let read = nix::unistd::read(ready.get_inner().0.as_fd(), &mut expirations);
+            // Read (or found empty), the timerfd is not readable again until its next expiry,
+            // which the reactor reports anew: clearing now saves a read that would only fail.
             match read {
-                Ok(Ok(expirations)) => return Ok(expirations),
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(e),
-                Err(_would_block) => continue,
+                Ok(_) => {
+                    ready.clear_ready();
+                    return Ok(u64::from_ne_bytes(expirations));
+                }
+                Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
