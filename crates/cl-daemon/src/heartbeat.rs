@@ -365,8 +365,9 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         config_checksum: ctx.checksum.clone(),
         taking_over: Vec::new(),
     };
-    let mut tick = tokio::time::interval(cluster.heartbeat.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A timerfd: one wake-up per beat (tokio's timer wheel took two for a 200 ms interval).
+    let mut tick = cl_sys::ticker::Ticker::new(cluster.heartbeat.interval)
+        .context("cannot create the heartbeat clock (timerfd)")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
     // Both files are read again only when they change (a stat per beat, not a read and a parse).
@@ -376,7 +377,12 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     info!(interval_ms = cluster.heartbeat.interval.as_millis() as u64, "sending heartbeats");
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            ticked = tick.tick() => {
+                if let Err(e) = ticked {
+                    cl_sys::warn_limited!("clhbd2 clock", "timerfd", "heartbeat clock failed: {e}");
+                    tokio::time::sleep(cluster.heartbeat.interval).await;
+                }
+            }
             _ = hangup.recv() => {
                 match Context::load(ctx.paths.clone()) {
                     Ok(new) => {

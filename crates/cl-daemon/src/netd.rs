@@ -43,14 +43,20 @@ pub async fn run(ctx: Context) -> Result<()> {
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
     // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
     // waking this one.
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // A timerfd: one wake-up per ping (tokio's timer wheel took two for a 100 ms interval).
+    let mut tick =
+        cl_sys::ticker::Ticker::new(interval).context("cannot create the ping clock (timerfd)")?;
     let mut seq: u16 = 0;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            ticked = tick.tick() => {
+                if let Err(e) = ticked {
+                    cl_sys::warn_limited!("clnetd clock", "timerfd", "ping clock failed: {e}");
+                    tokio::time::sleep(interval).await;
+                    continue;
+                }
                 seq = seq.wrapping_add(1);
                 for target in &targets {
                     let _ = pinger.send(*target, seq).await;

@@ -31,8 +31,16 @@ pub const TROUBLE_WINDOW: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// The longest pause between failing accepts.
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// How long another daemon's report of its listeners stays current.
-const REPORT_FRESH: Duration = Duration::from_secs(5);
+/// How long another daemon's report of its listeners stays current: longer than
+/// [`REPORT_REFRESH`], so an unchanged report sent only that often never lapses.
+const REPORT_FRESH: Duration = Duration::from_secs(25);
+/// How often a daemon sends its listeners again although they did not change.
+const REPORT_REFRESH: Duration = Duration::from_secs(10);
+/// The monitor's pace while something is going on (a listener in trouble or busy).
+const MONITOR_TICK: Duration = Duration::from_secs(1);
+/// How long the monitor sleeps at most when nothing is going on; not longer than the log
+/// limiter's interval, so it sees every new rejection before that rejection's summary is due.
+const MONITOR_IDLE: Duration = cl_sys::ratelimit::INTERVAL;
 
 /// How many connections a listener keeps open at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +127,15 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+    poke_monitor();
+}
+
+/// Wakes [`monitor`] after a listener's counters, open connections or trouble changed (it
+/// runs at most once per [`MONITOR_TICK`] even so); an idle daemon's monitor sleeps.
+static MONITOR_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn poke_monitor() {
+    MONITOR_WAKE.notify_one();
 }
 
 /// The listeners of this process, for [`statuses`] and [`monitor`].
@@ -307,6 +324,8 @@ impl Drop for Conn {
                 }
             }
         }
+        drop(open);
+        poke_monitor();
     }
 }
 
@@ -399,16 +418,22 @@ pub fn accept_reason(error: &crate::exchange::AcceptError) -> String {
     }
 }
 
-/// Every second, put cldaemon's counters of its peers' frames into its own clstat (as clhbd
-/// and cllockd report theirs), through its event socket.
+/// Put cldaemon's counters of its peers' frames into its own clstat (as clhbd and cllockd
+/// report theirs), through its event socket: looked at every second, sent only when they
+/// changed, so that cldaemon's loop does not handle an unchanged report every second.
 pub async fn report_frame_counters(ctx: Context, receiver: Arc<Mutex<Receiver>>) {
     let Ok(events) = crate::heartbeat::event_sender() else { return };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sent = None;
     loop {
         tick.tick().await;
         let counters = *locked(&receiver).counters();
+        if sent == Some(counters) {
+            continue;
+        }
         let event = LocalEvent::Counters { daemon: Daemon::Cldaemon.to_string(), counters };
         crate::heartbeat::notify(&events, &ctx, &event).await;
+        sent = Some(counters);
     }
 }
 
@@ -440,18 +465,22 @@ pub fn warnings(listeners: &[ListenerStatus]) -> Vec<String> {
         .collect()
 }
 
-/// Every second: log the rate limiter's summaries, log when a listener gets into trouble and
-/// out of it, and, with `report`, send this daemon's listeners to cldaemon for clstat.
+/// Log the rate limiter's summaries when due, log when a listener gets into trouble and out of
+/// it, and, with `report`, send this daemon's listeners to cldaemon for clstat when they
+/// changed (and every [`REPORT_REFRESH`] regardless). It runs at most once per
+/// [`MONITOR_TICK`], and only when something is due or changed: an idle daemon does not wake
+/// for it more than once per [`MONITOR_IDLE`].
 pub async fn monitor(report: Option<(Context, Daemon)>) {
     let events = report.as_ref().and_then(|_| crate::heartbeat::event_sender().ok());
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sent: Option<(Instant, Vec<ListenerStatus>)> = None;
     loop {
-        tick.tick().await;
         let now = Instant::now();
         cl_sys::ratelimit::log_summaries(now);
         let listeners: Vec<Arc<Listener>> = registry().clone();
+        let mut in_trouble = false;
         for l in &listeners {
             let trouble = l.trouble(now);
+            in_trouble |= trouble.is_some();
             let mut recent = locked(&l.recent);
             match (&trouble, recent.reported) {
                 (Some(why), false) => {
@@ -466,10 +495,49 @@ pub async fn monitor(report: Option<(Context, Daemon)>) {
                 _ => {}
             }
         }
+        let mut wait = MONITOR_IDLE;
         if let (Some((ctx, daemon)), Some(events)) = (report.as_ref(), events.as_ref()) {
-            let listeners = listeners.iter().map(|l| l.status(now)).collect();
-            let event = LocalEvent::Listeners { daemon: daemon.to_string(), listeners };
-            crate::heartbeat::notify(events, ctx, &event).await;
+            let statuses: Vec<ListenerStatus> = listeners.iter().map(|l| l.status(now)).collect();
+            if report_due(sent.as_ref(), &statuses, now) {
+                let event = LocalEvent::Listeners {
+                    daemon: daemon.to_string(),
+                    listeners: statuses.clone(),
+                };
+                crate::heartbeat::notify(events, ctx, &event).await;
+                sent = Some((now, statuses));
+            }
+            wait = wait.min(REPORT_REFRESH);
+        }
+        if in_trouble {
+            // Each second while in trouble: the trouble text and its end are time-dependent.
+            wait = MONITOR_TICK;
+        }
+        if let Some(due) = cl_sys::ratelimit::global().next_due() {
+            wait = wait.min(due.saturating_duration_since(now));
+        }
+        let wait = wait.max(MONITOR_TICK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = MONITOR_WAKE.notified() => {
+                // Changes come in bursts (a connection opens, is served, closes): one pass for
+                // each burst, at most one per tick.
+                tokio::time::sleep_until((now + MONITOR_TICK).into()).await;
+            }
+        }
+    }
+}
+
+/// Whether `statuses` must go to cldaemon: never sent, changed since `sent`, or unchanged for
+/// [`REPORT_REFRESH`] (cldaemon forgets a report after [`REPORT_FRESH`]).
+fn report_due(
+    sent: Option<&(Instant, Vec<ListenerStatus>)>,
+    statuses: &[ListenerStatus],
+    now: Instant,
+) -> bool {
+    match sent {
+        None => true,
+        Some((at, last)) => {
+            last.as_slice() != statuses || now.saturating_duration_since(*at) >= REPORT_REFRESH
         }
     }
 }

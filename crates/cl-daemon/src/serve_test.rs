@@ -191,3 +191,19 @@ fn emfile_child() {
         println!("EMFILE CHILD DONE after {errors} accept errors");
     });
 }
+
+#[test]
+fn listeners_are_reported_when_changed_or_due_for_a_refresh_only() {
+    let listener = Listener::new("cllockd", "clients", LOCAL_LIMITS);
+    let t0 = Instant::now();
+    let statuses = vec![listener.status(t0)];
+    assert!(report_due(None, &statuses, t0), "the first report goes out at once");
+    let sent = (t0, statuses.clone());
+    assert!(!report_due(Some(&sent), &statuses, t0 + MONITOR_TICK), "unchanged: nothing to send");
+    let conn = listener.admit(None).expect("under the bound");
+    let changed = vec![listener.status(t0)];
+    assert!(report_due(Some(&sent), &changed, t0 + MONITOR_TICK), "a connection opened");
+    drop(conn);
+    assert!(report_due(Some(&sent), &statuses, t0 + REPORT_REFRESH), "refreshed before it lapses");
+    assert!(REPORT_REFRESH * 2 < REPORT_FRESH, "a lost refresh does not lapse the report");
+}

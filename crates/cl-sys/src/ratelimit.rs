@@ -3,8 +3,8 @@
 //!
 //! Each class of rejection is a key (source kind, reason), e.g. (`cldaemon peers`,
 //! `bad frame`). The first occurrence of a key is logged; later ones within [`INTERVAL`] are
-//! only counted, and [`log_summaries`], called every second, writes one summary line per key and interval with the
-//! count that was not logged. The number of keys is bounded, so varying reasons cannot grow
+//! only counted, and [`log_summaries`], called when [`LogLimiter::next_due`] says, writes one
+//! summary line per key and interval with the count that was not logged. The number of keys is bounded, so varying reasons cannot grow
 //! the table either.
 
 use std::collections::BTreeMap;
@@ -77,6 +77,13 @@ impl LogLimiter {
                 Some(0)
             }
         }
+    }
+
+    /// When [`Self::flush`] next has something to do (a key's interval ends); `None` while no
+    /// key is counted, so an idle daemon need not wake for the limiter at all.
+    pub fn next_due(&self) -> Option<Instant> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.values().map(|e| e.since + self.interval).min()
     }
 
     /// The keys whose interval ended at `now` with rejections not logged (each starts a new
@@ -182,6 +189,18 @@ mod tests {
         assert_eq!(limiter.admit("admin", "garbage", t0 + 11 * SEC), Some(0));
         assert_eq!(limiter.flush(t0 + 20 * SEC).len(), 1);
         assert!(limiter.flush(t0 + 40 * SEC).is_empty());
+    }
+
+    #[test]
+    fn next_due_is_the_end_of_the_oldest_interval_and_none_when_idle() {
+        let limiter = LogLimiter::new(10 * SEC);
+        let t0 = Instant::now();
+        assert_eq!(limiter.next_due(), None, "nothing counted: nothing to wake for");
+        limiter.admit("peers", "bad frame", t0 + SEC);
+        limiter.admit("admin", "garbage", t0 + 3 * SEC);
+        assert_eq!(limiter.next_due(), Some(t0 + 11 * SEC));
+        limiter.flush(t0 + 20 * SEC);
+        assert_eq!(limiter.next_due(), None, "quiet keys are forgotten");
     }
 
     #[test]

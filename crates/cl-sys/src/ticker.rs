@@ -1,0 +1,103 @@
+//! A periodic clock on a timerfd: one wake-up per period.
+//!
+//! `tokio::time::interval` keeps its deadlines in a hierarchical wheel: a deadline more than
+//! 64 ms away first wakes the process at the start of its coarse slot, to be moved to a finer
+//! one, and only then at the deadline itself; re-arming it also pokes the runtime's eventfd.
+//! For the heartbeat sender and the pinger, which tick five to ten times a second for ever,
+//! that doubled the idle wake-ups. The kernel's periodic timerfd re-arms itself and wakes the
+//! process once per period, at the exact instant.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
+
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use tokio::io::unix::AsyncFd;
+
+/// The timerfd, as tokio's readiness wants it (`AsRawFd`).
+struct Fd(TimerFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// Ticks every period on CLOCK_MONOTONIC, the first tick at once; missed ticks are skipped
+/// (like `tokio::time::MissedTickBehavior::Skip`: the next tick keeps the original grid).
+pub struct Ticker {
+    fd: AsyncFd<Fd>,
+}
+
+impl Ticker {
+    /// A ticker of `period` (at least 1 µs); needs a tokio runtime with IO enabled.
+    pub fn new(period: Duration) -> io::Result<Ticker> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        let period = TimeSpec::from_duration(period.max(Duration::from_micros(1)));
+        // The first expiry 1 ns from now: "at once", as a zero would disarm the timer.
+        let first = TimeSpec::from_duration(Duration::from_nanos(1));
+        timer.set(Expiration::IntervalDelayed(first, period), TimerSetTimeFlags::empty())?;
+        // Readable only: a timerfd is never written, so no wake-ups for write readiness.
+        // SAFETY: `Fd` owns the timerfd and hands out that one descriptor for as long as it
+        // lives; the AsyncFd owns the `Fd`, so the descriptor stays open and the same until the
+        // AsyncFd is dropped.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(Fd(timer), tokio::io::Interest::READABLE)? };
+        Ok(Ticker { fd })
+    }
+
+    /// Waits for the next tick; returns how many periods ended since the last one (more than 1:
+    /// ticks were missed, e.g. the process was not scheduled).
+    pub async fn tick(&mut self) -> io::Result<u64> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut expirations = [0u8; 8];
+            let read = nix::unistd::read(ready.get_inner().0.as_fd(), &mut expirations);
+            // Read (or found empty), the timerfd is not readable again until its next expiry,
+            // which the reactor reports anew: clearing now saves a read that would only fail.
+            match read {
+                Ok(_) => {
+                    ready.clear_ready();
+                    return Ok(u64::from_ne_bytes(expirations));
+                }
+                Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn ticks_at_once_then_every_period_and_skips_missed_ones() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let period = Duration::from_millis(50);
+            let mut ticker = Ticker::new(period).expect("timerfd");
+            let t0 = Instant::now();
+            assert_eq!(ticker.tick().await.expect("tick"), 1);
+            assert!(t0.elapsed() < period, "the first tick is at once");
+            for _ in 0..3 {
+                ticker.tick().await.expect("tick");
+            }
+            let three = t0.elapsed();
+            assert!(three >= period * 3 - Duration::from_millis(1), "{three:?}");
+            assert!(three < period * 3 + Duration::from_secs(2), "{three:?}");
+            // Not polled for 4 periods: one tick reports them, the next is a period later.
+            std::thread::sleep(period * 4);
+            assert!(ticker.tick().await.expect("tick") >= 3);
+            let before = Instant::now();
+            ticker.tick().await.expect("tick");
+            assert!(before.elapsed() <= period + Duration::from_secs(1));
+        });
+    }
+}
