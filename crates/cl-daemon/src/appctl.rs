@@ -11,7 +11,9 @@ use cl_config::{AppConfig, Built};
 use cl_core::apps::{Announcement, AppPolicy, AppState, Apps, Failback};
 use cl_core::node::NodeInput;
 use cl_core::Time;
-use cl_wire::msg::{ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus};
+use cl_wire::msg::{
+    ApplicationState, ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -418,13 +420,13 @@ impl AppControl {
                 let view = apps.view(&name);
                 let active = view.iter().find(|(_, s)| s.may_be_active());
                 let (state, node) = match active {
-                    Some((node, state)) => (state_name(*state), Some(node.clone())),
+                    Some((node, state)) => (state_view(*state), Some(node.clone())),
                     None if !view.is_empty()
                         && view.iter().all(|(_, s)| *s == AppState::Failed) =>
                     {
-                        ("failed".to_string(), None)
+                        (ApplicationState::Failed, None)
                     }
-                    None => ("stopped".to_string(), None),
+                    None => (ApplicationState::Stopped, None),
                 };
                 let failure = apps.last_failure(&name);
                 // The core keeps monotonic time; operators want the wall-clock moment.
@@ -538,16 +540,15 @@ fn split(result: Result<(), String>) -> (bool, String) {
     }
 }
 
-fn state_name(state: AppState) -> String {
+fn state_view(state: AppState) -> ApplicationState {
     match state {
-        AppState::Stopped => "stopped",
-        AppState::Starting => "starting",
-        AppState::Running => "running",
-        AppState::Stopping => "stopping",
-        AppState::Failed => "failed",
-        AppState::Stuck => "stuck",
+        AppState::Stopped => ApplicationState::Stopped,
+        AppState::Starting => ApplicationState::Starting,
+        AppState::Running => ApplicationState::Running,
+        AppState::Stopping => ApplicationState::Stopping,
+        AppState::Failed => ApplicationState::Failed,
+        AppState::Stuck => ApplicationState::Stuck,
     }
-    .to_string()
 }
 
 /// How a monitor shows in clstat.
