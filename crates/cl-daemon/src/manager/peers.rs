@@ -171,9 +171,9 @@ pub(super) async fn handle_peer(
             PeerReply::Ok { detail: format!("{}: noted", ctx.local) }
         }
         PeerRequest::PushConfig { kind, built, force } => {
-            let reply = crate::sync::install_pushed(ctx, from, &kind, &built, force);
+            let (reply, installed) = crate::sync::install_pushed(ctx, from, &kind, &built, force);
             if kind == ConfigKind::Cluster
-                && matches!(&reply, PeerReply::Ok { detail } if detail.starts_with("installed"))
+                && matches!(installed, Some(crate::sync::Installed::New { .. }))
             {
                 let _ = commands.send(Command::Reload).await;
             }
