@@ -452,3 +452,82 @@ pub struct MonitorStatus {
     /// Milliseconds since that result.
     pub age_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each word serialises as its name and reads back.
+    fn round_trips<T>(all: &[T], name: impl Fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize + serde::de::DeserializeOwned,
+    {
+        for &value in all {
+            let json = serde_json::to_string(&value).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", name(value)));
+            let back: T = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, value);
+        }
+    }
+
+    #[test]
+    fn every_state_is_carried_as_its_documented_word() {
+        round_trips(ClusterState::ALL, ClusterState::name);
+        round_trips(LocalStateView::ALL, LocalStateView::name);
+        round_trips(NodeState::ALL, NodeState::name);
+        round_trips(LinkState::ALL, LinkState::name);
+        round_trips(ApplicationState::ALL, ApplicationState::name);
+        let words: Vec<&str> = NodeState::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(words, ["up", "down", "isolated", "joining", "unknown"]);
+        assert_eq!(ClusterState::NotFormed.name(), "not_formed");
+        assert_eq!(format!("[{:<9}]", NodeState::Up), "[up       ]", "tables pad the word");
+    }
+
+    #[test]
+    fn the_clstat_json_keeps_its_field_names_and_words() {
+        let status = ClusterStatus {
+            cluster: "cluster1".into(),
+            state: ClusterState::Formed,
+            local: "node1".into(),
+            local_state: LocalStateView::Connected,
+            config_version: 2,
+            nodes: vec![NodeStatus {
+                name: "node2".into(),
+                state: NodeState::Joining,
+                links: vec![LinkStatus {
+                    network: "public".into(),
+                    state: LinkState::Down,
+                    last_heard_ms: None,
+                }],
+            }],
+            known_connections: vec![],
+            applications: vec![],
+            warnings: vec![],
+            alarms: vec![],
+            takeover: vec![],
+            counters: serde_json::json!({"clhbd": {"accepted": 1}}),
+            listeners: vec![ListenerStatus {
+                daemon: crate::Daemon::Cllockd,
+                listener: "clients".into(),
+                open: 0,
+                counters: ServeCounters::default(),
+                trouble: None,
+            }],
+            guard: GuardSummary::default(),
+        };
+        let json = serde_json::to_string(&status).expect("serialise");
+        let expected = concat!(
+            r#"{"cluster":"cluster1","state":"formed","local":"node1","local_state":"connected","#,
+            r#""config_version":2,"nodes":[{"name":"node2","state":"joining","links":[{"#,
+            r#""network":"public","state":"down","last_heard_ms":null}]}],"#,
+            r#""known_connections":[],"applications":[],"warnings":[],"alarms":[],"takeover":[],"#,
+            r#""counters":{"clhbd":{"accepted":1}},"listeners":[{"daemon":"cllockd","#,
+            r#""listener":"clients","open":0,"counters":{"accepted":0,"refused_per_address":0,"#,
+            r#""refused_total":0,"accept_errors":0,"timeouts":0,"bad_input":0},"trouble":null}],"#,
+            r#""guard":{"peers":[],"lease":null}}"#
+        );
+        assert_eq!(json, expected);
+        let back: ClusterStatus = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, status);
+    }
+}
