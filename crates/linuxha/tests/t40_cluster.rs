@@ -88,7 +88,7 @@ fn silent_isolation_of_node1() {
         s.local_state == LocalStateView::Isolated && node_state(s, "node2") == Some(NodeState::Down)
     });
     let k = known(&status, KNOWN).expect("known connection listed");
-    assert_eq!(k.reachable, false, "node1 reaches no known connection: {status:#?}");
+    assert!(!k.reachable, "node1 reaches no known connection: {status:#?}");
 
     let line = c.wait_log("node2", "cldaemon", log2, "node node1 is down");
     assert!(line.contains("may take over"), "node2 takes over: {line}");
