@@ -41,6 +41,9 @@ pub struct ClusterConfig {
     /// Where cldaemon serves Prometheus metrics (`<global>/<metrics>`); `None`: not served.
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// Programs run on cluster events (`<global>/<notify>`), in file order.
+    #[serde(default)]
+    pub notify: Vec<crate::notify::Notifier>,
 }
 
 /// cldaemon's Prometheus endpoint (`GET /metrics`, text exposition format).
@@ -249,7 +252,7 @@ fn resolve(
     let global = global.and_then(|g| read_global(g, host, diags));
     let nodes = read_nodes(root, &node_elements, host, diags);
     let known_connections = read_known_connections(root, known, &nodes, diags);
-    let (name, ports, key, heartbeat, arbitrator, metrics) = global?;
+    let (name, ports, key, heartbeat, arbitrator, metrics, notify) = global?;
     // Only a configuration that is otherwise valid is judged for split-brain safety: with a
     // broken node or <fence> the warning would name the wrong nodes.
     let judge_safety = !diags.has_errors();
@@ -270,11 +273,19 @@ fn resolve(
         known_connections,
         arbitrator,
         metrics,
+        notify,
     })
 }
 
-type Global =
-    (String, Ports, KeySource, HeartbeatTiming, Option<(Arbitrator, usize)>, Option<Metrics>);
+type Global = (
+    String,
+    Ports,
+    KeySource,
+    HeartbeatTiming,
+    Option<(Arbitrator, usize)>,
+    Option<Metrics>,
+    Vec<crate::notify::Notifier>,
+);
 
 /// The arbitrator must be a third host: one on a node's own address goes down with that node
 /// (and would let the node grant itself the lease). Reports it at `at` and answers true.
@@ -368,8 +379,10 @@ fn read_global(
         Some(m) => read_metrics(m, ports, diags).map(Some),
         None => Some(None),
     };
+    let notify_elements = global.children("notify");
+    let notify = crate::notify::read_notifiers(&notify_elements, host, diags);
     global.finish(diags);
-    Some((name?, ports?, key?, heartbeat?, arbitrator?, metrics?))
+    Some((name?, ports?, key?, heartbeat?, arbitrator?, metrics?, notify?))
 }
 
 /// `<metrics address="…" port="…"/>`: both optional (127.0.0.1 and [`Metrics::DEFAULT_PORT`]).

@@ -14,6 +14,7 @@ pub mod clconf;
 pub mod diag;
 pub mod drbd;
 pub mod migrate;
+pub mod notify;
 pub mod replication;
 pub mod resources;
 pub mod value;

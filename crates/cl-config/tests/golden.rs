@@ -330,3 +330,30 @@ fn metrics_endpoint_defaults_to_localhost_and_the_documented_port() {
     assert_eq!(listen("ok-metrics-all-addresses.xml"), Some("[::]:9100".parse().expect("address")));
     assert_eq!(listen("ok-cluster1.xml"), None);
 }
+
+#[test]
+fn notifiers_keep_file_order_timeouts_and_event_lists() {
+    use cl_config::notify::{EventFilter, Notifier};
+    use cl_core::notice::EventKind;
+    let case = "ok-notify-two-programs.xml";
+    let bytes = std::fs::read(golden_dir("clconf").join(case)).expect("case readable");
+    let notify = load_cluster(case, &bytes, &FakeHost).config.expect("loads").notify;
+    assert_eq!(
+        notify,
+        vec![
+            Notifier {
+                program: "/etc/cluster/apache/start".into(),
+                timeout: std::time::Duration::from_secs(30),
+                events: EventFilter::All,
+            },
+            Notifier {
+                program: "/etc/cluster/notify/webhook.sh".into(),
+                timeout: Notifier::DEFAULT_TIMEOUT,
+                events: EventFilter::Only(
+                    [EventKind::NodeDown, EventKind::AppMoved, EventKind::TakeoverHeldBack].into()
+                ),
+            },
+        ]
+    );
+    assert!(notify[1].wants(EventKind::AppMoved) && !notify[1].wants(EventKind::NodeUp));
+}

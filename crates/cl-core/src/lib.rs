@@ -18,6 +18,7 @@ pub mod guard;
 pub mod locks;
 pub mod membership;
 pub mod node;
+pub mod notice;
 pub mod storage;
 pub mod time;
 pub mod timing;

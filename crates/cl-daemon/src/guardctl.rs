@@ -23,9 +23,6 @@ use tracing::warn;
 
 use crate::context::Context;
 
-/// How long the peer-alive probe listens for an answer.
-const PROBE_TIME: Duration = Duration::from_millis(300);
-
 /// The safety timing of this cluster (docs/safety.md).
 pub fn safety_timing(ctx: &Context) -> SafetyTiming {
     let hb = &ctx.cluster().heartbeat;
@@ -127,17 +124,21 @@ impl SilenceLog {
 }
 
 /// Probe `peer` at `targets` ([`probe_targets`]) in the background; what each address did
-/// arrives on `results`, and what was found silent goes into `silence`.
+/// arrives on `results`, and what was found silent goes into `silence`. It probes as the
+/// probe before an address is added does (`plan`, cl-core `dad::probe_plan`: scaled to the
+/// heartbeat profile, 3 × 100 ms by default, 3 × 20 ms fast): a live peer answers ARP within a
+/// millisecond on a LAN, and the same frames make its silence count for that later probe.
 pub fn probe(
     targets: Vec<Vip>,
     peer: String,
+    plan: cl_core::dad::ProbePlan,
     results: mpsc::Sender<NodeInput>,
     silence: SilenceLog,
 ) {
     tokio::spawn(async move {
         let began = silence.now();
         let probes = targets.into_iter().map(|t| async move {
-            let how = Probe::over(PROBE_TIME);
+            let how = Probe { count: plan.count, interval: plan.interval };
             let outcome = vip::probe_with(&t, how).await;
             (t, outcome)
         });

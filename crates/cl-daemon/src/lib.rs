@@ -22,6 +22,7 @@ pub mod lockd;
 pub mod manager;
 pub mod metrics;
 pub mod netd;
+pub mod notify;
 pub mod runner;
 pub mod serve;
 pub mod storagectl;

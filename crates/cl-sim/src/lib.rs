@@ -248,6 +248,9 @@ struct Net {
     arp: bool,
     /// Node i reaches the outside (known connection, arbitrator).
     outside: [bool; 2],
+    /// Node i's own path to the arbitrator (a third host elsewhere than the known connection):
+    /// cut alone, a holder keeps its known connection but cannot renew its lease.
+    arbitrator_path: [bool; 2],
     loss: u32,
     delay_max_ms: u64,
     duplicate: u32,
@@ -259,10 +262,16 @@ impl Net {
             beat: [[true; 2]; 2],
             arp: true,
             outside: [true; 2],
+            arbitrator_path: [true; 2],
             loss: 0,
             delay_max_ms: 2,
             duplicate: 0,
         }
+    }
+
+    /// Node `n` can talk to the arbitrator (if it is up).
+    fn reaches_arbitrator(&self, n: usize) -> bool {
+        self.outside[n] && self.arbitrator_path[n]
     }
 
     /// No heartbeat either way on any link and no ARP: the nodes cannot tell each other alive.
@@ -384,7 +393,7 @@ impl Sim {
             sim.at(Duration::from_millis(jitter + 7), Ev::PingTick(n));
             sim.at(Duration::from_millis(jitter + 500), Ev::GossipTick(n));
         }
-        sim.schedule_faults();
+        sim.schedule_faults(seed);
         sim
     }
 

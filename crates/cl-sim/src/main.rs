@@ -1,10 +1,12 @@
-//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known]`
+//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known]
+//! [--sabotage skip-gates|keep-running]`
 //!
 //! Runs random schedules and prints `N passed, N failed`; with `--seed` it runs one schedule and
 //! prints its whole trace.
 
 use std::process::ExitCode;
 
+use cl_core::guard::Sabotage;
 use cl_sim::{run, Options, Protection};
 
 fn main() -> ExitCode {
@@ -14,6 +16,7 @@ fn main() -> ExitCode {
     let mut one: Option<u64> = None;
     let mut protections: Vec<Protection> = Protection::ALL.to_vec();
     let mut known = true;
+    let mut sabotage = Sabotage::None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = String>| args.next().unwrap_or_default();
         match arg.as_str() {
@@ -28,8 +31,17 @@ fn main() -> ExitCode {
                 }
             },
             "--no-known" => known = false,
+            // A deliberately broken rule, to see what the checker catches and how.
+            "--sabotage" => match value(&mut args).as_str() {
+                "skip-gates" => sabotage = Sabotage::SkipGates,
+                "keep-running" => sabotage = Sabotage::KeepRunningAfterLease,
+                other => {
+                    eprintln!("cl-sim: unknown sabotage `{other}` (skip-gates, keep-running)");
+                    return ExitCode::from(2);
+                }
+            },
             other => {
-                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known)");
+                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --sabotage skip-gates|keep-running)");
                 return ExitCode::from(2);
             }
         }
@@ -39,6 +51,7 @@ fn main() -> ExitCode {
         for protection in protections {
             let mut options = Options::new(protection);
             options.known_connections = known;
+            options.sabotage = sabotage;
             options.full_trace = true;
             let outcome = run(seed, options);
             for line in &outcome.trace {
@@ -60,6 +73,7 @@ fn main() -> ExitCode {
         for seed in from..from + seeds {
             let mut options = Options::new(protection);
             options.known_connections = known;
+            options.sabotage = sabotage;
             let outcome = run(seed, options);
             documented += u64::from(outcome.documented);
             if outcome.violations.is_empty() {

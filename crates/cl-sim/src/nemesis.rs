@@ -7,7 +7,8 @@ use cl_core::apps::AdminOp;
 use cl_core::node::NodeInput;
 use cl_core::timing::JITTER_ALLOWANCE;
 use cl_core::Time;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::{Ev, Net, Power, Sim, APPS, L1_BOUND, NAMES};
 
@@ -28,6 +29,10 @@ pub(crate) enum Fault {
     },
     /// A node cut from everything.
     Isolate {
+        n: usize,
+    },
+    /// A node's path to the arbitrator lost, its known connection still answering.
+    ArbitratorCut {
         n: usize,
     },
     /// A node's path to the outside lost.
@@ -89,7 +94,7 @@ pub(crate) enum Fault {
 
 impl Sim {
     /// The nemesis: random faults during the fault phase, then a healed tail.
-    pub(crate) fn schedule_faults(&mut self) {
+    pub(crate) fn schedule_faults(&mut self, seed: u64) {
         let fencing = self.options.protection.fencing();
         let arbitrator = self.options.protection.arbitrator();
         let mut t = Duration::from_secs(3);
@@ -136,10 +141,28 @@ impl Sim {
             self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(fault));
             t += Duration::from_millis(self.rng.random_range(200..5000));
         }
+        if arbitrator {
+            self.schedule_arbitrator_cuts(seed);
+        }
         self.seq += 1;
         self.queue.insert((Time::ZERO + end, self.seq), Ev::Fault(Fault::Tail));
         self.seq += 1;
         self.queue.insert((Time::ZERO + end + L1_BOUND, self.seq), Ev::Fault(Fault::CheckLiveness));
+    }
+
+    /// Cuts of one node's path to the arbitrator, from a stream of their own, so the other
+    /// faults of a seed stay what they were before this fault existed (the regression seeds).
+    /// Combined with a partition this is the schedule that tells a holder that stops at its
+    /// lease deadline from one that does not (the sabotage check).
+    fn schedule_arbitrator_cuts(&mut self, seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA5B1_7C07_0000_0000);
+        let mut t = Duration::from_millis(rng.random_range(3000..8000));
+        while t < self.options.fault_phase {
+            let n = rng.random_range(0..2);
+            self.seq += 1;
+            self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(Fault::ArbitratorCut { n }));
+            t += Duration::from_millis(rng.random_range(2000..10000));
+        }
     }
 
     fn any_frozen(&self) -> bool {
@@ -188,6 +211,7 @@ impl Sim {
                 self.net.outside[n] = false;
             }
             Fault::OutsideCut { n } => self.net.outside[n] = false,
+            Fault::ArbitratorCut { n } => self.net.arbitrator_path[n] = false,
             Fault::Loss { percent } => self.net.loss = percent,
             Fault::Delay { max_ms } => self.net.delay_max_ms = max_ms,
             Fault::Duplicate { percent } => self.net.duplicate = percent,

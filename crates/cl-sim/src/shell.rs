@@ -118,7 +118,7 @@ impl Sim {
     }
 
     pub(crate) fn arbitrate(&mut self, from: usize, id: u64, op: ArbOp, epoch: u64) {
-        if !self.arbitrator.up || !self.net.outside[from] {
+        if !self.arbitrator.up || !self.net.reaches_arbitrator(from) {
             return;
         }
         let now = self.now;
@@ -197,7 +197,7 @@ impl Sim {
                     self.at(d, Ev::FenceDone { n, peer, epoch });
                 }
                 NodeAction::Lease { id, op } => {
-                    if self.net.outside[n] {
+                    if self.net.reaches_arbitrator(n) {
                         let d = self.net_delay();
                         let epoch = self.nodes[n].epoch;
                         self.at(d, Ev::LeaseRequest { from: n, id, op, epoch });
@@ -222,6 +222,8 @@ impl Sim {
                 // Monitors fail by the nemesis's hand (Fault::MonitorFails), not by watching.
                 NodeAction::Monitor { .. } => {}
                 NodeAction::TakingOverNotice { peers } => self.nodes[n].notice = peers,
+                // Notifiers are the administrator's programs: nothing to simulate.
+                NodeAction::Notify(_) => {}
             }
         }
         self.schedule_wake(n);

@@ -37,9 +37,13 @@ use crate::apps::{AdminOp, Announcement, AppAction, AppInput, AppPolicy, AppStat
 use crate::arbiter::ArbOp;
 use crate::guard::{Guard, GuardAction, GuardConfig, GuardInput, GuardStatus, Level};
 use crate::membership::{self, Action, LocalState, Membership, MembershipConfig, PeerState};
+use crate::notice::{ClusterEvent, Notices};
 use crate::storage::{FenceStep, NotPromotable, PeerStanding};
 use crate::time::Time;
 
+mod notify;
+#[cfg(test)]
+mod notify_tests;
 mod probe;
 #[cfg(test)]
 mod tests;
@@ -241,6 +245,9 @@ pub enum NodeAction {
         /// The peers (empty: no notice).
         peers: Vec<String>,
     },
+    /// Tell the administrator's notifiers (`<notify>`) this event; never wait for them. Only
+    /// handed out by an engine built [`with_notifications`](Node::with_notifications).
+    Notify(ClusterEvent),
 }
 
 /// The engine of one node. See the module documentation.
@@ -257,6 +264,8 @@ pub struct Node {
     /// The time of the latest input.
     now: Time,
     actions: VecDeque<NodeAction>,
+    /// What the notifications remember, when they are asked for (`notify`).
+    notices: Option<Notices>,
 }
 
 impl Node {
@@ -284,12 +293,14 @@ impl Node {
             notice: Vec::new(),
             now,
             actions: VecDeque::new(),
+            notices: None,
         }
     }
 
     /// Feed one fact observed at `now`; then drain [`poll_action`](Self::poll_action).
     pub fn handle(&mut self, now: Time, input: NodeInput) {
         self.now = now;
+        let pending = self.notice_input(&input);
         match input {
             NodeInput::Formed { start_autostart } => {
                 self.apps.handle(now, AppInput::Formed { start_autostart })
@@ -351,6 +362,7 @@ impl Node {
             }
             NodeInput::Admin(op) => self.apps.handle(now, AppInput::Admin(op)),
         }
+        self.notice_result(pending);
     }
 
     /// Only a grant naming this node, for at least the lease this node counts on, is one: an
@@ -436,6 +448,7 @@ impl Node {
         if let Some(action) = self.membership.poll_action() {
             if action != Action::SendHeartbeats {
                 self.guard.on_membership(now, &action);
+                self.notice_membership(&action);
                 self.actions.push_back(NodeAction::Membership(action));
             }
             return true;
@@ -464,6 +477,7 @@ impl Node {
             return true;
         }
         if let Some(action) = self.apps.poll_action() {
+            self.notice_apps(&action);
             self.actions.push_back(match action {
                 AppAction::Start { app } => NodeAction::Start { app },
                 AppAction::Stop { app, reason, urgent } => NodeAction::Stop { app, reason, urgent },
@@ -477,7 +491,7 @@ impl Node {
             self.actions.push_back(NodeAction::TakingOverNotice { peers: notice });
             return true;
         }
-        false
+        self.notice_gates()
     }
 
     /// What the guard passes on goes to the applications machine; a healed partition also

@@ -95,9 +95,11 @@ impl Manager {
                 NodeAction::Probe { peer } => {
                     info!(%peer, "probing node {peer} on the public networks before taking anything over");
                     let targets = self.probe_targets.get(&peer).cloned().unwrap_or_default();
+                    let plan = cl_core::dad::probe_plan(self.ctx.cluster().heartbeat.interval);
                     crate::guardctl::probe(
                         targets,
                         peer,
+                        plan,
                         self.guard_results.clone(),
                         self.silence.clone(),
                     );
@@ -147,6 +149,7 @@ impl Manager {
                 NodeAction::TakingOverNotice { peers } => {
                     crate::guardctl::write_notice(&self.ctx, &peers);
                 }
+                NodeAction::Notify(event) => self.notifications.notify(event),
             }
         }
         if changed {

@@ -65,7 +65,9 @@ impl Manager {
             takeover_delay: crate::appctl::takeover_delay(&self.ctx),
             epoch: crate::epoch::next_or_clock("application announcements"),
         };
-        self.node = Some(Node::new(config, self.now()));
+        let node = Node::new(config, self.now());
+        self.node =
+            Some(if self.notifications.enabled() { node.with_notifications() } else { node });
         apps.start_storage(self.storage_events.clone());
         self.apps = Some(apps);
         self.feed(NodeInput::Formed { start_autostart: !noapps });

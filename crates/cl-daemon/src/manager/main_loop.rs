@@ -87,6 +87,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         arb_link: Default::default(),
         probe_targets: BTreeMap::new(),
         silence: crate::guardctl::SilenceLog::new(origin),
+        notifications: crate::notify::Notifications::spawn(&ctx),
     };
     crate::guardctl::write_notice(&ctx, &[]);
     // Only this process needs to know; the daemons it starts read the new files anyway.

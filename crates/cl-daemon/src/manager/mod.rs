@@ -113,6 +113,8 @@ struct Manager {
     probe_targets: BTreeMap<String, Vec<cl_drivers::vip::Vip>>,
     /// What those probes found silent, for the application starts.
     silence: crate::guardctl::SilenceLog,
+    /// The administrator's notifiers (`<notify>`): fed the engine's events, never waited for.
+    notifications: crate::notify::Notifications,
 }
 
 impl Manager {

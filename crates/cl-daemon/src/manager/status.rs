@@ -87,6 +87,7 @@ impl Manager {
             .filter_map(|(daemon, c)| {
                 Some((daemon.name().to_string(), serde_json::to_value(c).ok()?))
             })
+            .chain([("notify".to_string(), self.notifications.counters())])
             .collect::<serde_json::Map<_, _>>();
         let listeners = crate::serve::statuses();
         warnings.extend(crate::serve::warnings(&listeners));

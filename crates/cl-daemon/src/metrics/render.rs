@@ -174,6 +174,7 @@ pub fn render(status: &ClusterStatus, history: &History) -> String {
     for family in listener_families(status) {
         family.write_to(&mut out);
     }
+    notification_family(status).write_to(&mut out);
     out
 }
 
@@ -533,4 +534,22 @@ fn listener_families(status: &ClusterStatus) -> Vec<Family> {
         }
     }
     vec![open, accepted, rejected]
+}
+
+/// What the `<notify>` programs did, from the counters clstat shows (`counters.notify`).
+fn notification_family(status: &ClusterStatus) -> Family {
+    let mut total = Family::new(
+        "linuxha_notifications_total",
+        Kind::Counter,
+        "Notifier runs by result (sent: exited 0; failed: failed, timed out or not run) and events dropped because the queue was full.",
+    );
+    let counters = &status.counters["notify"];
+    for (result, key) in
+        [("sent", "notify_sent"), ("failed", "notify_failed"), ("dropped", "notify_dropped")]
+    {
+        if let Some(n) = counters[key].as_u64() {
+            total.sample(&[("result", result)], n as f64);
+        }
+    }
+    total
 }

@@ -479,3 +479,18 @@ async fn the_server_answers_get_metrics_and_refuses_the_rest() {
     let cut = exchange(address, &long).await;
     assert!(cut.is_empty(), "{cut}");
 }
+
+#[test]
+fn notifications_are_counted_by_result_when_cldaemon_reports_them() {
+    let mut status = formed();
+    let history = History::default();
+    assert!(!render(&status, &history).contains("linuxha_notifications_total"));
+    status.counters = serde_json::json!({
+        "notify": { "notify_sent": 5, "notify_failed": 1, "notify_dropped": 0 }
+    });
+    let text = render(&status, &history);
+    assert!(has(&text, r#"linuxha_notifications_total{result="sent"} 5"#), "{text}");
+    assert!(has(&text, r#"linuxha_notifications_total{result="failed"} 1"#), "{text}");
+    assert!(has(&text, r#"linuxha_notifications_total{result="dropped"} 0"#), "{text}");
+    assert!(text.contains("# TYPE linuxha_notifications_total counter"));
+}
