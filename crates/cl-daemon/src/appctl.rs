@@ -11,7 +11,9 @@ use cl_config::{AppConfig, Built};
 use cl_core::apps::{Announcement, AppPolicy, AppState, Apps, Failback};
 use cl_core::node::NodeInput;
 use cl_core::Time;
-use cl_wire::msg::{ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus};
+use cl_wire::msg::{
+    ApplicationState, ApplicationStatus, DataBlocked, MonitorStatus, PeerRequest, ResourceStatus,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -51,7 +53,16 @@ const LINK_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Latest monitor results per application: (what, result, when).
 type Results =
-    std::rc::Rc<std::cell::RefCell<BTreeMap<String, BTreeMap<String, (String, Instant)>>>>;
+    std::rc::Rc<std::cell::RefCell<BTreeMap<String, BTreeMap<Check, (String, Instant)>>>>;
+
+/// What a result in [`Results`] is of: clstat shows monitors and resources apart.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Check {
+    /// One of the application's monitors, or the NIC check (`links`), as clstat names it.
+    Monitor(String),
+    /// A resource's own monitor, by resource id.
+    Resource(String),
+}
 
 /// The applications of this node.
 pub struct AppControl {
@@ -317,7 +328,7 @@ impl AppControl {
                         .borrow_mut()
                         .entry(app.clone())
                         .or_default()
-                        .insert(what.clone(), (shown, Instant::now()));
+                        .insert(Check::Monitor(what.clone()), (shown, Instant::now()));
                     if let Some(Err(reason)) = outcome {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
@@ -334,6 +345,7 @@ impl AppControl {
             let results = self.results.clone();
             let interval = resource.monitor_interval;
             let what = format!("resource {}", resource.id);
+            let check = Check::Resource(resource.id.clone());
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
                 let mut tick = tokio::time::interval(interval);
@@ -345,7 +357,7 @@ impl AppControl {
                         .borrow_mut()
                         .entry(app.clone())
                         .or_default()
-                        .insert(what.clone(), (health.shown(), Instant::now()));
+                        .insert(check.clone(), (health.shown(), Instant::now()));
                     if health != crate::agents::Health::Running {
                         let reason = format!("{what}: {}", health.shown());
                         let _ =
@@ -378,7 +390,7 @@ impl AppControl {
                         .borrow_mut()
                         .entry(app.clone())
                         .or_default()
-                        .insert("links".into(), (shown, Instant::now()));
+                        .insert(Check::Monitor("links".into()), (shown, Instant::now()));
                     if let Err(reason) = outcome {
                         let _ =
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
@@ -418,13 +430,13 @@ impl AppControl {
                 let view = apps.view(&name);
                 let active = view.iter().find(|(_, s)| s.may_be_active());
                 let (state, node) = match active {
-                    Some((node, state)) => (state_name(*state), Some(node.clone())),
+                    Some((node, state)) => (state_view(*state), Some(node.clone())),
                     None if !view.is_empty()
                         && view.iter().all(|(_, s)| *s == AppState::Failed) =>
                     {
-                        ("failed".to_string(), None)
+                        (ApplicationState::Failed, None)
                     }
-                    None => ("stopped".to_string(), None),
+                    None => (ApplicationState::Stopped, None),
                 };
                 let failure = apps.last_failure(&name);
                 // The core keeps monotonic time; operators want the wall-clock moment.
@@ -463,7 +475,10 @@ impl AppControl {
                         .get(&name)
                         .map(|m| {
                             m.iter()
-                                .filter(|(check, _)| !check.starts_with("resource "))
+                                .filter_map(|(check, found)| match check {
+                                    Check::Monitor(name) => Some((name, found)),
+                                    Check::Resource(_) => None,
+                                })
                                 .map(|(check, (result, at))| MonitorStatus {
                                     check: check.clone(),
                                     result: result.clone(),
@@ -501,7 +516,7 @@ impl AppControl {
             .resources
             .iter()
             .map(|r| {
-                let found = latest.and_then(|m| m.get(&format!("resource {}", r.id)));
+                let found = latest.and_then(|m| m.get(&Check::Resource(r.id.clone())));
                 ResourceStatus {
                     id: r.id.clone(),
                     kind: r.kind.to_string(),
@@ -538,16 +553,15 @@ fn split(result: Result<(), String>) -> (bool, String) {
     }
 }
 
-fn state_name(state: AppState) -> String {
+fn state_view(state: AppState) -> ApplicationState {
     match state {
-        AppState::Stopped => "stopped",
-        AppState::Starting => "starting",
-        AppState::Running => "running",
-        AppState::Stopping => "stopping",
-        AppState::Failed => "failed",
-        AppState::Stuck => "stuck",
+        AppState::Stopped => ApplicationState::Stopped,
+        AppState::Starting => ApplicationState::Starting,
+        AppState::Running => ApplicationState::Running,
+        AppState::Stopping => ApplicationState::Stopping,
+        AppState::Failed => ApplicationState::Failed,
+        AppState::Stuck => ApplicationState::Stuck,
     }
-    .to_string()
 }
 
 /// How a monitor shows in clstat.

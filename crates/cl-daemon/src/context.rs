@@ -9,7 +9,7 @@ use cl_config::clconf::KeySource;
 use cl_config::{Built, ClusterConfig};
 use cl_paths::secure::{self, Trust};
 use cl_paths::Paths;
-use cl_wire::ClusterKey;
+use cl_wire::{ClusterKey, Daemon};
 use sha2::{Digest, Sha256};
 
 /// A node's view of its cluster, loaded from the built configuration.
@@ -85,13 +85,13 @@ impl Context {
     }
 
     /// Where `daemon` logs.
-    pub fn log_file(&self, daemon: &str) -> PathBuf {
-        self.paths.log_dir().join(format!("{daemon}.log"))
+    pub fn log_file(&self, daemon: Daemon) -> PathBuf {
+        self.paths.log_dir().join(format!("{}.log", daemon.name()))
     }
 
     /// The pid file of `daemon`.
-    pub fn pid_file(&self, daemon: &str) -> PathBuf {
-        self.paths.run_dir().join(format!("{daemon}-{}.pid", self.name()))
+    pub fn pid_file(&self, daemon: Daemon) -> PathBuf {
+        self.paths.run_dir().join(format!("{}.pid", daemon.process_name(self.name())))
     }
 
     /// The admin socket of cldaemon (root only).
@@ -129,7 +129,7 @@ impl Context {
 
 /// The admin socket of cluster `name` under `paths`.
 pub fn admin_socket(paths: &Paths, name: &str) -> PathBuf {
-    paths.run_dir().join(format!("{}.sock", cl_wire::Daemon::Cldaemon.process_name(name)))
+    paths.run_dir().join(format!("{}.sock", Daemon::Cldaemon.process_name(name)))
 }
 
 /// Short SHA-256 of a configuration source, shown to operators when two nodes disagree.

@@ -243,7 +243,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                 }
             }
             _ = counters.due() => {
-                let event = LocalEvent::Counters { daemon: Daemon::Clhbd.to_string(), counters: *receiver.counters() };
+                let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
                 counters.sent(*receiver.counters());
             }

@@ -67,7 +67,7 @@ pub fn start(daemon: Daemon, paths: Paths, foreground: bool, cluster: Option<&st
         }
         _ => {}
     }
-    cl_sys::logging::init_file_logging(&ctx.log_file(daemon.name()), daemon.name())?;
+    cl_sys::logging::init_file_logging(&ctx.log_file(daemon), daemon.name())?;
     tracing::info!(pid = std::process::id(), "{}-{} starting", daemon.name(), ctx.name());
     serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -104,12 +104,8 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
         bail!("cannot start {argv0}: {error}");
     }
     let lock = refuse_second_instance(&ctx)?;
-    let _ =
-        cl_sys::process::write_pid_file(&ctx.pid_file(Daemon::Cldaemon.name()), std::process::id());
-    cl_sys::logging::init_file_logging(
-        &ctx.log_file(Daemon::Cldaemon.name()),
-        Daemon::Cldaemon.name(),
-    )?;
+    let _ = cl_sys::process::write_pid_file(&ctx.pid_file(Daemon::Cldaemon), std::process::id());
+    cl_sys::logging::init_file_logging(&ctx.log_file(Daemon::Cldaemon), Daemon::Cldaemon.name())?;
     tracing::info!(pid = std::process::id(), node = %ctx.local, version = ctx.built.version, key = %ctx.key.fingerprint(), "{argv0} starting");
     serve::raise_open_files();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -120,7 +116,7 @@ fn start_manager(ctx: Context, foreground: bool) -> Result<()> {
     if let Err(e) = &result {
         tracing::error!("exiting: {e:#}");
     }
-    let _ = std::fs::remove_file(ctx.pid_file(Daemon::Cldaemon.name()));
+    let _ = std::fs::remove_file(ctx.pid_file(Daemon::Cldaemon));
     drop(lock);
     result
 }
@@ -149,7 +145,7 @@ fn launch_detached(ctx: &Context, argv0: &str) -> Result<()> {
         });
     }
     let mut child = command.spawn().with_context(|| format!("cannot start {argv0}"))?;
-    let log = ctx.log_file(Daemon::Cldaemon.name());
+    let log = ctx.log_file(Daemon::Cldaemon);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         if let Ok(Some(status)) = child.try_wait() {

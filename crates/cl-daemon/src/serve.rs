@@ -108,7 +108,7 @@ struct Recent {
 /// One listening socket's bounds, open connections and counters.
 #[derive(Debug)]
 pub struct Listener {
-    daemon: &'static str,
+    daemon: Daemon,
     name: String,
     limits: Limits,
     accepted: AtomicU64,
@@ -145,15 +145,15 @@ fn registry() -> MutexGuard<'static, Vec<Arc<Listener>>> {
 }
 
 /// The listeners other daemons of this node reported (cldaemon only), by daemon.
-fn reported() -> MutexGuard<'static, BTreeMap<String, (Instant, Vec<ListenerStatus>)>> {
-    static REPORTED: Mutex<BTreeMap<String, (Instant, Vec<ListenerStatus>)>> =
+fn reported() -> MutexGuard<'static, BTreeMap<Daemon, (Instant, Vec<ListenerStatus>)>> {
+    static REPORTED: Mutex<BTreeMap<Daemon, (Instant, Vec<ListenerStatus>)>> =
         Mutex::new(BTreeMap::new());
     locked(&REPORTED)
 }
 
 impl Listener {
     /// A listener of `daemon` named `name` (e.g. `peers 10.0.0.1:9901`), not registered.
-    pub fn new(daemon: &'static str, name: impl Into<String>, limits: Limits) -> Arc<Listener> {
+    pub fn new(daemon: Daemon, name: impl Into<String>, limits: Limits) -> Arc<Listener> {
         Arc::new(Listener {
             daemon,
             name: name.into(),
@@ -170,7 +170,7 @@ impl Listener {
     }
 
     /// As [`Self::new`], and shown by [`statuses`] and watched by [`monitor`].
-    pub fn register(daemon: &'static str, name: impl Into<String>, limits: Limits) -> Arc<Self> {
+    pub fn register(daemon: Daemon, name: impl Into<String>, limits: Limits) -> Arc<Self> {
         let listener = Listener::new(daemon, name, limits);
         registry().push(listener.clone());
         listener
@@ -228,7 +228,7 @@ impl Listener {
     /// Its entry in clstat.
     pub fn status(&self, now: Instant) -> ListenerStatus {
         ListenerStatus {
-            daemon: self.daemon.to_string(),
+            daemon: self.daemon,
             listener: self.name.clone(),
             open: self.open() as u64,
             counters: self.counters(),
@@ -431,7 +431,7 @@ pub async fn report_frame_counters(ctx: Context, receiver: Arc<Mutex<Receiver>>)
         if sent == Some(counters) {
             continue;
         }
-        let event = LocalEvent::Counters { daemon: Daemon::Cldaemon.to_string(), counters };
+        let event = LocalEvent::Counters { daemon: Daemon::Cldaemon, counters };
         crate::heartbeat::notify(&events, &ctx, &event).await;
         sent = Some(counters);
     }
@@ -450,7 +450,7 @@ pub fn statuses() -> Vec<ListenerStatus> {
 }
 
 /// Keep what `daemon` reported of its listeners (cldaemon, from a [`LocalEvent::Listeners`]).
-pub fn record_report(daemon: String, listeners: Vec<ListenerStatus>) {
+pub fn record_report(daemon: Daemon, listeners: Vec<ListenerStatus>) {
     reported().insert(daemon, (Instant::now(), listeners));
 }
 
@@ -499,10 +499,7 @@ pub async fn monitor(report: Option<(Context, Daemon)>) {
         if let (Some((ctx, daemon)), Some(events)) = (report.as_ref(), events.as_ref()) {
             let statuses: Vec<ListenerStatus> = listeners.iter().map(|l| l.status(now)).collect();
             if report_due(sent.as_ref(), &statuses, now) {
-                let event = LocalEvent::Listeners {
-                    daemon: daemon.to_string(),
-                    listeners: statuses.clone(),
-                };
+                let event = LocalEvent::Listeners { daemon: *daemon, listeners: statuses.clone() };
                 crate::heartbeat::notify(events, ctx, &event).await;
                 sent = Some((now, statuses));
             }

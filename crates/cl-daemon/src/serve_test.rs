@@ -54,7 +54,7 @@ fn connections_over_the_per_address_bound_are_refused_and_serving_goes_on() {
     runtime().block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = tcp.local_addr().expect("address");
-        let stats = Listener::new("test", "peers", Limits { per_address: 2, total: 100 });
+        let stats = Listener::new(Daemon::Cllockd, "peers", Limits { per_address: 2, total: 100 });
         start(tcp, stats.clone());
 
         // Two idle connections fill the bound; the third is closed at once, unanswered.
@@ -83,7 +83,7 @@ fn a_slowloris_is_closed_after_the_deadline() {
     runtime().block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = tcp.local_addr().expect("address");
-        let stats = Listener::new("test", "peers", PEER_LIMITS);
+        let stats = Listener::new(Daemon::Cllockd, "peers", PEER_LIMITS);
         start(tcp, stats.clone());
         let started = Instant::now();
         let closed_after = tokio::task::spawn_blocking(move || {
@@ -111,7 +111,7 @@ fn a_unix_socket_has_a_total_bound() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.sock");
         let unix = UnixListener::bind(&path).expect("bind");
-        let stats = Listener::new("test", "clients", Limits { per_address: 1, total: 3 });
+        let stats = Listener::new(Daemon::Cllockd, "clients", Limits { per_address: 1, total: 3 });
         start(unix, stats.clone());
         let held: Vec<std::os::unix::net::UnixStream> = (0..3)
             .map(|_| std::os::unix::net::UnixStream::connect(&path).expect("connect"))
@@ -168,7 +168,7 @@ fn emfile_child() {
     runtime().block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = tcp.local_addr().expect("address");
-        let stats = Listener::new("test", "peers", PEER_LIMITS);
+        let stats = Listener::new(Daemon::Cllockd, "peers", PEER_LIMITS);
         start(tcp, stats.clone());
         // Fill every descriptor, then free one for the client's socket.
         let mut filler = Vec::new();
@@ -194,7 +194,7 @@ fn emfile_child() {
 
 #[test]
 fn listeners_are_reported_when_changed_or_due_for_a_refresh_only() {
-    let listener = Listener::new("cllockd", "clients", LOCAL_LIMITS);
+    let listener = Listener::new(Daemon::Cllockd, "clients", LOCAL_LIMITS);
     let t0 = Instant::now();
     let statuses = vec![listener.status(t0)];
     assert!(report_due(None, &statuses, t0), "the first report goes out at once");

@@ -62,22 +62,51 @@ pub fn built_path(paths: &Paths, kind: &ConfigKind) -> std::path::PathBuf {
     }
 }
 
-/// Install a configuration pushed by `from`, after checking it here as clbuild would.
+/// What [`install`] did with a configuration another node sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// This node had that very configuration already: nothing written.
+    AlreadyCurrent {
+        /// Its version.
+        version: u64,
+    },
+    /// Written: this node runs an older configuration until it reloads.
+    New {
+        /// The version installed.
+        version: u64,
+        /// Its source checksum.
+        checksum: String,
+    },
+}
+
+impl std::fmt::Display for Installed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Installed::AlreadyCurrent { version } => write!(f, "already has version {version}"),
+            Installed::New { version, checksum } => {
+                write!(f, "installed configuration version {version} (checksum {checksum})")
+            }
+        }
+    }
+}
+
+/// Install a configuration pushed by `from`, after checking it here as clbuild would; the
+/// answer for `from`, and whether a new configuration was written.
 pub fn install_pushed(
     ctx: &Context,
     from: &str,
     kind: &ConfigKind,
     built: &str,
     force: bool,
-) -> PeerReply {
+) -> (PeerReply, Option<Installed>) {
     match install(&ctx.paths, kind, built, force) {
-        Ok(detail) => {
-            info!(peer = %from, "{detail}");
-            PeerReply::Ok { detail }
+        Ok(installed) => {
+            info!(peer = %from, "{installed}");
+            (PeerReply::Ok { detail: installed.to_string() }, Some(installed))
         }
         Err(reason) => {
             warn!(peer = %from, "refused a configuration from {from}: {reason}");
-            PeerReply::Refused { reason }
+            (PeerReply::Refused { reason }, None)
         }
     }
 }
@@ -88,14 +117,14 @@ pub fn install(
     kind: &ConfigKind,
     built: &str,
     force: bool,
-) -> Result<String, String> {
+) -> Result<Installed, String> {
     let incoming: Built<serde_json::Value> = serde_json::from_str(built)
         .map_err(|e| format!("the configuration sent is not a built configuration: {e}"))?;
     let incoming_sum = checksum(&incoming.source);
     if let Some((version, source)) = local_version(paths, kind) {
         let local_sum = checksum(&source);
         if version == incoming.version && local_sum == incoming_sum {
-            return Ok(format!("already has version {version}"));
+            return Ok(Installed::AlreadyCurrent { version });
         }
         if !force {
             if version == incoming.version {
@@ -158,5 +187,5 @@ pub fn install(
     cl_paths::replace_keeping_previous(&path, &text)
         .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(format!("installed configuration version {} (checksum {incoming_sum})", incoming.version))
+    Ok(Installed::New { version: incoming.version, checksum: incoming_sum })
 }

@@ -4,8 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// One linuxha daemon. Each runs as `<name>-<cluster>` (as Linuxha.net's did), logs to
 /// `<name>.log` and keeps `<name>-<cluster>.pid`; the name is also how daemons report to
-/// cldaemon ([`crate::msg::LocalEvent`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// cldaemon ([`crate::msg::LocalEvent`]). Daemons order by name, so whatever is kept by
+/// daemon (cldaemon's children, clstat's counters and listeners) lists as the names sort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Daemon {
     /// Node manager.
@@ -51,6 +52,18 @@ impl Daemon {
     }
 }
 
+impl Ord for Daemon {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for Daemon {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 impl std::fmt::Display for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -70,5 +83,13 @@ mod tests {
             assert_eq!(back, daemon);
         }
         assert_eq!(Daemon::Clhbd2.process_name("c-1"), "clhbd2-c-1");
+    }
+
+    #[test]
+    fn daemons_order_by_name() {
+        let mut sorted = Daemon::ALL;
+        sorted.sort();
+        let names: Vec<&str> = sorted.iter().map(|d| d.name()).collect();
+        assert_eq!(names, ["clarbd", "cldaemon", "clhbd", "clhbd2", "cllockd", "clnetd"]);
     }
 }

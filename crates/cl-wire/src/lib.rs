@@ -33,6 +33,7 @@ pub mod key;
 pub mod lock;
 pub mod msg;
 pub mod replay;
+pub mod status;
 pub mod storage;
 
 pub use codec::{

@@ -8,6 +8,12 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::status::{
+    ApplicationState, ApplicationStatus, ClusterState, ClusterStatus, DataBlocked, GuardSummary,
+    KnownConnectionStatus, LeaseState, LeaseSummary, LinkState, LinkStatus, ListenerStatus,
+    LocalStateView, MonitorStatus, NodeState, NodeStatus, PeerTakeover, ResourceStatus,
+    ServeCounters, TakeoverStage, VolumeStatus,
+};
 pub use crate::storage::{StorageOp, StorageReply};
 
 /// The body of a heartbeat frame (kind [`crate::Kind::Heartbeat`]).
@@ -211,332 +217,6 @@ pub enum AdminResponse {
     },
 }
 
-/// What `clstat --json` prints: stable field names (documented in docs/clstat.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// Cluster name.
-    pub cluster: String,
-    /// `formed` or `not_formed` (as seen from this node).
-    pub state: String,
-    /// The node answering.
-    pub local: String,
-    /// This node's standing: connected, undecided or isolated.
-    pub local_state: String,
-    /// Built configuration version on this node.
-    pub config_version: u64,
-    /// Every node, this one included.
-    pub nodes: Vec<NodeStatus>,
-    /// Every known connection.
-    pub known_connections: Vec<KnownConnectionStatus>,
-    /// Every application.
-    pub applications: Vec<ApplicationStatus>,
-    /// Warnings worth an operator's attention (a lost link, an unreachable router).
-    pub warnings: Vec<String>,
-    /// Conditions that need the administrator now: a takeover refused (peer alive, fence
-    /// failing), applications stopped for want of the arbitrator's lease.
-    #[serde(default)]
-    pub alarms: Vec<String>,
-    /// Where each takeover of a silent peer stands, and the lease (why it waits, or why not).
-    #[serde(default)]
-    pub takeover: Vec<String>,
-    /// Frame counters of the receiving daemons (dropped frames by reason).
-    pub counters: serde_json::Value,
-    /// Every listening socket of this node's daemons: connections refused, accept errors,
-    /// rejected input, and whether it is in trouble (cannot serve normally).
-    #[serde(default)]
-    pub listeners: Vec<ListenerStatus>,
-    /// The takeover guard's state, typed (what `takeover` says in sentences).
-    #[serde(default)]
-    pub guard: GuardSummary,
-}
-
-/// The takeover guard's state in [`ClusterStatus`]: each peer's takeover gate and the lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuardSummary {
-    /// Each peer, while the cluster is formed here.
-    #[serde(default)]
-    pub peers: Vec<PeerTakeover>,
-    /// The arbitrator's lease, when one is configured and the cluster is formed here.
-    #[serde(default)]
-    pub lease: Option<LeaseSummary>,
-}
-
-/// Where the takeover of one peer stands, in [`GuardSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerTakeover {
-    /// The peer.
-    pub peer: String,
-    /// The gate its takeover waits at.
-    pub stage: TakeoverStage,
-    /// Fence attempts in this takeover so far (the one running included).
-    pub fence_attempts: u32,
-}
-
-/// The gate a takeover waits at (cl-core `guard::Gate`, without its times).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TakeoverStage {
-    /// The peer is up (or not judged yet).
-    Idle,
-    /// The peer is down but this node may not take over.
-    StandBy,
-    /// Waiting for the arbitrator's lease.
-    Lease,
-    /// Waiting to fence (the fence race, or the retry after a failure).
-    FenceWait,
-    /// The fence agent runs.
-    Fencing,
-    /// The peer-alive probe runs.
-    Probing,
-    /// The peer answers on the public networks: not taken over.
-    PeerAnswers,
-    /// Silent everywhere now; taking over after a settling delay.
-    Settle,
-    /// Taken over (after fencing or a silent probe).
-    Cleared,
-}
-
-impl TakeoverStage {
-    /// Every stage, in order.
-    pub const ALL: [TakeoverStage; 9] = [
-        TakeoverStage::Idle,
-        TakeoverStage::StandBy,
-        TakeoverStage::Lease,
-        TakeoverStage::FenceWait,
-        TakeoverStage::Fencing,
-        TakeoverStage::Probing,
-        TakeoverStage::PeerAnswers,
-        TakeoverStage::Settle,
-        TakeoverStage::Cleared,
-    ];
-
-    /// The name in JSON and in metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            TakeoverStage::Idle => "idle",
-            TakeoverStage::StandBy => "stand_by",
-            TakeoverStage::Lease => "lease",
-            TakeoverStage::FenceWait => "fence_wait",
-            TakeoverStage::Fencing => "fencing",
-            TakeoverStage::Probing => "probing",
-            TakeoverStage::PeerAnswers => "peer_answers",
-            TakeoverStage::Settle => "settle",
-            TakeoverStage::Cleared => "cleared",
-        }
-    }
-}
-
-/// The arbitrator's lease as this node sees it, in [`GuardSummary`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaseSummary {
-    /// Where the lease stands.
-    pub state: LeaseState,
-    /// The node holding it, when known (this node when `held`).
-    pub holder: Option<String>,
-    /// How long this node still holds it, milliseconds (when `held`).
-    pub remaining_ms: Option<u64>,
-}
-
-/// Where the lease stands for this node (cl-core `guard::LeaseView`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaseState {
-    /// Not needed now (every peer up).
-    NotNeeded,
-    /// Asked for, no answer yet.
-    Asking,
-    /// Held by this node.
-    Held,
-    /// Refused: another node holds it (or the arbitrator said no).
-    Denied,
-    /// The arbitrator does not answer.
-    NoAnswer,
-}
-
-impl LeaseState {
-    /// Every state, in order.
-    pub const ALL: [LeaseState; 5] = [
-        LeaseState::NotNeeded,
-        LeaseState::Asking,
-        LeaseState::Held,
-        LeaseState::Denied,
-        LeaseState::NoAnswer,
-    ];
-
-    /// The name in JSON and in metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            LeaseState::NotNeeded => "not_needed",
-            LeaseState::Asking => "asking",
-            LeaseState::Held => "held",
-            LeaseState::Denied => "denied",
-            LeaseState::NoAnswer => "no_answer",
-        }
-    }
-}
-
-/// One listening socket (TCP port or Unix socket) of a daemon, in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenerStatus {
-    /// The daemon listening (`cldaemon`, `cllockd`).
-    pub daemon: String,
-    /// What it listens for and where, e.g. `peers 10.10.0.11:9901`, `admin`, `clients`.
-    pub listener: String,
-    /// Connections open now.
-    #[serde(default)]
-    pub open: u64,
-    /// What was refused or rejected since the daemon started.
-    #[serde(default)]
-    pub counters: ServeCounters,
-    /// Why it cannot serve normally now (accept errors or a connection bound reached in the
-    /// last seconds); `None` when it serves normally.
-    #[serde(default)]
-    pub trouble: Option<String>,
-}
-
-/// Counters of one listening socket, in [`ListenerStatus`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServeCounters {
-    /// Connections accepted and served.
-    #[serde(default)]
-    pub accepted: u64,
-    /// Connections closed at once: their address had too many open already.
-    #[serde(default)]
-    pub refused_per_address: u64,
-    /// Connections closed at once: the listener had too many open already.
-    #[serde(default)]
-    pub refused_total: u64,
-    /// Failed accepts (out of file descriptors, aborted connections…).
-    #[serde(default)]
-    pub accept_errors: u64,
-    /// Connections closed because their request did not arrive in time (idle, slowloris).
-    #[serde(default)]
-    pub timeouts: u64,
-    /// Requests rejected as unreadable or unauthentic (bad frames, garbage lines).
-    #[serde(default)]
-    pub bad_input: u64,
-}
-
-/// A node in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// Name.
-    pub name: String,
-    /// up, down, isolated, joining, leaving.
-    pub state: String,
-    /// Heartbeat links as seen from the answering node (empty for itself).
-    pub links: Vec<LinkStatus>,
-}
-
-/// A heartbeat link in [`NodeStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkStatus {
-    /// Network name.
-    pub network: String,
-    /// up or down.
-    pub state: String,
-    /// Milliseconds since the last heartbeat, if any.
-    pub last_heard_ms: Option<u64>,
-}
-
-/// A known connection in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KnownConnectionStatus {
-    /// Address.
-    pub address: IpAddr,
-    /// Answered recently.
-    pub reachable: bool,
-    /// Milliseconds since the last reply, if any.
-    pub last_reply_ms: Option<u64>,
-}
-
-/// An application in [`ClusterStatus`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApplicationStatus {
-    /// Name.
-    pub name: String,
-    /// stopped, starting, running, stopping, failed.
-    pub state: String,
-    /// Where it runs, if anywhere.
-    pub node: Option<String>,
-    /// Local restarts within the monitors' window on the answering node.
-    #[serde(default)]
-    pub restarts: u32,
-    /// The last failure on the answering node, with its reason.
-    #[serde(default)]
-    pub last_failure: Option<String>,
-    /// When it happened (RFC 3339, UTC).
-    #[serde(default)]
-    pub last_failure_at: Option<String>,
-    /// Its service addresses, `address/prefix`.
-    #[serde(default)]
-    pub vips: Vec<String>,
-    /// The latest result of each monitor on the node running it (answering node only).
-    #[serde(default)]
-    pub monitors: Vec<MonitorStatus>,
-    /// Its resources (OCF agents, LSB init scripts) in start order, each with its latest
-    /// monitor result on the node running it (answering node only).
-    #[serde(default)]
-    pub resources: Vec<ResourceStatus>,
-    /// Its replicated volumes (DRBD), as the answering node sees them.
-    #[serde(default)]
-    pub volumes: Vec<VolumeStatus>,
-    /// Nodes whose copy of the data may not be promoted, with the reason: the application
-    /// will not start there.
-    #[serde(default)]
-    pub data_blocked: Vec<DataBlocked>,
-}
-
-/// One replicated volume in [`ApplicationStatus`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VolumeStatus {
-    /// The DRBD resource.
-    pub resource: String,
-    /// The replicated device, e.g. `/dev/drbd0`.
-    pub device: String,
-    /// Where it is mounted when the application runs.
-    pub mountpoint: String,
-    /// DRBD's view from the answering node (its role and disk, the peer's, the connection);
-    /// `None` when the resource is not up there.
-    pub state: Option<cl_core::storage::VolumeState>,
-    /// Resync progress, while one runs.
-    pub resync: Option<cl_core::storage::ResyncProgress>,
-}
-
-/// A node that may not promote an application's data, in [`ApplicationStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataBlocked {
-    /// The node.
-    pub node: String,
-    /// Why (cl-core `storage::NotPromotable`).
-    pub reason: cl_core::storage::NotPromotable,
-}
-
-/// One resource in [`ApplicationStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResourceStatus {
-    /// Its id.
-    pub id: String,
-    /// `ocf:<provider>:<agent>` or `lsb:<name>`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The latest monitor result (`running`, `not running: …`, `failed: …`), if any yet.
-    pub result: Option<String>,
-    /// Milliseconds since that result.
-    pub age_ms: Option<u64>,
-}
-
-/// One monitor's latest result in [`ApplicationStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitorStatus {
-    /// What it checks, e.g. `tcp 80`, `process python3`, `link eth0`.
-    pub check: String,
-    /// `ok`, or the failure.
-    pub result: String,
-    /// Milliseconds since that result.
-    pub age_ms: u64,
-}
-
 /// Events the cluster daemons send to their cldaemon over the node-local datagram socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -558,21 +238,21 @@ pub enum LocalEvent {
     /// A daemon's frame counters.
     Counters {
         /// Which daemon.
-        daemon: String,
+        daemon: crate::Daemon,
         /// Its counters.
         counters: crate::Counters,
     },
     /// A daemon's listening sockets (cllockd's, for clstat).
     Listeners {
         /// Which daemon.
-        daemon: String,
+        daemon: crate::Daemon,
         /// Its listeners.
         listeners: Vec<ListenerStatus>,
     },
     /// A daemon reports something for the cldaemon log.
     Note {
         /// Which daemon.
-        daemon: String,
+        daemon: crate::Daemon,
         /// What.
         text: String,
     },

@@ -295,11 +295,11 @@ fn a_migrated_1_0_cluster_forms_with_its_five_daemons() {
         let pids = c.daemon_pids(node);
         assert_eq!(pids.len(), ALL_DAEMONS.len(), "{node}: {pids:?}");
         let status = c.wait(node, "the proposed known connection answers", |s| {
-            all_up(s) && cluster::known(s, GATEWAY).is_some_and(|k| k["reachable"] == true)
+            all_up(s) && cluster::known(s, GATEWAY).is_some_and(|k| k.reachable)
         });
         assert!(
             !cluster::app_running_on(&status, node),
-            "clform --noapps started apache on {node}: {status}"
+            "clform --noapps started apache on {node}: {status:#?}"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! own lab (so they run in parallel) and skips with a message where labs cannot run.
 
 mod cluster;
+use cluster::{ClusterState, LinkState, LocalStateView, NodeState};
 
 use std::time::Duration;
 
@@ -17,11 +18,11 @@ fn formation_halt_and_reform() {
 
     for node in ["node1", "node2"] {
         let (code, status) = c.status(node);
-        assert_eq!(code, Some(0), "{node}: clstat exits 0 when formed: {status:#}");
-        assert_eq!(status["state"], "formed");
-        assert_eq!(status["cluster"], "cluster1");
-        assert_eq!(status["local"], node);
-        assert!(all_up(&status), "{node}: {status:#}");
+        assert_eq!(code, Some(0), "{node}: clstat exits 0 when formed: {status:#?}");
+        assert_eq!(status.state, ClusterState::Formed);
+        assert_eq!(status.cluster, "cluster1");
+        assert_eq!(status.local, node);
+        assert!(all_up(&status), "{node}: {status:#?}");
 
         let pids = c.daemon_pids(node);
         let clhbd = pids["clhbd"];
@@ -40,8 +41,8 @@ fn formation_halt_and_reform() {
         }
         c.pid_of(node, "cldaemon"); // the node manager stays
         let (code, status) = c.status(node);
-        assert_eq!(code, Some(3), "{node}: clstat exits 3 when not formed: {status:#}");
-        assert_eq!(status["state"], "not_formed");
+        assert_eq!(code, Some(3), "{node}: clstat exits 3 when not formed: {status:#?}");
+        assert_eq!(status.state, ClusterState::NotFormed);
     }
 
     // Formed again, then halted with --force.
@@ -80,13 +81,14 @@ fn silent_isolation_of_node1() {
 
     c.lab.cut("node1", None).expect("cut node1");
     c.wait("node2", "node1 down, node2 connected", |s| {
-        node_state(s, "node1") == "down" && s["local_state"] == "connected"
+        node_state(s, "node1") == Some(NodeState::Down)
+            && s.local_state == LocalStateView::Connected
     });
     let status = c.wait("node1", "node1 isolated and node2 down", |s| {
-        s["local_state"] == "isolated" && node_state(s, "node2") == "down"
+        s.local_state == LocalStateView::Isolated && node_state(s, "node2") == Some(NodeState::Down)
     });
     let k = known(&status, KNOWN).expect("known connection listed");
-    assert_eq!(k["reachable"], false, "node1 reaches no known connection: {status:#}");
+    assert!(!k.reachable, "node1 reaches no known connection: {status:#?}");
 
     let line = c.wait_log("node2", "cldaemon", log2, "node node1 is down");
     assert!(line.contains("may take over"), "node2 takes over: {line}");
@@ -105,18 +107,22 @@ fn one_of_two_heartbeat_networks_cut() {
     c.lab.cut("node1", Some(1)).expect("cut node1's private network");
     // Nobody is marked down while one link still carries heartbeats.
     c.hold(Duration::from_secs(3), "both nodes up", |_, s| {
-        s["state"] == "formed" && node_state(s, "node1") == "up" && node_state(s, "node2") == "up"
+        s.state == ClusterState::Formed
+            && node_state(s, "node1") == Some(NodeState::Up)
+            && node_state(s, "node2") == Some(NodeState::Up)
     });
     let status = c.wait("node2", "node1's private link down with a warning", |s| {
-        link_state(s, "node1", "private") == "down"
-            && link_state(s, "node1", "public") == "up"
+        link_state(s, "node1", "private") == Some(LinkState::Down)
+            && link_state(s, "node1", "public") == Some(LinkState::Up)
             && warnings(s).iter().any(|w| w.contains("private") && w.contains("node1"))
     });
-    assert_eq!(node_state(&status, "node1"), "up", "{status:#}");
+    assert_eq!(node_state(&status, "node1"), Some(NodeState::Up), "{status:#?}");
     assert!(!c.log_since("node2", "cldaemon", log2).contains("node node1 is down"));
 
     c.lab.cut("node1", None).expect("cut node1 completely");
-    c.wait("node2", "node1 down once both links are cut", |s| node_state(s, "node1") == "down");
+    c.wait("node2", "node1 down once both links are cut", |s| {
+        node_state(s, "node1") == Some(NodeState::Down)
+    });
 }
 
 #[test]
@@ -137,23 +143,21 @@ fn known_connection_lost_by_node2_only() {
     assert!(out.status.success(), "nft on node2: {}", cluster::text(&out));
 
     let status = c.wait("node2", "10.10.0.1 unreachable with a warning", |s| {
-        known(s, KNOWN).is_some_and(|k| k["reachable"] == false)
+        known(s, KNOWN).is_some_and(|k| !k.reachable)
             && warnings(s).iter().any(|w| w.contains(KNOWN))
     });
-    assert!(all_up(&status), "node2 still connected with node1 up: {status:#}");
+    assert!(all_up(&status), "node2 still connected with node1 up: {status:#?}");
     // Nothing else changes, on either node, for a while.
     c.hold(Duration::from_secs(2), "both up and connected", |node, s| {
-        all_up(s) && known(s, KNOWN).is_some_and(|k| k["reachable"] == (node == "node1"))
+        all_up(s) && known(s, KNOWN).is_some_and(|k| k.reachable == (node == "node1"))
     });
     let (_, status1) = c.status("node1");
-    assert!(warnings(&status1).is_empty(), "node1 has no warning: {status1:#}");
+    assert!(warnings(&status1).is_empty(), "node1 has no warning: {status1:#?}");
 
     let out = c.lab.run("node2", &["nft", "delete table inet lhtest"]).expect("nft runs");
     assert!(out.status.success(), "nft on node2: {}", cluster::text(&out));
     c.wait("node2", "10.10.0.1 reachable again, no warning", |s| {
-        all_up(s)
-            && known(s, KNOWN).is_some_and(|k| k["reachable"] == true)
-            && warnings(s).is_empty()
+        all_up(s) && known(s, KNOWN).is_some_and(|k| k.reachable) && warnings(s).is_empty()
     });
 
     assert_eq!([c.daemon_pids("node1"), c.daemon_pids("node2")], before, "no daemon restarted");

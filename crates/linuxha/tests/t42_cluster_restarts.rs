@@ -2,6 +2,7 @@
 //! restarted cldaemon adopts the daemons still running; node2 never sees node1 go down.
 
 mod cluster;
+use cluster::{ClusterState, NodeState};
 
 use std::time::Duration;
 
@@ -89,8 +90,8 @@ fn restarted_cldaemon_adopts_the_running_daemons() {
         );
     }
     let status = c.wait("node1", "formed with node2 up", all_up);
-    assert_eq!(status["state"], "formed");
-    assert_eq!(node_state(&status, "node2"), "up");
+    assert_eq!(status.state, ClusterState::Formed);
+    assert_eq!(node_state(&status, "node2"), Some(NodeState::Up));
     let after = c.daemon_pids("node1");
     for daemon in ["cllockd", "clnetd", "clhbd", "clhbd2"] {
         assert_eq!(after[daemon], before[daemon], "{daemon} kept running");

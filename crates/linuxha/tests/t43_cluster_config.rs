@@ -3,6 +3,7 @@
 //! with another cluster key cannot join.
 
 mod cluster;
+use cluster::{ClusterState, NodeState};
 
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,7 @@ fn a_node_that_was_down_fetches_the_newer_version_when_it_joins() {
     }
     signal(c.pid_of("node2", "cldaemon"), "TERM");
     c.wait_pids("node2", "cldaemon", "stopped by SIGTERM", |p| p.is_empty());
-    c.wait("node1", "node2 down", |s| node_state(s, "node2") == "down");
+    c.wait("node1", "node2 down", |s| node_state(s, "node2") == Some(NodeState::Down));
 
     touch_clconf(&c, "second change, node2 away");
     let out = c.must("node1", &["clbuild", "--force", "--verbose"]);
@@ -108,14 +109,14 @@ fn a_node_with_another_key_cannot_join() {
     c.must("node2", &["clbuild", "--force"]);
     c.start_cldaemon("node1");
     c.must("node1", &["clform", "--verbose"]);
-    c.wait("node1", "formed on node1", |s| s["state"] == "formed");
+    c.wait("node1", "formed on node1", |s| s.state == ClusterState::Formed);
 
     c.start_cldaemon("node2");
     c.wait_log("node1", "cldaemon", 0, "is the cluster key the same");
     // node2 asks node1 to join and is not answered: it stays out, and node1 never sees it up.
     c.hold(Duration::from_secs(2), "node2 not in the cluster", |node, s| match node {
-        "node1" => s["state"] == "formed" && node_state(s, "node2") != "up",
-        _ => s["state"] == "not_formed",
+        "node1" => s.state == ClusterState::Formed && node_state(s, "node2") != Some(NodeState::Up),
+        _ => s.state == ClusterState::NotFormed,
     });
     assert_eq!(c.status("node2").0, Some(3));
 
@@ -124,6 +125,6 @@ fn a_node_with_another_key_cannot_join() {
     let line = c.wait_log("node1", "clhbd", 0, "different cluster key");
     assert!(line.contains("dropped heartbeat frame"), "{line}");
     c.hold(Duration::from_secs(2), "node1 never sees node2 up", |node, s| {
-        node == "node2" || node_state(s, "node2") != "up"
+        node == "node2" || node_state(s, "node2") != Some(NodeState::Up)
     });
 }

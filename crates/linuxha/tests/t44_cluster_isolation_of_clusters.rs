@@ -3,6 +3,7 @@
 //! with different sources refuse to form until `clbuild --force` makes one copy win.
 
 mod cluster;
+use cluster::{ClusterState, ClusterStatus};
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -45,21 +46,22 @@ impl Second<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn status(&self, node: &str) -> (Option<i32>, Value) {
+    /// cluster2's `clstat --json` on `node`: exit code and the snapshot, if clstat printed one.
+    fn status(&self, node: &str) -> (Option<i32>, Option<ClusterStatus>) {
         let out = self.run(node, &["clstat", "--json"]);
-        (out.status.code(), serde_json::from_slice(&out.stdout).unwrap_or(Value::Null))
+        (out.status.code(), serde_json::from_slice(&out.stdout).ok())
     }
 
-    fn wait(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    fn wait(&self, node: &str, what: &str, pred: impl Fn(&ClusterStatus) -> bool) -> ClusterStatus {
         let deadline = Instant::now() + WAIT;
         loop {
             let (_, status) = self.status(node);
-            if pred(&status) {
-                return status;
+            if let Some(status) = status.as_ref().filter(|s| pred(s)) {
+                return status.clone();
             }
             assert!(
                 Instant::now() < deadline,
-                "{CLUSTER2} on {node}: not within {WAIT:?}: {what}\nlast clstat: {status:#}\n{}",
+                "{CLUSTER2} on {node}: not within {WAIT:?}: {what}\nlast clstat: {status:#?}\n{}",
                 self.diagnostics()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -126,8 +128,7 @@ impl Second<'_> {
     fn start_cldaemon(&self, node: &str) {
         self.must(node, &["cldaemon"]);
         self.wait(node, "cldaemon answers", |s| {
-            s["cluster"] == CLUSTER2
-                && s["state"].is_string()
+            s.cluster == CLUSTER2
                 && !cluster::warnings(s).iter().any(|w| w.contains("cldaemon is not running"))
         });
     }
@@ -152,9 +153,9 @@ impl Second<'_> {
 
 /// Every frame counter of every daemon in `status` that counts frames of another cluster or
 /// with another key, with its value: all must be 0.
-fn foreign_frame_counters(status: &Value) -> Vec<(String, u64)> {
+fn foreign_frame_counters(status: &ClusterStatus) -> Vec<(String, u64)> {
     let mut found = Vec::new();
-    if let Some(daemons) = status["counters"].as_object() {
+    if let Some(daemons) = status.counters.as_object() {
         for (daemon, counters) in daemons {
             for name in ["wrong_cluster", "bad_mac"] {
                 found.push((format!("{daemon}.{name}"), counters[name].as_u64().unwrap_or(0)));
@@ -166,13 +167,13 @@ fn foreign_frame_counters(status: &Value) -> Vec<(String, u64)> {
 
 /// cluster1 in `status`: formed, both up, clhbd counting node's heartbeats and no frame of
 /// another cluster or key.
-fn cluster1_clean(status: &Value) -> bool {
-    status["cluster"] == CLUSTER
+fn cluster1_clean(status: &ClusterStatus) -> bool {
+    status.cluster == CLUSTER
         && all_up(status)
         && cluster::warnings(status).is_empty()
-        && status["counters"]["clhbd"]["accepted"].as_u64().unwrap_or(0) > 0
-        && status["counters"]["clhbd"]["wrong_cluster"].as_u64() == Some(0)
-        && status["counters"]["clhbd"]["bad_mac"].as_u64() == Some(0)
+        && status.counters["clhbd"]["accepted"].as_u64().unwrap_or(0) > 0
+        && status.counters["clhbd"]["wrong_cluster"].as_u64() == Some(0)
+        && status.counters["clhbd"]["bad_mac"].as_u64() == Some(0)
         && foreign_frame_counters(status).iter().all(|(_, v)| *v == 0)
 }
 
@@ -192,13 +193,13 @@ fn two_clusters_on_the_same_nodes_do_not_interfere() {
     second.must("node1", &["clform", "--verbose"]);
     for node in ["node1", "node2"] {
         let status = second.wait(node, "cluster2 formed with both nodes up", |s| {
-            s["cluster"] == CLUSTER2
+            s.cluster == CLUSTER2
                 && all_up(s)
-                && s["counters"]["clhbd"]["accepted"].as_u64().unwrap_or(0) > 0
+                && s.counters["clhbd"]["accepted"].as_u64().unwrap_or(0) > 0
         });
         assert!(
             foreign_frame_counters(&status).iter().all(|(_, v)| *v == 0),
-            "{CLUSTER2} on {node} counted foreign frames: {status:#}"
+            "{CLUSTER2} on {node} counted foreign frames: {status:#?}"
         );
     }
 
@@ -243,7 +244,7 @@ fn two_clusters_on_the_same_nodes_do_not_interfere() {
             1,
             "{node}: cluster2's cldaemon stays after clhalt"
         );
-        second.wait(node, "cluster2 not formed", |s| s["state"] == "not_formed");
+        second.wait(node, "cluster2 not formed", |s| s.state == ClusterState::NotFormed);
         assert_eq!(second.status(node).0, Some(3), "{node}: clstat of cluster2 after clhalt");
     }
     // Longer than the heartbeat timeout (1 s): cluster1 never notices.
@@ -310,7 +311,7 @@ fn same_version_different_configuration_is_refused_then_force_wins() {
     eprintln!("clform refused: {said}");
     for node in ["node1", "node2"] {
         let (code, status) = c.status(node);
-        assert_eq!((code, status["state"].as_str()), (Some(3), Some("not_formed")), "{node}");
+        assert_eq!((code, status.state), (Some(3), ClusterState::NotFormed), "{node}");
         for daemon in CLUSTER_DAEMONS {
             assert!(c.pids_of(node, daemon).is_empty(), "{node}: {daemon} started by clform");
         }
@@ -336,12 +337,12 @@ fn same_version_different_configuration_is_refused_then_force_wins() {
     }
     for node in ["node1", "node2"] {
         c.wait(node, "cldaemon runs the new version", |s| {
-            s["config_version"].as_u64() == Some(v1) && s["state"] == "not_formed"
+            s.config_version == v1 && s.state == ClusterState::NotFormed
         });
     }
     c.form();
     for node in ["node1", "node2"] {
         let (_, status) = c.status(node);
-        assert_eq!(status["config_version"].as_u64(), Some(v1), "{node}: {status:#}");
+        assert_eq!(status.config_version, v1, "{node}: {status:#?}");
     }
 }

@@ -13,10 +13,12 @@ mod cluster;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use cl_wire::msg::ListenerStatus;
 use cl_wire::msg::{HeartbeatMsg, PeerRequest};
 use cl_wire::{ClusterKey, Kind, Sender};
-use cluster::{all_up, app_running_on, counter, text, warnings, Cluster, APP, CLHBD_PORT};
-use serde_json::Value;
+use cluster::{
+    all_up, app_running_on, counter, text, warnings, Cluster, ClusterStatus, APP, CLHBD_PORT,
+};
 
 /// cldaemon's and cllockd's ports in the example configuration.
 const CLDAEMON_PORT: u16 = 9901;
@@ -171,14 +173,21 @@ fn log_bytes(c: &Cluster, node: &str) -> u64 {
 }
 
 /// A counter of `daemon`'s listener on `at` in a clstat object (0 while absent).
-fn listener_counter(status: &Value, daemon: &str, at: SocketAddr, name: &str) -> u64 {
-    listener(status, daemon, at).and_then(|l| l["counters"][name].as_u64()).unwrap_or(0)
+fn listener_counter(status: &ClusterStatus, daemon: &str, at: SocketAddr, name: &str) -> u64 {
+    listener(status, daemon, at)
+        .and_then(|l| serde_json::to_value(l.counters).ok())
+        .and_then(|counters| counters[name].as_u64())
+        .unwrap_or(0)
 }
 
 /// `daemon`'s peer listener on `at` in a clstat object.
-fn listener<'a>(status: &'a Value, daemon: &str, at: SocketAddr) -> Option<&'a Value> {
+fn listener<'a>(
+    status: &'a ClusterStatus,
+    daemon: &str,
+    at: SocketAddr,
+) -> Option<&'a ListenerStatus> {
     let name = format!("peers {at}");
-    status["listeners"].as_array()?.iter().find(|l| l["daemon"] == daemon && l["listener"] == name)
+    status.listeners.iter().find(|l| l.daemon.name() == daemon && l.listener == name)
 }
 
 /// The UDP sockets clhbd2 sends from on `node`, on address `ip`.
@@ -271,19 +280,19 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
     // Each class counted, on both nodes, by the right daemon and listener.
     for (i, node) in nodes.iter().enumerate() {
         let was = &before[i];
-        let grew = |s: &Value, daemon: &str, port: u16, name: &str, by: u64| {
+        let grew = |s: &ClusterStatus, daemon: &str, port: u16, name: &str, by: u64| {
             let a = at(node, port);
             listener_counter(s, daemon, a, name) >= listener_counter(was, daemon, a, name) + by
         };
-        let frames = |s: &Value, daemon: &str, name: &str, by: u64| {
+        let frames = |s: &ClusterStatus, daemon: &str, name: &str, by: u64| {
             counter(s, daemon, name) >= counter(was, daemon, name) + by
         };
         let expected_bad = (GARBAGE + FORGED + 3 * 6) as u64;
         // A fast burst from one address may run into the per-address bound before its first
         // connections were handled: then they count as refused, not as bad input.
-        let handled = |s: &Value, daemon: &str, port: u16| {
+        let handled = |s: &ClusterStatus, daemon: &str, port: u16| {
             let a = at(node, port);
-            let sum = |v: &Value| {
+            let sum = |v: &ClusterStatus| {
                 listener_counter(v, daemon, a, "bad_input")
                     + listener_counter(v, daemon, a, "refused_per_address")
             };
@@ -306,8 +315,8 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
     let burst_growth = nodes.map(|n| log_bytes(&c, n));
     for node in nodes {
         let s = c.status(node).1;
-        assert!(all_up(&s), "{node}: {s:#}");
-        assert!(app_running_on(&s, "node1"), "{node}: no failover: {s:#}");
+        assert!(all_up(&s), "{node}: {s:#?}");
+        assert!(app_running_on(&s, "node1"), "{node}: no failover: {s:#?}");
     }
 
     // (2) A siege beyond the per-address bound and a flood at node1's TCP ports, while the
@@ -321,7 +330,7 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
             .iter()
             .any(|w| w.contains("cldaemon peers") && w.contains("cannot serve normally"))
             && listener(s, "cllockd", at("node1", CLLOCKD_PORT))
-                .is_some_and(|l| !l["trouble"].is_null())
+                .is_some_and(|l| l.trouble.is_some())
     });
     let shown = c.must("node1", &["clstat", "--verbose"]);
     assert!(shown.contains("IN TROUBLE"), "{shown}");
@@ -366,7 +375,7 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
         format!(
             "{d}:{p} {}",
             listener(&after, d, at("node1", p))
-                .map(|l| l["counters"].to_string())
+                .map(|l| serde_json::to_string(&l.counters).unwrap_or_default())
                 .unwrap_or_default()
         )
     };
@@ -376,7 +385,7 @@ fn hostile_traffic_at_every_port_is_survived_counted_and_logged_briefly() {
          bytes; node1 {}; {}; frames {}; besieged warnings {:?}; {:?} in all",
         report("cldaemon", CLDAEMON_PORT),
         report("cllockd", CLLOCKD_PORT),
-        after["counters"],
+        after.counters,
         warnings(&besieged),
         started.elapsed()
     );

@@ -4,6 +4,7 @@
 //! down as if nobody replayed anything, and count the replays as unfresh or replayed.
 
 mod cluster;
+use cluster::{ClusterStatus, NodeState};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,7 +53,7 @@ fn cut_node1_and_replay(
     c: &mut Cluster,
     recorded: &[Vec<u8>],
     what: &str,
-) -> (serde_json::Value, serde_json::Value) {
+) -> (ClusterStatus, ClusterStatus) {
     let target = SocketAddr::new(c.lab.addr("node2", 0).expect("node2").into(), CLHBD_PORT);
     c.lab.cut("node1", None).expect("cut node1");
     // Heartbeats already on their way arrive; the counters reach clstat once a second.
@@ -63,18 +64,22 @@ fn cut_node1_and_replay(
     let status = std::thread::scope(|scope| {
         let replay =
             scope.spawn(|| replay_paced(c, "ext", target, &frames, Duration::from_millis(100)));
-        c.wait("node2", what, |s| node_state(s, "node1") == "down");
+        c.wait("node2", what, |s| node_state(s, "node1") == Some(NodeState::Down));
         replay.join().expect("replay thread");
         // The counters reach clstat once a second.
         std::thread::sleep(Duration::from_millis(1500));
         let status = c.status("node2").1;
-        assert_eq!(node_state(&status, "node1"), "down", "after the whole replay: {status:#}");
+        assert_eq!(
+            node_state(&status, "node1"),
+            Some(NodeState::Down),
+            "after the whole replay: {status:#?}"
+        );
         status
     });
     c.lab.heal("node1").expect("heal node1");
     c.wait_all_up();
     let accepted = counter(&status, "clhbd", "accepted") - counter(&before, "clhbd", "accepted");
-    assert_eq!(accepted, 0, "no replayed heartbeat may count: {status:#}");
+    assert_eq!(accepted, 0, "no replayed heartbeat may count: {status:#?}");
     (before, status)
 }
 
@@ -97,8 +102,8 @@ fn heartbeats_recorded_before_a_receiver_restart_do_not_keep_a_cut_off_node_up()
     let unfresh = counter(&status, "clhbd", "unfresh") - counter(&before, "clhbd", "unfresh");
     let replayed = counter(&status, "clhbd", "replayed") - counter(&before, "clhbd", "replayed");
     // Each recorded frame is new to the restarted window once (unfresh), then a plain replay.
-    assert!(unfresh >= recorded.len() as u64, "unfresh {unfresh}: {status:#}");
-    assert!(replayed >= recorded.len() as u64, "replayed {replayed}: {status:#}");
+    assert!(unfresh >= recorded.len() as u64, "unfresh {unfresh}: {status:#?}");
+    assert!(replayed >= recorded.len() as u64, "replayed {replayed}: {status:#?}");
 }
 
 #[test]
@@ -118,7 +123,7 @@ fn heartbeats_recorded_before_a_sender_restart_do_not_keep_a_cut_off_node_up() {
         "node1 down on node2 although heartbeats of its previous run are replayed",
     );
     let replayed = counter(&status, "clhbd", "replayed") - counter(&before, "clhbd", "replayed");
-    assert!(replayed >= recorded.len() as u64 * 3, "replayed {replayed}: {status:#}");
+    assert!(replayed >= recorded.len() as u64 * 3, "replayed {replayed}: {status:#?}");
 }
 
 /// Where Debian's faketime package puts the preload library.
@@ -140,7 +145,7 @@ fn a_node_restarted_with_its_clock_a_day_behind_is_heard() {
     for daemon in cluster::ALL_DAEMONS {
         signal(pids[daemon], "KILL");
     }
-    c.wait("node2", "node1 down", |s| node_state(s, "node1") == "down");
+    c.wait("node2", "node1 down", |s| node_state(s, "node1") == Some(NodeState::Down));
     let before = c.status("node2").1;
     let argv = [cluster::EXE, "cldaemon"];
     let mut cmd = c.lab.exec("node1", &argv).expect("command for node1");
@@ -151,7 +156,7 @@ fn a_node_restarted_with_its_clock_a_day_behind_is_heard() {
     let out = cmd.output().expect("cldaemon starts");
     assert!(out.status.success(), "cldaemon: {}", String::from_utf8_lossy(&out.stderr));
     let status = c.wait("node2", "node1 up again, heard from its new run", |s| {
-        node_state(s, "node1") == "up"
+        node_state(s, "node1") == Some(NodeState::Up)
             && counter(s, "clhbd", "accepted") > counter(&before, "clhbd", "accepted") + 5
     });
     let log = c.log("node1", "cldaemon");
@@ -160,7 +165,7 @@ fn a_node_restarted_with_its_clock_a_day_behind_is_heard() {
     assert_eq!(
         counter(&status, "clhbd", "replayed"),
         counter(&before, "clhbd", "replayed"),
-        "{status:#}"
+        "{status:#?}"
     );
     // Stop node1's daemons started here (they run under the fake clock) by pid.
     for daemon in cluster::ALL_DAEMONS {

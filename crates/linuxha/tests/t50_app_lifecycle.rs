@@ -4,6 +4,7 @@
 //! the node that does not run it holds nothing of it: no VIP, no mount, no process.
 
 mod cluster;
+use cluster::ApplicationState;
 
 use std::time::{Duration, Instant};
 
@@ -85,7 +86,9 @@ fn apache_lifecycle_form_switch_halt_start_and_clhalt() {
 
     // clhaltapp: stopped everywhere, nothing held anywhere.
     c.must("node2", &["clhaltapp", "--application", APP]);
-    c.wait_app_everywhere("apache stopped", |s| app_state(s) == ("stopped".to_string(), None));
+    c.wait_app_everywhere("apache stopped", |s| {
+        app_state(s) == (Some(ApplicationState::Stopped), None)
+    });
     c.assert_released("node1", "after clhaltapp");
     c.assert_released("node2", "after clhaltapp");
     assert!(c.fetch(Duration::from_millis(500)).is_err(), "nobody serves after clhaltapp");

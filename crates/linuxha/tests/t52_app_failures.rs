@@ -4,6 +4,7 @@
 //! the stop succeeds).
 
 mod cluster;
+use cluster::ApplicationState;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -69,14 +70,14 @@ fn start_script_failing_on_both_nodes_leaves_it_failed_and_clstartapp_says_why()
     };
     c.form();
     c.wait_app_everywhere("apache failed everywhere", |s| {
-        app_state(s) == ("failed".to_string(), None)
+        app_state(s) == (Some(ApplicationState::Failed), None)
     });
     for node in ["node1", "node2"] {
         c.assert_released(node, "apache failed everywhere");
         let (_, status) = c.status(node);
         assert!(
             app_failure(&status).starts_with("failed here: start failed: "),
-            "{node}: {status:#}"
+            "{node}: {status:#?}"
         );
     }
     assert!(c.log("node1", APP).contains("failing start on node1"), "node1 ran its script");
@@ -92,7 +93,7 @@ fn start_script_failing_on_both_nodes_leaves_it_failed_and_clstartapp_says_why()
         "clstartapp gives the reason: {stderr}"
     );
     c.wait_app_everywhere("apache failed everywhere", |s| {
-        app_state(s) == ("failed".to_string(), None)
+        app_state(s) == (Some(ApplicationState::Failed), None)
     });
     c.assert_released("node1", "after the failed clstartapp");
     c.assert_released("node2", "after the failed clstartapp");

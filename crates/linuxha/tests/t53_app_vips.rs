@@ -5,6 +5,7 @@
 //! refuses the start; a hanging stop script is killed and the application still stops.
 
 mod cluster;
+use cluster::{ApplicationState, NodeState};
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -267,9 +268,9 @@ fn killed_active_node_freeze_and_cut_fails_over_and_never_two_owners() {
         last = c.fetch(Duration::from_millis(300));
     };
     let status = c.wait_for("node2", "apache running on node2", Duration::from_secs(5), |s| {
-        app_running_on(s, "node2") && node_state(s, "node1") == "down"
+        app_running_on(s, "node2") && node_state(s, "node1") == Some(NodeState::Down)
     });
-    assert!(c.has_vip("node2"), "node2 holds the VIP: {status:#}");
+    assert!(c.has_vip("node2"), "node2 holds the VIP: {status:#?}");
     std::thread::sleep(Duration::from_secs(1));
     let events = sampler.stop();
     let end = SystemTime::now();
@@ -384,13 +385,13 @@ fn isolation_then_heal_one_owner_no_gap() {
     assert!(!log1.contains("starting apache"), "node1 started nothing after the heal:\n{log1}");
     for node in ["node1", "node2"] {
         let (_, s) = c.status(node);
-        let owners: Vec<&str> = s["applications"]
-            .as_array()
-            .map(|a| a.iter().filter(|a| a["name"] == APP).filter_map(|a| a["node"].as_str()))
-            .into_iter()
-            .flatten()
+        let owners: Vec<&str> = s
+            .applications
+            .iter()
+            .filter(|a| a.name == APP)
+            .filter_map(|a| a.node.as_deref())
             .collect();
-        assert_eq!(owners, ["node2"], "{node}: exactly one owner of apache: {s:#}");
+        assert_eq!(owners, ["node2"], "{node}: exactly one owner of apache: {s:#?}");
     }
 }
 
@@ -546,7 +547,7 @@ fn vip_held_by_a_foreign_host_refuses_the_start() {
     c.form();
     for node in ["node1", "node2"] {
         c.wait_for(node, "apache failed", Duration::from_secs(15), |s| {
-            app_state(s) == ("failed".to_string(), None)
+            app_state(s) == (Some(ApplicationState::Failed), None)
         });
     }
     for node in ["node1", "node2"] {
@@ -554,7 +555,7 @@ fn vip_held_by_a_foreign_host_refuses_the_start() {
         let failure = app_failure(&s);
         assert!(
             failure.contains(&format!("VIP {VIP} is already answered by {mac_ext}")),
-            "{node}: the failure names the VIP and ext's MAC {mac_ext}: {failure:?}\n{s:#}"
+            "{node}: the failure names the VIP and ext's MAC {mac_ext}: {failure:?}\n{s:#?}"
         );
         c.assert_released(node, "apache refused everywhere");
     }
@@ -582,7 +583,7 @@ fn vip_held_by_a_foreign_host_refuses_the_start() {
     c.must("node1", &["clstartapp", "--application", APP]);
     let (_, s) = c.status("node1");
     let (state, node) = app_state(&s);
-    assert_eq!(state, "running", "after clstartapp: {s:#}");
+    assert_eq!(state, Some(ApplicationState::Running), "after clstartapp: {s:#?}");
     let node = node.expect("apache runs on a node");
     c.wait_served_by(&node, Duration::from_secs(10));
     eprintln!("clstartapp after ext released the VIP: running on {node}, served {:?}", t.elapsed());
@@ -618,7 +619,9 @@ fn hanging_stop_script_is_killed_and_the_application_stops() {
     let took = t.elapsed();
     assert_eq!(out.status.code(), Some(0), "clhaltapp: {}\n{}", text(&out), c.app_diagnostics());
     assert!(took < Duration::from_secs(15), "clhaltapp returned after {took:?}");
-    c.wait_app_everywhere("apache stopped", |s| app_state(s) == ("stopped".to_string(), None));
+    c.wait_app_everywhere("apache stopped", |s| {
+        app_state(s) == (Some(ApplicationState::Stopped), None)
+    });
     cluster::wait_exited(python);
     c.assert_released("node1", "clhaltapp with a hanging stop script");
     c.assert_released("node2", "clhaltapp");

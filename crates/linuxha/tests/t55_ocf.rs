@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cluster::{app_entry, text, Cluster};
-use serde_json::Value;
+use cluster::{ApplicationState, ClusterStatus};
 
 /// The example application made of resource agents.
 const OCF_APP: &str = "ocfweb";
@@ -27,28 +27,23 @@ fn require_agents() {
     );
 }
 
-/// `(state, node)` of `app` in a clstat --json object.
-fn state_of(status: &Value, app: &str) -> (String, Option<String>) {
-    let Some(entry) = app_entry(status, app) else { return (String::new(), None) };
-    (entry["state"].as_str().unwrap_or("").to_string(), entry["node"].as_str().map(String::from))
+/// `(state, node)` of `app` in a status (`(None, None)` when absent).
+fn state_of(status: &ClusterStatus, app: &str) -> (Option<ApplicationState>, Option<String>) {
+    let Some(entry) = app_entry(status, app) else { return (None, None) };
+    (Some(entry.state), entry.node.clone())
 }
 
-fn running_on(status: &Value, app: &str, node: &str) -> bool {
-    state_of(status, app) == ("running".to_string(), Some(node.to_string()))
+fn running_on(status: &ClusterStatus, app: &str, node: &str) -> bool {
+    state_of(status, app) == (Some(ApplicationState::Running), Some(node.to_string()))
 }
 
 /// The latest monitor result of each resource of `app`, by id.
-fn resource_results(status: &Value, app: &str) -> Vec<(String, String)> {
+fn resource_results(status: &ClusterStatus, app: &str) -> Vec<(String, String)> {
     app_entry(status, app)
-        .and_then(|a| a["resources"].as_array())
-        .map(|rs| {
-            rs.iter()
-                .map(|r| {
-                    (
-                        r["id"].as_str().unwrap_or("").to_string(),
-                        r["result"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+        .map(|a| {
+            a.resources
+                .iter()
+                .map(|r| (r.id.clone(), r.result.clone().unwrap_or_default()))
                 .collect()
         })
         .unwrap_or_default()
@@ -128,11 +123,10 @@ fn ocf_agents_monitor_restarts_then_fails_over_with_the_agents_vip() {
     let t = Instant::now();
     std::fs::remove_file(state_file(&c, "node1")).expect("remove the state file");
     let status = c.wait_for("node1", "restarted on node1", Duration::from_secs(15), |s| {
-        app_entry(s, OCF_APP).and_then(|a| a["restarts"].as_u64()) == Some(1)
-            && running_on(s, OCF_APP, "node1")
+        app_entry(s, OCF_APP).map(|a| a.restarts) == Some(1) && running_on(s, OCF_APP, "node1")
     });
     let failure = app_entry(&status, OCF_APP)
-        .and_then(|a| a["last_failure"].as_str())
+        .and_then(|a| a.last_failure.as_deref())
         .unwrap_or("")
         .to_string();
     assert!(
@@ -252,7 +246,7 @@ fn lsb_init_script_application_starts_moves_and_stops() {
     let out = c.run("node1", &["clhaltapp", "--application", "lsbapp"]);
     assert!(out.status.success(), "{}", text(&out));
     c.wait_for("node2", "lsbapp stopped", Duration::from_secs(15), |s| {
-        state_of(s, "lsbapp").0 == "stopped"
+        state_of(s, "lsbapp").0 == Some(ApplicationState::Stopped)
     });
     assert!(!alive(pid2), "the node2 copy ({pid2}) was stopped");
     assert_eq!(service_pid(&c, "node2"), None);

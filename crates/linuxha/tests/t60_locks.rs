@@ -4,6 +4,7 @@
 //! thaws finds its lock given away and its command stopped.
 
 mod cluster;
+use cluster::{ApplicationState, NodeState};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
@@ -135,12 +136,12 @@ fn switch_and_halt_of_one_application_at_once_on_both_nodes() {
     let status = c.wait("node1", "apache where the winner sent it", |s| {
         let Some(a) = app_entry(s, "apache") else { return false };
         if winner_name == "clswitchapp" {
-            a["state"] == "running" && a["node"] == "node2"
+            a.state == ApplicationState::Running && a.node.as_deref() == Some("node2")
         } else {
-            a["node"].is_null()
+            a.node.is_none()
         }
     });
-    assert!(app_entry(&status, "apache").is_some(), "{status:#}");
+    assert!(app_entry(&status, "apache").is_some(), "{status:#?}");
     // The lock went with the winner: the next change is accepted.
     let next = if winner_name == "clswitchapp" { "clhaltapp" } else { "clstartapp" };
     c.must("node2", &[next, "--application", "apache"]);
@@ -164,7 +165,7 @@ fn a_killed_holders_lock_is_free_after_its_lease() {
     c.lab.kill("node1").expect("kill node1");
     let killed = Instant::now();
     let _ = holder.wait();
-    c.wait("node2", "node1 down", |s| cluster::node_state(s, "node1") == "down");
+    c.wait("node2", "node1 down", |s| cluster::node_state(s, "node1") == Some(NodeState::Down));
     // The reservation outlives the holder's node for a while: node2 still refuses.
     let out = c.run("node2", &["cllock", "--name", "job", "--timeout", "0", "--", "true"]);
     assert_held_by(&out, "job", "cllock sh -c touch");
@@ -197,7 +198,7 @@ fn a_frozen_holder_loses_its_lock_when_it_thaws() {
     std::thread::sleep(Duration::from_secs(4));
 
     c.lab.freeze("node1").expect("freeze node1");
-    c.wait("node2", "node1 down", |s| cluster::node_state(s, "node1") == "down");
+    c.wait("node2", "node1 down", |s| cluster::node_state(s, "node1") == Some(NodeState::Down));
     // node2 takes the lock alone once node1's lease has run out, and keeps it for a while.
     let held2 = marker(&c, "node2", "held");
     let script2 = format!("touch {}; sleep 30", held2.display());

@@ -2,15 +2,17 @@
 //! the arbitrator, each on real namespaces with apache running on node1.
 
 mod cluster;
+use cluster::{ApplicationState, NodeState};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cluster::ClusterStatus;
 use cluster::{app_running_on, app_state, node_state, Cluster, EXE};
-use serde_json::Value;
 
-fn alarms(status: &Value) -> String {
-    status["alarms"].to_string()
+/// Every alarm of `status`, one a line.
+fn alarms(status: &ClusterStatus) -> String {
+    status.alarms.join("\n")
 }
 
 fn edit_clconf(etc: &Path, edit: impl Fn(String) -> String) {
@@ -46,7 +48,7 @@ fn heartbeat_network_cut_public_up_means_no_takeover_and_an_alarm() {
     let status = c.wait_for("node2", "the peer-alive alarm", Duration::from_secs(10), |s| {
         alarms(s).contains("still answers on the public network")
     });
-    assert_eq!(node_state(&status, "node1"), "down");
+    assert_eq!(node_state(&status, "node1"), Some(NodeState::Down));
     c.wait_log("node2", "cldaemon", from2, "still answers on the public network");
     // Well past the takeover delay: apache stays on node1 only.
     let until = Instant::now() + Duration::from_secs(5);
@@ -56,7 +58,7 @@ fn heartbeat_network_cut_public_up_means_no_takeover_and_an_alarm() {
     }
     c.wait_served_by("node1", Duration::from_secs(5));
     let (_, status) = c.status("node2");
-    assert_eq!(app_state(&status).0, "stopped", "{status}");
+    assert_eq!(app_state(&status).0, Some(ApplicationState::Stopped), "{status:#?}");
     let out = c.must("node2", &["clstat"]);
     assert!(out.contains("ALARM:") && out.contains("still answers"), "clstat shows it:\n{out}");
     // An administrator's start on node2 is held back too, and says why.
@@ -126,7 +128,7 @@ fn a_failing_fence_means_no_takeover() {
     let status = c.wait_for("node2", "the fence alarm", Duration::from_secs(15), |s| {
         alarms(s).contains("fencing node node1 failed")
     });
-    assert!(alarms(&status).contains("power switch unreachable"), "{status}");
+    assert!(alarms(&status).contains("power switch unreachable"), "{status:#?}");
     c.wait_log("node2", "cldaemon", from2, "fencing node node1 failed");
     let until = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until {
@@ -134,8 +136,8 @@ fn a_failing_fence_means_no_takeover() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (_, status) = c.status("node2");
-    assert_eq!(app_state(&status).0, "stopped", "{status}");
-    assert!(status["takeover"].to_string().contains("fencing"), "{status}");
+    assert_eq!(app_state(&status).0, Some(ApplicationState::Stopped), "{status:#?}");
+    assert!(status.takeover.iter().any(|l| l.contains("fencing")), "{status:#?}");
 }
 
 /// The symmetric partition: node1 and node2 cut from each other on both networks, both still
@@ -199,7 +201,7 @@ fn symmetric_partition_with_an_arbitrator_leaves_exactly_one_owner() {
     eprintln!("after the partition apache runs on {owner}; owners seen: {owners_seen:?}");
     let (_, s1) = c.status("node1");
     let (_, s2) = c.status("node2");
-    let lease_lines = format!("{} {}", s1["takeover"], s2["takeover"]);
+    let lease_lines = format!("{:?} {:?}", s1.takeover, s2.takeover);
     assert!(lease_lines.contains("lease"), "clstat shows the lease: {lease_lines}");
     let log =
         std::fs::read_to_string(ext_root.join("var/log/cluster/clarbd.log")).unwrap_or_default();

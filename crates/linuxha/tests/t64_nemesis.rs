@@ -259,7 +259,7 @@ fn nemesis(test: &str, fenced: bool, seconds: u64) {
 fn both_up(c: &Cluster) -> bool {
     ["node1", "node2"].iter().all(|n| {
         c.lab.run(n, &[EXE, "clstat", "--json"]).ok().is_some_and(|out| {
-            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            serde_json::from_slice::<cluster::ClusterStatus>(&out.stdout)
                 .is_ok_and(|s| cluster::all_up(&s))
         })
     })

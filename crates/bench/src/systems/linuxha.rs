@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cl_lab::Lab;
-use serde_json::Value;
+use cl_wire::msg::{ApplicationState, ClusterState, ClusterStatus, LocalStateView, NodeState};
 
 use super::{argv, must, Programs, System, MONITOR_INTERVAL_S, NODES, PORT, VIP};
 
@@ -103,12 +103,12 @@ impl Linuxha {
         must(lab, node, &words)
     }
 
-    fn status(lab: &Lab, node: &str, programs: &Programs) -> Value {
+    /// The node's `clstat --json`; `None` when it does not answer with one.
+    fn status(lab: &Lab, node: &str, programs: &Programs) -> Option<ClusterStatus> {
         let exe = programs.linuxha.to_string_lossy().into_owned();
         lab.run(node, &[exe.as_str(), "clstat", "--json"])
             .ok()
             .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-            .unwrap_or(Value::Null)
     }
 }
 
@@ -122,22 +122,19 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// `(node, running)` of the application in a clstat JSON, and whether both nodes are up.
-fn placement(status: &Value) -> (Option<String>, bool) {
-    let app = status["applications"]
-        .as_array()
-        .and_then(|apps| apps.iter().find(|a| a["name"] == APP))
-        .filter(|a| a["state"] == "running")
-        .and_then(|a| a["node"].as_str())
-        .map(String::from);
-    let up = status["state"] == "formed"
-        && status["local_state"] == "connected"
-        && NODES.iter().all(|n| {
-            status["nodes"]
-                .as_array()
-                .and_then(|ns| ns.iter().find(|x| x["name"] == *n))
-                .is_some_and(|x| x["state"] == "up")
-        });
+/// `(node, running)` of the application in a clstat snapshot, and whether both nodes are up.
+fn placement(status: Option<&ClusterStatus>) -> (Option<String>, bool) {
+    let Some(status) = status else { return (None, false) };
+    let app = status
+        .applications
+        .iter()
+        .find(|a| a.name == APP && a.state == ApplicationState::Running)
+        .and_then(|a| a.node.clone());
+    let up = status.state == ClusterState::Formed
+        && status.local_state == LocalStateView::Connected
+        && NODES
+            .iter()
+            .all(|n| status.nodes.iter().any(|x| x.name == *n && x.state == NodeState::Up));
     (app, up)
 }
 
@@ -216,7 +213,9 @@ impl System for Linuxha {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        bail!("linuxha did not start {APP}: {}", Self::status(lab, "node1", programs))
+        let status = Self::status(lab, "node1", programs);
+        let shown = serde_json::to_string(&status).unwrap_or_default();
+        bail!("linuxha did not start {APP}: {shown}")
     }
 
     fn healthy(&self, lab: &Lab, programs: &Programs) -> Result<bool> {
@@ -275,7 +274,7 @@ impl Linuxha {
     fn healthy_with(&self, lab: &Lab, programs: &Programs) -> Result<bool> {
         let mut seen = Vec::new();
         for node in NODES {
-            let (app, up) = placement(&Self::status(lab, node, programs));
+            let (app, up) = placement(Self::status(lab, node, programs).as_ref());
             if !up {
                 return Ok(false);
             }

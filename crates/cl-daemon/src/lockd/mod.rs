@@ -239,11 +239,8 @@ pub async fn run(ctx: Context) -> Result<()> {
     for listener in listeners {
         let lockd = lockd.clone();
         let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
-        let stats = crate::serve::Listener::register(
-            Daemon::Cllockd.name(),
-            name,
-            crate::serve::PEER_LIMITS,
-        );
+        let stats =
+            crate::serve::Listener::register(Daemon::Cllockd, name, crate::serve::PEER_LIMITS);
         tokio::spawn(crate::serve::serve(listener, stats, move |stream, from, conn| {
             lockd.clone().serve_peer(stream, from, conn)
         }));
@@ -251,7 +248,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     {
         let lockd = lockd.clone();
         let stats = crate::serve::Listener::register(
-            Daemon::Cllockd.name(),
+            Daemon::Cllockd,
             "clients",
             crate::serve::LOCAL_LIMITS,
         );

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context as _, Result};
 use cl_wire::lock::{
     check_name, clean_owner, PeerLockAnswer, PeerLockMsg, PeerLockReply, PeerLockRequest,
 };
-use cl_wire::msg::{AdminRequest, AdminResponse};
+use cl_wire::msg::{AdminRequest, AdminResponse, LocalStateView, NodeState};
 use cl_wire::Kind;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
@@ -83,11 +83,11 @@ impl Lockd {
         let socket = self.ctx.admin_socket();
         match admin_request(&socket, &AdminRequest::Status, Duration::from_secs(1)).await {
             Ok(AdminResponse::Status(status)) => {
-                status.local_state == "connected"
-                    && status
-                        .nodes
-                        .iter()
-                        .any(|n| n.name == self.peer && (n.state == "down" || n.state == "joining"))
+                status.local_state == LocalStateView::Connected
+                    && status.nodes.iter().any(|n| {
+                        n.name == self.peer
+                            && matches!(n.state, NodeState::Down | NodeState::Joining)
+                    })
             }
             _ => false,
         }

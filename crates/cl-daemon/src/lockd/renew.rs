@@ -57,7 +57,7 @@ impl Lockd {
         loop {
             let counters = *locked(&self.requests).counters();
             if last != Some(counters) {
-                let event = LocalEvent::Counters { daemon: Daemon::Cllockd.to_string(), counters };
+                let event = LocalEvent::Counters { daemon: Daemon::Cllockd, counters };
                 crate::heartbeat::notify(&events, &self.ctx, &event).await;
                 last = Some(counters);
             }

@@ -24,7 +24,11 @@ pub(super) async fn serve_admin(
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<ClusterStatus>,
 ) {
-    let stats = crate::serve::Listener::register("cldaemon", "admin", crate::serve::LOCAL_LIMITS);
+    let stats = crate::serve::Listener::register(
+        cl_wire::Daemon::Cldaemon,
+        "admin",
+        crate::serve::LOCAL_LIMITS,
+    );
     crate::serve::serve(listener, stats, move |stream, (), conn| {
         let ctx = ctx.clone();
         let commands = commands.clone();

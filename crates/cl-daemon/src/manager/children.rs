@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use cl_wire::Daemon;
 use tracing::{error, info, warn};
 
 use super::Manager;
@@ -52,19 +53,19 @@ impl Child {
 }
 
 impl Manager {
-    pub(super) fn ensure_child(&mut self, daemon: &'static str) -> Result<()> {
-        if self.children.get_mut(daemon).is_some_and(|c| !c.exited()) {
+    pub(super) fn ensure_child(&mut self, daemon: Daemon) -> Result<()> {
+        if self.children.get_mut(&daemon).is_some_and(|c| !c.exited()) {
             return Ok(());
         }
-        let argv0 = format!("{daemon}-{}", self.ctx.name());
+        let argv0 = daemon.process_name(self.ctx.name());
         // A previous cldaemon may have left this daemon running: adopt it rather than start a
         // second one (that is what keeps a cldaemon restart invisible to the peers).
         if let Some(pid) = cl_sys::process::read_pid_file(&self.ctx.pid_file(daemon)) {
             if cl_sys::process::process_alive(pid) && process_named(pid, &argv0) {
-                info!(daemon, pid, "adopting the running {argv0}");
+                info!(%daemon, pid, "adopting the running {argv0}");
                 if self.config_changed {
                     // It runs on the previous configuration: SIGHUP makes it read the new one.
-                    info!(daemon, pid, "asking {argv0} to reload the configuration");
+                    info!(%daemon, pid, "asking {argv0} to reload the configuration");
                     // SAFETY: kill(2) on a pid we just checked is our daemon, with a valid signal.
                     unsafe {
                         libc::kill(pid as i32, libc::SIGHUP);
@@ -76,7 +77,7 @@ impl Manager {
         }
         let child = crate::spawn_daemon(&self.ctx, &argv0)?;
         let _ = cl_sys::process::write_pid_file(&self.ctx.pid_file(daemon), child.id());
-        info!(daemon, pid = child.id(), "started {argv0}");
+        info!(%daemon, pid = child.id(), "started {argv0}");
         self.children.insert(daemon, Child::Own(child));
         Ok(())
     }
@@ -90,23 +91,23 @@ impl Manager {
         if !self.formed {
             return;
         }
-        let dead: Vec<&'static str> = self
+        let dead: Vec<Daemon> = self
             .children
             .iter_mut()
             .filter_map(|(name, child)| child.exited().then_some(*name))
             .collect();
         for daemon in dead {
-            warn!(daemon, "{daemon}-{} died; restarting it", self.ctx.name());
-            self.children.remove(daemon);
+            warn!(%daemon, "{daemon}-{} died; restarting it", self.ctx.name());
+            self.children.remove(&daemon);
             if let Err(e) = self.ensure_child(daemon) {
-                error!(daemon, "cannot restart: {e:#}");
+                error!(%daemon, "cannot restart: {e:#}");
             }
         }
     }
 
     pub(super) fn stop_children(&mut self) {
         for (daemon, mut child) in std::mem::take(&mut self.children) {
-            info!(daemon, pid = child.pid(), "stopping");
+            info!(%daemon, pid = child.pid(), "stopping");
             child.stop();
             let _ = std::fs::remove_file(self.ctx.pid_file(daemon));
         }

@@ -40,12 +40,8 @@ impl Manager {
                     || beat.config_checksum != self.ctx.checksum
                 {
                     // Logged at most once per distinct pair, so a mismatch does not flood the log.
-                    let key = format!("{from}:{}:{}", beat.config_version, beat.config_checksum);
-                    if self
-                        .counters
-                        .insert(format!("config_mismatch:{key}"), serde_json::Value::Bool(true))
-                        .is_none()
-                    {
+                    let seen = (from.clone(), beat.config_version, beat.config_checksum.clone());
+                    if self.config_mismatches.insert(seen) {
                         warn!(peer = %from, "runs configuration version {} ({}), this node version {} ({})",
                             beat.config_version, beat.config_checksum, self.ctx.built.version, self.ctx.checksum);
                     }
@@ -62,14 +58,12 @@ impl Manager {
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
-                if let Ok(value) = serde_json::to_value(counters) {
-                    self.counters.insert(daemon, value);
-                }
+                self.counters.insert(daemon, counters);
             }
             LocalEvent::Listeners { daemon, listeners } => {
                 crate::serve::record_report(daemon, listeners)
             }
-            LocalEvent::Note { daemon, text } => info!(daemon, "{text}"),
+            LocalEvent::Note { daemon, text } => info!(%daemon, "{text}"),
         }
         self.drain_actions();
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use cl_core::membership::MembershipConfig;
 use cl_core::node::{Node, NodeConfig, NodeInput};
-use cl_wire::msg::{AdminResponse, ClusterStatus, ConfigKind, PeerReply, PeerRequest};
+use cl_wire::msg::{AdminResponse, ClusterStatus, ConfigKind, NodeState, PeerReply, PeerRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -154,7 +154,9 @@ pub(super) async fn form_cluster(
     loop {
         let all_up = {
             let s = status.borrow();
-            reachable.iter().all(|p| s.nodes.iter().any(|n| &n.name == p && n.state == "up"))
+            reachable
+                .iter()
+                .all(|p| s.nodes.iter().any(|n| &n.name == p && n.state == NodeState::Up))
         };
         if all_up {
             lines.push(format!(

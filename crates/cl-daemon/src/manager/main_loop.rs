@@ -75,6 +75,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         children: BTreeMap::new(),
         known_last: BTreeMap::new(),
         counters: BTreeMap::new(),
+        config_mismatches: BTreeSet::new(),
         down_links: BTreeSet::new(),
         lost_known: BTreeSet::new(),
         status_tx,

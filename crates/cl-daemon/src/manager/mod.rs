@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use cl_core::node::{Node, NodeInput};
 use cl_core::Time;
 use cl_wire::msg::ClusterStatus;
+use cl_wire::Daemon;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::context::Context;
@@ -42,7 +43,7 @@ pub use status::not_formed_status;
 use children::Child;
 
 /// The daemons cldaemon starts while the cluster is formed (clhbd starts clhbd2 itself).
-pub const CHILDREN: [&str; 3] = ["cllockd", "clnetd", "clhbd"];
+pub const CHILDREN: [Daemon; 3] = [Daemon::Cllockd, Daemon::Clnetd, Daemon::Clhbd];
 
 /// How often daemons adopted from a crashed cldaemon are looked for by pid.
 const SUPERVISE_ADOPTED: Duration = Duration::from_millis(100);
@@ -87,9 +88,13 @@ struct Manager {
     formed: bool,
     /// The decision engine (membership, takeover guard, applications), while formed.
     node: Option<Node>,
-    children: BTreeMap<&'static str, Child>,
+    children: BTreeMap<Daemon, Child>,
     known_last: BTreeMap<IpAddr, Instant>,
-    counters: BTreeMap<String, serde_json::Value>,
+    /// Each daemon's latest frame counters, for clstat.
+    counters: BTreeMap<Daemon, cl_wire::Counters>,
+    /// The configurations peers were heard running that differ from this node's: (peer,
+    /// version, checksum), so each is logged once.
+    config_mismatches: BTreeSet<(String, u64, String)>,
     down_links: BTreeSet<(String, String)>,
     lost_known: BTreeSet<IpAddr>,
     status_tx: watch::Sender<ClusterStatus>,

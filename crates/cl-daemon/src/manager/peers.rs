@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Result;
-use cl_wire::msg::{ClusterStatus, ConfigKind, PeerReply, PeerRequest};
+use cl_wire::msg::{ClusterState, ClusterStatus, ConfigKind, PeerReply, PeerRequest};
 use cl_wire::{Kind, Receiver, Sender};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -71,7 +71,11 @@ pub(super) async fn serve_peers(
         }
     };
     let name = listener.local_addr().map(|a| format!("peers {a}")).unwrap_or("peers".into());
-    let stats = crate::serve::Listener::register("cldaemon", name, crate::serve::PEER_LIMITS);
+    let stats = crate::serve::Listener::register(
+        cl_wire::Daemon::Cldaemon,
+        name,
+        crate::serve::PEER_LIMITS,
+    );
     crate::serve::serve(listener, stats, move |mut stream, from, conn| {
         let ctx = ctx.clone();
         let receiver = receiver.clone();
@@ -117,7 +121,7 @@ pub(super) async fn handle_peer(
 ) -> PeerReply {
     match request {
         PeerRequest::Hello => {
-            let formed = status.borrow().state == "formed";
+            let formed = status.borrow().state == ClusterState::Formed;
             let apps = built_app_versions(ctx);
             PeerReply::State {
                 node: ctx.local.clone(),
@@ -167,9 +171,9 @@ pub(super) async fn handle_peer(
             PeerReply::Ok { detail: format!("{}: noted", ctx.local) }
         }
         PeerRequest::PushConfig { kind, built, force } => {
-            let reply = crate::sync::install_pushed(ctx, from, &kind, &built, force);
+            let (reply, installed) = crate::sync::install_pushed(ctx, from, &kind, &built, force);
             if kind == ConfigKind::Cluster
-                && matches!(&reply, PeerReply::Ok { detail } if detail.starts_with("installed"))
+                && matches!(installed, Some(crate::sync::Installed::New { .. }))
             {
                 let _ = commands.send(Command::Reload).await;
             }

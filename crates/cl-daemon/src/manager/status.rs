@@ -1,7 +1,10 @@
 //! The status snapshot clstat shows, published on every change.
 
 use cl_core::membership::{LocalState, PeerState};
-use cl_wire::msg::{ClusterStatus, KnownConnectionStatus, LinkStatus, NodeStatus};
+use cl_wire::msg::{
+    ClusterState, ClusterStatus, KnownConnectionStatus, LinkState, LinkStatus, LocalStateView,
+    NodeState, NodeStatus,
+};
 
 use crate::context::Context;
 
@@ -18,38 +21,37 @@ impl Manager {
         let now = self.now();
         let snapshot = node.membership_status(now);
         let local_state = match snapshot.local_state {
-            LocalState::Connected => "connected",
-            LocalState::Undecided => "undecided",
-            LocalState::Isolated => "isolated",
+            LocalState::Connected => LocalStateView::Connected,
+            LocalState::Undecided => LocalStateView::Undecided,
+            LocalState::Isolated => LocalStateView::Isolated,
         };
         let mut nodes = Vec::new();
         for node in &self.ctx.cluster().nodes {
             if node.name == self.ctx.local {
-                let state =
-                    if snapshot.local_state == LocalState::Isolated { "isolated" } else { "up" };
-                nodes.push(NodeStatus {
-                    name: node.name.clone(),
-                    state: state.into(),
-                    links: Vec::new(),
-                });
+                let state = if snapshot.local_state == LocalState::Isolated {
+                    NodeState::Isolated
+                } else {
+                    NodeState::Up
+                };
+                nodes.push(NodeStatus { name: node.name.clone(), state, links: Vec::new() });
                 continue;
             }
             let Some(peer) = snapshot.peers.iter().find(|p| p.name == node.name) else { continue };
             let state = match peer.state {
-                PeerState::Unknown => "joining",
-                PeerState::Up => "up",
-                PeerState::Down => "down",
+                PeerState::Unknown => NodeState::Joining,
+                PeerState::Up => NodeState::Up,
+                PeerState::Down => NodeState::Down,
             };
             let links = peer
                 .links
                 .iter()
                 .map(|l| LinkStatus {
                     network: l.name.clone(),
-                    state: if l.up { "up".into() } else { "down".into() },
+                    state: if l.up { LinkState::Up } else { LinkState::Down },
                     last_heard_ms: l.last_heard_ms,
                 })
                 .collect();
-            nodes.push(NodeStatus { name: node.name.clone(), state: state.into(), links });
+            nodes.push(NodeStatus { name: node.name.clone(), state, links });
         }
         let known_connections = snapshot
             .known_connections
@@ -82,17 +84,18 @@ impl Manager {
         let counters = self
             .counters
             .iter()
-            .filter(|(k, _)| !k.starts_with("config_mismatch:"))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter_map(|(daemon, c)| {
+                Some((daemon.name().to_string(), serde_json::to_value(c).ok()?))
+            })
             .chain([("notify".to_string(), self.notifications.counters())])
             .collect::<serde_json::Map<_, _>>();
         let listeners = crate::serve::statuses();
         warnings.extend(crate::serve::warnings(&listeners));
         ClusterStatus {
             cluster: self.ctx.name().to_string(),
-            state: "formed".into(),
+            state: ClusterState::Formed,
             local: self.ctx.local.clone(),
-            local_state: local_state.into(),
+            local_state,
             config_version: self.ctx.built.version,
             nodes,
             known_connections,
@@ -112,9 +115,9 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
     let listeners = crate::serve::statuses();
     ClusterStatus {
         cluster: ctx.name().to_string(),
-        state: "not_formed".into(),
+        state: ClusterState::NotFormed,
         local: ctx.local.clone(),
-        local_state: "connected".into(),
+        local_state: LocalStateView::Connected,
         config_version: ctx.built.version,
         nodes: ctx
             .cluster()
@@ -122,7 +125,7 @@ pub fn not_formed_status(ctx: &Context) -> ClusterStatus {
             .iter()
             .map(|n| NodeStatus {
                 name: n.name.clone(),
-                state: "unknown".into(),
+                state: NodeState::Unknown,
                 links: Vec::new(),
             })
             .collect(),

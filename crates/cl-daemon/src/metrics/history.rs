@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cl_wire::msg::{ClusterStatus, TakeoverStage};
+use cl_wire::msg::{ApplicationState, ClusterStatus, NodeState, TakeoverStage};
 
 /// Upper bounds of the failover-time histogram's buckets, seconds: from a fast-profile
 /// takeover (well under a second) to a slow fence agent with retries (minutes).
@@ -124,7 +124,7 @@ impl History {
         let down_now: Vec<&str> = status
             .nodes
             .iter()
-            .filter(|n| n.name != local && n.state == "down")
+            .filter(|n| n.name != local && n.state == NodeState::Down)
             .map(|n| n.name.as_str())
             .collect();
         // A peer newly declared down: what it ran is now to be taken over.
@@ -148,7 +148,7 @@ impl History {
                 self.last_node.insert(app.name.clone(), node.to_string());
                 continue;
             }
-            if app.state != "running" {
+            if app.state != ApplicationState::Running {
                 continue;
             }
             self.last_node.insert(app.name.clone(), node.to_string());

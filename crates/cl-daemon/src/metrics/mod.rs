@@ -81,8 +81,11 @@ pub async fn serve(
     status: watch::Receiver<ClusterStatus>,
     history: Arc<Mutex<History>>,
 ) {
-    let stats =
-        crate::serve::Listener::register("cldaemon", format!("metrics {address}"), METRICS_LIMITS);
+    let stats = crate::serve::Listener::register(
+        cl_wire::Daemon::Cldaemon,
+        format!("metrics {address}"),
+        METRICS_LIMITS,
+    );
     crate::serve::serve(listener, stats, move |stream, _peer, conn| {
         let status = status.clone();
         let history = history.clone();

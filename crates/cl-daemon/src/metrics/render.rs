@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use cl_wire::msg::{ClusterStatus, LeaseState, TakeoverStage};
+use cl_wire::msg::{
+    ApplicationState, ClusterState, ClusterStatus, LeaseState, LinkState, LocalStateView,
+    NodeState, TakeoverStage,
+};
 
 use super::history::History;
 
@@ -11,12 +14,12 @@ use super::history::History;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The states an application can be in (cldaemon's `clstat` names).
-pub const APPLICATION_STATES: [&str; 6] =
-    ["stopped", "starting", "running", "stopping", "failed", "stuck"];
+pub const APPLICATION_STATES: &[ApplicationState] = ApplicationState::ALL;
 /// The states a node can be in, as this node sees it.
-pub const NODE_STATES: [&str; 5] = ["up", "down", "isolated", "joining", "unknown"];
-/// This node's standing.
-pub const LOCAL_STATES: [&str; 3] = ["connected", "undecided", "isolated"];
+pub const NODE_STATES: &[NodeState] = NodeState::ALL;
+/// This node's standing while formed (`unknown` is clstat's, when cldaemon does not answer).
+pub const LOCAL_STATES: [LocalStateView; 3] =
+    [LocalStateView::Connected, LocalStateView::Undecided, LocalStateView::Isolated];
 /// DRBD roles (cl-core `storage::Role`).
 const ROLES: [&str; 3] = ["Primary", "Secondary", "Unknown"];
 /// DRBD disk states (cl-core `storage::DiskState`).
@@ -194,7 +197,7 @@ fn cluster_families(status: &ClusterStatus) -> Vec<Family> {
         Kind::Gauge,
         "1 when the cluster is formed on this node (its cluster daemons run).",
     );
-    formed.sample(&[], bool_value(status.state == "formed"));
+    formed.sample(&[], bool_value(status.state == ClusterState::Formed));
     let mut config = Family::new(
         "linuxha_config_version",
         Kind::Gauge,
@@ -206,8 +209,9 @@ fn cluster_families(status: &ClusterStatus) -> Vec<Family> {
         Kind::Gauge,
         "This node's standing, one series per state, 1 for the current one (while formed).",
     );
-    if status.state == "formed" {
-        local.one_hot(&[], "state", &LOCAL_STATES, &status.local_state);
+    if status.state == ClusterState::Formed {
+        let states = LOCAL_STATES.map(LocalStateView::name);
+        local.one_hot(&[], "state", &states, status.local_state.name());
     }
     let mut nodes = Family::new(
         "linuxha_node_state",
@@ -224,11 +228,12 @@ fn cluster_families(status: &ClusterStatus) -> Vec<Family> {
         Kind::Gauge,
         "Seconds since the last heartbeat from the node on the network (absent before the first).",
     );
+    let node_states: Vec<&str> = NODE_STATES.iter().map(|s| s.name()).collect();
     for node in &status.nodes {
-        nodes.one_hot(&[("node", &node.name)], "state", &NODE_STATES, &node.state);
+        nodes.one_hot(&[("node", &node.name)], "state", &node_states, node.state.name());
         for link in &node.links {
             let labels = [("node", node.name.as_str()), ("network", link.network.as_str())];
-            link_up.sample(&labels, bool_value(link.state == "up"));
+            link_up.sample(&labels, bool_value(link.state == LinkState::Up));
             if let Some(ms) = link.last_heard_ms {
                 link_age.sample(&labels, seconds(ms));
             }
@@ -302,9 +307,10 @@ fn application_families(status: &ClusterStatus, history: &History) -> Vec<Family
         Kind::Gauge,
         "Seconds since the resource's latest monitor result on this node.",
     );
+    let app_states: Vec<&str> = APPLICATION_STATES.iter().map(|s| s.name()).collect();
     for app in &status.applications {
         let name = app.name.as_str();
-        state.one_hot(&[("application", name)], "state", &APPLICATION_STATES, &app.state);
+        state.one_hot(&[("application", name)], "state", &app_states, app.state.name());
         for n in &status.nodes {
             let here = app.node.as_deref() == Some(n.name.as_str());
             node.sample(&[("application", name), ("node", &n.name)], bool_value(here));
@@ -512,7 +518,7 @@ fn listener_families(status: &ClusterStatus) -> Vec<Family> {
         "Connections or requests a daemon's listening socket refused or rejected, by reason.",
     );
     for l in &status.listeners {
-        let labels = [("daemon", l.daemon.as_str()), ("listener", l.listener.as_str())];
+        let labels = [("daemon", l.daemon.name()), ("listener", l.listener.as_str())];
         open.sample(&labels, l.open as f64);
         accepted.sample(&labels, l.counters.accepted as f64);
         let c = &l.counters;

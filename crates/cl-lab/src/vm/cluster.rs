@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use cl_wire::msg::{ApplicationState, ClusterStatus};
 
 use super::{VmLab, VmLabSpec};
 
@@ -265,7 +266,7 @@ impl ReplicatedCluster {
     }
 
     /// The cluster's status as `node` sees it (`clstat --json`).
-    pub fn status(&self, node: &str) -> Result<serde_json::Value> {
+    pub fn status(&self, node: &str) -> Result<ClusterStatus> {
         let out = self.run(node, "clstat --json", 30)?;
         serde_json::from_str(&out.stdout)
             .with_context(|| format!("clstat --json on {node} ({}): {}", out.rc, out.stdout))
@@ -274,12 +275,11 @@ impl ReplicatedCluster {
     /// Where `webdata` runs according to `node`, if it runs.
     pub fn running_on(&self, node: &str) -> Result<Option<String>> {
         let status = self.status(node)?;
-        let app = status["applications"]
-            .as_array()
-            .and_then(|apps| apps.iter().find(|a| a["name"] == APP))
-            .cloned()
-            .unwrap_or_default();
-        Ok((app["state"] == "running").then(|| app["node"].as_str().map(str::to_string)).flatten())
+        Ok(status
+            .applications
+            .into_iter()
+            .find(|a| a.name == APP && a.state == ApplicationState::Running)
+            .and_then(|a| a.node))
     }
 
     /// Wait until `node` reports `webdata` running on itself.

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use cl_paths::Paths;
-use cl_wire::msg::{AdminRequest, AdminResponse, ClusterStatus};
+use cl_wire::msg::{
+    AdminRequest, AdminResponse, ApplicationState, ClusterState, ClusterStatus, LocalStateView,
+    NodeState,
+};
 
 use crate::cli::{ClformArgs, ClhaltArgs, ClstatArgs};
 use crate::fail::{Failure, Outcome};
@@ -136,7 +139,7 @@ pub fn clstat(paths: &Paths, args: &ClstatArgs) -> Outcome<()> {
             continue;
         }
         println!("{text}");
-        if status.state != "formed" {
+        if status.state != ClusterState::Formed {
             return Err(Failure { code: EXIT_NOT_FORMED, message: String::new() });
         }
         return Ok(());
@@ -152,9 +155,9 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
             let me = site::local_node("clstat")?;
             Ok(ClusterStatus {
                 cluster: cluster.config.name.clone(),
-                state: "not_formed".into(),
+                state: ClusterState::NotFormed,
                 local: me,
-                local_state: "unknown".into(),
+                local_state: LocalStateView::Unknown,
                 config_version: cluster.version,
                 nodes: cluster
                     .config
@@ -162,7 +165,7 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
                     .iter()
                     .map(|n| cl_wire::msg::NodeStatus {
                         name: n.name.clone(),
-                        state: "unknown".into(),
+                        state: NodeState::Unknown,
                         links: vec![],
                     })
                     .collect(),
@@ -182,7 +185,7 @@ fn fetch_status(paths: &Paths) -> Outcome<ClusterStatus> {
 /// The human-readable status.
 pub fn render(status: &ClusterStatus, verbose: bool) -> String {
     let mut out = String::new();
-    let state = if status.state == "formed" { "FORMED" } else { "NOT FORMED" };
+    let state = if status.state == ClusterState::Formed { "FORMED" } else { "NOT FORMED" };
     out += &format!(
         "Cluster: {}  State: {state}  (seen from {}, {}, configuration version {})\n",
         status.cluster, status.local, status.local_state, status.config_version
@@ -394,7 +397,7 @@ pub fn app_command(
         names::app_node(command, &built, node)?;
     }
     let before = fetch_status(paths)?;
-    if before.state != "formed" {
+    if before.state != ClusterState::Formed {
         return Err(Failure::runtime(format!(
             "{command}: the cluster is not formed on this node; run clform first"
         )));
@@ -426,8 +429,9 @@ pub fn app_command(
         let Some(app) = find(&status) else { continue };
         // A silent peer that is not cleared for takeover (it answers, a fence fails, no lease)
         // keeps the application stopped by design: say so instead of waiting it out.
-        let blocked =
-            action != AppCommand::Stop && app.state == "stopped" && !status.takeover.is_empty();
+        let blocked = action != AppCommand::Stop
+            && app.state == ApplicationState::Stopped
+            && !status.takeover.is_empty();
         match (blocked, blocked_since) {
             (false, _) => blocked_since = None,
             (true, None) => blocked_since = Some(std::time::Instant::now()),
@@ -453,16 +457,18 @@ pub fn app_command(
         }
         let wanted_node = |n: &Option<String>| args.node.is_none() || n == &args.node;
         let done = match action {
-            AppCommand::Start => app.state == "running" && wanted_node(&app.node),
+            AppCommand::Start => app.state == ApplicationState::Running && wanted_node(&app.node),
             AppCommand::Stop => app.node.is_none(),
             AppCommand::Switch => {
-                app.state == "running" && app.node != was.node && wanted_node(&app.node)
+                app.state == ApplicationState::Running
+                    && app.node != was.node
+                    && wanted_node(&app.node)
             }
         };
         if done {
             return Ok(());
         }
-        if app.state == "failed" {
+        if app.state == ApplicationState::Failed {
             let why = app.last_failure.unwrap_or_else(|| "see /var/log/cluster".into());
             return Err(Failure::runtime(format!("{command}: {} failed: {why}", app.name)));
         }

@@ -11,6 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cl_lab::{Lab, LabSpec};
+use cl_wire::msg::{ApplicationState, ClusterStatus, LinkState, LocalStateView, NodeState};
 
 use crate::cli::DemoArgs;
 use crate::fail::{Failure, Outcome};
@@ -140,7 +141,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         }
     }
     wait_for(lab, &second, &exe, "both nodes up", Duration::from_secs(10), |s| {
-        node_state(s, &first) == "up" && links_up(s, &first)
+        node_state(s, &first) == Some(NodeState::Up) && links_up(s, &first)
     })?;
     step(&format!("{second}: clstat"));
     run_on_status(lab, &second, &[&exe, "clstat"])?;
@@ -170,7 +171,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         &exe,
         &format!("{second} marks {first} down"),
         Duration::from_secs(10),
-        |s| node_state(s, &first) == "down",
+        |s| node_state(s, &first) == Some(NodeState::Down),
     )?;
     println!(
         "{second} marked {first} down {} ms after the cut (heartbeat timeout 1000 ms)",
@@ -182,7 +183,7 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
         &exe,
         &format!("{first} knows it is isolated"),
         Duration::from_secs(10),
-        |s| s["local_state"] == "isolated",
+        |s| s.local_state == LocalStateView::Isolated,
     )?;
     println!("{first} declared itself isolated {} ms after the cut", cut_at.elapsed().as_millis());
     let mut answered = None;
@@ -216,7 +217,9 @@ fn show(lab: &mut Lab, exe: &Path) -> Outcome<()> {
     step("healing the cut: the nodes find each other again, without a restart");
     lab.heal(&first).map_err(fail)?;
     wait_for(lab, &first, &exe, "both nodes up again", Duration::from_secs(10), |s| {
-        node_state(s, &second) == "up" && links_up(s, &second) && s["local_state"] == "connected"
+        node_state(s, &second) == Some(NodeState::Up)
+            && links_up(s, &second)
+            && s.local_state == LocalStateView::Connected
     })?;
     run_on_status(lab, &first, &[&exe, "clstat"])?;
     let served = fetch(lab).unwrap_or_default();
@@ -304,21 +307,16 @@ fn run_on_status(lab: &Lab, node: &str, argv: &[&str]) -> Outcome<()> {
     Ok(())
 }
 
-fn node_state(status: &serde_json::Value, node: &str) -> String {
-    status["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["name"] == node))
-        .and_then(|n| n["state"].as_str())
-        .unwrap_or("")
-        .to_string()
+fn node_state(status: &ClusterStatus, node: &str) -> Option<NodeState> {
+    status.nodes.iter().find(|n| n.name == node).map(|n| n.state)
 }
 
-fn links_up(status: &serde_json::Value, node: &str) -> bool {
-    status["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["name"] == node))
-        .and_then(|n| n["links"].as_array())
-        .is_some_and(|links| !links.is_empty() && links.iter().all(|l| l["state"] == "up"))
+fn links_up(status: &ClusterStatus, node: &str) -> bool {
+    status
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .is_some_and(|n| !n.links.is_empty() && n.links.iter().all(|l| l.state == LinkState::Up))
 }
 
 /// Poll `clstat --json` on `node` until `done` holds.
@@ -328,12 +326,12 @@ fn wait_for(
     exe: &str,
     what: &str,
     limit: Duration,
-    done: impl Fn(&serde_json::Value) -> bool,
+    done: impl Fn(&ClusterStatus) -> bool,
 ) -> Outcome<()> {
     let start = Instant::now();
     while start.elapsed() < limit {
         let output = lab.run(node, &[exe, "clstat", "--json"]).map_err(fail)?;
-        if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&output.stdout) {
+        if let Ok(status) = serde_json::from_slice::<ClusterStatus>(&output.stdout) {
             if done(&status) {
                 return Ok(());
             }
@@ -344,14 +342,13 @@ fn wait_for(
 }
 
 /// Where `apache` runs, per clstat --json.
-fn app_node(status: &serde_json::Value) -> String {
-    status["applications"]
-        .as_array()
-        .and_then(|apps| apps.iter().find(|a| a["name"] == "apache"))
-        .filter(|a| a["state"] == "running")
-        .and_then(|a| a["node"].as_str())
-        .unwrap_or("")
-        .to_string()
+fn app_node(status: &ClusterStatus) -> String {
+    status
+        .applications
+        .iter()
+        .find(|a| a.name == "apache" && a.state == ApplicationState::Running)
+        .and_then(|a| a.node.clone())
+        .unwrap_or_default()
 }
 
 /// The page the VIP serves, fetched from ext.

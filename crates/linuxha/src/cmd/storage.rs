@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use cl_paths::Paths;
-use cl_wire::msg::{AdminRequest, AdminResponse};
+use cl_wire::msg::{AdminRequest, AdminResponse, NodeState};
 
 use crate::cli::{DrbdHandler, DrbdHandlerArgs};
 use crate::fail::{Failure, Outcome};
@@ -125,7 +125,7 @@ pub fn refuse_stale_target(
     let up: Vec<&str> = status
         .nodes
         .iter()
-        .filter(|n| n.state == "up")
+        .filter(|n| n.state == NodeState::Up)
         .map(|n| n.name.as_str())
         .filter(|n| app.node.as_deref() != Some(*n) || command != "clswitchapp")
         .collect();

@@ -14,6 +14,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use cl_lab::{Lab, LabSpec};
+pub use cl_wire::msg::{
+    ApplicationState, ApplicationStatus, ClusterState, ClusterStatus, KnownConnectionStatus,
+    LinkState, LocalStateView, NodeState, NodeStatus,
+};
 use serde_json::Value;
 
 /// The multicall binary under test.
@@ -57,49 +61,42 @@ pub fn copy_example(to: &Path) {
     copy_tree(&example, to);
 }
 
-/// The state of `node` in a `clstat --json` object ("" when absent).
-pub fn node_state<'a>(status: &'a Value, node: &str) -> &'a str {
-    node_entry(status, node).and_then(|n| n["state"].as_str()).unwrap_or("")
+/// The state of `node` in a status (`None` when it is not listed).
+pub fn node_state(status: &ClusterStatus, node: &str) -> Option<NodeState> {
+    node_entry(status, node).map(|n| n.state)
 }
 
 /// The `nodes` entry for `node`.
-pub fn node_entry<'a>(status: &'a Value, node: &str) -> Option<&'a Value> {
-    status["nodes"].as_array()?.iter().find(|n| n["name"] == node)
+pub fn node_entry<'a>(status: &'a ClusterStatus, node: &str) -> Option<&'a NodeStatus> {
+    status.nodes.iter().find(|n| n.name == node)
 }
 
-/// The state of `node`'s link `network` as seen in `status` ("" when absent).
-pub fn link_state<'a>(status: &'a Value, node: &str, network: &str) -> &'a str {
-    node_entry(status, node)
-        .and_then(|n| n["links"].as_array())
-        .and_then(|links| links.iter().find(|l| l["network"] == network))
-        .and_then(|l| l["state"].as_str())
-        .unwrap_or("")
+/// The state of `node`'s link `network` as seen in `status` (`None` when not listed).
+pub fn link_state(status: &ClusterStatus, node: &str, network: &str) -> Option<LinkState> {
+    node_entry(status, node)?.links.iter().find(|l| l.network == network).map(|l| l.state)
 }
 
 /// The `known_connections` entry for `address`.
-pub fn known<'a>(status: &'a Value, address: &str) -> Option<&'a Value> {
-    status["known_connections"].as_array()?.iter().find(|k| k["address"] == address)
+pub fn known<'a>(status: &'a ClusterStatus, address: &str) -> Option<&'a KnownConnectionStatus> {
+    status.known_connections.iter().find(|k| k.address.to_string() == address)
 }
 
-/// The warnings of a status, as strings.
-pub fn warnings(status: &Value) -> Vec<String> {
-    status["warnings"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+/// The warnings of a status.
+pub fn warnings(status: &ClusterStatus) -> &[String] {
+    &status.warnings
 }
 
 /// A frame counter of `daemon` (`clhbd`), 0 while not reported yet.
-pub fn counter(status: &Value, daemon: &str, name: &str) -> u64 {
-    status["counters"][daemon][name].as_u64().unwrap_or(0)
+pub fn counter(status: &ClusterStatus, daemon: &str, name: &str) -> u64 {
+    status.counters[daemon][name].as_u64().unwrap_or(0)
 }
 
 /// Both nodes are up in this status, and the local node is connected.
-pub fn all_up(status: &Value) -> bool {
-    status["state"] == "formed"
-        && status["local_state"] == "connected"
-        && node_state(status, "node1") == "up"
-        && node_state(status, "node2") == "up"
+pub fn all_up(status: &ClusterStatus) -> bool {
+    status.state == ClusterState::Formed
+        && status.local_state == LocalStateView::Connected
+        && node_state(status, "node1") == Some(NodeState::Up)
+        && node_state(status, "node2") == Some(NodeState::Up)
 }
 
 /// argv[0] of `pid`, if it still runs.
@@ -191,9 +188,11 @@ impl Cluster {
         self.must(node, &["cldaemon"]);
         let deadline = Instant::now() + WAIT;
         loop {
-            let (_, status) = self.status(node);
-            let running = !warnings(&status).iter().any(|w| w.contains("cldaemon is not running"));
-            if running && status["state"].is_string() {
+            let (_, status) = self.try_status(node);
+            let running = status.is_some_and(|s| {
+                !warnings(&s).iter().any(|w| w.contains("cldaemon is not running"))
+            });
+            if running {
                 return;
             }
             assert!(
@@ -247,15 +246,40 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// `clstat --json` on `node`: exit code and the object (Null if unreadable).
-    pub fn status(&self, node: &str) -> (Option<i32>, Value) {
+    /// `clstat --json` on `node` as the raw JSON object (Null if unreadable): for the tests of
+    /// the format itself; the others read [`Cluster::status`].
+    pub fn json_status(&self, node: &str) -> Value {
         let out = self.run(node, &["clstat", "--json"]);
-        let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code(), value)
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// `clstat --json` on `node`: exit code and the snapshot (`None` if clstat printed none).
+    pub fn try_status(&self, node: &str) -> (Option<i32>, Option<ClusterStatus>) {
+        let out = self.run(node, &["clstat", "--json"]);
+        (out.status.code(), serde_json::from_slice(&out.stdout).ok())
+    }
+
+    /// `clstat --json` on `node`: exit code and the snapshot; panics if clstat printed none.
+    pub fn status(&self, node: &str) -> (Option<i32>, ClusterStatus) {
+        let out = self.run(node, &["clstat", "--json"]);
+        match serde_json::from_slice(&out.stdout) {
+            Ok(status) => (out.status.code(), status),
+            Err(e) => panic!("{node}: clstat --json printed no status ({e}): {}", text(&out)),
+        }
+    }
+
+    /// `clstat --json` on `node`, typed; panics if clstat printed none.
+    pub fn typed_status(&self, node: &str) -> ClusterStatus {
+        self.status(node).1
     }
 
     /// Poll `clstat --json` on `node` every 100 ms until `pred` holds ([`WAIT`] at most).
-    pub fn wait(&self, node: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait(
+        &self,
+        node: &str,
+        what: &str,
+        pred: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
         self.wait_for(node, what, WAIT, pred)
     }
 
@@ -265,17 +289,18 @@ impl Cluster {
         node: &str,
         what: &str,
         timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+        pred: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            let (_, status) = self.status(node);
-            if pred(&status) {
+            let (_, status) = self.try_status(node);
+            if let Some(status) = status.filter(|s| pred(s)) {
                 return status;
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "{node}: not within {timeout:?}: {what}\nlast clstat on {node}: {status:#}\n{}",
+                    "{node}: not within {timeout:?}: {what}\nlast clstat on {node}: {:#}\n{}",
+                    self.json_status(node),
                     self.diagnostics()
                 );
             }
@@ -284,14 +309,19 @@ impl Cluster {
     }
 
     /// For `duration`, poll clstat on both nodes and insist `pred(node, status)` always holds.
-    pub fn hold(&self, duration: Duration, what: &str, pred: impl Fn(&str, &Value) -> bool) {
+    pub fn hold(
+        &self,
+        duration: Duration,
+        what: &str,
+        pred: impl Fn(&str, &ClusterStatus) -> bool,
+    ) {
         let end = Instant::now() + duration;
         while Instant::now() < end {
             for node in ["node1", "node2"] {
-                let (_, status) = self.status(node);
+                let (_, status) = self.try_status(node);
                 assert!(
-                    pred(node, &status),
-                    "{node}: {what} no longer holds\nclstat on {node}: {status:#}\n{}",
+                    status.as_ref().is_some_and(|s| pred(node, s)),
+                    "{node}: {what} no longer holds\nclstat on {node}: {status:#?}\n{}",
                     self.diagnostics()
                 );
             }
@@ -510,30 +540,30 @@ pub const APP: &str = "apache";
 /// Its virtual address (on the public network, `eth0` of every node).
 pub const VIP: &str = "10.10.0.100";
 
-/// The `applications` entry for `app` in a `clstat --json` object.
-pub fn app_entry<'a>(status: &'a Value, app: &str) -> Option<&'a Value> {
-    status["applications"].as_array()?.iter().find(|a| a["name"] == app)
+/// The `applications` entry for `app` in a status.
+pub fn app_entry<'a>(status: &'a ClusterStatus, app: &str) -> Option<&'a ApplicationStatus> {
+    status.applications.iter().find(|a| a.name == app)
 }
 
-/// `(state, node)` of [`APP`] in a status (`("", None)` when absent).
-pub fn app_state(status: &Value) -> (String, Option<String>) {
-    let Some(entry) = app_entry(status, APP) else { return (String::new(), None) };
-    (entry["state"].as_str().unwrap_or("").to_string(), entry["node"].as_str().map(String::from))
+/// `(state, node)` of [`APP`] in a status (`(None, None)` when absent).
+pub fn app_state(status: &ClusterStatus) -> (Option<ApplicationState>, Option<String>) {
+    let Some(entry) = app_entry(status, APP) else { return (None, None) };
+    (Some(entry.state), entry.node.clone())
 }
 
 /// [`APP`] is running on `node` in this status.
-pub fn app_running_on(status: &Value, node: &str) -> bool {
-    app_state(status) == ("running".to_string(), Some(node.to_string()))
+pub fn app_running_on(status: &ClusterStatus, node: &str) -> bool {
+    app_state(status) == (Some(ApplicationState::Running), Some(node.to_string()))
 }
 
 /// [`APP`]'s `last_failure` in this status ("" when none).
-pub fn app_failure(status: &Value) -> String {
-    app_entry(status, APP).and_then(|a| a["last_failure"].as_str()).unwrap_or("").to_string()
+pub fn app_failure(status: &ClusterStatus) -> String {
+    app_entry(status, APP).and_then(|a| a.last_failure.clone()).unwrap_or_default()
 }
 
 /// [`APP`]'s `restarts` in this status.
-pub fn app_restarts(status: &Value) -> u64 {
-    app_entry(status, APP).and_then(|a| a["restarts"].as_u64()).unwrap_or(0)
+pub fn app_restarts(status: &ClusterStatus) -> u64 {
+    app_entry(status, APP).map_or(0, |a| u64::from(a.restarts))
 }
 
 /// The time stamp that starts a log line, if it has one.
@@ -645,7 +675,7 @@ impl Cluster {
     }
 
     /// Wait (15 s at most) until `pred` holds for [`APP`] in clstat on both nodes.
-    pub fn wait_app_everywhere(&self, what: &str, pred: impl Fn(&Value) -> bool) {
+    pub fn wait_app_everywhere(&self, what: &str, pred: impl Fn(&ClusterStatus) -> bool) {
         for node in ["node1", "node2"] {
             self.wait_for(node, what, Duration::from_secs(15), &pred);
         }
