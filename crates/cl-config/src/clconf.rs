@@ -581,6 +581,38 @@ fn read_fence(
     ok.then_some(FenceDevice { agent, timeout, retry, options })
 }
 
+/// Why a program root would run (a fence agent, a notifier) cannot be used as configured.
+pub(crate) enum ProgramProblem {
+    /// Not installed on this node.
+    Missing,
+    /// Anything else, as a sentence fragment naming the file and the fix.
+    Unusable(String),
+}
+
+/// A program root runs must be an absolute path to an executable that root alone may change
+/// (owner and mode, as for every program run as root). `what` names it in the messages.
+pub(crate) fn check_root_program(
+    text: &str,
+    what: &str,
+    host: &dyn Host,
+) -> Result<PathBuf, ProgramProblem> {
+    let path = PathBuf::from(text);
+    let shown = xml::shorten(text);
+    if !path.is_absolute() {
+        return Err(ProgramProblem::Unusable(format!("`{shown}` must be an absolute path")));
+    }
+    let problem = match host.file_kind(&path) {
+        FileKind::Executable => match host.untrusted(&path, false) {
+            None => return Ok(path),
+            Some(problem) => problem,
+        },
+        FileKind::Missing => return Err(ProgramProblem::Missing),
+        FileKind::Directory => format!("`{shown}` is a directory, not {what}"),
+        FileKind::NotExecutable => format!("`{shown}` is not executable; run chmod +x on it"),
+    };
+    Err(ProgramProblem::Unusable(problem))
+}
+
 /// The agent must be an absolute path to an executable on this node (the configuration is
 /// checked again on every node it is installed on, and either node may have to run it).
 fn check_agent(
@@ -589,24 +621,13 @@ fn check_agent(
     host: &dyn Host,
     diags: &mut Diagnostics<'_>,
 ) -> Option<PathBuf> {
-    let path = PathBuf::from(agent.value);
-    let shown = xml::shorten(agent.value);
-    let problem = if !path.is_absolute() {
-        format!("`{shown}` must be an absolute path")
-    } else {
-        match host.file_kind(&path) {
-            FileKind::Executable => match host.untrusted(&path, false) {
-                None => return Some(path),
-                Some(problem) => problem,
-            },
-            FileKind::Missing => format!(
-                "`{shown}` does not exist on this node; install the fence agent (e.g. the fence-agents package) on every node"
-            ),
-            FileKind::Directory => format!("`{shown}` is a directory, not a fence agent"),
-            FileKind::NotExecutable => {
-                format!("`{shown}` is not executable; run chmod +x on it")
-            }
-        }
+    let problem = match check_root_program(agent.value, "a fence agent", host) {
+        Ok(path) => return Some(path),
+        Err(ProgramProblem::Missing) => format!(
+            "`{}` does not exist on this node; install the fence agent (e.g. the fence-agents package) on every node",
+            xml::shorten(agent.value)
+        ),
+        Err(ProgramProblem::Unusable(problem)) => problem,
     };
     diags.error(agent.at, format!("{ctx} agent: {problem}"));
     None

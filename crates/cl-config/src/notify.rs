@@ -8,10 +8,11 @@ use std::time::Duration;
 use cl_core::notice::EventKind;
 use serde::{Deserialize, Serialize};
 
+use crate::clconf::{check_root_program, ProgramProblem};
 use crate::diag::Diagnostics;
 use crate::value::{self, read};
 use crate::xml::{self, Element, Spanned};
-use crate::{FileKind, Host};
+use crate::Host;
 
 /// Most `<notify>` entries one cluster may have: each event runs every one in turn.
 pub const MAX_NOTIFIERS: usize = 8;
@@ -125,29 +126,20 @@ fn check_program(
     host: &dyn Host,
     diags: &mut Diagnostics<'_>,
 ) -> Option<PathBuf> {
-    let path = PathBuf::from(program.value);
-    let shown = xml::shorten(program.value);
-    let problem = if !path.is_absolute() {
-        format!("`{shown}` must be an absolute path")
-    } else {
-        match host.file_kind(&path) {
-            FileKind::Executable => match host.untrusted(&path, false) {
-                None => return Some(path),
-                Some(problem) => problem,
-            },
-            FileKind::Missing => {
-                diags.warning(
-                    program.at,
-                    format!("<notify program>: `{shown}` does not exist on this node; install it on every node, or the events are not told there"),
-                );
-                return Some(path);
-            }
-            FileKind::Directory => format!("`{shown}` is a directory, not a program"),
-            FileKind::NotExecutable => format!("`{shown}` is not executable; run chmod +x on it"),
+    match check_root_program(program.value, "a program", host) {
+        Ok(path) => Some(path),
+        Err(ProgramProblem::Missing) => {
+            diags.warning(
+                program.at,
+                format!("<notify program>: `{}` does not exist on this node; install it on every node, or the events are not told there", xml::shorten(program.value)),
+            );
+            Some(PathBuf::from(program.value))
         }
-    };
-    diags.error(program.at, format!("<notify program>: {problem}"));
-    None
+        Err(ProgramProblem::Unusable(problem)) => {
+            diags.error(program.at, format!("<notify program>: {problem}"));
+            None
+        }
+    }
 }
 
 fn notify_timeout(text: &str) -> Result<Duration, String> {

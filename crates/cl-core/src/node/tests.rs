@@ -8,16 +8,16 @@ use crate::apps::{Desired, Failback, Want};
 use crate::membership::Verdict;
 use crate::timing::SafetyTiming;
 
-const LOCAL: &str = "node1";
-const PEER: &str = "node2";
-const APP: &str = "web";
-const LINK: &str = "public";
-const INTERVAL: Duration = Duration::from_millis(200);
-const TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const LOCAL: &str = "node1";
+pub(super) const PEER: &str = "node2";
+pub(super) const APP: &str = "web";
+pub(super) const LINK: &str = "public";
+pub(super) const INTERVAL: Duration = Duration::from_millis(200);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which protection the two-node cluster has.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Protection {
+pub(super) enum Protection {
     /// Known connections and the peer-alive probe.
     Probe,
     /// A fence device for the peer.
@@ -34,11 +34,11 @@ fn timing(protection: Protection) -> SafetyTiming {
     }
 }
 
-fn known() -> IpAddr {
+pub(super) fn known() -> IpAddr {
     "10.10.0.1".parse().expect("literal address")
 }
 
-fn config(protection: Protection) -> NodeConfig {
+pub(super) fn config(protection: Protection) -> NodeConfig {
     let timing = timing(protection);
     NodeConfig {
         membership: MembershipConfig {
@@ -72,21 +72,30 @@ fn config(protection: Protection) -> NodeConfig {
     }
 }
 
-fn ms(t: u64) -> Time {
+pub(super) fn ms(t: u64) -> Time {
     Time::from_millis(t)
 }
 
 /// One node's engine on a fake clock, with the actions it asked for.
-struct Harness {
-    node: Node,
-    now: Time,
+pub(super) struct Harness {
+    pub(super) node: Node,
+    pub(super) now: Time,
 }
 
 impl Harness {
     /// A formed node that hears its peer, which runs the application (and, with an
     /// arbitrator, holds the lease).
-    fn with_peer_running(protection: Protection) -> Harness {
-        let mut h = Harness { node: Node::new(config(protection), ms(0)), now: ms(0) };
+    pub(super) fn with_peer_running(protection: Protection) -> Harness {
+        Harness::formed(Node::new(config(protection), ms(0)), protection)
+    }
+
+    /// The same, with an engine built `with_notifications`.
+    pub(super) fn notifying(protection: Protection) -> Harness {
+        Harness::formed(Node::new(config(protection), ms(0)).with_notifications(), protection)
+    }
+
+    fn formed(node: Node, protection: Protection) -> Harness {
+        let mut h = Harness { node, now: ms(0) };
         h.feed(NodeInput::Formed { start_autostart: false });
         h.beat(false);
         h.feed(NodeInput::KnownConnectionReply { target: known() });
@@ -99,7 +108,7 @@ impl Harness {
         h
     }
 
-    fn feed(&mut self, input: NodeInput) -> Vec<NodeAction> {
+    pub(super) fn feed(&mut self, input: NodeInput) -> Vec<NodeAction> {
         self.node.handle(self.now, input);
         self.drain()
     }
@@ -115,7 +124,7 @@ impl Harness {
 
     /// Let time run to `until` in steps of half a heartbeat interval, with the peer's heartbeats while
     /// `peer_alive` and the known connection's replies throughout; every action on the way.
-    fn run(&mut self, until: Time, peer_alive: bool) -> Vec<NodeAction> {
+    pub(super) fn run(&mut self, until: Time, peer_alive: bool) -> Vec<NodeAction> {
         let mut actions = Vec::new();
         while self.now < until {
             self.now = (self.now + INTERVAL / 2).min(until);
@@ -131,7 +140,7 @@ impl Harness {
 }
 
 /// The peer's announcement: it runs the application.
-fn running(lease: bool) -> Announcement {
+pub(super) fn running(lease: bool) -> Announcement {
     Announcement {
         epoch: 1,
         seq: 1,
@@ -171,11 +180,11 @@ fn start() -> NodeAction {
     NodeAction::Start { app: APP.into() }
 }
 
-fn silent() -> Vec<ProbeSeen> {
+pub(super) fn silent() -> Vec<ProbeSeen> {
     vec![ProbeSeen { address: "10.0.0.2".parse().expect("literal"), answer: ProbeAnswer::Silent }]
 }
 
-fn answered() -> Vec<ProbeSeen> {
+pub(super) fn answered() -> Vec<ProbeSeen> {
     vec![ProbeSeen {
         address: "10.0.0.2".parse().expect("literal"),
         answer: ProbeAnswer::Answered { by: "52:54:00:00:00:02".into() },
