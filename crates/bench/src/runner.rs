@@ -274,7 +274,12 @@ fn one(
                 first(ss, t0, |s| s.ok && s.owner.as_deref() == Some(survivor.as_str()))
             });
             reps.push(rep_of(scenario, t0, end, &bed.probe()?.since(t0)));
-            if scenario == 'b' {
+            if bed.sys.fences() {
+                // The survivor powered the former active node off (or will): boot it again,
+                // as the administrator would, so the next repetition finds two nodes.
+                bed.lab.power_on(&active)?;
+                bed.sys.after_power_on(&bed.lab, &active, programs)?;
+            } else if scenario == 'b' {
                 bed.lab.thaw(&active)?;
             }
             let t_heal = mono_ns();

@@ -222,6 +222,16 @@ impl System for Linuxha {
         self.healthy_with(lab, programs)
     }
 
+    fn fences(&self) -> bool {
+        self.protection == Protection::Fence
+    }
+
+    fn after_power_on(&mut self, lab: &Lab, node: &str, programs: &Programs) -> Result<()> {
+        // The node was formed before it was fenced: cldaemon finds its formed marker and
+        // rejoins, as after a reboot.
+        self.run(lab, node, programs, &["cldaemon"]).map(|_| ())
+    }
+
     fn switch(&mut self, lab: &Lab, from: &str, to: &str, programs: &Programs) -> Result<()> {
         self.run(lab, from, programs, &["clswitchapp", "--application", APP, "--node", to])?;
         Ok(())

@@ -61,6 +61,15 @@ pub trait System {
     fn status_command(&self, _programs: &Programs) -> Option<Vec<String>> {
         None
     }
+    /// Whether the system fences a silent node (powers it off), so that after a failover the
+    /// former active node must be powered on again, as an administrator would.
+    fn fences(&self) -> bool {
+        false
+    }
+    /// After `node` was powered on again (a fresh boot): start what the system runs there.
+    fn after_power_on(&mut self, _lab: &Lab, _node: &str, _programs: &Programs) -> Result<()> {
+        Ok(())
+    }
     /// Short text of the system's state for error messages.
     fn describe(&self, _lab: &Lab, _programs: &Programs) -> String {
         String::new()
