@@ -6,21 +6,22 @@ use serde::{Deserialize, Serialize};
 /// `<name>.log` and keeps `<name>-<cluster>.pid`; the name is also how daemons report to
 /// cldaemon ([`crate::msg::LocalEvent`]). Daemons order by name, so whatever is kept by
 /// daemon (cldaemon's children, clstat's counters and listeners) lists as the names sort.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Daemon {
+    // Declared in the order of their names: the derived order is the names' order.
+    /// Arbitrator (on a third host, not a cluster node).
+    Clarbd,
     /// Node manager.
     Cldaemon,
-    /// Lock daemon.
-    Cllockd,
-    /// Network daemon.
-    Clnetd,
     /// Heartbeat receiver.
     Clhbd,
     /// Heartbeat sender.
     Clhbd2,
-    /// Arbitrator (on a third host, not a cluster node).
-    Clarbd,
+    /// Lock daemon.
+    Cllockd,
+    /// Network daemon.
+    Clnetd,
 }
 
 impl Daemon {
@@ -49,18 +50,6 @@ impl Daemon {
     /// The process name it runs under for `cluster` (`clhbd-cluster1`), as `ps` shows it.
     pub fn process_name(self, cluster: &str) -> String {
         format!("{}-{cluster}", self.name())
-    }
-}
-
-impl Ord for Daemon {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.name().cmp(other.name())
-    }
-}
-
-impl PartialOrd for Daemon {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
     }
 }
 
