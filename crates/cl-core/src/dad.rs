@@ -17,9 +17,11 @@
 //!   probe *began*) needs no second probe. Older silence proves nothing about now: a peer that
 //!   resumes (a paused machine thawed, a link healed) answers for its addresses at once but is
 //!   heard on the heartbeat links only up to an interval later, and the probe at the start is
-//!   what catches it in that gap. Today a takeover starts the whole take-over delay after the
-//!   guard's probe (docs/safety.md), longer than a timeout, so the skip does not shorten that
-//!   path; it spares the second probe whenever a start follows the guard's probe closely.
+//!   what catches it in that gap. Without an arbitrator a takeover starts the whole take-over
+//!   delay after the guard's probe (docs/safety.md), longer than a timeout, so the probe runs
+//!   again there; with an arbitrator or after a fence the start follows the guard's probe
+//!   closely and the second probe is spared. The guard probes with the same plan
+//!   ([`probe_plan`]), so both listen equally long.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
