@@ -162,7 +162,7 @@ pub enum AppInput {
         peer: String,
     },
     /// The takeover guard: this node holds the arbitrator's lease (or no longer does). With an
-    /// arbitrator only the lease holder runs applications (see [`Apps::with_lease`]).
+    /// arbitrator only the lease holder runs applications (see [`Apps::with_lease`](super::Apps::with_lease)).
     Lease {
         /// The lease is held.
         held: bool,

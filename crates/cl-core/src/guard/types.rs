@@ -60,7 +60,7 @@ pub struct GuardConfig {
     pub local: String,
     /// The other nodes, with whether each has a fence device this node can use.
     pub peers: BTreeMap<String, bool>,
-    /// Without an arbitrator, the unit of the fence-race wait ([`Guard`]'s fencing rule): a node
+    /// Without an arbitrator, the unit of the fence-race wait ([`Guard`](super::Guard)'s fencing rule): a node
     /// that runs no applications waits it before fencing, so that in a symmetric partition the
     /// node running the applications wins instead of both powering each other off.
     pub fence_delay: Duration,
