@@ -605,9 +605,9 @@ fn read_poweroff(
     diags: &mut Diagnostics<'_>,
 ) -> Option<Duration> {
     let Some(text) = poweroff else {
-        return Some(timeout.map_or(FenceDevice::DEFAULT_POWEROFF, |t| {
-            FenceDevice::DEFAULT_POWEROFF.min(t)
-        }));
+        return Some(
+            timeout.map_or(FenceDevice::DEFAULT_POWEROFF, |t| FenceDevice::DEFAULT_POWEROFF.min(t)),
+        );
     };
     let d = read(
         diags,

@@ -51,6 +51,9 @@ const PUBLIC: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const APPS: [&str; 2] = ["web", "db"];
 const INTERVAL: Duration = Duration::from_millis(200);
 const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a fence device that is not slow takes to power a node off, at most (the shell's
+/// fence model: 50 to 1500 ms; a slow device, 2 to 6 s, is a fault).
+const FENCE_POWEROFF: Duration = Duration::from_millis(1500);
 
 /// Which split-brain protection the simulated cluster has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,7 +431,8 @@ impl Sim {
         };
         let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
         let fence_retry = Some(Duration::from_secs(1));
-        let mut guard = GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry);
+        let mut guard =
+            GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
         let config = NodeConfig {
             membership,

@@ -9,7 +9,7 @@ use cl_core::membership::LocalState;
 use cl_core::node::{NodeAction, NodeInput, ProbeAnswer, ProbeSeen};
 use rand::Rng;
 
-use super::{other, Ev, Power, Protection, Sim, LINKS, NAMES, PUBLIC};
+use super::{other, Ev, Power, Protection, Sim, FENCE_POWEROFF, LINKS, NAMES, PUBLIC};
 
 impl Sim {
     /// A piece of shell work finished on its node (replayed later if the node is frozen).
@@ -191,7 +191,9 @@ impl Sim {
                     let d = if self.fence_slow {
                         Duration::from_millis(self.rng.random_range(2000..6000))
                     } else {
-                        Duration::from_millis(self.rng.random_range(50..1500))
+                        Duration::from_millis(
+                            self.rng.random_range(50..FENCE_POWEROFF.as_millis() as u64),
+                        )
                     };
                     let epoch = self.nodes[n].epoch;
                     self.at(d, Ev::FenceDone { n, peer, epoch });
