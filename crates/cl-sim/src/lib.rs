@@ -108,6 +108,24 @@ pub struct Options {
     pub sabotage: Sabotage,
     /// Keep the whole trace (for printing), not just its tail.
     pub full_trace: bool,
+    /// Which faults the fault phase brings.
+    pub faults: Faults,
+}
+
+/// The faults of a run's fault phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Faults {
+    /// The nemesis's random schedule of the seed.
+    Random,
+    /// One symmetric partition 5 s in, lasting the whole fault phase: heartbeats and ARP cut
+    /// between the nodes, both reaching the outside, fence devices neither slow nor failing,
+    /// heartbeats delayed by up to [`cl_core::timing::JITTER_ALLOWANCE`].
+    /// With `everything_on_second`, node2 runs both applications before the cut (node1 none);
+    /// otherwise each node runs its preferred one.
+    SymmetricPartition {
+        /// Switch node1's application to node2 before the cut.
+        everything_on_second: bool,
+    },
 }
 
 impl Options {
@@ -119,6 +137,7 @@ impl Options {
             fault_phase: Duration::from_secs(40),
             sabotage: Sabotage::None,
             full_trace: false,
+            faults: Faults::Random,
         }
     }
 }
@@ -151,6 +170,13 @@ pub struct Outcome {
     pub documented: u32,
     /// Events processed.
     pub events: u64,
+    /// How often each node was powered off by the other's fence.
+    pub fenced: [u32; 2],
+    /// Episodes in which the nodes powered each other off, neither fence device being slow:
+    /// the fence race this wait is meant to prevent (both off is an availability problem).
+    pub mutual_fences: u32,
+    /// For each application, how many nodes held it when the healed tail began.
+    pub holders_at_tail: Vec<(String, usize)>,
     /// The trace (its last lines unless `full_trace`).
     pub trace: Vec<String>,
 }
@@ -220,9 +246,20 @@ enum Ev {
         peer: usize,
         epoch: u64,
     },
+    /// The fence device of `peer` has powered it off (or failed): it acts whatever became of
+    /// node `n`, which sent it the command when the fence started.
     FenceDone {
         n: usize,
         peer: usize,
+        epoch: u64,
+        /// The device was slow (a fault) when the fence started.
+        slow: bool,
+    },
+    /// The fence agent on node `n` reports the outcome (lost if `n` died meanwhile).
+    FenceReport {
+        n: usize,
+        peer: usize,
+        ok: bool,
         epoch: u64,
     },
     LeaseRequest {
@@ -306,6 +343,11 @@ pub struct Sim {
     arbitrator: Arbitrator,
     fence_failing: bool,
     fence_slow: bool,
+    /// Who fenced each node, and whether that device was slow, while it stays off.
+    fenced_by: [Option<(usize, bool)>; 2],
+    fenced: [u32; 2],
+    mutual_fences: u32,
+    holders_at_tail: Vec<(String, usize)>,
     timing: SafetyTiming,
     trace: Vec<String>,
     violations: Vec<Violation>,
@@ -380,6 +422,10 @@ impl Sim {
             },
             fence_failing: false,
             fence_slow: false,
+            fenced_by: [None; 2],
+            fenced: [0; 2],
+            mutual_fences: 0,
+            holders_at_tail: Vec::new(),
             timing,
             trace: Vec::new(),
             violations: Vec::new(),
@@ -416,6 +462,7 @@ impl Sim {
         let local = NAMES[n].to_string();
         let peer = NAMES[other(n)].to_string();
         let epoch = self.nodes[n].epoch;
+        self.fenced_by[n] = None;
         let membership = MembershipConfig {
             local: local.clone(),
             peers: vec![peer.clone()],
@@ -466,6 +513,9 @@ impl Sim {
             violations: self.violations,
             documented: self.documented,
             events: self.events,
+            fenced: self.fenced,
+            mutual_fences: self.mutual_fences,
+            holders_at_tail: self.holders_at_tail,
             trace: self.trace,
         }
     }
@@ -533,8 +583,9 @@ impl Sim {
             ev @ (Ev::StartDone { .. }
             | Ev::StopDone { .. }
             | Ev::ProbeDone { .. }
-            | Ev::FenceDone { .. }
+            | Ev::FenceReport { .. }
             | Ev::LeaseReply { .. }) => self.shell_done(ev),
+            Ev::FenceDone { n, peer, epoch, slow } => self.fence_done(n, peer, epoch, slow),
             Ev::LeaseRequest { from, id, op, epoch } => self.arbitrate(from, id, op, epoch),
             Ev::Fault(fault) => self.fault(fault),
         }
