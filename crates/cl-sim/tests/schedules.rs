@@ -7,6 +7,9 @@ use cl_sim::{run, Options, Outcome, Protection};
 /// 10 000 schedules in CI: 2 500 per protection.
 const PER_PROTECTION: u64 = 2_500;
 
+/// With the fast heartbeat profile (ten times the heartbeats per schedule): 500 per protection.
+const FAST_PER_PROTECTION: u64 = 500;
+
 fn failures(outcomes: impl Iterator<Item = Outcome>) -> Vec<String> {
     outcomes
         .filter(|o| !o.violations.is_empty())
@@ -57,6 +60,23 @@ fn without_known_connections_the_rules_still_hold() {
             run(seed, options)
         }));
         assert!(found.is_empty(), "{protection:?}: {}", found[0]);
+    }
+}
+
+#[test]
+fn the_fast_profile_keeps_the_rules_too() {
+    // Its stop margin (100 ms), lease (190 ms) and takeover delay (0.45 s) under the same faults.
+    for protection in Protection::ALL {
+        let found = failures((0..FAST_PER_PROTECTION).map(|seed| {
+            let mut options = Options::new(protection);
+            options.fast_profile = true;
+            run(seed, options)
+        }));
+        assert!(
+            found.is_empty(),
+            "{protection:?}, fast profile: replay with `cargo run --release -p cl-sim -- --fast --seed N`: {}",
+            found[0]
+        );
     }
 }
 
