@@ -69,15 +69,15 @@ pub struct Arbitrator {
     /// Where clarbd listens (UDP).
     pub address: SocketAddr,
     /// How long a grant lasts without renewal, when `<arbitrator lease>` gives it; `None`:
-    /// derived from the heartbeat profile (the lease floor of cl-core's `SafetyTiming`: 2.6 s
-    /// with the default profile, 0.8 s with the fast one).
+    /// derived from the heartbeat profile (the lease floor of cl-core's `SafetyTiming`: 1.13 s
+    /// with the default profile, 0.19 s with the fast one).
     #[serde(default)]
     pub lease: Option<Duration>,
 }
 
 impl Arbitrator {
-    /// Shortest lease accepted.
-    pub const MIN_LEASE: Duration = Duration::from_millis(500);
+    /// Shortest lease accepted (the fast profile's lease floor is 190 ms).
+    pub const MIN_LEASE: Duration = Duration::from_millis(100);
     /// Longest lease accepted.
     pub const MAX_LEASE: Duration = Duration::from_secs(60);
 }
@@ -499,13 +499,14 @@ fn read_arbitrator(
     };
     let (ip, port, given) = (ip?, port?, lease?);
     if let (Some(hb), Some((lease, lease_at))) = (heartbeat, given) {
-        if lease <= hb.timeout * 2 {
+        let floor = cl_core::timing::SafetyTiming::new(hb.interval, hb.timeout).lease_floor();
+        if lease < floor {
             diags.error(
                 lease_at,
                 format!(
-                    "<arbitrator>: lease ({}) must be longer than twice the heartbeat timeout ({}): a node that stops renewing must be declared dead before its lease runs out",
+                    "<arbitrator>: lease ({}) is shorter than the lease floor of the heartbeat profile ({}): the node running the applications would stop them whenever two renewals were lost",
                     value::show_duration(lease),
-                    value::show_duration(hb.timeout)
+                    value::show_duration(floor)
                 ),
             );
             return None;

@@ -14,15 +14,25 @@
 //!
 //! **With an arbitrator the lease replaces the takeover delay.** Only the lease holder runs
 //! applications, and it holds the lease ahead of time, not only after losing its peer: it
-//! renews it `renew_after` after each granted request was *sent*, and counts it as held until
-//! `sent + lease - drift` (the arbitrator's expiry, `arrival + lease` on its own clock, is never
-//! earlier; `drift` = 2 % of the lease covers clock rates). Its stop deadline is `stop_margin`
-//! before that, so everything is released before the lease can run out at the arbitrator. The
-//! arbitrator grants the other node the lease only once it has run out (leases are never
-//! released early), so a grant proves the former holder holds nothing: the survivor starts at
-//! once. The lease must leave room for three renewal attempts, each waiting one answer
-//! timeout, before the stop deadline: `lease - drift >= stop_margin + renew_after + 3 x
-//! answer_timeout` ([`SafetyTiming::lease_floor`]).
+//! renews it every heartbeat `interval` (`renew_after`) after each granted request was *sent*,
+//! and counts it as held until `sent + lease - drift` (the arbitrator's expiry, `arrival +
+//! lease` on its own clock, is never earlier; `drift` = 2 % of the lease covers clock rates).
+//! Its stop deadline is `stop_margin` before that, so everything is released before the lease
+//! can run out at the arbitrator. The arbitrator grants the other node the lease only once it
+//! has run out (leases are never released early), so a grant proves the former holder holds
+//! nothing: the survivor starts at once. A request unanswered within one interval (the
+//! lease's answer timeout) is given up and the next one sent at once, so the lease must leave
+//! room for three renewals, the last answered within the answer timeout, before the stop
+//! deadline: `lease - drift >= stop_margin + 3 x renew_after + answer_timeout`
+//! ([`SafetyTiming::lease_floor`]).
+//!
+//! **The stop margin is the hard stop, not a graceful one.** What makes two owners is a
+//! process still serving or an address still answering; a node that must give up kills the
+//! application's cgroup and removes its addresses, which takes milliseconds
+//! ([`HARD_STOP_RESERVE`] allows 100 ms). The margin is 30 % of the heartbeat timeout, kept
+//! between 100 ms and 500 ms ([`default_stop_margin`]): a node that can be scheduled within a
+//! heartbeat timeout can be scheduled within a third of it. Whatever the margin leaves beyond
+//! the hard part goes to the stop scripts ([`urgent_stop_budget`]).
 
 use std::time::Duration;
 
@@ -68,25 +78,31 @@ impl SafetyTiming {
     pub fn with_lease(mut self, lease: Duration) -> SafetyTiming {
         self.lease = Some(LeaseTiming {
             lease,
-            answer_timeout: self.freshness,
+            answer_timeout: self.lease_answer_timeout(),
             stop_margin: self.stop_margin,
             renew_after: self.renew_after(),
         });
         self
     }
 
-    /// How long after sending a granted request the holder renews: one answer timeout.
+    /// How long after sending a granted request the holder renews: one heartbeat interval.
     pub fn renew_after(&self) -> Duration {
-        self.freshness
+        self.interval
     }
 
-    /// The shortest lease that leaves three renewal attempts before the holder's stop deadline:
-    /// `(stop margin + renew_after + 3 x answer timeout) / 0.98`, rounded up to 100 ms. A
-    /// shorter lease is still safe but makes the holder stop whenever one renewal is lost.
+    /// How long a lease request waits for the arbitrator's answer before the next is sent: one
+    /// heartbeat interval (a LAN that carries a heartbeat every interval carries an answer).
+    pub fn lease_answer_timeout(&self) -> Duration {
+        self.interval
+    }
+
+    /// The shortest lease that leaves three renewals before the holder's stop deadline:
+    /// `(stop margin + 3 x renew_after + answer timeout) / 0.98`, rounded up to 10 ms. A
+    /// shorter lease is still safe but makes the holder stop whenever two renewals are lost.
     pub fn lease_floor(&self) -> Duration {
-        let need = self.stop_margin + self.renew_after() + self.freshness * 3;
+        let need = self.stop_margin + self.renew_after() * 3 + self.lease_answer_timeout();
         let ms = (need.as_millis() as u64 * 50).div_ceil(49);
-        Duration::from_millis(ms.div_ceil(100) * 100)
+        Duration::from_millis(ms.div_ceil(10) * 10)
     }
 
     /// The longest a node that must give up takes to decide so.
@@ -136,15 +152,17 @@ impl SafetyTiming {
     }
 }
 
-/// Half a second, or half the heartbeat timeout if that is longer: enough for the shell's hard
-/// stop (kill the application's processes, remove its addresses, unmount).
+/// 30 % of the heartbeat timeout, between 100 ms and 500 ms (default profile 300 ms, fast
+/// 100 ms): the hard stop ([`HARD_STOP_RESERVE`]) with room to spare, and what is left of it
+/// for the stop scripts.
 pub fn default_stop_margin(timeout: Duration) -> Duration {
-    Duration::from_millis(500).max(timeout / 2)
+    (timeout * 3 / 10).clamp(Duration::from_millis(100), Duration::from_millis(500))
 }
 
 /// Of an urgent stop's deadline, what the hard part keeps for itself: kill what is left in the
-/// application's cgroup, remove its addresses, unmount its filesystems.
-pub const URGENT_RESERVE: Duration = Duration::from_millis(300);
+/// application's cgroup and remove its addresses (a cgroup kill and a netlink request each,
+/// milliseconds on an idle node; unmounting follows and is not what makes two owners).
+pub const HARD_STOP_RESERVE: Duration = Duration::from_millis(100);
 
 /// Between SIGTERM and SIGKILL in an urgent stop: the processes had their chance in the stop
 /// script, so they get only a moment to exit cleanly.
@@ -161,48 +179,61 @@ pub struct UrgentStopBudget {
 
 /// The budget of an urgent stop that must be over by `deadline`. The argument of the module
 /// (the survivor waits for the loser's stop deadline) holds only if the loser has released
-/// everything by then, so the graceful part gets the deadline minus [`URGENT_RESERVE`], the
-/// time the hard part (kill, remove addresses, unmount) needs, and is cut short after. A
-/// deadline shorter than the reserve leaves no graceful part at all.
+/// everything by then, so [`HARD_STOP_RESERVE`] is kept for the hard part (kill, remove
+/// addresses); of the rest, half (at most [`URGENT_KILL_GRACE`]) is the grace between SIGTERM
+/// and SIGKILL and the remainder the stop scripts', cut short after. A deadline no longer than
+/// the reserve leaves neither: everything is killed at once.
 pub fn urgent_stop_budget(deadline: Duration) -> UrgentStopBudget {
-    UrgentStopBudget {
-        graceful: deadline.saturating_sub(URGENT_RESERVE),
-        kill_grace: URGENT_KILL_GRACE,
-    }
+    let spare = deadline.saturating_sub(HARD_STOP_RESERVE);
+    let kill_grace = URGENT_KILL_GRACE.min(spare / 2);
+    UrgentStopBudget { graceful: spare - kill_grace, kill_grace }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn profile(interval: u64, timeout: u64) -> SafetyTiming {
+        SafetyTiming::new(Duration::from_millis(interval), Duration::from_millis(timeout))
+    }
+
     #[test]
     fn default_profile_waits_for_skew_isolation_and_the_stop() {
-        let t = SafetyTiming::new(Duration::from_millis(200), Duration::from_secs(1));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 500 + 500 + 100));
+        let t = profile(200, 1000);
+        assert_eq!(t.stop_margin, Duration::from_millis(300));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 500 + 300 + 100));
         let t = t.with_lease(Duration::from_secs(4));
         assert_eq!(t.decision_time(), Duration::from_millis(500));
         assert_eq!(t.takeover_delay(), Duration::ZERO);
     }
 
     #[test]
-    fn the_lease_floor_leaves_three_renewal_attempts_before_the_stop_deadline() {
-        for (interval, timeout, floor) in [(200, 1000, 2600), (20, 100, 800)] {
-            let t =
-                SafetyTiming::new(Duration::from_millis(interval), Duration::from_millis(timeout));
-            assert_eq!(t.lease_floor(), Duration::from_millis(floor));
+    fn the_lease_floor_leaves_three_renewals_before_the_stop_deadline() {
+        for (interval, timeout, floor) in [(200, 1000, 1130), (20, 100, 190), (100, 500, 570)] {
+            let t = profile(interval, timeout);
+            assert_eq!(t.lease_floor(), Duration::from_millis(floor), "{interval}/{timeout}");
             let lease = t.with_lease(t.lease_floor()).lease.expect("lease");
+            assert_eq!(lease.renew_after, Duration::from_millis(interval));
             let sent = Time::ZERO;
             let deadline = lease.held_until(sent) - lease.stop_margin;
-            let third_answer = sent + lease.renew_after + lease.answer_timeout * 3;
+            let third_answer = sent + lease.renew_after * 3 + lease.answer_timeout;
             assert!(third_answer <= deadline, "{timeout}: {third_answer:?} > {deadline:?}");
         }
     }
 
     #[test]
+    fn the_stop_margin_scales_with_the_timeout_within_bounds() {
+        assert_eq!(default_stop_margin(Duration::from_millis(100)), Duration::from_millis(100));
+        assert_eq!(default_stop_margin(Duration::from_millis(1000)), Duration::from_millis(300));
+        assert_eq!(default_stop_margin(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(default_stop_margin(Duration::from_millis(10)), HARD_STOP_RESERVE);
+    }
+
+    #[test]
     fn fast_profile_keeps_a_real_stop_deadline() {
-        let t = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
-        assert_eq!(t.stop_margin, Duration::from_millis(500));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 500 + 100));
+        let t = profile(20, 100);
+        assert_eq!(t.stop_margin, Duration::from_millis(100));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 100 + 100));
     }
 
     #[test]
@@ -227,18 +258,24 @@ mod tests {
     #[test]
     fn an_urgent_stop_keeps_room_for_the_hard_part_within_its_deadline() {
         let budget = urgent_stop_budget(Duration::from_millis(500));
-        assert_eq!(budget.graceful, Duration::from_millis(200));
+        assert_eq!(budget.graceful, Duration::from_millis(300));
         assert_eq!(budget.kill_grace, Duration::from_millis(100));
-        assert!(budget.graceful + budget.kill_grace < Duration::from_millis(500));
-        // Every profile's stop margin leaves a graceful part.
-        let fast = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
-        assert!(!urgent_stop_budget(fast.stop_margin).graceful.is_zero());
+        let default = urgent_stop_budget(profile(200, 1000).stop_margin);
+        assert_eq!(default.graceful, Duration::from_millis(100));
+        assert_eq!(default.kill_grace, Duration::from_millis(100));
+        for ms in [0, 50, 100, 150, 300, 500, 2000] {
+            let deadline = Duration::from_millis(ms);
+            let b = urgent_stop_budget(deadline);
+            assert!(
+                b.graceful + b.kill_grace + HARD_STOP_RESERVE <= deadline.max(HARD_STOP_RESERVE)
+            );
+        }
     }
 
     #[test]
-    fn a_deadline_shorter_than_the_reserve_leaves_no_graceful_part() {
-        let budget = urgent_stop_budget(Duration::from_millis(200));
+    fn a_deadline_no_longer_than_the_reserve_kills_at_once() {
+        let budget = urgent_stop_budget(profile(20, 100).stop_margin);
         assert_eq!(budget.graceful, Duration::ZERO);
-        assert_eq!(budget.kill_grace, URGENT_KILL_GRACE);
+        assert_eq!(budget.kill_grace, Duration::ZERO);
     }
 }

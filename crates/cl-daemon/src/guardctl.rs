@@ -266,7 +266,8 @@ pub fn lease(ctx: &Context, link: &ArbLink, id: u64, op: ArbOp, results: mpsc::S
             }
         }
         let Some(client) = slot.as_mut() else { return };
-        match client.request(op, timing.decision_time()).await {
+        let answer_timeout = timing.lease.map_or(timing.decision_time(), |l| l.answer_timeout);
+        match client.request(op, answer_timeout).await {
             Ok(answer) => {
                 let reply = answer.reply;
                 if let Some(error) = &reply.error {

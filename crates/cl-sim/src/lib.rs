@@ -49,8 +49,10 @@ const LINKS: [&str; 2] = ["public", "private"];
 /// Each node's address on the public network (what the peer-alive probe looks for).
 const PUBLIC: [&str; 2] = ["10.0.0.1", "10.0.0.2"];
 const APPS: [&str; 2] = ["web", "db"];
-const INTERVAL: Duration = Duration::from_millis(200);
-const TIMEOUT: Duration = Duration::from_secs(1);
+/// The default heartbeat profile: interval and timeout.
+const DEFAULT_PROFILE: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
+/// The fast heartbeat profile: interval and timeout.
+const FAST_PROFILE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(100));
 /// How long a fence device that is not slow takes to power a node off, at most (the shell's
 /// fence model: 50 to 1500 ms; a slow device, 2 to 6 s, is a fault).
 const FENCE_POWEROFF: Duration = Duration::from_millis(1500);
@@ -108,6 +110,9 @@ pub struct Options {
     pub sabotage: Sabotage,
     /// Keep the whole trace (for printing), not just its tail.
     pub full_trace: bool,
+    /// The fast heartbeat profile (20 ms / 100 ms) instead of the default (200 ms / 1 s): its
+    /// shorter stop margin, lease and takeover delay under the same faults.
+    pub fast_profile: bool,
     /// Which faults the fault phase brings.
     pub faults: Faults,
 }
@@ -137,6 +142,7 @@ impl Options {
             fault_phase: Duration::from_secs(40),
             sabotage: Sabotage::None,
             full_trace: false,
+            fast_profile: false,
             faults: Faults::Random,
         }
     }
@@ -389,7 +395,8 @@ fn policies() -> Vec<AppPolicy> {
 impl Sim {
     /// A healthy cluster that has just been formed, with the faults of `seed` scheduled.
     pub fn new(seed: u64, options: Options) -> Sim {
-        let mut timing = SafetyTiming::new(INTERVAL, TIMEOUT);
+        let (interval, timeout) = if options.fast_profile { FAST_PROFILE } else { DEFAULT_PROFILE };
+        let mut timing = SafetyTiming::new(interval, timeout);
         let lease = timing.lease_floor();
         if options.protection.arbitrator() {
             timing = timing.with_lease(lease);
@@ -437,7 +444,7 @@ impl Sim {
         };
         for n in 0..2 {
             sim.boot(n, true);
-            let jitter = sim.rng.random_range(0..INTERVAL.as_millis() as u64);
+            let jitter = sim.rng.random_range(0..interval.as_millis() as u64);
             sim.at(Duration::from_millis(jitter), Ev::BeatTick(n));
             sim.at(Duration::from_millis(jitter + 7), Ev::PingTick(n));
             sim.at(Duration::from_millis(jitter + 500), Ev::GossipTick(n));
@@ -467,8 +474,8 @@ impl Sim {
             local: local.clone(),
             peers: vec![peer.clone()],
             links: LINKS.iter().map(|l| l.to_string()).collect(),
-            interval: INTERVAL,
-            timeout: TIMEOUT,
+            interval: self.timing.interval,
+            timeout: self.timing.timeout,
             known_connections: if self.options.known_connections {
                 vec!["10.10.0.1".parse().expect("literal address")]
             } else {
@@ -538,7 +545,7 @@ impl Sim {
                 self.drain(n);
             }
             Ev::BeatTick(n) => {
-                self.at(INTERVAL, Ev::BeatTick(n));
+                self.at(self.timing.interval, Ev::BeatTick(n));
                 // clhbd2 beats on its own: a frozen or powered-off node does not.
                 if !self.runs(n) {
                     return;
@@ -554,7 +561,7 @@ impl Sim {
                 }
             }
             Ev::PingTick(n) => {
-                self.at(INTERVAL, Ev::PingTick(n));
+                self.at(self.timing.interval, Ev::PingTick(n));
                 if self.runs(n) && self.net.outside[n] {
                     let rtt = Duration::from_millis(self.rng.random_range(1..5));
                     self.at(rtt, Ev::KnownReply(n));

@@ -1,4 +1,4 @@
-//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known]
+//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known] [--fast]
 //! [--sabotage skip-gates|keep-running]`
 //!
 //! Runs random schedules and prints `N passed, N failed`; with `--seed` it runs one schedule and
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let mut one: Option<u64> = None;
     let mut protections: Vec<Protection> = Protection::ALL.to_vec();
     let mut known = true;
+    let mut fast = false;
     let mut sabotage = Sabotage::None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = String>| args.next().unwrap_or_default();
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
                 }
             },
             "--no-known" => known = false,
+            "--fast" => fast = true,
             // A deliberately broken rule, to see what the checker catches and how.
             "--sabotage" => match value(&mut args).as_str() {
                 "skip-gates" => sabotage = Sabotage::SkipGates,
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
                 }
             },
             other => {
-                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --sabotage skip-gates|keep-running)");
+                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --fast, --sabotage skip-gates|keep-running)");
                 return ExitCode::from(2);
             }
         }
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         for protection in protections {
             let mut options = Options::new(protection);
             options.known_connections = known;
+            options.fast_profile = fast;
             options.sabotage = sabotage;
             options.full_trace = true;
             let outcome = run(seed, options);
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         for seed in from..from + seeds {
             let mut options = Options::new(protection);
             options.known_connections = known;
+            options.fast_profile = fast;
             options.sabotage = sabotage;
             let outcome = run(seed, options);
             documented += u64::from(outcome.documented);

@@ -1,13 +1,16 @@
 //! The invariants over many random schedules, the checker's ability to fail, and the seeds that
 //! once broke a rule (each found by this simulator, fixed in the core, kept here).
 
-use cl_core::guard::Sabotage;
 use std::time::Duration;
 
+use cl_core::guard::Sabotage;
 use cl_sim::{run, Faults, Options, Outcome, Protection};
 
 /// 10 000 schedules in CI: 2 500 per protection.
 const PER_PROTECTION: u64 = 2_500;
+
+/// With the fast heartbeat profile (ten times the heartbeats per schedule): 500 per protection.
+const FAST_PER_PROTECTION: u64 = 500;
 
 fn failures(outcomes: impl Iterator<Item = Outcome>) -> Vec<String> {
     outcomes
@@ -59,6 +62,23 @@ fn without_known_connections_the_rules_still_hold() {
             run(seed, options)
         }));
         assert!(found.is_empty(), "{protection:?}: {}", found[0]);
+    }
+}
+
+#[test]
+fn the_fast_profile_keeps_the_rules_too() {
+    // Its stop margin (100 ms), lease (190 ms) and takeover delay (0.45 s) under the same faults.
+    for protection in Protection::ALL {
+        let found = failures((0..FAST_PER_PROTECTION).map(|seed| {
+            let mut options = Options::new(protection);
+            options.fast_profile = true;
+            run(seed, options)
+        }));
+        assert!(
+            found.is_empty(),
+            "{protection:?}, fast profile: replay with `cargo run --release -p cl-sim -- --fast --seed N`: {}",
+            found[0]
+        );
     }
 }
 
@@ -180,13 +200,17 @@ fn with_fencing_the_nodes_rarely_fence_each_other() {
 
 #[test]
 fn a_symmetric_partition_fences_exactly_one_node_and_keeps_one_owner() {
-    for everything_on_second in [false, true] {
+    let cases = [false, true].into_iter().flat_map(|fast| [(fast, false), (fast, true)]);
+    for (fast_profile, everything_on_second) in cases {
         for seed in 0..200 {
             let mut options = Options::new(Protection::Fencing);
             options.faults = Faults::SymmetricPartition { everything_on_second };
             options.fault_phase = Duration::from_secs(20);
+            options.fast_profile = fast_profile;
             let outcome = run(seed, options);
-            let case = format!("seed {seed}, everything on node2: {everything_on_second}");
+            let case = format!(
+                "seed {seed}, fast profile {fast_profile}, everything on node2: {everything_on_second}"
+            );
             let trace = outcome.trace.join("\n");
             assert!(outcome.violations.is_empty(), "{case}: {:?}\n{trace}", outcome.violations);
             assert_eq!(outcome.mutual_fences, 0, "{case}\n{trace}");

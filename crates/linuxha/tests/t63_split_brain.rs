@@ -148,7 +148,7 @@ fn symmetric_partition_with_an_arbitrator_leaves_exactly_one_owner() {
         edit_clconf(etc, |xml| {
             xml.replace(
                 "<heartbeat profile=\"default\"/>",
-                "<heartbeat profile=\"default\"/>\n    <arbitrator address=\"10.10.0.1\" port=\"9905\" lease=\"4s\"/>",
+                "<heartbeat profile=\"default\"/>\n    <arbitrator address=\"10.10.0.1\" port=\"9905\"/>",
             )
         })
     }) else {

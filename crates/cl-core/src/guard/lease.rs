@@ -198,9 +198,38 @@ impl Guard {
                 self.set_gate(peer, Gate::FenceAt { at, attempts: 0 });
             }
         } else if self.config.probe {
-            self.probe(peer);
+            match self.early_probes.remove(peer) {
+                // Probed while the lease was awaited: nobody answered, and the grant proves
+                // the former holder has released everything since.
+                Some(EarlyProbe::Silent { began })
+                    if self.now.since(began) <= self.config.settle =>
+                {
+                    self.event(
+                        Level::Info,
+                        format!("node {peer} did not answer on the public network while this node waited for the lease"),
+                    );
+                    self.clear(peer, false);
+                }
+                // Still running: its result decides, as a probe begun now would.
+                Some(EarlyProbe::Running { began }) => {
+                    self.early_probes.insert(peer.to_string(), EarlyProbe::Running { began });
+                    self.set_gate(peer, Gate::Probing);
+                }
+                Some(EarlyProbe::Silent { .. } | EarlyProbe::Answered) | None => self.probe(peer),
+            }
         } else {
             self.clear(peer, false);
         }
+    }
+
+    /// With an arbitrator, probe a silent unfenced peer while the lease is awaited: the grant
+    /// comes when the holder's lease runs out, and the probe need not wait for it.
+    pub(super) fn probe_early(&mut self, peer: &str) {
+        let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
+        if fenced || !self.config.probe || self.isolated {
+            return;
+        }
+        self.early_probes.insert(peer.to_string(), EarlyProbe::Running { began: self.now });
+        self.actions.push_back(GuardAction::Probe { peer: peer.to_string() });
     }
 }

@@ -43,6 +43,26 @@ struct Outstanding {
     sent: Time,
 }
 
+/// A peer-alive probe sent while the lease is awaited, so the start does not wait for it
+/// after the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EarlyProbe {
+    /// Sent at `began`; no answer yet.
+    Running {
+        /// When it was sent.
+        began: Time,
+    },
+    /// Nobody answered the probe sent at `began`: with the lease granted within one heartbeat
+    /// timeout of that, the peer is taken over at once (older silence proves nothing).
+    Silent {
+        /// When it was sent.
+        began: Time,
+    },
+    /// The peer answered: it is probed again once the lease is granted (it may have been
+    /// releasing its addresses until its own lease ran out).
+    Answered,
+}
+
 #[derive(Debug)]
 struct Lease {
     timing: LeaseTiming,
@@ -60,6 +80,8 @@ pub struct Guard {
     config: GuardConfig,
     now: Time,
     gates: BTreeMap<String, Gate>,
+    /// Peer-alive probes begun while waiting for the lease, by peer.
+    early_probes: BTreeMap<String, EarlyProbe>,
     lease: Option<Lease>,
     next_id: u64,
     /// Membership says this node is isolated.
@@ -97,6 +119,7 @@ impl Guard {
             config,
             now: Time::ZERO,
             gates,
+            early_probes: BTreeMap::new(),
             lease,
             next_id: 0,
             isolated: false,
@@ -122,6 +145,7 @@ impl Guard {
                     *gate = Gate::Idle;
                 }
                 self.up.insert(peer.clone());
+                self.early_probes.remove(peer);
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -138,6 +162,7 @@ impl Guard {
                     self.clear(peer, true);
                 } else if self.lease.is_some() {
                     self.set_gate(peer, Gate::Lease);
+                    self.probe_early(peer);
                 } else {
                     self.after_lease(peer);
                 }
@@ -161,6 +186,18 @@ impl Guard {
         self.now = now;
         match input {
             GuardInput::ProbeResult { peer, alive, detail } => {
+                let early = match self.early_probes.get(&peer) {
+                    Some(EarlyProbe::Running { began }) => Some(*began),
+                    _ => None,
+                };
+                if let (Some(began), Some(Gate::Lease)) = (early, self.gates.get(&peer)) {
+                    let seen =
+                        if alive { EarlyProbe::Answered } else { EarlyProbe::Silent { began } };
+                    self.early_probes.insert(peer, seen);
+                    self.step();
+                    return;
+                }
+                self.early_probes.remove(&peer);
                 if self.gates.get(&peer) != Some(&Gate::Probing) {
                     return;
                 }

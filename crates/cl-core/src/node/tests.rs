@@ -330,15 +330,43 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
     let protection = Protection::Arbitrator;
     let mut h = Harness::with_peer_running(protection);
     assert_eq!(h.run(ms(4000), true), vec![]);
+    // The probe runs while the lease is awaited, so the grant need not wait for it.
     assert_eq!(
-        h.run(ms(5200), false),
-        vec![peer_down(), NodeAction::Lease { id: 1, op: ArbOp::Acquire }]
+        h.run(ms(5100), false),
+        vec![
+            peer_down(),
+            NodeAction::Probe { peer: PEER.into() },
+            NodeAction::Lease { id: 1, op: ArbOp::Acquire }
+        ]
     );
-    // Granted: the peer cannot hold it, so no takeover delay; the probe still looks for it.
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
+    // Granted: the peer cannot hold it, so no takeover delay, and it was silent just now.
     assert_eq!(
         h.feed(lease_granted(protection, 1)),
-        vec![NodeAction::Probe { peer: PEER.into() }, NodeAction::Announce]
+        vec![
+            event(
+                Level::Info,
+                "node node2 did not answer on the public network while this node waited for the lease"
+            ),
+            event(
+                Level::Warn,
+                "taking over the applications of node node2: it does not answer on any network and this node holds the arbitrator's lease"
+            ),
+            NodeAction::Announce,
+            start(),
+            NodeAction::Announce,
+            notice(&[PEER]),
+        ]
     );
+}
+
+#[test]
+fn with_an_arbitrator_a_grant_before_the_probe_ends_waits_for_its_result() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(5100), false);
+    assert_eq!(h.feed(lease_granted(protection, 1)), vec![NodeAction::Announce]);
     assert_eq!(
         h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
         vec![
@@ -351,6 +379,20 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
             NodeAction::Announce,
             notice(&[PEER]),
         ]
+    );
+}
+
+#[test]
+fn with_an_arbitrator_a_peer_that_answered_while_the_lease_was_awaited_is_probed_again() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(5100), false);
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }), vec![]);
+    // It may have been releasing its addresses until its lease ran out: a fresh probe decides.
+    assert_eq!(
+        h.feed(lease_granted(protection, 1)),
+        vec![NodeAction::Probe { peer: PEER.into() }, NodeAction::Announce]
     );
 }
 
@@ -391,7 +433,7 @@ fn a_grant_shorter_than_the_configured_lease_or_for_another_node_does_not_count(
     let protection = Protection::Arbitrator;
     let mut h = Harness::with_peer_running(protection);
     h.run(ms(4000), true);
-    h.run(ms(5200), false);
+    h.run(ms(5100), false);
     let short = NodeInput::LeaseReply {
         id: 1,
         granted: true,
@@ -404,7 +446,7 @@ fn a_grant_shorter_than_the_configured_lease_or_for_another_node_does_not_count(
         actions.first(),
         Some(&event(
             Level::Alarm,
-            "the arbitrator grants 100 ms leases, this node's configuration says 2600 ms: not counted as held"
+            "the arbitrator grants 100 ms leases, this node's configuration says 1130 ms: not counted as held"
         ))
     );
     assert!(!actions
