@@ -91,6 +91,11 @@ pub struct FenceDevice {
     pub timeout: Duration,
     /// Pause between attempts when a call fails.
     pub retry: Duration,
+    /// How long a successful power-off by this device usually takes: the node this device
+    /// powers off waits this (plus the detection skew) before it fences its peer in a symmetric
+    /// partition, so the peer's fence normally lands first (docs/safety.md, who fences first).
+    #[serde(default = "FenceDevice::default_poweroff")]
+    pub poweroff: Duration,
     /// `name=value` options passed to the agent on stdin, in file order (never `action`).
     pub options: Vec<(String, String)>,
 }
@@ -100,6 +105,13 @@ impl FenceDevice {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
     /// Pause between attempts when `<fence retry>` is not given.
     pub const DEFAULT_RETRY: Duration = Duration::from_secs(2);
+    /// Power-off time when `<fence poweroff>` is not given (at most the device's timeout).
+    pub const DEFAULT_POWEROFF: Duration = Duration::from_secs(2);
+
+    /// [`FenceDevice::DEFAULT_POWEROFF`], for artefacts built before `poweroff` existed.
+    fn default_poweroff() -> Duration {
+        FenceDevice::DEFAULT_POWEROFF
+    }
 }
 
 /// Ports of the daemons that listen.
@@ -534,6 +546,7 @@ fn read_fence(
     let agent = fence.attr("agent");
     let timeout = fence.attr("timeout");
     let retry = fence.attr("retry");
+    let poweroff = fence.attr("poweroff");
     let option_elements = fence.children("option");
     if agent.is_none() {
         fence.missing_attr(
@@ -562,6 +575,7 @@ fn read_fence(
         ),
         None => Some(FenceDevice::DEFAULT_RETRY),
     };
+    let poweroff = read_poweroff(&ctx, poweroff, timeout, diags);
     let mut options: Vec<(String, String)> = Vec::new();
     if let Some(extra) = option_elements.get(MAX_FENCE_OPTIONS) {
         diags.error(
@@ -578,8 +592,43 @@ fn read_fence(
             None => ok = false,
         }
     }
-    let (agent, timeout, retry) = (agent?, timeout?, retry?);
-    ok.then_some(FenceDevice { agent, timeout, retry, options })
+    let (agent, timeout, retry, poweroff) = (agent?, timeout?, retry?, poweroff?);
+    ok.then_some(FenceDevice { agent, timeout, retry, poweroff, options })
+}
+
+/// `<fence poweroff>`: within the agent's `timeout` (a power-off that takes longer than the
+/// agent may run never succeeds); when absent, [`FenceDevice::DEFAULT_POWEROFF`] or the timeout
+/// if that is shorter.
+fn read_poweroff(
+    ctx: &str,
+    poweroff: Option<Spanned<'_>>,
+    timeout: Option<Duration>,
+    diags: &mut Diagnostics<'_>,
+) -> Option<Duration> {
+    let Some(text) = poweroff else {
+        return Some(
+            timeout.map_or(FenceDevice::DEFAULT_POWEROFF, |t| FenceDevice::DEFAULT_POWEROFF.min(t)),
+        );
+    };
+    let d = read(
+        diags,
+        &format!("{ctx} poweroff"),
+        text,
+        ranged(Duration::from_millis(10), Duration::from_secs(300)),
+    )?;
+    let timeout = timeout?;
+    if d > timeout {
+        diags.error(
+            text.at,
+            format!(
+                "{ctx} poweroff: `{}` is longer than the agent's timeout ({}): a power-off that takes longer than the agent may run never succeeds",
+                xml::shorten(text.value),
+                value::show_duration(timeout)
+            ),
+        );
+        return None;
+    }
+    Some(d)
 }
 
 /// Why a program root would run (a fence agent, a notifier) cannot be used as configured.

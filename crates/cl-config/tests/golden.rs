@@ -168,11 +168,13 @@ fn fencing_and_arbitrator_survive_the_built_artefact() {
     assert_eq!(fence.agent, PathBuf::from("/usr/sbin/fence_ipmilan"));
     assert_eq!(fence.timeout, std::time::Duration::from_secs(30));
     assert_eq!(fence.retry, std::time::Duration::from_secs(1));
+    assert_eq!(fence.poweroff, std::time::Duration::from_secs(3));
     assert_eq!(fence.options[0], ("ip".to_string(), "10.30.0.11".to_string()));
     assert_eq!(fence.options.len(), 3);
     let node2 = config.nodes[1].fence.clone().expect("node2 fence");
     assert_eq!(node2.timeout, cl_config::clconf::FenceDevice::DEFAULT_TIMEOUT);
     assert_eq!(node2.retry, cl_config::clconf::FenceDevice::DEFAULT_RETRY);
+    assert_eq!(node2.poweroff, cl_config::clconf::FenceDevice::DEFAULT_POWEROFF);
 
     let built = cl_config::Built::after(None, 1, "node1".into(), String::new(), config.clone());
     let json = serde_json::to_string(&built).expect("serialises");
@@ -188,6 +190,31 @@ fn fencing_and_arbitrator_survive_the_built_artefact() {
     let back: cl_config::Built<ClusterConfig> = serde_json::from_value(old).expect("old parses");
     assert!(back.config.arbitrator.is_none());
     assert!(back.config.nodes.iter().all(|n| n.fence.is_none()));
+
+    // An artefact from before `poweroff`: the devices read with the default.
+    let mut old: serde_json::Value = serde_json::to_value(&built).expect("value");
+    for node in old["config"]["nodes"].as_array_mut().expect("nodes") {
+        node["fence"].as_object_mut().expect("fence").remove("poweroff");
+    }
+    let back: cl_config::Built<ClusterConfig> = serde_json::from_value(old).expect("old parses");
+    let fence = back.config.nodes[0].fence.clone().expect("node1 fence");
+    assert_eq!(fence.poweroff, cl_config::clconf::FenceDevice::DEFAULT_POWEROFF);
+}
+
+/// Without `poweroff`, a device whose agent timeout is shorter than the default power-off time
+/// gets its timeout: a power-off never takes longer than the agent may run.
+#[test]
+fn the_default_poweroff_never_exceeds_the_agent_timeout() {
+    let case = golden_dir("clconf").join("ok-fenced-only.xml");
+    let text = std::fs::read_to_string(&case).expect("case readable");
+    let text = text.replace(
+        r#"<fence agent="/usr/sbin/fence_ipmilan">"#,
+        r#"<fence agent="/usr/sbin/fence_ipmilan" timeout="1s">"#,
+    );
+    let loaded = load_cluster("clconf.xml", text.as_bytes(), &FakeHost);
+    let config = loaded.config.expect("loads");
+    let node2 = config.nodes[1].fence.clone().expect("node2 fence");
+    assert_eq!(node2.poweroff, std::time::Duration::from_secs(1));
 }
 
 #[test]

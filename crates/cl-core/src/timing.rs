@@ -124,6 +124,32 @@ impl SafetyTiming {
     pub fn unprotected_takeover_delay(&self) -> Duration {
         self.timeout + JITTER_ALLOWANCE + self.decision_time() + self.stop_margin + SCHEDULING_SLACK
     }
+
+    /// Without an arbitrator, how long the node that loses the fence race waits before fencing
+    /// its peer: `interval + JITTER_ALLOWANCE + SCHEDULING_SLACK + poweroff`, where `poweroff`
+    /// is how long this node's own fence device (the one the peer would use on it) takes to
+    /// power it off.
+    ///
+    /// The wait only decides who fences, never whether two nodes run an application: a node
+    /// takes nothing over before its fence succeeds, and a node that is powered off holds
+    /// nothing, so even two nodes fencing each other leave no two owners (both off is an
+    /// availability problem). What the wait buys is that a symmetric partition (the nodes cut
+    /// from each other, both reaching the outside) powers off one node, not both. Both nodes
+    /// stop hearing each other at the same instant, the cut, so their last heartbeats heard
+    /// differ by at most one `interval` plus the delivery jitter and they declare each other
+    /// down at most `interval + JITTER_ALLOWANCE` apart, plus `SCHEDULING_SLACK` to decide. The
+    /// favoured node fences at once, and its fence has powered this node off `poweroff` later:
+    /// this node, waiting that sum, is off before its own fence starts. A node that is isolated
+    /// or dead instead never fences (an isolated node stops itself: the known-connection rule),
+    /// so the survivor pays only this unit, not a multiple of the heartbeat timeout.
+    ///
+    /// Skews beyond the sum (a lossy link that made one node stop hearing the other a whole
+    /// timeout before the cut, a stale known-connection reply, a fence slower than its
+    /// `poweroff`, or each node believing from stale news that it is the favoured one) can
+    /// still make both nodes fence: both end up off, never both running.
+    pub fn fence_race_unit(&self, poweroff: Duration) -> Duration {
+        self.interval + JITTER_ALLOWANCE + SCHEDULING_SLACK + poweroff
+    }
 }
 
 /// 30 % of the heartbeat timeout, between 100 ms and 500 ms (default profile 300 ms, fast
@@ -208,6 +234,25 @@ mod tests {
         let t = profile(20, 100);
         assert_eq!(t.stop_margin, Duration::from_millis(100));
         assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 100 + 100));
+    }
+
+    #[test]
+    fn the_fence_race_unit_covers_the_detection_skew_and_the_peers_power_off() {
+        let default = SafetyTiming::new(Duration::from_millis(200), Duration::from_secs(1));
+        let unit = default.fence_race_unit(Duration::from_secs(2));
+        assert_eq!(unit, Duration::from_millis(200 + 100 + 100 + 2000));
+        // Worst case: the loser declares the winner down first, the winner interval + jitter
+        // later; the winner decides within the slack and its fence has powered the loser off
+        // `poweroff` after that, no later than the loser's wait ends.
+        let loser_declares = Time::ZERO;
+        let winner_declares = loser_declares + default.interval + JITTER_ALLOWANCE;
+        let loser_is_off = winner_declares + SCHEDULING_SLACK + Duration::from_secs(2);
+        assert!(loser_is_off <= loser_declares + unit);
+        let fast = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
+        assert_eq!(
+            fast.fence_race_unit(Duration::from_millis(100)),
+            Duration::from_millis(20 + 100 + 100 + 100)
+        );
     }
 
     #[test]

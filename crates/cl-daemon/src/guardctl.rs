@@ -54,7 +54,13 @@ pub fn guard_config(ctx: &Context) -> GuardConfig {
         .filter_map(|p| cluster.node(p).and_then(|n| n.fence.as_ref()).map(|f| f.retry))
         .min();
     let first = cluster.nodes.first().map(|n| n.name.as_str()) == Some(ctx.local.as_str());
-    GuardConfig::new(&ctx.local, peers, first, &timing, fence_retry)
+    // The fence race is lost by waiting until the peer's fence could have powered this node
+    // off: the peer uses this node's own device.
+    let local_poweroff = cluster
+        .node(&ctx.local)
+        .and_then(|n| n.fence.as_ref())
+        .map_or(FenceDevice::DEFAULT_POWEROFF, |f| f.poweroff);
+    GuardConfig::new(&ctx.local, peers, first, &timing, fence_retry, local_poweroff)
 }
 
 /// What the probe of `peer` looks for: its own addresses on every network this node shares with

@@ -257,6 +257,7 @@ mod tests {
                 agent: PathBuf::from("/sbin").join(name),
                 timeout,
                 retry: Duration::from_secs(1),
+                poweroff: FenceDevice::DEFAULT_POWEROFF.min(timeout),
                 options: vec![
                     ("ipaddr".into(), "10.0.0.5".into()),
                     ("login".into(), "admin".into()),
@@ -352,6 +353,7 @@ mod tests {
             agent: PathBuf::from("/sbin/fence_none"),
             timeout: LONG,
             retry: Duration::from_secs(1),
+            poweroff: FenceDevice::DEFAULT_POWEROFF,
             options: Vec::new(),
         };
         let err = fence(&device, "node1", FenceAction::Status, &dir.0).await.expect_err("missing");

@@ -53,6 +53,9 @@ const APPS: [&str; 2] = ["web", "db"];
 const DEFAULT_PROFILE: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(1));
 /// The fast heartbeat profile: interval and timeout.
 const FAST_PROFILE: (Duration, Duration) = (Duration::from_millis(20), Duration::from_millis(100));
+/// How long a fence device that is not slow takes to power a node off, at most (the shell's
+/// fence model: 50 to 1500 ms; a slow device, 2 to 6 s, is a fault).
+const FENCE_POWEROFF: Duration = Duration::from_millis(1500);
 
 /// Which split-brain protection the simulated cluster has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +113,24 @@ pub struct Options {
     /// The fast heartbeat profile (20 ms / 100 ms) instead of the default (200 ms / 1 s): its
     /// shorter stop margin, lease and takeover delay under the same faults.
     pub fast_profile: bool,
+    /// Which faults the fault phase brings.
+    pub faults: Faults,
+}
+
+/// The faults of a run's fault phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Faults {
+    /// The nemesis's random schedule of the seed.
+    Random,
+    /// One symmetric partition 5 s in, lasting the whole fault phase: heartbeats and ARP cut
+    /// between the nodes, both reaching the outside, fence devices neither slow nor failing,
+    /// heartbeats delayed by up to [`cl_core::timing::JITTER_ALLOWANCE`].
+    /// With `everything_on_second`, node2 runs both applications before the cut (node1 none);
+    /// otherwise each node runs its preferred one.
+    SymmetricPartition {
+        /// Switch node1's application to node2 before the cut.
+        everything_on_second: bool,
+    },
 }
 
 impl Options {
@@ -122,6 +143,7 @@ impl Options {
             sabotage: Sabotage::None,
             full_trace: false,
             fast_profile: false,
+            faults: Faults::Random,
         }
     }
 }
@@ -154,6 +176,13 @@ pub struct Outcome {
     pub documented: u32,
     /// Events processed.
     pub events: u64,
+    /// How often each node was powered off by the other's fence.
+    pub fenced: [u32; 2],
+    /// Episodes in which the nodes powered each other off, neither fence device being slow:
+    /// the fence race this wait is meant to prevent (both off is an availability problem).
+    pub mutual_fences: u32,
+    /// For each application, how many nodes held it when the healed tail began.
+    pub holders_at_tail: Vec<(String, usize)>,
     /// The trace (its last lines unless `full_trace`).
     pub trace: Vec<String>,
 }
@@ -223,9 +252,20 @@ enum Ev {
         peer: usize,
         epoch: u64,
     },
+    /// The fence device of `peer` has powered it off (or failed): it acts whatever became of
+    /// node `n`, which sent it the command when the fence started.
     FenceDone {
         n: usize,
         peer: usize,
+        epoch: u64,
+        /// The device was slow (a fault) when the fence started.
+        slow: bool,
+    },
+    /// The fence agent on node `n` reports the outcome (lost if `n` died meanwhile).
+    FenceReport {
+        n: usize,
+        peer: usize,
+        ok: bool,
         epoch: u64,
     },
     LeaseRequest {
@@ -309,6 +349,11 @@ pub struct Sim {
     arbitrator: Arbitrator,
     fence_failing: bool,
     fence_slow: bool,
+    /// Who fenced each node, and whether that device was slow, while it stays off.
+    fenced_by: [Option<(usize, bool)>; 2],
+    fenced: [u32; 2],
+    mutual_fences: u32,
+    holders_at_tail: Vec<(String, usize)>,
     timing: SafetyTiming,
     trace: Vec<String>,
     violations: Vec<Violation>,
@@ -384,6 +429,10 @@ impl Sim {
             },
             fence_failing: false,
             fence_slow: false,
+            fenced_by: [None; 2],
+            fenced: [0; 2],
+            mutual_fences: 0,
+            holders_at_tail: Vec::new(),
             timing,
             trace: Vec::new(),
             violations: Vec::new(),
@@ -420,6 +469,7 @@ impl Sim {
         let local = NAMES[n].to_string();
         let peer = NAMES[other(n)].to_string();
         let epoch = self.nodes[n].epoch;
+        self.fenced_by[n] = None;
         let membership = MembershipConfig {
             local: local.clone(),
             peers: vec![peer.clone()],
@@ -435,7 +485,8 @@ impl Sim {
         };
         let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
         let fence_retry = Some(Duration::from_secs(1));
-        let mut guard = GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry);
+        let mut guard =
+            GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
         let config = NodeConfig {
             membership,
@@ -469,6 +520,9 @@ impl Sim {
             violations: self.violations,
             documented: self.documented,
             events: self.events,
+            fenced: self.fenced,
+            mutual_fences: self.mutual_fences,
+            holders_at_tail: self.holders_at_tail,
             trace: self.trace,
         }
     }
@@ -536,8 +590,9 @@ impl Sim {
             ev @ (Ev::StartDone { .. }
             | Ev::StopDone { .. }
             | Ev::ProbeDone { .. }
-            | Ev::FenceDone { .. }
+            | Ev::FenceReport { .. }
             | Ev::LeaseReply { .. }) => self.shell_done(ev),
+            Ev::FenceDone { n, peer, epoch, slow } => self.fence_done(n, peer, epoch, slow),
             Ev::LeaseRequest { from, id, op, epoch } => self.arbitrate(from, id, op, epoch),
             Ev::Fault(fault) => self.fault(fault),
         }

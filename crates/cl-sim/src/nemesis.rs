@@ -10,7 +10,7 @@ use cl_core::Time;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Ev, Net, Power, Sim, APPS, L1_BOUND, NAMES};
+use super::{Ev, Faults, Net, Power, Sim, APPS, L1_BOUND, NAMES};
 
 /// One change the nemesis makes.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,10 @@ pub(crate) enum Fault {
 impl Sim {
     /// The nemesis: random faults during the fault phase, then a healed tail.
     pub(crate) fn schedule_faults(&mut self, seed: u64) {
+        if let Faults::SymmetricPartition { everything_on_second } = self.options.faults {
+            self.schedule_symmetric_partition(everything_on_second);
+            return;
+        }
         let fencing = self.options.protection.fencing();
         let arbitrator = self.options.protection.arbitrator();
         let mut t = Duration::from_secs(3);
@@ -144,10 +148,34 @@ impl Sim {
         if arbitrator {
             self.schedule_arbitrator_cuts(seed);
         }
+        self.schedule_tail();
+    }
+
+    /// The healed tail after the fault phase, and the liveness check at its end.
+    fn schedule_tail(&mut self) {
+        let end = self.options.fault_phase;
         self.seq += 1;
         self.queue.insert((Time::ZERO + end, self.seq), Ev::Fault(Fault::Tail));
         self.seq += 1;
         self.queue.insert((Time::ZERO + end + L1_BOUND, self.seq), Ev::Fault(Fault::CheckLiveness));
+    }
+
+    /// [`Faults::SymmetricPartition`]: the seed only varies the timing (heartbeat phases,
+    /// delivery, fence and start durations).
+    fn schedule_symmetric_partition(&mut self, everything_on_second: bool) {
+        let fault_at = |sim: &mut Sim, at: Duration, fault: Fault| {
+            sim.seq += 1;
+            sim.queue.insert((Time::ZERO + at, sim.seq), Ev::Fault(fault));
+        };
+        // Heartbeats delayed by up to the whole jitter allowance the race unit counts on.
+        let max_ms = JITTER_ALLOWANCE.as_millis() as u64;
+        fault_at(self, Duration::from_secs(1), Fault::Delay { max_ms });
+        if everything_on_second {
+            // web prefers node1: the administrator switches it to node2.
+            fault_at(self, Duration::from_secs(2), Fault::Admin { n: 0, op: 2, app: 0 });
+        }
+        fault_at(self, Duration::from_secs(5), Fault::Partition);
+        self.schedule_tail();
     }
 
     /// Cuts of one node's path to the arbitrator, from a stream of their own, so the other
@@ -260,6 +288,13 @@ impl Sim {
                 }
             }
             Fault::Tail => {
+                self.holders_at_tail = APPS
+                    .iter()
+                    .map(|app| {
+                        let holders = self.nodes.iter().filter(|n| n.held.contains(*app)).count();
+                        (app.to_string(), holders)
+                    })
+                    .collect();
                 self.net = Net::healed();
                 self.arbitrator.up = true;
                 self.fence_failing = false;
@@ -277,7 +312,11 @@ impl Sim {
                 self.tail_started = true;
                 // Give the nodes time to see each other, then ask for every application.
                 self.at(Duration::from_secs(3), Ev::Fault(Fault::PowerOnAll));
-                self.at(Duration::from_secs(6), Ev::Fault(Fault::AskAll));
+                // A fence device carries out what it was sent even if the sender died since:
+                // a slow one (up to 6 s) sent just before the tail lands after the first
+                // power-on, so the administrator looks again once it must have.
+                self.at(Duration::from_secs(7), Ev::Fault(Fault::PowerOnAll));
+                self.at(Duration::from_secs(8), Ev::Fault(Fault::AskAll));
             }
             Fault::PowerOnAll => {
                 for n in 0..2 {

@@ -62,7 +62,7 @@ impl Linuxha {
             for node in NODES {
                 let open = format!("<node name=\"{node}\">");
                 let device = format!(
-                    "{open}\n    <fence agent=\"{FENCE_AGENT}\" timeout=\"10s\" retry=\"1s\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
+                    "{open}\n    <fence agent=\"{FENCE_AGENT}\" timeout=\"10s\" retry=\"1s\" poweroff=\"100ms\">\n      <option name=\"lab\" value=\"{lab}\"/>\n      <option name=\"plug\" value=\"{node}\"/>\n    </fence>"
                 );
                 xml = xml.replace(&open, &device);
             }
@@ -318,5 +318,7 @@ mod tests {
         assert_eq!(xml.matches("<fence agent=").count(), 2, "{xml}");
         assert!(xml.contains(r#"<option name="lab" value="lab7"/>"#), "{xml}");
         assert!(xml.contains(r#"<option name="plug" value="node2"/>"#), "{xml}");
+        // The lab's agent powers a node off at once: the fence race unit is short.
+        assert_eq!(xml.matches(r#"poweroff="100ms""#).count(), 2, "{xml}");
     }
 }

@@ -385,24 +385,27 @@ impl Guard {
     }
 
     /// How long to wait before fencing a silent peer. With an arbitrator, only the lease holder
-    /// gets here: at once. Without one, the node that runs applications wins the race between
-    /// two nodes cut from each other: it fences at once if the peer (as last heard) ran none;
-    /// when both ran some, the first node in clconf.xml fences at once and the other waits one
-    /// `fence_delay`; a node running none waits two (one if the peer ran none either and this
-    /// node is first). Stale knowledge can at worst make both fence (both off: availability,
-    /// never safety).
+    /// gets here: at once. Without one, the favoured node fences at once and the other waits
+    /// one `fence_race_unit` ([`crate::timing::SafetyTiming::fence_race_unit`]: the detection
+    /// skew of a symmetric partition plus the time the favoured node's fence takes to power it
+    /// off), so that of two nodes cut from each other one is powered off, not both. Favoured is
+    /// the node that runs (or wants) applications while the peer, as last heard, ran none;
+    /// when both ran some or both none, the first node in clconf.xml. Stale knowledge can at
+    /// worst make both fence (both off: availability, never safety).
     fn fence_wait(&self) -> Duration {
         if self.lease.is_some() {
             return Duration::ZERO;
         }
-        let unit = self.config.fence_delay;
         let active = self.local_active || self.local_wanted;
-        match (active, self.peer_active) {
-            (true, false) => Duration::ZERO,
-            (true, true) if self.config.first => Duration::ZERO,
-            (true, true) => unit,
-            (false, false) if self.config.first => unit,
-            (false, _) => unit * 2,
+        let favoured = match (active, self.peer_active) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) | (false, false) => self.config.first,
+        };
+        if favoured {
+            Duration::ZERO
+        } else {
+            self.config.fence_race_unit
         }
     }
 

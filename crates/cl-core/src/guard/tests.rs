@@ -6,7 +6,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
     GuardConfig {
         local: "node1".into(),
         peers: [(PEER.to_string(), fenced)].into_iter().collect(),
-        fence_delay: Duration::ZERO,
+        fence_race_unit: Duration::ZERO,
         first: true,
         fence_retry: Duration::from_secs(2),
         probe,
@@ -114,7 +114,8 @@ fn a_fenced_peer_is_taken_over_at_once_and_a_failed_fence_is_retried() {
 #[test]
 fn the_less_preferred_node_waits_before_fencing() {
     let mut c = config(true, false, false);
-    c.fence_delay = Duration::from_secs(1);
+    c.fence_race_unit = Duration::from_secs(1);
+    c.first = false;
     let mut g = Guard::new(c);
     g.on_membership(t(0), &down(Verdict::TakeOver));
     assert_eq!(drain(&mut g), vec![no_takeover()]);
@@ -292,23 +293,52 @@ fn a_node_running_nothing_lets_its_lease_run_out_without_releasing_it() {
 }
 
 #[test]
-fn without_an_arbitrator_the_node_running_applications_fences_first() {
-    let fence = GuardAction::Fence { peer: PEER.into() };
-    // (this node active, peer active, first) -> fences at once?
-    for (active, peer_active, first, at_once) in [
-        (true, false, false, true),
-        (true, true, true, true),
-        (true, true, false, false),
-        (false, true, true, false),
-        (false, false, true, false),
+fn without_an_arbitrator_the_favoured_node_fences_at_once_and_the_other_waits_one_unit() {
+    let unit = Duration::from_secs(2);
+    // (this node active, peer active, first) -> wait before fencing
+    for (active, peer_active, first, wait) in [
+        (true, false, false, Duration::ZERO),
+        (true, false, true, Duration::ZERO),
+        (true, true, true, Duration::ZERO),
+        (true, true, false, unit),
+        (false, true, true, unit),
+        (false, true, false, unit),
+        (false, false, true, Duration::ZERO),
+        (false, false, false, unit),
     ] {
         let mut c = config(true, false, false);
-        c.fence_delay = Duration::from_secs(2);
+        c.fence_race_unit = unit;
         c.first = first;
         let mut g = Guard::new(c);
         g.handle(t(0), GuardInput::LocalApps { active, wanted: false, peer_active });
         g.on_membership(t(0), &down(Verdict::TakeOver));
         let actions = drain(&mut g);
-        assert_eq!(actions.contains(&fence), at_once, "{active} {peer_active} {first}");
+        let case = format!("active {active}, peer active {peer_active}, first {first}");
+        if wait.is_zero() {
+            assert!(actions.contains(&GuardAction::Fence { peer: PEER.into() }), "{case}");
+        } else {
+            assert_eq!(actions, vec![no_takeover()], "{case}");
+            assert_eq!(g.status().gates[PEER], Gate::FenceAt { at: t(0) + wait, attempts: 0 });
+        }
     }
+}
+
+#[test]
+fn a_node_that_wants_applications_is_favoured_like_one_that_runs_them() {
+    let mut c = config(true, false, false);
+    c.fence_race_unit = Duration::from_secs(2);
+    c.first = false;
+    let mut g = Guard::new(c);
+    g.handle(t(0), GuardInput::LocalApps { active: false, wanted: true, peer_active: false });
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert!(drain(&mut g).contains(&GuardAction::Fence { peer: PEER.into() }));
+}
+
+#[test]
+fn with_an_arbitrator_the_lease_holder_fences_without_the_race_wait() {
+    let mut c = config(true, false, true);
+    c.fence_race_unit = Duration::from_secs(2);
+    c.first = false;
+    let g = Guard::new(c);
+    assert_eq!(g.fence_wait(), Duration::ZERO);
 }

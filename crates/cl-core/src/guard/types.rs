@@ -60,10 +60,10 @@ pub struct GuardConfig {
     pub local: String,
     /// The other nodes, with whether each has a fence device this node can use.
     pub peers: BTreeMap<String, bool>,
-    /// Without an arbitrator, the unit of the fence-race wait ([`Guard`](super::Guard)'s fencing rule): a node
-    /// that runs no applications waits it before fencing, so that in a symmetric partition the
-    /// node running the applications wins instead of both powering each other off.
-    pub fence_delay: Duration,
+    /// Without an arbitrator, how long the node that is not favoured waits before fencing
+    /// ([`SafetyTiming::fence_race_unit`]), so that in a symmetric partition the favoured node's
+    /// fence lands first instead of both powering each other off.
+    pub fence_race_unit: Duration,
     /// This node is listed first in clconf.xml: it wins the fence race between two nodes that
     /// both run applications (or both run none).
     pub first: bool,
@@ -84,9 +84,10 @@ pub struct GuardConfig {
 
 impl GuardConfig {
     /// The guard of `local` in a cluster with `timing`: `peers` with whether each has a fence
-    /// device, `first` when `local` is listed first in clconf.xml, and the fence agents' retry
-    /// interval (the shortest configured; 2 s without one). The rules' own timing: a node
-    /// that runs no applications waits two heartbeat timeouts before fencing (the fence race),
+    /// device, `first` when `local` is listed first in clconf.xml, the fence agents' retry
+    /// interval (the shortest configured; 2 s without one) and how long this node's own fence
+    /// device takes to power it off (`local_poweroff`). The rules' own timing: the node that
+    /// is not favoured waits [`SafetyTiming::fence_race_unit`] before fencing (the fence race),
     /// a peer that answered the probe and then fell silent gets one heartbeat timeout to notice
     /// it lost this node, and a peer that answers is probed again every second.
     pub fn new(
@@ -95,11 +96,12 @@ impl GuardConfig {
         first: bool,
         timing: &SafetyTiming,
         fence_retry: Option<Duration>,
+        local_poweroff: Duration,
     ) -> GuardConfig {
         GuardConfig {
             local: local.to_string(),
             peers,
-            fence_delay: timing.timeout * 2,
+            fence_race_unit: timing.fence_race_unit(local_poweroff),
             first,
             fence_retry: fence_retry.unwrap_or(Duration::from_secs(2)),
             probe: true,

@@ -14,6 +14,8 @@ pub(super) const APP: &str = "web";
 pub(super) const LINK: &str = "public";
 pub(super) const INTERVAL: Duration = Duration::from_millis(200);
 pub(super) const TIMEOUT: Duration = Duration::from_secs(1);
+/// How long this node's own fence device takes to power it off.
+pub(super) const POWEROFF: Duration = Duration::from_secs(2);
 
 /// Which protection the two-node cluster has.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -56,6 +58,7 @@ pub(super) fn config(protection: Protection) -> NodeConfig {
             true,
             &timing,
             Some(Duration::from_secs(1)),
+            POWEROFF,
         ),
         apps: vec![AppPolicy {
             name: APP.into(),
@@ -275,8 +278,9 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     h.run(ms(4000), true);
     assert_eq!(h.run(ms(5000), false), vec![peer_down()]);
     // This node runs nothing and the peer runs the application: it loses the fence race by
-    // two fence delays, so that a peer that is alive fences first.
-    let fence_at = ms(5000) + TIMEOUT * 4;
+    // one unit (the detection skew and the peer's fence powering this node off), so that a
+    // peer that is alive fences first.
+    let fence_at = ms(5000) + timing(protection).fence_race_unit(POWEROFF);
     assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
     assert_eq!(
         h.run(fence_at, false),
