@@ -281,6 +281,13 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     // one unit (the detection skew and the peer's fence powering this node off), so that a
     // peer that is alive fences first.
     let fence_at = ms(5000) + timing(protection).fence_race_unit(POWEROFF);
+    // Its addresses are probed meanwhile, the probe ending as the fence begins: the start then
+    // finds them freshly silent and needs no second probe (dad.rs).
+    let probe_at = fence_at - crate::dad::probe_plan(INTERVAL).total();
+    assert_eq!(h.run(probe_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    // What it finds decides nothing: an answering peer is fenced all the same.
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }), vec![]);
     assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
     assert_eq!(
         h.run(fence_at, false),
