@@ -368,6 +368,25 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
 }
 
 #[test]
+fn with_an_arbitrator_a_peer_back_before_its_new_announcement_does_not_stop_the_holder() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(5100), false);
+    h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
+    let took_over = h.feed(lease_granted(protection, 1));
+    assert!(took_over.contains(&start()), "{took_over:?}");
+    h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
+    // The partition heals at once: the peer is heard again, and what it last announced (it
+    // held the lease) is stale, since this node holds the lease now. The application stays.
+    let back = h.beat(false);
+    assert!(
+        !back.iter().any(|a| matches!(a, NodeAction::Stop { .. })),
+        "the holder stopped its application when the peer came back: {back:?}"
+    );
+}
+
+#[test]
 fn with_an_arbitrator_a_grant_before_the_probe_ends_waits_for_its_result() {
     let protection = Protection::Arbitrator;
     let mut h = Harness::with_peer_running(protection);
