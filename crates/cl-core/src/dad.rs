@@ -14,7 +14,7 @@
 //! - **It is skipped after a fresh guard probe** ([`must_probe`]): the guard's peer-alive probe
 //!   probes every application address of the silent peer with the same frames. An address it
 //!   found silent less than one heartbeat timeout before the start (measured from when that
-//!   probe *began*) needs no second probe. Older silence proves nothing about now: a peer that
+//!   probe sent its last frame, [`ProbePlan::last_frame`]) needs no second probe. Older silence proves nothing about now: a peer that
 //!   resumes (a paused machine thawed, a link healed) answers for its addresses at once but is
 //!   heard on the heartbeat links only up to an interval later, and the probe at the start is
 //!   what catches it in that gap. Without an arbitrator a takeover starts the whole take-over
@@ -54,6 +54,13 @@ impl ProbePlan {
     pub fn total(&self) -> Duration {
         self.interval * self.count
     }
+
+    /// When a probe begun at `began` sent its last frame, as planned: nobody answering any
+    /// frame means the address was free at least then (an address taken after the last frame
+    /// is not asked about). Frames go out no earlier than planned, so this is never late.
+    pub fn last_frame(&self, began: Time) -> Time {
+        began + self.interval * self.count.saturating_sub(1)
+    }
 }
 
 /// The probe for a cluster whose heartbeat interval is `heartbeat_interval`: [`PROBE_COUNT`]
@@ -67,7 +74,7 @@ pub fn probe_plan(heartbeat_interval: Duration) -> ProbePlan {
 }
 
 /// Addresses a probe found silent (nobody answered, nobody else probed), each with the moment
-/// that probe began. An address found answered is forgotten.
+/// the last frame of that probe ([`ProbePlan::last_frame`]). An address found answered is forgotten.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SilentAddresses {
     since: BTreeMap<IpAddr, Time>,
@@ -79,7 +86,7 @@ impl SilentAddresses {
         SilentAddresses::default()
     }
 
-    /// A probe begun at `began` heard nothing for `address`. An older record is replaced; a
+    /// A probe whose last frame went out at `began` heard nothing for `address`. An older record is replaced; a
     /// newer one kept (results may arrive out of order).
     pub fn silent(&mut self, address: IpAddr, began: Time) {
         let at = self.since.entry(address).or_insert(began);
@@ -91,7 +98,7 @@ impl SilentAddresses {
         self.since.remove(&address);
     }
 
-    /// When the latest probe that found `address` silent began.
+    /// When the latest probe that found `address` silent sent its last frame.
     pub fn silent_at(&self, address: IpAddr) -> Option<Time> {
         self.since.get(&address).copied()
     }
@@ -133,6 +140,14 @@ mod tests {
         assert_eq!(probe_plan(Duration::from_secs(5)).interval, MAX_PROBE_INTERVAL);
         assert_eq!(probe_plan(Duration::ZERO).count, PROBE_COUNT);
         assert!(fast.total() < default.total());
+    }
+
+    #[test]
+    fn silence_counts_from_the_last_frame() {
+        let plan = probe_plan(Duration::from_millis(20));
+        assert_eq!(plan.last_frame(Time::from_millis(1000)), Time::from_millis(1040));
+        let default = probe_plan(Duration::from_millis(200));
+        assert_eq!(default.last_frame(Time::from_millis(1000)), Time::from_millis(1200));
     }
 
     #[test]

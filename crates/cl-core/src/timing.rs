@@ -148,7 +148,17 @@ impl SafetyTiming {
     /// `poweroff`, or each node believing from stale news that it is the favoured one) can
     /// still make both nodes fence: both end up off, never both running.
     pub fn fence_race_unit(&self, poweroff: Duration) -> Duration {
-        self.interval + JITTER_ALLOWANCE + SCHEDULING_SLACK + poweroff
+        self.interval + self.fence_race_jitter() + SCHEDULING_SLACK.min(self.interval) + poweroff
+    }
+
+    /// The delivery jitter and the deciding slack the fence race counts on: the allowances of
+    /// the takeover delay ([`JITTER_ALLOWANCE`], [`SCHEDULING_SLACK`]), or one heartbeat
+    /// interval each if that is shorter. A cluster on the fast profile trusts its LAN to carry
+    /// and its nodes to act on a heartbeat every 20 ms; the race only decides whether both
+    /// nodes end up off (availability), so it may count on that where the takeover delay,
+    /// which guards against two owners, does not.
+    pub fn fence_race_jitter(&self) -> Duration {
+        JITTER_ALLOWANCE.min(self.interval)
     }
 }
 
@@ -245,13 +255,15 @@ mod tests {
         // later; the winner decides within the slack and its fence has powered the loser off
         // `poweroff` after that, no later than the loser's wait ends.
         let loser_declares = Time::ZERO;
-        let winner_declares = loser_declares + default.interval + JITTER_ALLOWANCE;
+        let winner_declares = loser_declares + default.interval + default.fence_race_jitter();
         let loser_is_off = winner_declares + SCHEDULING_SLACK + Duration::from_secs(2);
         assert!(loser_is_off <= loser_declares + unit);
+        // The fast profile counts on an interval of jitter and of slack, not 100 ms each.
         let fast = SafetyTiming::new(Duration::from_millis(20), Duration::from_millis(100));
+        assert_eq!(fast.fence_race_jitter(), Duration::from_millis(20));
         assert_eq!(
             fast.fence_race_unit(Duration::from_millis(100)),
-            Duration::from_millis(20 + 100 + 100 + 100)
+            Duration::from_millis(20 + 20 + 20 + 100)
         );
     }
 

@@ -118,10 +118,10 @@ impl SilenceLog {
         self.known.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
-    fn record(&self, address: std::net::IpAddr, began: Time, silent: bool) {
+    fn record(&self, address: std::net::IpAddr, silent_at: Time, silent: bool) {
         if let Ok(mut known) = self.known.lock() {
             if silent {
-                known.silent(address, began);
+                known.silent(address, silent_at);
             } else {
                 known.answered(address);
             }
@@ -151,7 +151,8 @@ pub fn probe(
         let outcomes = futures_join_all(probes).await;
         let mut seen = Vec::new();
         for (target, outcome) in outcomes {
-            silence.record(target.address, began, matches!(outcome, Ok(ProbeOutcome::Free)));
+            let free = matches!(outcome, Ok(ProbeOutcome::Free));
+            silence.record(target.address, plan.last_frame(began), free);
             let answer = match outcome {
                 Ok(ProbeOutcome::InUse { by_mac }) => {
                     let mac: Vec<String> = by_mac.iter().map(|b| format!("{b:02x}")).collect();

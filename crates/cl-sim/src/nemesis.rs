@@ -167,8 +167,8 @@ impl Sim {
             sim.seq += 1;
             sim.queue.insert((Time::ZERO + at, sim.seq), Ev::Fault(fault));
         };
-        // Heartbeats delayed by up to the whole jitter allowance the race unit counts on.
-        let max_ms = JITTER_ALLOWANCE.as_millis() as u64;
+        // Heartbeats delayed by up to the whole jitter the race unit counts on.
+        let max_ms = self.timing.fence_race_jitter().as_millis() as u64;
         fault_at(self, Duration::from_secs(1), Fault::Delay { max_ms });
         if everything_on_second {
             // web prefers node1: the administrator switches it to node2.

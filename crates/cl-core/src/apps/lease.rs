@@ -39,7 +39,10 @@ impl Apps {
     pub(super) fn lease_allows(&self, node: &str) -> bool {
         let Some(held) = self.lease else { return true };
         if node == self.local {
-            !self
+            // Held here (the guard counts it conservatively against the arbitrator's expiry),
+            // it is held nowhere else: a peer's claim is then from before it lost the lease
+            // (a peer back from a partition has not announced since).
+            held || !self
                 .peer_lease
                 .iter()
                 .any(|p| matches!(self.peers.get(p), Some(super::Peer::Up { .. })))

@@ -190,12 +190,19 @@ impl Guard {
     pub(super) fn after_lease(&mut self, peer: &str) {
         let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
         if fenced {
+            self.early_probes.remove(peer);
             let delay = self.fence_wait();
             if delay.is_zero() {
                 self.fence(peer, 1);
             } else {
                 let at = self.now + delay;
                 self.set_gate(peer, Gate::FenceAt { at, attempts: 0 });
+                // Probe meanwhile, ending as the fence begins: the start after a successful
+                // fence then finds the peer's addresses freshly silent (dad.rs) and does not
+                // probe them again. The result decides nothing here: the fence does.
+                if self.config.probe && delay >= self.config.probe_time {
+                    self.fence_probes.insert(peer.to_string(), at - self.config.probe_time);
+                }
             }
         } else if self.config.probe {
             match self.early_probes.remove(peer) {

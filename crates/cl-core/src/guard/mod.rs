@@ -82,6 +82,9 @@ pub struct Guard {
     gates: BTreeMap<String, Gate>,
     /// Peer-alive probes begun while waiting for the lease, by peer.
     early_probes: BTreeMap<String, EarlyProbe>,
+    /// Probes of fenced peers' addresses due before their fence (`FenceAt`), by peer: their
+    /// silence spares the start the address probe (dad.rs); the guard does not wait for them.
+    fence_probes: BTreeMap<String, Time>,
     lease: Option<Lease>,
     next_id: u64,
     /// Membership says this node is isolated.
@@ -120,6 +123,7 @@ impl Guard {
             now: Time::ZERO,
             gates,
             early_probes: BTreeMap::new(),
+            fence_probes: BTreeMap::new(),
             lease,
             next_id: 0,
             isolated: false,
@@ -146,6 +150,7 @@ impl Guard {
                 }
                 self.up.insert(peer.clone());
                 self.early_probes.remove(peer);
+                self.fence_probes.remove(peer);
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -273,6 +278,18 @@ impl Guard {
             .filter(|(_, g)| g.due_at().is_some_and(|at| at <= now))
             .map(|(p, g)| (p.clone(), g.clone()))
             .collect();
+        let probes_due: Vec<String> = self
+            .fence_probes
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in probes_due {
+            self.fence_probes.remove(&peer);
+            if matches!(self.gates.get(&peer), Some(Gate::FenceAt { .. })) {
+                self.actions.push_back(GuardAction::Probe { peer });
+            }
+        }
         for (peer, gate) in due {
             match gate {
                 Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
@@ -293,6 +310,9 @@ impl Guard {
         }
         if let Some(t) = self.yielded_until {
             consider(t);
+        }
+        for at in self.fence_probes.values() {
+            consider(*at);
         }
         if let Some(lease) = &self.lease {
             if let Some(o) = &lease.outstanding {

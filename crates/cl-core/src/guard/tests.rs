@@ -10,6 +10,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         first: true,
         fence_retry: Duration::from_secs(2),
         probe,
+        probe_time: Duration::from_millis(300),
         probe_retry: Duration::from_secs(1),
         settle: Duration::from_secs(1),
         lease: lease.then_some(LeaseTiming {

@@ -71,6 +71,10 @@ pub struct GuardConfig {
     pub fence_retry: Duration,
     /// Probe an unfenced peer's addresses before taking over.
     pub probe: bool,
+    /// How long a probe of a peer's addresses takes ([`crate::dad::probe_plan`]): before a
+    /// fence that waits at least this long, the fenced peer's addresses are probed so that the
+    /// probe ends as the fence begins and the start after it needs no second probe.
+    pub probe_time: Duration,
     /// Wait before probing again a peer that answered.
     pub probe_retry: Duration,
     /// A peer that answered the probe and then fell silent may have lost this node only now:
@@ -105,6 +109,7 @@ impl GuardConfig {
             first,
             fence_retry: fence_retry.unwrap_or(Duration::from_secs(2)),
             probe: true,
+            probe_time: crate::dad::probe_plan(timing.interval).total(),
             probe_retry: Duration::from_secs(1),
             settle: timing.timeout,
             lease: timing.lease,

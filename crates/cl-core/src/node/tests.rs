@@ -281,6 +281,13 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     // one unit (the detection skew and the peer's fence powering this node off), so that a
     // peer that is alive fences first.
     let fence_at = ms(5000) + timing(protection).fence_race_unit(POWEROFF);
+    // Its addresses are probed meanwhile, the probe ending as the fence begins: the start then
+    // finds them freshly silent and needs no second probe (dad.rs).
+    let probe_at = fence_at - crate::dad::probe_plan(INTERVAL).total();
+    assert_eq!(h.run(probe_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    // What it finds decides nothing: an answering peer is fenced all the same.
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }), vec![]);
     assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
     assert_eq!(
         h.run(fence_at, false),
@@ -357,6 +364,25 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
             NodeAction::Announce,
             notice(&[PEER]),
         ]
+    );
+}
+
+#[test]
+fn with_an_arbitrator_a_peer_back_before_its_new_announcement_does_not_stop_the_holder() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    h.run(ms(5100), false);
+    h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
+    let took_over = h.feed(lease_granted(protection, 1));
+    assert!(took_over.contains(&start()), "{took_over:?}");
+    h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
+    // The partition heals at once: the peer is heard again, and what it last announced (it
+    // held the lease) is stale, since this node holds the lease now. The application stays.
+    let back = h.beat(false);
+    assert!(
+        !back.iter().any(|a| matches!(a, NodeAction::Stop { .. })),
+        "the holder stopped its application when the peer came back: {back:?}"
     );
 }
 
