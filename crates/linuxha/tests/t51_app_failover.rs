@@ -51,7 +51,7 @@ fn cut_node_stops_its_copy_before_the_survivor_starts_and_stays_put_after_heal()
         "node1",
         "cldaemon",
         from1,
-        "stopping apache within 500 ms: this node is isolated",
+        "stopping apache within 300 ms: this node is isolated",
     );
     let stopped = c.log_line("node1", "cldaemon", from1, "apache is stopped");
     let down = c.log_line("node2", "cldaemon", from2, "node node1 is down");
