@@ -53,6 +53,30 @@ fn main() -> ExitCode {
         eprintln!("RSS grew by more than 1 MiB after running again: {before} → {again} KiB");
         ok = false;
     }
+    // Locked on fault, as clhbd and clhbd2 run: the locked mappings are trimmed too.
+    if cl_sys::realtime::try_lock_memory().is_ok() {
+        match trim_file_pages() {
+            Ok(locked) => {
+                println!("trim while locked on fault: {locked:?}");
+                if locked.mappings == 0 || locked.refused != 0 {
+                    eprintln!("locked mappings were not trimmed: {locked:?}");
+                    ok = false;
+                }
+            }
+            Err(e) => {
+                eprintln!("trim_file_pages failed while locked: {e}");
+                ok = false;
+            }
+        }
+        if work() != 200 {
+            eprintln!("work gave a different answer after trimming locked mappings");
+            ok = false;
+        }
+        // SAFETY: munlockall has no arguments and no memory-safety preconditions.
+        unsafe { libc::munlockall() };
+    } else {
+        println!("memory locking not permitted here: the locked case is not checked");
+    }
     if ok {
         println!("test trim ... ok");
         ExitCode::SUCCESS
