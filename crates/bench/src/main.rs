@@ -451,7 +451,10 @@ fn run_system(
         match part {
             Part::Footprint => {
                 let f = runner::footprint(&mut bed, programs, Duration::from_secs(opts.idle_secs))?;
-                eprintln!("[{id}] footprint: {:.1} MiB RSS, {:.3} % CPU", f.rss_mib, f.cpu_percent);
+                eprintln!(
+                    "[{id}] footprint: {:.1} MiB RSS (at the start of the window {:.1}), {:.1} MiB PSS, {:.3} % CPU",
+                    f.rss_mib, f.rss_start_mib, f.pss_mib, f.cpu_percent
+                );
                 results.footprint.push(f);
             }
             Part::Latency => {

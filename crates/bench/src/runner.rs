@@ -348,11 +348,15 @@ pub struct Footprint {
     pub system: String,
     /// The node measured (the one holding the service).
     pub node: String,
-    /// Process name and RSS in KiB, for every process of the system on the node.
+    /// Process name and RSS in KiB at the end of the idle window, for every process of the
+    /// system on the node that lived through it.
     pub processes: Vec<(String, u64)>,
-    /// Sum of the RSS, MiB.
+    /// Sum of the RSS at the end of the idle window, MiB.
     pub rss_mib: f64,
-    /// Sum of the PSS (shared pages divided among their users), MiB.
+    /// Sum of the RSS at the start of the idle window, MiB (a daemon that drops its mapped
+    /// file pages now and then shows its steady working set only at the end).
+    pub rss_start_mib: f64,
+    /// Sum of the PSS (shared pages divided among their users) at the end of the window, MiB.
     pub pss_mib: f64,
     /// The node's CPU time over the idle window, in percent of one CPU.
     pub cpu_percent: f64,
@@ -396,15 +400,14 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
     bed.probe = None;
     // Let start-up work (first monitors, announcements) pass.
     std::thread::sleep(Duration::from_secs(3));
-    let mut processes = Vec::new();
     let mut ticks = Vec::new();
-    let mut pss = 0;
+    let mut rss_start = 0;
     for pid in pids_tree(&bed.lab, &node)? {
         if systems::is_bench_helper(pid) {
             continue;
         }
         let Some(rss) = proc_kib(pid, "status", "VmRSS:") else { continue };
-        pss += proc_kib(pid, "smaps_rollup", "Pss:").unwrap_or(0);
+        rss_start += rss;
         // argv[0], not comm: linuxha's daemons are started from /proc/self/exe (comm "exe")
         // and name themselves in argv[0]; pacemaker's comm is cut at 15 bytes.
         let words = systems::cmdline(pid);
@@ -412,15 +415,23 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
             .first()
             .map(|w| w.rsplit('/').next().unwrap_or(w).to_string())
             .unwrap_or_default();
-        ticks.push((pid, name.clone(), proc_ticks(pid)));
-        processes.push((name, rss));
+        ticks.push((pid, name, proc_ticks(pid)));
     }
-    processes.sort();
     let before = cpu_usec(&bed.lab, &node)?;
     let t0 = Instant::now();
     std::thread::sleep(window);
     let used = cpu_usec(&bed.lab, &node)?.saturating_sub(before);
     let window_s = t0.elapsed().as_secs_f64();
+    // Memory at the end of the window: what the idle daemons hold, after any trimming of
+    // start-up pages and with everything the idle loops touch faulted back in.
+    let mut processes = Vec::new();
+    let mut pss = 0;
+    for (pid, name, _) in &ticks {
+        let Some(rss) = proc_kib(*pid, "status", "VmRSS:") else { continue };
+        pss += proc_kib(*pid, "smaps_rollup", "Pss:").unwrap_or(0);
+        processes.push((name.clone(), rss));
+    }
+    processes.sort();
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut cpu_by_process: Vec<(String, f64)> = ticks
@@ -438,6 +449,7 @@ pub fn footprint(bed: &mut Bed, programs: &Programs, window: Duration) -> Result
         node,
         processes,
         rss_mib,
+        rss_start_mib: rss_start as f64 / 1024.0,
         pss_mib: pss as f64 / 1024.0,
         cpu_percent: used as f64 / 1e6 / window_s * 100.0,
         window_s,

@@ -1,12 +1,15 @@
 //! clnetd: pings every known connection continuously, so that when a peer falls silent this
 //! node already knows whether it still reaches the outside world. Replies go to cldaemon as
-//! [`LocalEvent::KnownReply`]; cldaemon's core decides what a missing reply means.
+//! [`LocalEvent::KnownReply`], at most one per target every
+//! [`MembershipConfig::reply_report_spacing`]; cldaemon's core decides what a missing reply
+//! means.
 //! (VIPs and link watching arrive with the applications work.)
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
+use cl_core::membership::MembershipConfig;
 use cl_wire::msg::LocalEvent;
 use tracing::{info, warn};
 
@@ -40,6 +43,12 @@ pub async fn run(ctx: Context) -> Result<()> {
     let events = event_sender()?;
     tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
+    // cldaemon's core needs a reply no older than the freshness; forwarding each reply (two per
+    // heartbeat interval) woke cldaemon ten times a second for news it already had.
+    let spacing = MembershipConfig::reply_report_spacing(MembershipConfig::default_freshness(
+        ctx.cluster().heartbeat.timeout,
+    ));
+    let mut forwarded: Vec<Option<Instant>> = vec![None; targets.len()];
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
     // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
     // waking this one.
@@ -69,7 +78,9 @@ pub async fn run(ctx: Context) -> Result<()> {
             }
             reply = pinger.recv() => match reply {
                 Ok(reply) => {
-                    if targets.contains(&reply.from) {
+                    let Some(i) = targets.iter().position(|t| *t == reply.from) else { continue };
+                    if forwarded[i].is_none_or(|at| at.elapsed() >= spacing) {
+                        forwarded[i] = Some(Instant::now());
                         notify(&events, &ctx, &LocalEvent::KnownReply { target: IpAddr::V4(reply.from) }).await;
                     }
                 }

@@ -52,6 +52,14 @@ impl MembershipConfig {
     pub fn default_freshness(timeout: Duration) -> Duration {
         timeout / 2
     }
+
+    /// How often a known connection's replies need to reach the core: a reply at most this
+    /// old is already known, so a newer one changes no decision until it is older than this.
+    /// A quarter of the freshness leaves three spacings for lost replies and delays before a
+    /// reachable connection could count as lost.
+    pub fn reply_report_spacing(freshness: Duration) -> Duration {
+        freshness / 4
+    }
 }
 
 /// Facts the daemons report.

@@ -303,3 +303,32 @@ fn a_peer_that_leaves_is_down_by_plan_and_its_links_raise_no_warnings() {
     let actions = run(&mut m, 4000, 5000, &["public", "private"], true);
     assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
 }
+
+#[test]
+fn replies_reported_three_spacings_apart_keep_a_known_connection_reachable() {
+    // clnetd forwards a reply only once the last forwarded one is a spacing old; two lost
+    // replies in a row must not make a reachable connection count as lost.
+    let freshness = Duration::from_millis(TIMEOUT / 2);
+    let spacing = MembershipConfig::reply_report_spacing(freshness).as_millis() as u64;
+    assert!(spacing > 0);
+    let mut m = Membership::new(config(true), t(0));
+    let mut actions = Vec::new();
+    let mut now = 0;
+    while now < 4000 {
+        if now % INTERVAL == 0 {
+            for link in ["public", "private"] {
+                m.handle(t(now), Input::Heartbeat { from: "node1".into(), link: link.into() });
+            }
+        }
+        if now % (3 * spacing) == 0 {
+            m.handle(t(now), Input::KnownConnectionReply { target: router() });
+        }
+        m.handle_timeout(t(now));
+        actions.extend(drain(&mut m));
+        now += 5;
+    }
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::KnownConnectionLost { .. })),
+        "{actions:?}"
+    );
+}
