@@ -341,14 +341,14 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
         h.run(ms(5100), false),
         vec![peer_down(), NodeAction::Lease { id: 1, op: ArbOp::Acquire }]
     );
-    // Denied: the peer's lease runs 400 ms more. The probe is timed to end then, so that what
-    // it finds is fresh when the grant comes.
+    // Denied: the peer's lease runs 310 ms more. The probe (210 ms) is timed to end then, so
+    // that what it finds is fresh when the grant comes.
     let denied = NodeInput::LeaseReply {
         id: 1,
         granted: false,
         holder: Some(PEER.into()),
         lease: timing(protection).lease.map(|l| l.lease).unwrap_or_default(),
-        remaining: Duration::from_millis(400),
+        remaining: Duration::from_millis(310),
     };
     let actions = h.feed(denied);
     assert!(!actions.iter().any(|a| matches!(a, NodeAction::Probe { .. })), "{actions:?}");
