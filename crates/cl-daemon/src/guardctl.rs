@@ -132,7 +132,7 @@ impl SilenceLog {
 /// Probe `peer` at `targets` ([`probe_targets`]) in the background; what each address did
 /// arrives on `results`, and what was found silent goes into `silence`. It probes as the
 /// probe before an address is added does (`plan`, cl-core `dad::probe_plan`: scaled to the
-/// heartbeat profile, 3 × 100 ms by default, 3 × 20 ms fast): a live peer answers ARP within a
+/// heartbeat profile, 3 × 70 ms by default, 3 × 20 ms fast): a live peer answers ARP within a
 /// millisecond on a LAN, and the same frames make its silence count for that later probe.
 pub fn probe(
     targets: Vec<Vip>,

@@ -158,6 +158,9 @@ impl Guard {
                 .unwrap_or(lease.timing.lease / 4)
                 .min(lease.timing.lease / 4);
             lease.next_at = Some(now + wait);
+            if let Some(r) = remaining {
+                self.time_early_probes(r);
+            }
             refused = Some(match holder {
                 Some(h) => format!("the arbitrator's lease is held by {h}"),
                 None => "the arbitrator refused the lease".to_string(),
@@ -222,7 +225,8 @@ impl Guard {
                     self.early_probes.insert(peer.to_string(), EarlyProbe::Running { began });
                     self.set_gate(peer, Gate::Probing);
                 }
-                Some(EarlyProbe::Silent { .. } | EarlyProbe::Answered) | None => self.probe(peer),
+                Some(EarlyProbe::Silent { .. } | EarlyProbe::Answered | EarlyProbe::Due { .. })
+                | None => self.probe(peer),
             }
         } else {
             self.clear(peer, false);
@@ -230,12 +234,39 @@ impl Guard {
     }
 
     /// With an arbitrator, probe a silent unfenced peer while the lease is awaited: the grant
-    /// comes when the holder's lease runs out, and the probe need not wait for it.
+    /// comes when the holder's lease runs out, and the probe need not wait for it. It is sent
+    /// once the arbitrator had time to answer the request (one answer timeout); a denial moves
+    /// it to end when the holder's lease runs out ([`Guard::time_early_probes`]).
     pub(super) fn probe_early(&mut self, peer: &str) {
         let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
         if fenced || !self.config.probe || self.isolated {
             return;
         }
+        let answer_timeout =
+            self.lease.as_ref().map(|l| l.timing.answer_timeout).unwrap_or_default();
+        self.early_probes
+            .insert(peer.to_string(), EarlyProbe::Due { at: self.now + answer_timeout });
+    }
+
+    /// A denial says the holder's lease runs `remaining` longer: probes not sent yet are timed
+    /// to end then, so that what they find is fresh when the grant comes (dad.rs counts silence
+    /// for one heartbeat timeout) and the start after it need not probe again.
+    pub(super) fn time_early_probes(&mut self, remaining: Duration) {
+        let end = self.now + remaining;
+        let at = if end.since(self.now) > self.config.probe_time {
+            end - self.config.probe_time
+        } else {
+            self.now
+        };
+        for probe in self.early_probes.values_mut() {
+            if let EarlyProbe::Due { at: due } = probe {
+                *due = at;
+            }
+        }
+    }
+
+    /// Send the early probe of `peer` now.
+    pub(super) fn send_early_probe(&mut self, peer: &str) {
         self.early_probes.insert(peer.to_string(), EarlyProbe::Running { began: self.now });
         self.actions.push_back(GuardAction::Probe { peer: peer.to_string() });
     }

@@ -47,6 +47,12 @@ struct Outstanding {
 /// after the grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EarlyProbe {
+    /// Not sent yet: due at `at`, timed to end when the lease is expected to be granted (the
+    /// denial says when the holder's lease runs out), so its silence is fresh at the start.
+    Due {
+        /// When to send it.
+        at: Time,
+    },
     /// Sent at `began`; no answer yet.
     Running {
         /// When it was sent.
@@ -278,6 +284,19 @@ impl Guard {
             .filter(|(_, g)| g.due_at().is_some_and(|at| at <= now))
             .map(|(p, g)| (p.clone(), g.clone()))
             .collect();
+        let early_due: Vec<String> = self
+            .early_probes
+            .iter()
+            .filter(|(_, p)| matches!(p, EarlyProbe::Due { at } if *at <= now))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in early_due {
+            if self.gates.get(&peer) == Some(&Gate::Lease) {
+                self.send_early_probe(&peer);
+            } else {
+                self.early_probes.remove(&peer);
+            }
+        }
         let probes_due: Vec<String> = self
             .fence_probes
             .iter()
@@ -313,6 +332,11 @@ impl Guard {
         }
         for at in self.fence_probes.values() {
             consider(*at);
+        }
+        for probe in self.early_probes.values() {
+            if let EarlyProbe::Due { at } = probe {
+                consider(*at);
+            }
         }
         if let Some(lease) = &self.lease {
             if let Some(o) = &lease.outstanding {

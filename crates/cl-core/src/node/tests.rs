@@ -337,20 +337,29 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
     let protection = Protection::Arbitrator;
     let mut h = Harness::with_peer_running(protection);
     assert_eq!(h.run(ms(4000), true), vec![]);
-    // The probe runs while the lease is awaited, so the grant need not wait for it.
     assert_eq!(
         h.run(ms(5100), false),
-        vec![
-            peer_down(),
-            NodeAction::Probe { peer: PEER.into() },
-            NodeAction::Lease { id: 1, op: ArbOp::Acquire }
-        ]
+        vec![peer_down(), NodeAction::Lease { id: 1, op: ArbOp::Acquire }]
     );
+    // Denied: the peer's lease runs 310 ms more. The probe (210 ms) is timed to end then, so
+    // that what it finds is fresh when the grant comes.
+    let denied = NodeInput::LeaseReply {
+        id: 1,
+        granted: false,
+        holder: Some(PEER.into()),
+        lease: timing(protection).lease.map(|l| l.lease).unwrap_or_default(),
+        remaining: Duration::from_millis(310),
+    };
+    let actions = h.feed(denied);
+    assert!(!actions.iter().any(|a| matches!(a, NodeAction::Probe { .. })), "{actions:?}");
+    assert_eq!(h.run(ms(5200), false), vec![NodeAction::Probe { peer: PEER.into() }]);
     assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
+    assert_eq!(h.run(ms(5400), false), vec![NodeAction::Lease { id: 2, op: ArbOp::Acquire }]);
     // Granted: the peer cannot hold it, so no takeover delay, and it was silent just now.
     assert_eq!(
-        h.feed(lease_granted(protection, 1)),
+        h.feed(lease_granted(protection, 2)),
         vec![
+            event(Level::Warn, "this node holds the arbitrator's lease again"),
             event(
                 Level::Info,
                 "node node2 did not answer on the public network while this node waited for the lease"
@@ -373,8 +382,8 @@ fn with_an_arbitrator_a_peer_back_before_its_new_announcement_does_not_stop_the_
     let mut h = Harness::with_peer_running(protection);
     h.run(ms(4000), true);
     h.run(ms(5100), false);
-    h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
-    let took_over = h.feed(lease_granted(protection, 1));
+    h.feed(lease_granted(protection, 1));
+    let took_over = h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
     assert!(took_over.contains(&start()), "{took_over:?}");
     h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
     // The partition heals at once: the peer is heard again, and what it last announced (it
@@ -387,12 +396,15 @@ fn with_an_arbitrator_a_peer_back_before_its_new_announcement_does_not_stop_the_
 }
 
 #[test]
-fn with_an_arbitrator_a_grant_before_the_probe_ends_waits_for_its_result() {
+fn with_an_arbitrator_a_grant_before_the_probe_was_sent_probes_then_starts() {
     let protection = Protection::Arbitrator;
     let mut h = Harness::with_peer_running(protection);
     h.run(ms(4000), true);
     h.run(ms(5100), false);
-    assert_eq!(h.feed(lease_granted(protection, 1)), vec![NodeAction::Announce]);
+    assert_eq!(
+        h.feed(lease_granted(protection, 1)),
+        vec![NodeAction::Probe { peer: PEER.into() }, NodeAction::Announce]
+    );
     assert_eq!(
         h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
         vec![
@@ -414,11 +426,26 @@ fn with_an_arbitrator_a_peer_that_answered_while_the_lease_was_awaited_is_probed
     let mut h = Harness::with_peer_running(protection);
     h.run(ms(4000), true);
     h.run(ms(5100), false);
+    let denied = NodeInput::LeaseReply {
+        id: 1,
+        granted: false,
+        holder: Some(PEER.into()),
+        lease: timing(protection).lease.map(|l| l.lease).unwrap_or_default(),
+        remaining: Duration::from_millis(100),
+    };
+    h.feed(denied);
+    assert_eq!(h.run(ms(5200), false), vec![NodeAction::Probe { peer: PEER.into() }]);
     assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }), vec![]);
     // It may have been releasing its addresses until its lease ran out: a fresh probe decides.
+    let granted = h.run(ms(5400), false);
+    assert_eq!(granted, vec![NodeAction::Lease { id: 2, op: ArbOp::Acquire }]);
     assert_eq!(
-        h.feed(lease_granted(protection, 1)),
-        vec![NodeAction::Probe { peer: PEER.into() }, NodeAction::Announce]
+        h.feed(lease_granted(protection, 2)),
+        vec![
+            event(Level::Warn, "this node holds the arbitrator's lease again"),
+            NodeAction::Probe { peer: PEER.into() },
+            NodeAction::Announce
+        ]
     );
 }
 
