@@ -124,7 +124,8 @@ pub enum Faults {
     Random,
     /// One symmetric partition 5 s in, lasting the whole fault phase: heartbeats and ARP cut
     /// between the nodes, both reaching the outside, fence devices neither slow nor failing,
-    /// heartbeats delayed by up to [`cl_core::timing::JITTER_ALLOWANCE`].
+    /// heartbeats delayed by up to the jitter the fence race counts on
+    /// ([`cl_core::timing::SafetyTiming::fence_race_jitter`]).
     /// With `everything_on_second`, node2 runs both applications before the cut (node1 none);
     /// otherwise each node runs its preferred one.
     SymmetricPartition {

@@ -141,8 +141,7 @@ impl Sim {
                     app: self.rng.random_range(0..2),
                 },
             };
-            self.seq += 1;
-            self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(fault));
+            self.schedule_fault(t, fault);
             t += Duration::from_millis(self.rng.random_range(200..5000));
         }
         if arbitrator {
@@ -151,30 +150,30 @@ impl Sim {
         self.schedule_tail();
     }
 
+    /// Queue `fault` at `at` after the start of the run (in queueing order among equal times).
+    fn schedule_fault(&mut self, at: Duration, fault: Fault) {
+        self.seq += 1;
+        self.queue.insert((Time::ZERO + at, self.seq), Ev::Fault(fault));
+    }
+
     /// The healed tail after the fault phase, and the liveness check at its end.
     fn schedule_tail(&mut self) {
         let end = self.options.fault_phase;
-        self.seq += 1;
-        self.queue.insert((Time::ZERO + end, self.seq), Ev::Fault(Fault::Tail));
-        self.seq += 1;
-        self.queue.insert((Time::ZERO + end + L1_BOUND, self.seq), Ev::Fault(Fault::CheckLiveness));
+        self.schedule_fault(end, Fault::Tail);
+        self.schedule_fault(end + L1_BOUND, Fault::CheckLiveness);
     }
 
     /// [`Faults::SymmetricPartition`]: the seed only varies the timing (heartbeat phases,
     /// delivery, fence and start durations).
     fn schedule_symmetric_partition(&mut self, everything_on_second: bool) {
-        let fault_at = |sim: &mut Sim, at: Duration, fault: Fault| {
-            sim.seq += 1;
-            sim.queue.insert((Time::ZERO + at, sim.seq), Ev::Fault(fault));
-        };
         // Heartbeats delayed by up to the whole jitter the race unit counts on.
         let max_ms = self.timing.fence_race_jitter().as_millis() as u64;
-        fault_at(self, Duration::from_secs(1), Fault::Delay { max_ms });
+        self.schedule_fault(Duration::from_secs(1), Fault::Delay { max_ms });
         if everything_on_second {
             // web prefers node1: the administrator switches it to node2.
-            fault_at(self, Duration::from_secs(2), Fault::Admin { n: 0, op: 2, app: 0 });
+            self.schedule_fault(Duration::from_secs(2), Fault::Admin { n: 0, op: 2, app: 0 });
         }
-        fault_at(self, Duration::from_secs(5), Fault::Partition);
+        self.schedule_fault(Duration::from_secs(5), Fault::Partition);
         self.schedule_tail();
     }
 
@@ -187,8 +186,7 @@ impl Sim {
         let mut t = Duration::from_millis(rng.random_range(3000..8000));
         while t < self.options.fault_phase {
             let n = rng.random_range(0..2);
-            self.seq += 1;
-            self.queue.insert((Time::ZERO + t, self.seq), Ev::Fault(Fault::ArbitratorCut { n }));
+            self.schedule_fault(t, Fault::ArbitratorCut { n });
             t += Duration::from_millis(rng.random_range(2000..10000));
         }
     }
