@@ -204,7 +204,8 @@ impl Guard {
                 // fence then finds the peer's addresses freshly silent (dad.rs) and does not
                 // probe them again. The result decides nothing here: the fence does.
                 if self.config.probe && delay >= self.config.probe_time {
-                    self.fence_probes.insert(peer.to_string(), at - self.config.probe_time);
+                    let due = EarlyProbe::Due { at: at - self.config.probe_time };
+                    self.early_probes.insert(peer.to_string(), due);
                 }
             }
         } else if self.config.probe {
@@ -252,12 +253,7 @@ impl Guard {
     /// to end then, so that what they find is fresh when the grant comes (dad.rs counts silence
     /// for one heartbeat timeout) and the start after it need not probe again.
     pub(super) fn time_early_probes(&mut self, remaining: Duration) {
-        let end = self.now + remaining;
-        let at = if end.since(self.now) > self.config.probe_time {
-            end - self.config.probe_time
-        } else {
-            self.now
-        };
+        let at = self.now + remaining.saturating_sub(self.config.probe_time);
         for probe in self.early_probes.values_mut() {
             if let EarlyProbe::Due { at: due } = probe {
                 *due = at;

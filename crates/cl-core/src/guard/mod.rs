@@ -43,12 +43,15 @@ struct Outstanding {
     sent: Time,
 }
 
-/// A peer-alive probe sent while the lease is awaited, so the start does not wait for it
-/// after the grant.
+/// A probe of a silent peer's addresses sent ahead of what lets the takeover go on, so that
+/// the start does not wait for it: the lease grant (its result decides, [`Gate::Lease`]) or a
+/// delayed fence (its result decides nothing, but its silence spares the start the address
+/// probe, dad.rs; [`Gate::FenceAt`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EarlyProbe {
     /// Not sent yet: due at `at`, timed to end when the lease is expected to be granted (the
-    /// denial says when the holder's lease runs out), so its silence is fresh at the start.
+    /// denial says when the holder's lease runs out) or when the fence begins, so its silence
+    /// is fresh at the start.
     Due {
         /// When to send it.
         at: Time,
@@ -86,11 +89,8 @@ pub struct Guard {
     config: GuardConfig,
     now: Time,
     gates: BTreeMap<String, Gate>,
-    /// Peer-alive probes begun while waiting for the lease, by peer.
+    /// Probes sent ahead of the lease grant or a delayed fence, by peer.
     early_probes: BTreeMap<String, EarlyProbe>,
-    /// Probes of fenced peers' addresses due before their fence (`FenceAt`), by peer: their
-    /// silence spares the start the address probe (dad.rs); the guard does not wait for them.
-    fence_probes: BTreeMap<String, Time>,
     lease: Option<Lease>,
     next_id: u64,
     /// Membership says this node is isolated.
@@ -129,7 +129,6 @@ impl Guard {
             now: Time::ZERO,
             gates,
             early_probes: BTreeMap::new(),
-            fence_probes: BTreeMap::new(),
             lease,
             next_id: 0,
             isolated: false,
@@ -156,7 +155,6 @@ impl Guard {
                 }
                 self.up.insert(peer.clone());
                 self.early_probes.remove(peer);
-                self.fence_probes.remove(peer);
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -291,22 +289,10 @@ impl Guard {
             .map(|(p, _)| p.clone())
             .collect();
         for peer in early_due {
-            if self.gates.get(&peer) == Some(&Gate::Lease) {
+            if matches!(self.gates.get(&peer), Some(Gate::Lease | Gate::FenceAt { .. })) {
                 self.send_early_probe(&peer);
             } else {
                 self.early_probes.remove(&peer);
-            }
-        }
-        let probes_due: Vec<String> = self
-            .fence_probes
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in probes_due {
-            self.fence_probes.remove(&peer);
-            if matches!(self.gates.get(&peer), Some(Gate::FenceAt { .. })) {
-                self.actions.push_back(GuardAction::Probe { peer });
             }
         }
         for (peer, gate) in due {
@@ -329,9 +315,6 @@ impl Guard {
         }
         if let Some(t) = self.yielded_until {
             consider(t);
-        }
-        for at in self.fence_probes.values() {
-            consider(*at);
         }
         for probe in self.early_probes.values() {
             if let EarlyProbe::Due { at } = probe {
