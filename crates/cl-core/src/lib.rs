@@ -19,6 +19,7 @@ pub mod locks;
 pub mod membership;
 pub mod node;
 pub mod notice;
+pub mod relay;
 pub mod storage;
 pub mod time;
 pub mod timing;

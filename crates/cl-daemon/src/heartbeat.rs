@@ -136,7 +136,8 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let port = ctx.cluster().ports.clhbd;
     let node =
         ctx.cluster().node(&ctx.local).cloned().context("this node is not in the cluster")?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, SocketAddr, Vec<u8>)>(1024);
+    type Frame = (String, SocketAddr, Vec<u8>, cl_core::time::Time);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(1024);
     for network in node.networks.iter().filter(|n| n.heartbeat) {
         let address = SocketAddr::new(network.address, port);
         let socket = cl_sys::udp::bind_udp(address).with_context(|| {
@@ -150,8 +151,9 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
             loop {
                 match socket.recv_from(&mut buf).await {
                     Ok((n, from)) => {
+                        let at = crate::relaying::now();
                         let frame = buf.get(..n).map(|b| b.to_vec()).unwrap_or_default();
-                        if tx.send((link.clone(), from, frame)).await.is_err() {
+                        if tx.send((link.clone(), from, frame, at)).await.is_err() {
                             return;
                         }
                     }
@@ -176,6 +178,8 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut sender_child = spawn_sender(&ctx, &mut challenges)?;
     // The counters go to cldaemon when they changed, at most once per COUNTERS_EVERY.
     let mut counters = CounterReport::default();
+    // Heartbeats go to cldaemon as cl_core::relay decides: news at once, the rest held.
+    let mut relay = HeartbeatRelay::new(ctx.cluster().heartbeat.timeout);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut ctx = ctx;
@@ -185,6 +189,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
             _ = hangup.recv() => {
                 // A reload (cldaemon restarted on a new configuration): it hears them at once.
                 counters.resend();
+                relay.reset();
                 match Context::load(ctx.paths.clone()) {
                     Ok(new) => {
                         if new.cluster().ports != ctx.cluster().ports || new.cluster().nodes != ctx.cluster().nodes {
@@ -203,7 +208,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     libc::kill(sender_child.id() as i32, libc::SIGHUP);
                 }
             }
-            Some((link, from, frame)) = rx.recv() => {
+            Some((link, from, frame, at)) = rx.recv() => {
                 let received =
                     receiver.try_receive_fresh::<HeartbeatMsg>(&frame, |echo| challenges.contains(echo));
                 match received {
@@ -214,8 +219,9 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                         if echoes.learn(&header.sender, header.epoch) {
                             write_echoes(&ctx, &echoes);
                         }
-                        let event = LocalEvent::Heartbeat { from: header.sender, link, beat };
-                        notify(&events, &ctx, &event).await;
+                        if relay.observe(header.sender, link, at, beat) {
+                            relay.send(&events, &ctx, &mut counters, receiver.counters()).await;
+                        }
                     }
                     Err(ReceiveError::Unfresh { sender, epoch, echo }) if sender != ctx.local => {
                         // Authentic and new, but not proven fresh: learn its run so our echo
@@ -242,6 +248,9 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     sender_child = spawn_sender(&ctx, &mut challenges)?;
                 }
             }
+            _ = crate::relaying::until(relay.due()) => {
+                relay.send(&events, &ctx, &mut counters, receiver.counters()).await;
+            }
             _ = counters.due() => {
                 let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
@@ -253,6 +262,72 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                 let _ = sender_child.wait();
                 return Ok(());
             }
+        }
+    }
+}
+
+/// clhbd's side of [`cl_core::relay`]: each peer's newest frame per network, and the frame
+/// content last relayed (a change, such as a "taking over" notice, is news and goes out at once).
+struct HeartbeatRelay {
+    relay: cl_core::relay::Relay<(String, String)>,
+    newest: BTreeMap<String, HeartbeatMsg>,
+    relayed: BTreeMap<String, HeartbeatMsg>,
+}
+
+impl HeartbeatRelay {
+    fn new(timeout: Duration) -> HeartbeatRelay {
+        HeartbeatRelay {
+            relay: cl_core::relay::Relay::new(timeout),
+            newest: BTreeMap::new(),
+            relayed: BTreeMap::new(),
+        }
+    }
+
+    /// A frame from `from` on `link` arrived at `at`; true when the relay must go out now.
+    fn observe(
+        &mut self,
+        from: String,
+        link: String,
+        at: cl_core::time::Time,
+        beat: HeartbeatMsg,
+    ) -> bool {
+        let news = self.relayed.get(&from) != Some(&beat);
+        self.newest.insert(from.clone(), beat);
+        self.relay.observe((from, link), at, news)
+    }
+
+    fn due(&self) -> Option<cl_core::time::Time> {
+        self.relay.due()
+    }
+
+    fn reset(&mut self) {
+        self.relay.reset();
+        self.relayed.clear();
+    }
+
+    /// Send what is held, one event per peer, and the counters with it when they changed (the
+    /// same wake-up of cldaemon).
+    async fn send(
+        &mut self,
+        events: &UnixDatagram,
+        ctx: &Context,
+        counters: &mut CounterReport,
+        now: &cl_wire::Counters,
+    ) {
+        let mut by_peer: BTreeMap<String, Vec<cl_wire::msg::Heard>> = BTreeMap::new();
+        for ((peer, link), at) in self.relay.take() {
+            let heard = cl_wire::msg::Heard { link, at: crate::relaying::stamp(at) };
+            by_peer.entry(peer).or_default().push(heard);
+        }
+        for (from, heard) in by_peer {
+            let Some(beat) = self.newest.get(&from).cloned() else { continue };
+            self.relayed.insert(from.clone(), beat.clone());
+            notify(events, ctx, &LocalEvent::Heartbeat { from, heard, beat }).await;
+        }
+        if counters.last.as_ref() != Some(now) {
+            let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *now };
+            notify(events, ctx, &event).await;
+            counters.sent(*now);
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod manager;
 pub mod metrics;
 pub mod netd;
 pub mod notify;
+pub mod relaying;
 pub mod runner;
 pub mod serve;
 pub mod storagectl;

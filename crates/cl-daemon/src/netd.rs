@@ -1,15 +1,15 @@
 //! clnetd: pings every known connection continuously, so that when a peer falls silent this
 //! node already knows whether it still reaches the outside world. Replies go to cldaemon as
-//! [`LocalEvent::KnownReply`], at most one per target every
-//! [`MembershipConfig::reply_report_spacing`]; cldaemon's core decides what a missing reply
-//! means.
+//! [`LocalEvent::KnownReply`] when [`cl_core::relay`] says so (about twice per freshness);
+//! cldaemon's core decides what a missing reply means.
 //! (VIPs and link watching arrive with the applications work.)
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use cl_core::membership::MembershipConfig;
+use cl_core::relay::Relay;
 use cl_wire::msg::LocalEvent;
 use tracing::{info, warn};
 
@@ -44,11 +44,10 @@ pub async fn run(ctx: Context) -> Result<()> {
     tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
     // cldaemon's core needs a reply no older than the freshness; forwarding each reply (two per
-    // heartbeat interval) woke cldaemon ten times a second for news it already had.
-    let spacing = MembershipConfig::reply_report_spacing(MembershipConfig::default_freshness(
-        ctx.cluster().heartbeat.timeout,
-    ));
-    let mut forwarded: Vec<Option<Instant>> = vec![None; targets.len()];
+    // heartbeat interval) woke cldaemon ten times a second for news it already had. Replies go
+    // as cl_core::relay decides, stamped with the time they arrived.
+    let mut relay =
+        Relay::new(MembershipConfig::default_freshness(ctx.cluster().heartbeat.timeout));
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
     // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
     // waking this one.
@@ -78,10 +77,11 @@ pub async fn run(ctx: Context) -> Result<()> {
             }
             reply = pinger.recv() => match reply {
                 Ok(reply) => {
-                    let Some(i) = targets.iter().position(|t| *t == reply.from) else { continue };
-                    if forwarded[i].is_none_or(|at| at.elapsed() >= spacing) {
-                        forwarded[i] = Some(Instant::now());
-                        notify(&events, &ctx, &LocalEvent::KnownReply { target: IpAddr::V4(reply.from) }).await;
+                    if !targets.contains(&reply.from) {
+                        continue;
+                    }
+                    if relay.observe(reply.from, crate::relaying::now(), false) {
+                        send_replies(&mut relay, &events, &ctx).await;
                     }
                 }
                 Err(e) => {
@@ -89,10 +89,23 @@ pub async fn run(ctx: Context) -> Result<()> {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = crate::relaying::until(relay.due()) => send_replies(&mut relay, &events, &ctx).await,
             _ = terminate.recv() => {
                 info!("stopping");
                 return Ok(());
             }
         }
+    }
+}
+
+/// Tell cldaemon of every known connection's newest reply the relay held.
+async fn send_replies(
+    relay: &mut Relay<Ipv4Addr>,
+    events: &tokio::net::UnixDatagram,
+    ctx: &Context,
+) {
+    for (target, at) in relay.take() {
+        let at = crate::relaying::stamp(at);
+        notify(events, ctx, &LocalEvent::KnownReply { target: IpAddr::V4(target), at }).await;
     }
 }

@@ -585,7 +585,8 @@ impl Sim {
             Ev::KnownReply(n) => {
                 if self.runs(n) && self.net.outside[n] {
                     let target = "10.10.0.1".parse().expect("literal address");
-                    self.feed(n, NodeInput::KnownConnectionReply { target });
+                    let at = self.now;
+                    self.feed(n, NodeInput::KnownConnectionReply { target, at });
                 }
             }
             ev @ (Ev::StartDone { .. }

@@ -133,6 +133,7 @@ impl Sim {
             let input = NodeInput::Heartbeat {
                 from: NAMES[other(to)].into(),
                 link: LINKS[link].into(),
+                at: self.now,
                 taking_over: notice,
             };
             self.feed(to, input);

@@ -5,6 +5,7 @@
 //! Everything here is Linux-only and deliberately small: policy lives in the daemons and the
 //! decision core; this crate only makes the system calls and turns their failures into errors.
 
+pub mod clock;
 pub mod icmp;
 pub mod logging;
 pub mod process;

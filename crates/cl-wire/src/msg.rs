@@ -217,23 +217,35 @@ pub enum AdminResponse {
     },
 }
 
+/// A heartbeat network's newest frame from a peer, as clhbd relays it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heard {
+    /// The heartbeat network.
+    pub link: String,
+    /// When the frame arrived (CLOCK_MONOTONIC, shared by the node's daemons).
+    pub at: std::time::Duration,
+}
+
 /// Events the cluster daemons send to their cldaemon over the node-local datagram socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LocalEvent {
-    /// clhbd accepted a heartbeat.
+    /// clhbd accepted heartbeats from `from`: the newest one per network not relayed before
+    /// (cl_core::relay decides when).
     Heartbeat {
         /// Sender node.
         from: String,
-        /// Network it arrived on.
-        link: String,
-        /// Its configuration version and checksum.
+        /// Each network's newest frame: the network, and when it arrived (CLOCK_MONOTONIC).
+        heard: Vec<Heard>,
+        /// The newest frame's configuration version, checksum and notice.
         beat: HeartbeatMsg,
     },
-    /// clnetd got an echo reply from a known connection.
+    /// clnetd got an echo reply from a known connection (the newest not relayed before).
     KnownReply {
         /// The known connection.
         target: IpAddr,
+        /// When it arrived (CLOCK_MONOTONIC).
+        at: std::time::Duration,
     },
     /// A daemon's frame counters.
     Counters {

@@ -52,31 +52,28 @@ impl MembershipConfig {
     pub fn default_freshness(timeout: Duration) -> Duration {
         timeout / 2
     }
-
-    /// How often a known connection's replies need to reach the core: a reply at most this
-    /// old is already known, so a newer one changes no decision until it is older than this.
-    /// A quarter of the freshness leaves three spacings for lost replies and delays before a
-    /// reachable connection could count as lost.
-    pub fn reply_report_spacing(freshness: Duration) -> Duration {
-        freshness / 4
-    }
 }
 
 /// Facts the daemons report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
-    /// An authenticated heartbeat from `from` arrived on `link`.
+    /// An authenticated heartbeat from `from` arrived on `link` at `at` (clhbd relays only
+    /// the newest of several: [`crate::relay`]).
     Heartbeat {
         /// Sender.
         from: String,
         /// Heartbeat network it came over.
         link: String,
+        /// When it arrived (not later than the time it is handled).
+        at: Time,
     },
-    /// A known connection answered a ping.
+    /// A known connection answered a ping at `at`.
     KnownConnectionReply {
         /// Which one.
         target: IpAddr,
+        /// When the answer arrived.
+        at: Time,
     },
     /// A peer announced that it leaves the cluster (clhalt): down, by plan, not by failure.
     PeerLeft {
@@ -282,10 +279,11 @@ impl Membership {
     /// Feed one fact observed at `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
         match input {
-            Input::Heartbeat { from, link } => self.heard(now, &from, &link),
-            Input::KnownConnectionReply { target } => {
+            Input::Heartbeat { from, link, at } => self.heard(now, at.min(now), &from, &link),
+            Input::KnownConnectionReply { target, at } => {
                 if let Some(entry) = self.known.get_mut(&target) {
-                    entry.0 = Some(now);
+                    let at = at.min(now);
+                    entry.0 = Some(entry.0.map_or(at, |last| last.max(at)));
                 }
             }
             Input::PeerLeft { peer } => {
@@ -310,10 +308,14 @@ impl Membership {
         self.handle_timeout(now);
     }
 
-    fn heard(&mut self, now: Time, from: &str, link: &str) {
+    fn heard(&mut self, now: Time, at: Time, from: &str, link: &str) {
+        // A relayed frame a whole timeout old proves nothing about now.
+        if now.since(at) >= self.config.timeout {
+            return;
+        }
         let Some(peer) = self.peers.get_mut(from) else { return };
         let Some(entry) = peer.links.get_mut(link) else { return };
-        entry.last = Some(now);
+        entry.last = Some(entry.last.map_or(at, |last| last.max(at)));
         entry.up = true;
         if entry.warned {
             entry.warned = false;

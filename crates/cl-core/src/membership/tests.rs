@@ -41,10 +41,13 @@ fn run(m: &mut Membership, from: u64, to: u64, links: &[&str], router_up: bool) 
     while now < to {
         if now % INTERVAL == 0 {
             for link in links {
-                m.handle(t(now), Input::Heartbeat { from: "node1".into(), link: (*link).into() });
+                m.handle(
+                    t(now),
+                    Input::Heartbeat { from: "node1".into(), link: (*link).into(), at: t(now) },
+                );
             }
             if router_up {
-                m.handle(t(now), Input::KnownConnectionReply { target: router() });
+                m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now) });
             }
         }
         m.handle_timeout(t(now));
@@ -138,7 +141,7 @@ fn undecided_becomes_take_over_when_a_late_reply_arrives() {
     run(&mut m, 0, 2000, &["public", "private"], true);
     run(&mut m, 2000, 2810, &[], false);
     assert_eq!(m.local_state(), LocalState::Undecided);
-    m.handle(t(2900), Input::KnownConnectionReply { target: router() });
+    m.handle(t(2900), Input::KnownConnectionReply { target: router(), at: t(2900) });
     let actions = drain(&mut m);
     assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
     assert_eq!(m.local_state(), LocalState::Connected);
@@ -206,8 +209,8 @@ fn a_peer_never_heard_is_judged_like_a_silent_one() {
 #[test]
 fn heartbeats_from_strangers_and_unknown_links_are_ignored() {
     let mut m = Membership::new(config(true), t(0));
-    m.handle(t(0), Input::Heartbeat { from: "mallory".into(), link: "public".into() });
-    m.handle(t(0), Input::Heartbeat { from: "node1".into(), link: "wifi".into() });
+    m.handle(t(0), Input::Heartbeat { from: "mallory".into(), link: "public".into(), at: t(0) });
+    m.handle(t(0), Input::Heartbeat { from: "node1".into(), link: "wifi".into(), at: t(0) });
     assert!(drain(&mut m).is_empty());
     assert_eq!(m.peer_state("node1"), Some(PeerState::Unknown));
 }
@@ -305,30 +308,83 @@ fn a_peer_that_leaves_is_down_by_plan_and_its_links_raise_no_warnings() {
 }
 
 #[test]
-fn replies_reported_three_spacings_apart_keep_a_known_connection_reachable() {
-    // clnetd forwards a reply only once the last forwarded one is a spacing old; two lost
-    // replies in a row must not make a reachable connection count as lost.
+fn replies_and_heartbeats_relayed_by_the_relay_keep_a_live_peer_and_connection() {
+    // clnetd pings twice per interval and clhbd hears a frame per link per interval; both
+    // relay only as crate::relay says, each observation reaching the core up to 5 ms late.
+    // Two lost replies or frames in a row must change nothing.
     let freshness = Duration::from_millis(TIMEOUT / 2);
-    let spacing = MembershipConfig::reply_report_spacing(freshness).as_millis() as u64;
-    assert!(spacing > 0);
+    let mut replies = crate::relay::Relay::new(freshness);
+    let mut frames = crate::relay::Relay::new(Duration::from_millis(TIMEOUT));
     let mut m = Membership::new(config(true), t(0));
     let mut actions = Vec::new();
+    let mut relayed = 0;
     let mut now = 0;
+    let lost = |n: u64| n % 5 == 3 || n % 5 == 4;
     while now < 4000 {
-        if now % INTERVAL == 0 {
+        if now % (INTERVAL / 2) == 0 && !lost(now / (INTERVAL / 2)) {
+            replies.observe(router(), t(now), false);
+        }
+        if now % INTERVAL == 0 && !lost(now / INTERVAL) {
             for link in ["public", "private"] {
-                m.handle(t(now), Input::Heartbeat { from: "node1".into(), link: link.into() });
+                frames.observe(link, t(now), false);
             }
         }
-        if now % (3 * spacing) == 0 {
-            m.handle(t(now), Input::KnownConnectionReply { target: router() });
-        }
-        m.handle_timeout(t(now));
+        let deliver = |m: &mut Membership,
+                       frames: &mut crate::relay::Relay<&str>,
+                       replies: &mut crate::relay::Relay<IpAddr>| {
+            let mut n = 0;
+            if frames.due().is_some_and(|d| d <= t(now)) {
+                for (link, at) in frames.take() {
+                    m.handle(
+                        t(now + 5),
+                        Input::Heartbeat { from: "node1".into(), link: link.into(), at },
+                    );
+                    n += 1;
+                }
+            }
+            if replies.due().is_some_and(|d| d <= t(now)) {
+                for (target, at) in replies.take() {
+                    m.handle(t(now + 5), Input::KnownConnectionReply { target, at });
+                    n += 1;
+                }
+            }
+            n
+        };
+        relayed += deliver(&mut m, &mut frames, &mut replies);
+        m.handle_timeout(t(now + 5));
         actions.extend(drain(&mut m));
         now += 5;
     }
-    assert!(
-        !actions.iter().any(|a| matches!(a, Action::KnownConnectionLost { .. })),
-        "{actions:?}"
+    assert_eq!(actions, vec![Action::PeerUp { peer: "node1".into() }]);
+    assert!(relayed < 4000 / 200 * 2 + 4000 / 100, "relayed {relayed}");
+}
+
+#[test]
+fn a_relayed_heartbeat_counts_from_when_it_arrived_not_from_when_it_was_relayed() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 210, &["public", "private"], true);
+    // clhbd relays, at 900, frames that arrived at 600: the links are silent from 1600, not 1900.
+    for link in ["public", "private"] {
+        m.handle(t(900), Input::Heartbeat { from: "node1".into(), link: link.into(), at: t(600) });
+    }
+    m.handle(t(1595), Input::KnownConnectionReply { target: router(), at: t(1590) });
+    m.handle_timeout(t(1599));
+    assert!(!drain(&mut m).iter().any(peer_down(Verdict::TakeOver)), "silent for 999 ms only");
+    m.handle_timeout(t(1600));
+    assert!(drain(&mut m).iter().any(peer_down(Verdict::TakeOver)), "silent for a timeout");
+    // A frame that arrived a whole timeout before it is handled does not bring the peer back.
+    m.handle(t(1700), Input::Heartbeat { from: "node1".into(), link: "public".into(), at: t(700) });
+    assert!(!drain(&mut m).iter().any(|a| matches!(a, Action::PeerUp { .. })));
+    // An older relay never moves a link's last frame back.
+    m.handle(
+        t(1710),
+        Input::Heartbeat { from: "node1".into(), link: "public".into(), at: t(1705) },
     );
+    m.handle(
+        t(1712),
+        Input::Heartbeat { from: "node1".into(), link: "public".into(), at: t(1000) },
+    );
+    assert!(drain(&mut m).iter().any(|a| matches!(a, Action::PeerUp { .. })));
+    m.handle_timeout(t(2704));
+    assert!(!drain(&mut m).iter().any(|a| matches!(a, Action::PeerDown { .. })));
 }

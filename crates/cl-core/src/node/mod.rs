@@ -75,20 +75,24 @@ pub enum NodeInput {
         /// False for `clform --noapps` and for a node joining a running cluster.
         start_autostart: bool,
     },
-    /// An authenticated heartbeat from `from` arrived on `link`.
+    /// An authenticated heartbeat from `from` arrived on `link` at `at`.
     Heartbeat {
         /// Sender.
         from: String,
         /// Heartbeat network it came over.
         link: String,
+        /// When it arrived (clhbd relays only the newest of several: [`crate::relay`]).
+        at: Time,
         /// Its "taking over" notice names this node: the sender cannot hear this node and takes
         /// over its applications.
         taking_over: bool,
     },
-    /// A known connection answered a ping.
+    /// A known connection answered a ping at `at`.
     KnownConnectionReply {
         /// Which one.
         target: IpAddr,
+        /// When the answer arrived.
+        at: Time,
     },
     /// A peer announced that it leaves the cluster (clhalt).
     PeerLeft {
@@ -305,15 +309,15 @@ impl Node {
             NodeInput::Formed { start_autostart } => {
                 self.apps.handle(now, AppInput::Formed { start_autostart })
             }
-            NodeInput::Heartbeat { from, link, taking_over } => {
+            NodeInput::Heartbeat { from, link, at, taking_over } => {
                 self.membership
-                    .handle(now, membership::Input::Heartbeat { from: from.clone(), link });
+                    .handle(now, membership::Input::Heartbeat { from: from.clone(), link, at });
                 if taking_over {
                     self.guard.handle(now, GuardInput::PeerTakingOver { peer: from });
                 }
             }
-            NodeInput::KnownConnectionReply { target } => {
-                self.membership.handle(now, membership::Input::KnownConnectionReply { target })
+            NodeInput::KnownConnectionReply { target, at } => {
+                self.membership.handle(now, membership::Input::KnownConnectionReply { target, at })
             }
             NodeInput::PeerLeft { peer } => {
                 self.membership.handle(now, membership::Input::PeerLeft { peer })

@@ -101,7 +101,7 @@ impl Harness {
         let mut h = Harness { node, now: ms(0) };
         h.feed(NodeInput::Formed { start_autostart: false });
         h.beat(false);
-        h.feed(NodeInput::KnownConnectionReply { target: known() });
+        h.feed(NodeInput::KnownConnectionReply { target: known(), at: h.now });
         let peer_lease = protection == Protection::Arbitrator;
         h.feed(NodeInput::PeerAnnouncement {
             peer: PEER.into(),
@@ -117,7 +117,8 @@ impl Harness {
     }
 
     fn beat(&mut self, taking_over: bool) -> Vec<NodeAction> {
-        let input = NodeInput::Heartbeat { from: PEER.into(), link: LINK.into(), taking_over };
+        let at = self.now;
+        let input = NodeInput::Heartbeat { from: PEER.into(), link: LINK.into(), at, taking_over };
         self.feed(input)
     }
 
@@ -136,7 +137,8 @@ impl Harness {
             if peer_alive {
                 actions.extend(self.beat(false));
             }
-            actions.extend(self.feed(NodeInput::KnownConnectionReply { target: known() }));
+            let at = self.now;
+            actions.extend(self.feed(NodeInput::KnownConnectionReply { target: known(), at }));
         }
         actions
     }
@@ -525,7 +527,7 @@ fn a_peer_taking_over_makes_this_node_stop_its_applications() {
     let mut h = Harness { node: Node::new(config, ms(0)), now: ms(0) };
     h.feed(NodeInput::Formed { start_autostart: false });
     h.beat(false);
-    h.feed(NodeInput::KnownConnectionReply { target: known() });
+    h.feed(NodeInput::KnownConnectionReply { target: known(), at: h.now });
     h.feed(NodeInput::Adopted { app: APP.into() });
     let mut idle = running(false);
     idle.states.insert(APP.into(), AppState::Stopped);

@@ -35,7 +35,7 @@ impl Manager {
     pub(super) fn handle_event(&mut self, event: LocalEvent) {
         let now = self.now();
         match event {
-            LocalEvent::Heartbeat { from, link, beat } => {
+            LocalEvent::Heartbeat { from, heard, beat } => {
                 if beat.config_version != self.ctx.built.version
                     || beat.config_checksum != self.ctx.checksum
                 {
@@ -48,13 +48,20 @@ impl Manager {
                 }
                 let taking_over = beat.taking_over.contains(&self.ctx.local);
                 if let Some(node) = self.node.as_mut() {
-                    node.handle(now, NodeInput::Heartbeat { from, link, taking_over });
+                    for cl_wire::msg::Heard { link, at } in heard {
+                        let at = observed_at(now, at);
+                        let from = from.clone();
+                        node.handle(now, NodeInput::Heartbeat { from, link, at, taking_over });
+                    }
                 }
             }
-            LocalEvent::KnownReply { target } => {
-                self.known_last.insert(target, Instant::now());
+            LocalEvent::KnownReply { target, at } => {
+                let age = cl_sys::clock::monotonic().saturating_sub(at);
+                let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                self.known_last.insert(target, seen);
                 if let Some(node) = self.node.as_mut() {
-                    node.handle(now, NodeInput::KnownConnectionReply { target });
+                    let at = observed_at(now, at);
+                    node.handle(now, NodeInput::KnownConnectionReply { target, at });
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
@@ -194,4 +201,10 @@ impl Manager {
             }
         }
     }
+}
+
+/// The engine's time of an observation another daemon stamped `at` on CLOCK_MONOTONIC, which
+/// cldaemon reads too: `now` less how long ago that was.
+fn observed_at(now: cl_core::time::Time, at: std::time::Duration) -> cl_core::time::Time {
+    now - cl_sys::clock::monotonic().saturating_sub(at)
 }
