@@ -1,5 +1,6 @@
 //! clnetd: pings every known connection continuously, so that when a peer falls silent this
-//! node already knows whether it still reaches the outside world. Replies go to cldaemon as
+//! node already knows whether it still reaches the outside world. One wake-up per ping tick:
+//! replies are read at the next tick and count from their ping's send time. Replies go to cldaemon as
 //! [`LocalEvent::KnownReply`] when [`cl_core::relay`] says so (about twice per freshness);
 //! cldaemon's core decides what a missing reply means.
 //! (VIPs and link watching arrive with the applications work.)
@@ -38,23 +39,25 @@ pub async fn run(ctx: Context) -> Result<()> {
     if targets.is_empty() {
         warn!("no known connections configured: partition detection is impossible");
     }
-    let pinger = cl_sys::icmp::Pinger::new((std::process::id() & 0xffff) as u16)
+    let pinger = cl_sys::icmp::PolledPinger::new((std::process::id() & 0xffff) as u16)
         .context("cannot open a raw ICMP socket (clnetd must run as root)")?;
     let events = event_sender()?;
     tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
     // cldaemon's core needs a reply no older than the freshness; forwarding each reply (two per
     // heartbeat interval) woke cldaemon ten times a second for news it already had. Replies go
-    // as cl_core::relay decides, stamped with the time they arrived.
+    // as cl_core::relay decides.
     let mut relay =
         Relay::new(MembershipConfig::default_freshness(ctx.cluster().heartbeat.timeout));
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
-    // One task sends and receives: the ping clock is a branch of the loop, not a task of its own
-    // waking this one.
-    // A timerfd: one wake-up per ping (tokio's timer wheel took two for a 100 ms interval).
+    // One wake-up per ping tick, a timerfd (tokio's timer wheel took two for a 100 ms interval):
+    // read the replies that arrived since the last tick, then ping again. A reply wakes nobody
+    // (the socket is polled, not watched); it counts from when its ping was sent, which is never
+    // later than when it arrived, so the core's view of a connection is never fresher than the
+    // truth, only up to one tick staler.
     let mut tick =
         cl_sys::ticker::Ticker::new(interval).context("cannot create the ping clock (timerfd)")?;
-    let mut seq: u16 = 0;
+    let mut pings = SentPings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
@@ -65,9 +68,28 @@ pub async fn run(ctx: Context) -> Result<()> {
                     tokio::time::sleep(interval).await;
                     continue;
                 }
-                seq = seq.wrapping_add(1);
+                let mut news = false;
+                loop {
+                    match pinger.try_recv() {
+                        Ok(Some(reply)) => {
+                            let Some(sent) = pings.sent(reply.seq) else { continue };
+                            if targets.contains(&reply.from) {
+                                news |= relay.observe(reply.from, sent, false);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            cl_sys::warn_limited!("clnetd icmp", "receive error", "ICMP receive failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                if news {
+                    send_replies(&mut relay, &events, &ctx).await;
+                }
+                let seq = pings.next(crate::relaying::now());
                 for target in &targets {
-                    let _ = pinger.send(*target, seq).await;
+                    let _ = pinger.send(*target, seq);
                 }
             }
             _ = hangup.recv() => {
@@ -75,20 +97,6 @@ pub async fn run(ctx: Context) -> Result<()> {
                 info!("configuration changed: exiting to be restarted on it");
                 return Ok(());
             }
-            reply = pinger.recv() => match reply {
-                Ok(reply) => {
-                    if !targets.contains(&reply.from) {
-                        continue;
-                    }
-                    if relay.observe(reply.from, crate::relaying::now(), false) {
-                        send_replies(&mut relay, &events, &ctx).await;
-                    }
-                }
-                Err(e) => {
-                    cl_sys::warn_limited!("clnetd icmp", "receive error", "ICMP receive failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
             _ = crate::relaying::until(relay.due()) => send_replies(&mut relay, &events, &ctx).await,
             _ = terminate.recv() => {
                 info!("stopping");
@@ -107,5 +115,52 @@ async fn send_replies(
     for (target, at) in relay.take() {
         let at = crate::relaying::stamp(at);
         notify(events, ctx, &LocalEvent::KnownReply { target: IpAddr::V4(target), at }).await;
+    }
+}
+
+/// The send times of the last pings, by sequence number: a reply counts from when its ping
+/// left, and a reply to a ping older than these (or never sent) does not count.
+#[derive(Default)]
+struct SentPings {
+    seq: u16,
+    sent: std::collections::VecDeque<(u16, cl_core::time::Time)>,
+}
+
+impl SentPings {
+    /// How many pings' send times are kept: replies later than this many ticks prove nothing fresh.
+    const KEPT: usize = 8;
+
+    /// The sequence number of a ping sent now, at `at`.
+    fn next(&mut self, at: cl_core::time::Time) -> u16 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.sent.len() == Self::KEPT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((self.seq, at));
+        self.seq
+    }
+
+    /// When the ping `seq` was sent, if it is one of the last few.
+    fn sent(&self, seq: u16) -> Option<cl_core::time::Time> {
+        self.sent.iter().find(|(s, _)| *s == seq).map(|(_, at)| *at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_counts_from_its_pings_send_time_and_only_for_recent_pings() {
+        let mut pings = SentPings::default();
+        let first = pings.next(cl_core::time::Time::from_millis(0));
+        for n in 1..SentPings::KEPT as u64 {
+            pings.next(cl_core::time::Time::from_millis(n * 100));
+        }
+        assert_eq!(pings.sent(first), Some(cl_core::time::Time::from_millis(0)));
+        let last = pings.next(cl_core::time::Time::from_millis(800));
+        assert_eq!(pings.sent(first), None, "too old: forgotten");
+        assert_eq!(pings.sent(last), Some(cl_core::time::Time::from_millis(800)));
+        assert_eq!(pings.sent(last.wrapping_add(1)), None, "never sent");
     }
 }

@@ -235,7 +235,7 @@ enum Ev {
         to: usize,
         ann: Box<cl_core::apps::Announcement>,
     },
-    KnownReply(usize),
+    KnownReply(usize, Time),
     StartDone {
         n: usize,
         app: String,
@@ -564,8 +564,11 @@ impl Sim {
             Ev::PingTick(n) => {
                 self.at(self.timing.interval, Ev::PingTick(n));
                 if self.runs(n) && self.net.outside[n] {
+                    // clnetd reads replies at its next ping tick (half an interval later) and
+                    // counts each from its ping's send time.
                     let rtt = Duration::from_millis(self.rng.random_range(1..5));
-                    self.at(rtt, Ev::KnownReply(n));
+                    let sent = self.now;
+                    self.at(rtt.max(self.timing.interval / 2), Ev::KnownReply(n, sent));
                 }
             }
             Ev::GossipTick(n) => {
@@ -582,10 +585,9 @@ impl Sim {
                     self.feed(to, NodeInput::PeerAnnouncement { peer, announcement: *ann });
                 }
             }
-            Ev::KnownReply(n) => {
+            Ev::KnownReply(n, at) => {
                 if self.runs(n) && self.net.outside[n] {
                     let target = "10.10.0.1".parse().expect("literal address");
-                    let at = self.now;
                     self.feed(n, NodeInput::KnownConnectionReply { target, at });
                 }
             }

@@ -248,6 +248,48 @@ impl Pinger {
     }
 }
 
+/// An ICMPv4 echo pinger its owner polls (clnetd, once per ping tick) instead of waiting on:
+/// the socket is not registered with any reactor, so an arriving reply wakes nobody, and
+/// [`try_recv`](Self::try_recv) reads what arrived since the last poll. Needs root / CAP_NET_RAW.
+#[derive(Debug)]
+pub struct PolledPinger {
+    sock: Socket,
+    identifier: u16,
+}
+
+impl PolledPinger {
+    /// Opens the raw socket, nonblocking; `identifier` as in [`Pinger::new`].
+    pub fn new(identifier: u16) -> io::Result<PolledPinger> {
+        let sock = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+        sock.set_nonblocking(true)?;
+        Ok(PolledPinger { sock, identifier })
+    }
+
+    /// Sends one echo request; a full socket buffer is an error (the ping is lost, not queued).
+    pub fn send(&self, target: Ipv4Addr, seq: u16) -> io::Result<()> {
+        let pkt = build_echo_request_v4(self.identifier, seq);
+        self.sock.send_to(&pkt, &SockAddr::from(SocketAddrV4::new(target, 0))).map(drop)
+    }
+
+    /// The next echo reply of ours that arrived since the last call, if any (never waits).
+    pub fn try_recv(&self) -> io::Result<Option<EchoReply>> {
+        let mut buf = [0u8; RECV_BUF_LEN];
+        loop {
+            match recv_from_init(&self.sock, &mut buf) {
+                Ok((len, _)) => {
+                    let reply =
+                        buf.get(..len).and_then(|p| parse_echo_reply_v4(p, self.identifier));
+                    if reply.is_some() {
+                        return Ok(reply);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// An async ICMPv6 echo pinger on a raw socket (needs root / CAP_NET_RAW).
 #[derive(Debug)]
 pub struct Pinger6 {
@@ -465,6 +507,28 @@ mod tests {
                 .expect("recv");
             assert_eq!(reply, EchoReply { from: Ipv4Addr::LOCALHOST, seq });
         }
+    }
+
+    #[test]
+    fn a_polled_pinger_reads_the_replies_that_arrived_meanwhile() {
+        if !is_root() {
+            eprintln!("skipped: raw ICMP sockets need root");
+            return;
+        }
+        let pinger = PolledPinger::new(0x4c4a).expect("raw ICMP socket as root");
+        assert_eq!(pinger.try_recv().expect("poll"), None, "nothing sent yet");
+        for seq in [1u16, 2] {
+            pinger.send(Ipv4Addr::LOCALHOST, seq).expect("send to 127.0.0.1");
+        }
+        let mut seqs = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while seqs.len() < 2 && std::time::Instant::now() < deadline {
+            match pinger.try_recv().expect("poll") {
+                Some(reply) => seqs.push(reply.seq),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(seqs, vec![1, 2]);
     }
 
     #[tokio::test]
