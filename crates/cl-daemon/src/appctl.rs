@@ -77,6 +77,16 @@ pub struct AppControl {
     events: mpsc::Sender<AppEvent>,
     /// DRBD's view of the replicated volumes.
     storage: crate::storagectl::StorageControl,
+    /// Whether every peer acknowledged the newest announcement.
+    delivery: std::rc::Rc<std::cell::RefCell<Delivery>>,
+}
+
+/// The newest announcement sent and whether every peer has acknowledged it: only one that
+/// did not reach a peer is sent again (an older one arriving late says nothing of the newest).
+#[derive(Debug, Default)]
+struct Delivery {
+    seq: u64,
+    delivered: bool,
 }
 
 /// How long a connected node waits, after its guard let it take over a silent peer, before
@@ -126,6 +136,7 @@ impl AppControl {
             starts: BTreeMap::new(),
             events,
             storage,
+            delivery: Default::default(),
         }
     }
 
@@ -245,16 +256,22 @@ impl AppControl {
         });
     }
 
-    /// Send this node's announcement to every peer (in the background).
+    /// Send this node's announcement to every peer (in the background). Peers answer each one,
+    /// so a failure is known: [`announce_undelivered`](Self::announce_undelivered) says whether
+    /// the newest must be sent again.
     pub fn announce(&self, announcement: Announcement) {
         let ctx = self.ctx.clone();
+        let seq = announcement.seq;
+        *self.delivery.borrow_mut() = Delivery { seq, delivered: false };
+        let delivery = self.delivery.clone();
         tokio::task::spawn_local(async move {
+            let request = PeerRequest::Apps {
+                announcement: serde_json::to_value(&announcement).unwrap_or_default(),
+            };
+            let mut delivered = true;
             for peer in ctx.peers() {
                 let addresses = ctx.manager_addresses(&peer);
-                let request = PeerRequest::Apps {
-                    announcement: serde_json::to_value(&announcement).unwrap_or_default(),
-                };
-                let _ = crate::transport::peer_request(
+                delivered &= crate::transport::peer_request(
                     &ctx.key,
                     ctx.name(),
                     &ctx.local,
@@ -262,9 +279,19 @@ impl AppControl {
                     &request,
                     std::time::Duration::from_millis(500),
                 )
-                .await;
+                .await
+                .is_ok();
+            }
+            let mut newest = delivery.borrow_mut();
+            if newest.seq == seq {
+                newest.delivered = delivered;
             }
         });
+    }
+
+    /// The newest announcement has not reached every peer (yet): the housekeeping sends it again.
+    pub fn announce_undelivered(&self) -> bool {
+        !self.delivery.borrow().delivered
     }
 
     /// A resource task finished: what the engine must hear. `apps` is the engine's view.

@@ -213,6 +213,9 @@ struct Node {
     next_wake: Option<Time>,
     /// The peers its heartbeats say it is taking over (the engine's latest notice).
     notice: Vec<String>,
+    /// The sequence number of its newest announcement while the peer has not received it:
+    /// cldaemon repeats only an announcement whose exchange failed.
+    undelivered: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -412,6 +415,7 @@ impl Sim {
             stop_fails: false,
             next_wake: None,
             notice: Vec::new(),
+            undelivered: None,
         };
         let mut sim = Sim {
             options,
@@ -573,7 +577,7 @@ impl Sim {
             }
             Ev::GossipTick(n) => {
                 self.at(Duration::from_secs(1), Ev::GossipTick(n));
-                if self.runs(n) {
+                if self.runs(n) && self.nodes[n].undelivered.is_some() {
                     self.announce(n);
                 }
             }
@@ -581,6 +585,10 @@ impl Sim {
             Ev::TakingOver { to, link } => self.beat(to, link, true),
             Ev::Announce { to, ann } => {
                 if self.runs(to) {
+                    let from = &mut self.nodes[other(to)];
+                    if from.undelivered == Some(ann.seq) {
+                        from.undelivered = None;
+                    }
                     let peer = NAMES[other(to)].to_string();
                     self.feed(to, NodeInput::PeerAnnouncement { peer, announcement: *ann });
                 }

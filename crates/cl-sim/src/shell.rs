@@ -186,11 +186,12 @@ impl Sim {
     }
 
     pub(crate) fn announce(&mut self, n: usize) {
+        let Some(engine) = self.nodes[n].engine.as_ref() else { return };
+        let ann = Box::new(engine.announcement());
+        self.nodes[n].undelivered = Some(ann.seq);
         if !self.net.connected() {
             return;
         }
-        let Some(engine) = self.nodes[n].engine.as_ref() else { return };
-        let ann = Box::new(engine.announcement());
         self.send(Ev::Announce { to: other(n), ann });
     }
 

@@ -219,13 +219,20 @@ impl Apps {
                     return; // late or repeated: the peer has said something newer since
                 }
                 self.heard.insert(peer.clone(), stamp);
+                // Asked: it has not heard us since it came up or forgot us (a restart of its
+                // cldaemon while its heartbeats went on, a yield): ours is repeated only when
+                // it does not arrive, so answer.
+                let mut answer = announcement.awaiting.contains(&self.local);
                 if let Some(Peer::Up { announced }) = self.peers.get_mut(&peer) {
                     if !*announced {
                         *announced = true;
                         // Its first word since it came up: answer, so it has ours too even if
                         // ours crossed its PeerUp on the wire.
-                        self.actions.push_back(AppAction::Announce);
+                        answer = true;
                     }
+                }
+                if answer {
+                    self.actions.push_back(AppAction::Announce);
                 }
                 if matches!(self.peers.get(&peer), Some(Peer::Down { .. })) {
                     self.heard_since_down.insert(peer.clone());
@@ -468,6 +475,12 @@ impl Apps {
                 .filter_map(|(a, l)| l.data_blocked.clone().map(|why| (a.clone(), why)))
                 .collect(),
             lease: self.lease == Some(true),
+            awaiting: self
+                .peers
+                .iter()
+                .filter(|(_, p)| matches!(p, Peer::Up { announced: false }))
+                .map(|(name, _)| name.clone())
+                .collect(),
         }
     }
 

@@ -447,3 +447,31 @@ fn the_strictest_restart_budget_counts() {
     assert_eq!(AppPolicy::strictest_budget([(3, secs(60)), (1, secs(30))]), (1, secs(60)));
     assert_eq!(AppPolicy::strictest_budget([]), (3, secs(600)));
 }
+
+#[test]
+fn a_peer_whose_manager_restarted_without_a_silence_hears_our_state_at_once() {
+    // Announcements are repeated only when they do not arrive, so a restarted cldaemon (its
+    // heartbeat daemons went on: no PeerDown, no PeerUp on this side) must be answered.
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    pair.nodes[1] = Apps::new(
+        "node2",
+        &["node1".into()],
+        vec![policy("web", true, Failback::Manual)],
+        DELAY,
+        2,
+    );
+    let before = pair.log.len();
+    pair.input(1, AppInput::PeerUp { peer: "node1".into() });
+    assert_eq!(
+        pair.nodes[1].peer_states.get("node1").and_then(|s| s.get("web")),
+        Some(&AppState::Running),
+        "{}",
+        pair.log.join("\n")
+    );
+    // Its announcement, our answer, its answer to our first word and one for what it learnt:
+    // then quiet (settle panics on a ping-pong).
+    let after: Vec<&str> = pair.log[before..].iter().map(|l| l.as_str()).collect();
+    assert!(after.len() <= 4, "{after:?}");
+    assert!(after.iter().all(|l| l.ends_with("Announce")), "{after:?}");
+}

@@ -132,6 +132,12 @@ pub struct Announcement {
     /// The sender holds the arbitrator's lease: with an arbitrator, only it runs applications.
     #[serde(default)]
     pub lease: bool,
+    /// Peers the sender has not heard an announcement from since they came up on its side (or
+    /// since it forgot them: a restart, an isolation): each one named answers with its own.
+    /// Announcements go out on changes and are repeated only when they do not arrive, so this
+    /// is how a node that lost its view of a peer gets it back.
+    #[serde(default)]
+    pub awaiting: std::collections::BTreeSet<String>,
 }
 
 /// Facts the shell reports.

@@ -163,6 +163,7 @@ pub(super) fn running(lease: bool) -> Announcement {
         .collect(),
         data_blocked: BTreeMap::new(),
         lease,
+        awaiting: Default::default(),
     }
 }
 

@@ -117,7 +117,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     adopted.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One timer for the rest: the status is published on every change and fresh for every
     // reader (Command::Publish), so this only refreshes its times for the waiting commands;
-    // the announcement is repeated to heal a lost one.
+    // an announcement that did not reach every peer is repeated.
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 65536];
@@ -210,9 +210,12 @@ pub async fn run(ctx: Context) -> Result<()> {
             _ = adopted.tick(), if manager.has_adopted() => manager.supervise(),
             _ = housekeeping.tick() => {
                 manager.publish();
-                // Announcements also go out on every change; this heals a lost one.
+                // Announcements go out on every change and are answered; this repeats one that
+                // did not reach every peer (a restarted peer asks by announcing a new run).
                 if let (Some(apps), Some(node)) = (manager.apps.as_ref(), manager.node.as_ref()) {
-                    apps.announce(node.announcement());
+                    if apps.announce_undelivered() {
+                        apps.announce(node.announcement());
+                    }
                 }
             }
             _ = terminate.recv() => {
