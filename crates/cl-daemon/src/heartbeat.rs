@@ -21,7 +21,6 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use cl_wire::msg::{HeartbeatMsg, LocalEvent};
 use cl_wire::{Challenges, Daemon, EchoBook, Kind, ReceiveError, Receiver, Sender};
-use tokio::net::UnixDatagram;
 use tracing::{info, warn};
 
 use crate::context::Context;
@@ -118,16 +117,48 @@ pub fn harden(daemon: Daemon) {
     }
 }
 
+/// The unbound datagram socket daemons report to cldaemon through. It is not registered with
+/// the runtime's epoll: a registered socket wakes its process again each time cldaemon reads a
+/// datagram (the write-space edge), for nothing. A full queue (cldaemon busy) is waited out in
+/// short sleeps instead.
+pub struct EventSender {
+    socket: std::os::unix::net::UnixDatagram,
+}
+
+/// How long a report waits for room in cldaemon's queue before it is dropped (cldaemon stuck:
+/// its supervision, not this report, is what matters then).
+const EVENT_SEND_PATIENCE: Duration = Duration::from_millis(200);
+
+impl EventSender {
+    async fn send_to(&self, bytes: &[u8], path: &std::path::Path) -> std::io::Result<()> {
+        let deadline = tokio::time::Instant::now() + EVENT_SEND_PATIENCE;
+        loop {
+            match self.socket.send_to(bytes, path) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await
+                }
+                sent => return sent.map(drop),
+            }
+        }
+    }
+}
+
 /// Send a local event to cldaemon; a missing cldaemon is not an error (it may be restarting).
-pub async fn notify(socket: &UnixDatagram, ctx: &Context, event: &LocalEvent) {
+pub async fn notify(socket: &EventSender, ctx: &Context, event: &LocalEvent) {
     if let Ok(bytes) = serde_json::to_vec(event) {
-        let _ = socket.send_to(&bytes, ctx.event_socket()).await;
+        let _ = socket.send_to(&bytes, &ctx.event_socket()).await;
     }
 }
 
 /// The unbound datagram socket daemons report through.
-pub fn event_sender() -> Result<UnixDatagram> {
-    UnixDatagram::unbound().context("cannot create the event socket")
+pub fn event_sender() -> Result<EventSender> {
+    let socket =
+        std::os::unix::net::UnixDatagram::unbound().context("cannot create the event socket")?;
+    socket.set_nonblocking(true).context("cannot make the event socket nonblocking")?;
+    Ok(EventSender { socket })
 }
 
 /// Run clhbd until it is told to stop.
@@ -309,7 +340,7 @@ impl HeartbeatRelay {
     /// same wake-up of cldaemon).
     async fn send(
         &mut self,
-        events: &UnixDatagram,
+        events: &EventSender,
         ctx: &Context,
         counters: &mut CounterReport,
         now: &cl_wire::Counters,

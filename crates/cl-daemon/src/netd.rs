@@ -15,7 +15,7 @@ use cl_wire::msg::LocalEvent;
 use tracing::{info, warn};
 
 use crate::context::Context;
-use crate::heartbeat::{event_sender, notify};
+use crate::heartbeat::{event_sender, notify, EventSender};
 
 /// How often each known connection is pinged: twice per heartbeat interval, at most every 10 ms.
 pub fn ping_interval(ctx: &Context) -> Duration {
@@ -84,10 +84,13 @@ pub async fn run(ctx: Context) -> Result<()> {
                         }
                     }
                 }
-                if news {
+                // Relayed at a tick, never by a timer of its own: at the last tick before the
+                // relay is due (at most one tick early).
+                let now = crate::relaying::now();
+                if news || relay.due().is_some_and(|due| due <= now + interval) {
                     send_replies(&mut relay, &events, &ctx).await;
                 }
-                let seq = pings.next(crate::relaying::now());
+                let seq = pings.next(now);
                 for target in &targets {
                     let _ = pinger.send(*target, seq);
                 }
@@ -97,7 +100,6 @@ pub async fn run(ctx: Context) -> Result<()> {
                 info!("configuration changed: exiting to be restarted on it");
                 return Ok(());
             }
-            _ = crate::relaying::until(relay.due()) => send_replies(&mut relay, &events, &ctx).await,
             _ = terminate.recv() => {
                 info!("stopping");
                 return Ok(());
@@ -107,11 +109,7 @@ pub async fn run(ctx: Context) -> Result<()> {
 }
 
 /// Tell cldaemon of every known connection's newest reply the relay held.
-async fn send_replies(
-    relay: &mut Relay<Ipv4Addr>,
-    events: &tokio::net::UnixDatagram,
-    ctx: &Context,
-) {
+async fn send_replies(relay: &mut Relay<Ipv4Addr>, events: &EventSender, ctx: &Context) {
     for (target, at) in relay.take() {
         let at = crate::relaying::stamp(at);
         notify(events, ctx, &LocalEvent::KnownReply { target: IpAddr::V4(target), at }).await;
