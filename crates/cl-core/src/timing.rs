@@ -37,6 +37,7 @@
 use std::time::Duration;
 
 use crate::guard::LeaseTiming;
+use crate::membership::MembershipConfig;
 #[cfg(test)]
 use crate::time::Time;
 
@@ -68,7 +69,7 @@ impl SafetyTiming {
         SafetyTiming {
             interval,
             timeout,
-            freshness: timeout / 2,
+            freshness: MembershipConfig::default_freshness(timeout),
             stop_margin: default_stop_margin(timeout),
             lease: None,
         }

@@ -213,6 +213,11 @@ struct Node {
     next_wake: Option<Time>,
     /// The peers its heartbeats say it is taking over (the engine's latest notice).
     notice: Vec<String>,
+    /// Starts in flight: their id and when they end. A stop waits for the start (cldaemon's
+    /// appctl awaits it), or aborts it when urgent (then it reports nothing).
+    starting: BTreeMap<String, (u64, Time)>,
+    /// The next start's id.
+    next_start: u64,
     /// The sequence number of its newest announcement while the peer has not received it:
     /// cldaemon repeats only an announcement whose exchange failed.
     undelivered: Option<u64>,
@@ -244,6 +249,8 @@ enum Ev {
         app: String,
         ok: bool,
         epoch: u64,
+        /// Which start (an aborted one reports nothing).
+        id: u64,
     },
     StopDone {
         n: usize,
@@ -416,6 +423,8 @@ impl Sim {
             next_wake: None,
             notice: Vec::new(),
             undelivered: None,
+            starting: BTreeMap::new(),
+            next_start: 0,
         };
         let mut sim = Sim {
             options,
@@ -475,6 +484,7 @@ impl Sim {
         let peer = NAMES[other(n)].to_string();
         let epoch = self.nodes[n].epoch;
         self.fenced_by[n] = None;
+        self.nodes[n].starting.clear();
         let membership = MembershipConfig {
             local: local.clone(),
             peers: vec![peer.clone()],

@@ -30,7 +30,11 @@ impl Sim {
             return;
         }
         let input = match ev {
-            Ev::StartDone { app, ok, .. } => {
+            Ev::StartDone { app, ok, id, .. } => {
+                if self.nodes[n].starting.get(&app).map(|(s, _)| *s) != Some(id) {
+                    return; // aborted by an urgent stop: it reports nothing
+                }
+                self.nodes[n].starting.remove(&app);
                 if !ok {
                     // The shell releases what a failed start acquired before reporting.
                     self.nodes[n].held.remove(&app);
@@ -234,11 +238,19 @@ impl Sim {
                     self.log(format!("{}: {level:?}: {text}", NAMES[n]));
                 }
                 NodeAction::Start { app } => self.start(n, app),
-                NodeAction::Stop { app, reason, .. } => {
+                NodeAction::Stop { app, reason, urgent } => {
                     self.log(format!("{}: stops {app}: {reason}", NAMES[n]));
                     // The shell ends every stop within the stop margin (hard kill).
                     let max = self.timing.stop_margin.as_millis() as u64 - 50;
-                    let d = Duration::from_millis(self.rng.random_range(5..max));
+                    let mut d = Duration::from_millis(self.rng.random_range(5..max));
+                    // A start in flight: an urgent stop aborts it, any other waits for it.
+                    if let Some((_, due)) = self.nodes[n].starting.get(&app).copied() {
+                        if urgent {
+                            self.nodes[n].starting.remove(&app);
+                        } else {
+                            d += due.since(self.now);
+                        }
+                    }
                     let ok = !self.nodes[n].stop_fails;
                     let epoch = self.nodes[n].epoch;
                     self.at(d, Ev::StopDone { n, app, ok, epoch });
@@ -282,7 +294,10 @@ impl Sim {
             || self.rng.random_range(0..100) >= 3
             || self.options.faults != Faults::Random;
         let epoch = self.nodes[n].epoch;
-        self.at(d, Ev::StartDone { n, app, ok, epoch });
+        let id = self.nodes[n].next_start;
+        self.nodes[n].next_start += 1;
+        self.nodes[n].starting.insert(app.clone(), (id, self.now + d));
+        self.at(d, Ev::StartDone { n, app, ok, epoch, id });
     }
 
     fn schedule_wake(&mut self, n: usize) {
