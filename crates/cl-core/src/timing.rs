@@ -6,10 +6,12 @@
 //! `interval` plus the delivery jitter, but on a lossy network this node may have stopped
 //! hearing the peer long before the peer stopped hearing it: the cut came at the latest when
 //! this node declares the peer down, so the peer declares this node down at the latest one
-//! `timeout` (plus jitter) later. The simulator found this (loss, then a cut). The node that must give up (isolated, or
-//! refused the lease) then needs its decision time (the isolation wait, or the lease answer)
-//! and its stop deadline, after which the shell has killed what the stop scripts left. The
-//! survivor waits at least that sum, so the loser has always stopped before the survivor starts.
+//! `timeout` (plus jitter) later. The simulator found this (loss, then a cut). An isolated
+//! peer has decided so by then too: it has no known-connection reply from after the cut, and
+//! waits for one only until its newest is `timeout` old (crate::membership), which is no later.
+//! It then needs its stop deadline, after which the shell has killed what the stop scripts
+//! left. The survivor waits at least that sum, so the loser has always stopped before the
+//! survivor starts.
 //! A fenced peer holds nothing, so no wait is needed after a successful fence.
 //!
 //! **With an arbitrator the lease replaces the takeover delay.** Only the lease holder runs
@@ -106,7 +108,9 @@ impl SafetyTiming {
         Duration::from_millis(ms.div_ceil(10) * 10)
     }
 
-    /// The longest a node that must give up takes to decide so.
+    /// How long an isolation wait or a lease answer may take. Not a term of the takeover delay:
+    /// the isolation wait ends by the time the newest reply is a timeout old, which the skew
+    /// term covers (crate::membership).
     pub fn decision_time(&self) -> Duration {
         let lease = self.lease.map(|l| l.answer_timeout).unwrap_or_default();
         self.freshness.max(lease)
@@ -121,9 +125,10 @@ impl SafetyTiming {
         self.unprotected_takeover_delay()
     }
 
-    /// The takeover delay without an arbitrator.
+    /// The takeover delay without an arbitrator: the detection skew (`timeout` plus jitter),
+    /// by which the isolated peer has also decided, then its stop margin and the slack.
     pub fn unprotected_takeover_delay(&self) -> Duration {
-        self.timeout + JITTER_ALLOWANCE + self.decision_time() + self.stop_margin + SCHEDULING_SLACK
+        self.timeout + JITTER_ALLOWANCE + self.stop_margin + SCHEDULING_SLACK
     }
 
     /// Without an arbitrator, how long the node that loses the fence race waits before fencing
@@ -209,10 +214,10 @@ mod tests {
     }
 
     #[test]
-    fn default_profile_waits_for_skew_isolation_and_the_stop() {
+    fn default_profile_waits_for_the_skew_and_the_stop() {
         let t = profile(200, 1000);
         assert_eq!(t.stop_margin, Duration::from_millis(300));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 500 + 300 + 100));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(1000 + 100 + 300 + 100));
         let t = t.with_lease(Duration::from_secs(4));
         assert_eq!(t.decision_time(), Duration::from_millis(500));
         assert_eq!(t.takeover_delay(), Duration::ZERO);
@@ -244,7 +249,7 @@ mod tests {
     fn fast_profile_keeps_a_real_stop_deadline() {
         let t = profile(20, 100);
         assert_eq!(t.stop_margin, Duration::from_millis(100));
-        assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 50 + 100 + 100));
+        assert_eq!(t.takeover_delay(), Duration::from_millis(100 + 100 + 100 + 100));
     }
 
     #[test]

@@ -67,7 +67,7 @@ fn without_known_connections_the_rules_still_hold() {
 
 #[test]
 fn the_fast_profile_keeps_the_rules_too() {
-    // Its stop margin (100 ms), lease (190 ms) and takeover delay (0.45 s) under the same faults.
+    // Its stop margin (100 ms), lease (190 ms) and takeover delay (0.40 s) under the same faults.
     for protection in Protection::ALL {
         let found = failures((0..FAST_PER_PROTECTION).map(|seed| {
             let mut options = Options::new(protection);

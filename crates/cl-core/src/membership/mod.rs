@@ -6,9 +6,9 @@
 //! - a peer goes **down** when every link has been silent for `timeout`. Then this node looks
 //!   at the known connections: a reply *fresher* than `ping_freshness` means the outside world
 //!   is reachable and the verdict is [`Verdict::TakeOver`]; no fresh reply means this node may
-//!   be the one cut off. It then waits `ping_freshness` more for a reply (undecided: it takes
-//!   nothing over) and, without one, declares itself [`LocalState::Isolated`]: it must stop its
-//!   own applications and take nothing over;
+//!   be the one cut off. It then waits for a reply until its newest one is `timeout` old
+//!   (undecided: it takes nothing over) and, without one, declares itself
+//!   [`LocalState::Isolated`]: it must stop its own applications and take nothing over;
 //! - without known connections configured the verdict is always `TakeOver` (documented, and
 //!   warned about by clbuild): partition detection is then impossible;
 //! - a connected node whose peers are all down becomes isolated when every known connection
@@ -478,10 +478,23 @@ impl Membership {
         } else {
             if self.local_state == LocalState::Connected {
                 self.local_state = LocalState::Undecided;
-                self.undecided_until = Some(now + self.config.ping_freshness);
+                self.undecided_until = Some(self.undecided_until(now));
             }
             self.pending_verdicts.push(peer);
         }
+    }
+
+    /// How long a node whose peers fell silent and whose known connections have no fresh reply
+    /// waits for one before it counts itself isolated: until its newest reply is a whole
+    /// heartbeat `timeout` old (at once if it already is). A node cut off at some instant has no
+    /// reply from after it, and declares its peer down at most `timeout` (plus jitter) after
+    /// its peer declared it down, which is when the cut came at the latest; so it decides by
+    /// then too, and its decision adds nothing to the survivor's takeover delay
+    /// (crate::timing). A connected node with a stale reply (lost pings) keeps the rest of
+    /// that time to get a new one.
+    fn undecided_until(&self, now: Time) -> Time {
+        let newest = self.known.values().filter_map(|(last, _)| *last).max();
+        now.max(newest.unwrap_or(self.started) + self.config.timeout)
     }
 
     fn settle_undecided(&mut self, now: Time) {

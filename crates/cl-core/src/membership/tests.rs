@@ -139,7 +139,10 @@ fn a_reply_from_before_the_cut_does_not_vouch_for_this_node() {
 fn undecided_becomes_take_over_when_a_late_reply_arrives() {
     let mut m = Membership::new(config(true), t(0));
     run(&mut m, 0, 2000, &["public", "private"], true);
-    run(&mut m, 2000, 2810, &[], false);
+    // The peer's last beat at 1800, the router's last reply at 2000: at 2800 that reply is
+    // stale but not yet a timeout old, so the node waits for a newer one until 3000.
+    run(&mut m, 2000, 2010, &[], true);
+    run(&mut m, 2010, 2810, &[], false);
     assert_eq!(m.local_state(), LocalState::Undecided);
     m.handle(t(2900), Input::KnownConnectionReply { target: router(), at: t(2900) });
     let actions = drain(&mut m);
@@ -234,10 +237,31 @@ fn poll_timeout_never_lets_a_deadline_pass_unnoticed() {
         }
         now = m.poll_timeout().expect("always a deadline");
     }
-    // Last heartbeat and reply at 1800 ms: down at 1800 + timeout, isolated after the
-    // freshness wait that follows.
+    // Last heartbeat and reply at 1800 ms: down at 1800 + timeout, and isolated at once, the
+    // reply being a whole timeout old by then.
     assert_eq!(down_at, Some(t(2800)));
-    assert_eq!(isolated_at, Some(t(3300)));
+    assert_eq!(isolated_at, Some(t(2800)));
+}
+
+#[test]
+fn an_isolated_node_decides_by_the_time_its_newest_reply_is_a_timeout_old() {
+    let formed = || {
+        let mut m = Membership::new(config(true), t(0));
+        run(&mut m, 0, 2000, &["public", "private"], true);
+        m
+    };
+    // Heartbeats stop at 1800, replies go on until 2400, then nothing: down at 2800 with a
+    // reply 400 ms old (fresh: take over), or, with the last reply at 2200...
+    let (mut m, mut m2) = (formed(), formed());
+    run(&mut m, 2000, 2410, &[], true);
+    let actions = run(&mut m, 2410, 2810, &[], false);
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    // ... 600 ms old: stale, undecided until 3200, then isolated.
+    run(&mut m2, 2000, 2210, &[], true);
+    run(&mut m2, 2210, 3190, &[], false);
+    assert_eq!(m2.local_state(), LocalState::Undecided);
+    run(&mut m2, 3190, 3210, &[], false);
+    assert_eq!(m2.local_state(), LocalState::Isolated);
 }
 
 #[test]
@@ -266,8 +290,8 @@ fn judging_deadlines_alone_find_every_change_on_time_and_skip_the_beats() {
         now = m.poll_judge_timeout().expect("a deadline while something can change");
     }
     assert_eq!(down_at, Some(t(2800)));
-    assert_eq!(isolated_at, Some(t(3300)));
-    assert!(wakes <= 4, "woken {wakes} times between 2000 and 3300 ms");
+    assert_eq!(isolated_at, Some(t(2800)));
+    assert!(wakes <= 4, "woken {wakes} times between 2000 and 2800 ms");
 }
 
 #[test]
