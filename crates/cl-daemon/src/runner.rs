@@ -25,6 +25,14 @@ use crate::context::Context;
 /// Time limits for filesystem work.
 const FS_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many times a promotion is tried while DRBD refuses it only because it has not yet
+/// recorded its fence-peer handler's answer (the cluster declared the peer gone before DRBD
+/// noticed: `DrbdError::peer_not_outdated`): up to 10 s of pauses, beyond DRBD's own detection
+/// with the default `ping-int` 2 s / `ping-timeout` 0.5 s and with the lab guests' 5 s / 2 s.
+const PROMOTE_ATTEMPTS: u32 = 11;
+/// The pause between those tries.
+const PROMOTE_PAUSE: Duration = Duration::from_secs(1);
+
 /// One application on this node.
 #[derive(Clone)]
 pub struct Runner {
@@ -160,7 +168,7 @@ impl Runner {
             tokio::task::spawn_blocking(move || {
                 let drbd = cl_drivers::drbd::adm::Drbd::system();
                 drbd.up(&res)?;
-                drbd.primary(&res)
+                drbd.primary_retrying(&res, PROMOTE_ATTEMPTS, PROMOTE_PAUSE)
             })
             .await
             .map_err(|e| format!("promoting {resource}: {e}"))?

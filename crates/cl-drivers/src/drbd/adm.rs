@@ -100,6 +100,29 @@ impl Drbd {
         self.adm_ok(&["primary", res])
     }
 
+    /// [`primary`](Self::primary), tried again up to `attempts` times in all, `pause` apart,
+    /// while DRBD refuses only because the peer's copy is not yet known to be Outdated
+    /// ([`DrbdError::peer_not_outdated`]): the cluster may declare a dead peer gone before DRBD
+    /// itself has noticed (its `ping-int`), and the first promotion then races DRBD's fence-peer
+    /// handler. Every try is DRBD's full check again; nothing is forced.
+    pub fn primary_retrying(
+        &self,
+        res: &str,
+        attempts: u32,
+        pause: std::time::Duration,
+    ) -> Result<(), DrbdError> {
+        let mut attempt = 1;
+        loop {
+            match self.primary(res) {
+                Err(e) if attempt < attempts && e.peer_not_outdated() => {
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Makes this node Primary whatever its data: only for the initial sync source of a new
     /// resource (both copies are empty), never for a failover.
     pub fn primary_force(&self, res: &str) -> Result<(), DrbdError> {

@@ -69,6 +69,16 @@ pub enum DrbdError {
     },
 }
 
+impl DrbdError {
+    /// DRBD refused to promote because the peer's copy was not known to be Outdated (state
+    /// change error -7, "peer is not outdated"): the promotion began while DRBD still counted
+    /// the dead peer as connected, and the fence-peer handler answered only as that connection
+    /// broke. The same promotion may succeed once the handler's answer is recorded.
+    pub fn peer_not_outdated(&self) -> bool {
+        matches!(self, DrbdError::Command(failure) if failure.stderr.contains("(-7)"))
+    }
+}
+
 /// Refuses names the tools could misread (options, spaces, shell characters).
 pub(crate) fn check_resource_name(res: &str) -> Result<(), DrbdError> {
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');

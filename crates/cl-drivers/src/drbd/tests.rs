@@ -174,6 +174,33 @@ fn the_plain_commands() {
 }
 
 #[test]
+fn a_promotion_that_raced_the_fence_peer_handler_is_tried_again_and_nothing_else_is() {
+    // As on the lab guests: the first `primary` began while DRBD still counted the powered-off
+    // peer as connected and failed with -7; the second, after the handler's answer, succeeds.
+    let bin = FakeBin::new("drbd-primary-retry");
+    let marker = bin.0.join("tried");
+    drbdadm(
+        &bin,
+        &format!(
+            "[ -e {m} ] && exit 0; touch {m}; echo '0: State change failed: (-7) Refusing to be Primary while peer is not outdated' >&2; exit 11",
+            m = marker.display()
+        ),
+    );
+    let drbd = Drbd::new(bin.tools());
+    drbd.primary_retrying("r0", 3, Duration::from_millis(1)).expect("second try");
+    assert_eq!(calls(&bin), ["primary r0", "primary r0"]);
+    // Other refusals are final at once, and the tries are bounded.
+    drbdadm(&bin, "echo '0: State change failed: (-2) Need access to UpToDate data' >&2; exit 17");
+    let err = drbd.primary_retrying("r0", 3, Duration::from_millis(1)).expect_err("stale");
+    assert!(!err.peer_not_outdated());
+    assert_eq!(calls(&bin).len(), 3);
+    drbdadm(&bin, "echo '0: State change failed: (-7) Refusing to be Primary while peer is not outdated' >&2; exit 11");
+    let err = drbd.primary_retrying("r0", 3, Duration::from_millis(1)).expect_err("never outdated");
+    assert!(err.peer_not_outdated());
+    assert_eq!(calls(&bin).len(), 6, "three tries, then the refusal");
+}
+
+#[test]
 fn names_that_could_be_options_are_refused_before_running_anything() {
     let bin = FakeBin::new("drbd-names");
     drbdadm(&bin, "exit 0");
