@@ -147,9 +147,11 @@ impl EventSender {
 }
 
 /// Send a local event to cldaemon; a missing cldaemon is not an error (it may be restarting).
-pub async fn notify(socket: &EventSender, ctx: &Context, event: &LocalEvent) {
-    if let Ok(bytes) = serde_json::to_vec(event) {
-        let _ = socket.send_to(&bytes, &ctx.event_socket()).await;
+/// True when it was handed to cldaemon's socket.
+pub async fn notify(socket: &EventSender, ctx: &Context, event: &LocalEvent) -> bool {
+    match serde_json::to_vec(event) {
+        Ok(bytes) => socket.send_to(&bytes, &ctx.event_socket()).await.is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -350,10 +352,16 @@ impl HeartbeatRelay {
             let heard = cl_wire::msg::Heard { link, at: crate::relaying::stamp(at) };
             by_peer.entry(peer).or_default().push(heard);
         }
+        let mut delivered = true;
         for (from, heard) in by_peer {
             let Some(beat) = self.newest.get(&from).cloned() else { continue };
             self.relayed.insert(from.clone(), beat.clone());
-            notify(events, ctx, &LocalEvent::Heartbeat { from, heard, beat }).await;
+            delivered &= notify(events, ctx, &LocalEvent::Heartbeat { from, heard, beat }).await;
+        }
+        if !delivered {
+            // cldaemon did not get it (restarting, or stuck): it must not be counted as told,
+            // or cldaemon could judge the peer silent early; the next frame goes out at once.
+            self.reset();
         }
         if counters.last.as_ref() != Some(now) {
             let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *now };

@@ -110,9 +110,15 @@ pub async fn run(ctx: Context) -> Result<()> {
 
 /// Tell cldaemon of every known connection's newest reply the relay held.
 async fn send_replies(relay: &mut Relay<Ipv4Addr>, events: &EventSender, ctx: &Context) {
+    let mut delivered = true;
     for (target, at) in relay.take() {
         let at = crate::relaying::stamp(at);
-        notify(events, ctx, &LocalEvent::KnownReply { target: IpAddr::V4(target), at }).await;
+        let event = LocalEvent::KnownReply { target: IpAddr::V4(target), at };
+        delivered &= notify(events, ctx, &event).await;
+    }
+    if !delivered {
+        // Not counted as told: the next reply goes out at once.
+        relay.reset();
     }
 }
 

@@ -15,6 +15,11 @@ pub fn stamp(at: Time) -> Duration {
     at.since_origin()
 }
 
+/// How long ago, on CLOCK_MONOTONIC, another daemon made an observation it stamped `at`.
+pub fn age(at: Duration) -> Duration {
+    cl_sys::clock::monotonic().saturating_sub(at)
+}
+
 /// Resolves when `due` (a relay time) has come; never while none is due.
 pub async fn until(due: Option<Time>) {
     match due {

@@ -49,19 +49,18 @@ impl Manager {
                 let taking_over = beat.taking_over.contains(&self.ctx.local);
                 if let Some(node) = self.node.as_mut() {
                     for cl_wire::msg::Heard { link, at } in heard {
-                        let at = observed_at(now, at);
+                        let at = now - crate::relaying::age(at);
                         let from = from.clone();
                         node.handle(now, NodeInput::Heartbeat { from, link, at, taking_over });
                     }
                 }
             }
             LocalEvent::KnownReply { target, at } => {
-                let age = cl_sys::clock::monotonic().saturating_sub(at);
+                let age = crate::relaying::age(at);
                 let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                 self.known_last.insert(target, seen);
                 if let Some(node) = self.node.as_mut() {
-                    let at = observed_at(now, at);
-                    node.handle(now, NodeInput::KnownConnectionReply { target, at });
+                    node.handle(now, NodeInput::KnownConnectionReply { target, at: now - age });
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
@@ -201,10 +200,4 @@ impl Manager {
             }
         }
     }
-}
-
-/// The engine's time of an observation another daemon stamped `at` on CLOCK_MONOTONIC, which
-/// cldaemon reads too: `now` less how long ago that was.
-fn observed_at(now: cl_core::time::Time, at: std::time::Duration) -> cl_core::time::Time {
-    now - cl_sys::clock::monotonic().saturating_sub(at)
 }
