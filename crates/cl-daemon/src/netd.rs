@@ -1,8 +1,9 @@
 //! clnetd: pings every known connection continuously, so that when a peer falls silent this
 //! node already knows whether it still reaches the outside world. One wake-up per ping tick:
-//! replies are read at the next tick and count from their ping's send time. Replies go to cldaemon as
-//! [`LocalEvent::KnownReply`] when [`cl_core::relay`] says so (about twice per freshness);
-//! cldaemon's core decides what a missing reply means.
+//! replies are read at the next tick and count from their ping's send time. Replies go to
+//! cldaemon as [`LocalEvent::KnownReply`], at a tick, when [`cl_core::relay`] says so (every
+//! other tick at the default profile, where every reply went before); cldaemon's core decides
+//! what a missing reply means.
 //! (VIPs and link watching arrive with the applications work.)
 
 use std::net::{IpAddr, Ipv4Addr};
