@@ -19,11 +19,11 @@
 //!   probe sent its last frame, [`ProbePlan::last_frame`]) needs no second probe. Older silence proves nothing about now: a peer that
 //!   resumes (a paused machine thawed, a link healed) answers for its addresses at once but is
 //!   heard on the heartbeat links only up to an interval later, and the probe at the start is
-//!   what catches it in that gap. Without an arbitrator a takeover starts the whole take-over
-//!   delay after the guard's probe (docs/safety.md), longer than a timeout, so the probe runs
-//!   again there; with an arbitrator or after a fence the start follows the guard's probe
-//!   closely and the second probe is spared. The guard probes with the same plan
-//!   ([`probe_plan`]), so both listen equally long.
+//!   what catches it in that gap. So the guard probes again where the start would otherwise
+//!   wait on stale silence, timed to end as the wait does: at the end of the take-over delay
+//!   without an arbitrator (docs/safety.md), as the lease is expected to be granted, or as a
+//!   delayed fence begins; the start after it is spared its probe. The guard probes with the
+//!   same plan ([`probe_plan`]), so both listen equally long.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -189,18 +189,22 @@ mod tests {
     }
 
     #[test]
-    fn a_takeover_after_the_full_delay_probes_again() {
-        // The guard probes when it clears the peer; the applications start the take-over
-        // delay later, when a resumed peer may answer for its addresses again.
+    fn the_first_probe_is_stale_at_the_end_of_the_delay_and_the_second_is_fresh() {
+        // The guard probes when the peer is declared down, and again in the last probe's time
+        // of the take-over delay (crate::guard): the first is too old for the start, the
+        // second spares it its probe.
         for (interval, timeout) in [(200, 1_000), (20, 100)] {
             let (interval, timeout) =
                 (Duration::from_millis(interval), Duration::from_millis(timeout));
             let timing = SafetyTiming::new(interval, timeout);
+            let plan = probe_plan(interval);
+            let down = Time::from_millis(50_000);
+            let start = down + timing.takeover_delay();
             let mut known = SilentAddresses::new();
-            let began = Time::from_millis(50_000);
-            known.silent(addr(100), began);
-            let start = began + probe_plan(interval).total() + timing.takeover_delay();
+            known.silent(addr(100), plan.last_frame(down));
             assert!(must_probe(&known, addr(100), start, timeout));
+            known.silent(addr(100), plan.last_frame(start - plan.total()));
+            assert!(!must_probe(&known, addr(100), start, timeout));
         }
     }
 }

@@ -116,8 +116,9 @@ impl SafetyTiming {
         self.freshness.max(lease)
     }
 
-    /// How long after declaring a peer down (and passing the guard) a node waits before
-    /// starting that peer's applications. None with an arbitrator: the grant is the proof.
+    /// How long after declaring a peer down a node waits before starting that peer's
+    /// applications (the guard's probe runs inside it: crate::guard). None with an arbitrator:
+    /// the grant is the proof.
     pub fn takeover_delay(&self) -> Duration {
         if self.lease.is_some() {
             return Duration::ZERO;

@@ -21,6 +21,7 @@ pub fn summary(status: &GuardStatus, local: &str, now: Time) -> GuardSummary {
                 Gate::Probing => (TakeoverStage::Probing, 0),
                 Gate::ProbeAt { .. } => (TakeoverStage::PeerAnswers, 0),
                 Gate::Settle { .. } => (TakeoverStage::Settle, 0),
+                Gate::Delay { .. } => (TakeoverStage::Delay, 0),
                 Gate::Cleared { .. } => (TakeoverStage::Cleared, 0),
             };
             PeerTakeover { peer: peer.clone(), stage, fence_attempts }

@@ -310,6 +310,10 @@ pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {
                 "down and silent everywhere now; taking over in {} ms (it may only now have lost this node)",
                 at.since(now).as_millis()
             ),
+            Gate::Delay { until } => format!(
+                "silent everywhere; its applications start here in {} ms (the takeover delay)",
+                until.since(now).as_millis()
+            ),
             Gate::Cleared { fenced: true } => "fenced; its applications are taken over".to_string(),
             Gate::Cleared { fenced: false } => "silent everywhere; its applications are taken over".to_string(),
         };

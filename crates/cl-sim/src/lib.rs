@@ -503,13 +503,7 @@ impl Sim {
         let mut guard =
             GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
-        let config = NodeConfig {
-            membership,
-            guard,
-            apps: policies(),
-            takeover_delay: self.timing.takeover_delay(),
-            epoch,
-        };
+        let config = NodeConfig { membership, guard, apps: policies(), epoch };
         let mut engine = Engine::new(config, self.now);
         engine.handle(self.now, NodeInput::Formed { start_autostart: autostart });
         self.nodes[n].engine = Some(engine);

@@ -208,13 +208,15 @@ pub enum TakeoverStage {
     PeerAnswers,
     /// Silent everywhere now; taking over after a settling delay.
     Settle,
+    /// Silent everywhere; its applications start here when the takeover delay ends.
+    Delay,
     /// Taken over (after fencing or a silent probe).
     Cleared,
 }
 
 impl TakeoverStage {
     /// Every stage, in order.
-    pub const ALL: [TakeoverStage; 9] = [
+    pub const ALL: [TakeoverStage; 10] = [
         TakeoverStage::Idle,
         TakeoverStage::StandBy,
         TakeoverStage::Lease,
@@ -223,6 +225,7 @@ impl TakeoverStage {
         TakeoverStage::Probing,
         TakeoverStage::PeerAnswers,
         TakeoverStage::Settle,
+        TakeoverStage::Delay,
         TakeoverStage::Cleared,
     ];
 
@@ -237,6 +240,7 @@ impl TakeoverStage {
             TakeoverStage::Probing => "probing",
             TakeoverStage::PeerAnswers => "peer_answers",
             TakeoverStage::Settle => "settle",
+            TakeoverStage::Delay => "delay",
             TakeoverStage::Cleared => "cleared",
         }
     }

@@ -56,13 +56,11 @@ enum Peer {
         /// An announcement arrived since it came up.
         announced: bool,
     },
-    /// Down; its applications may be taken over only with `take_over`, and only once
-    /// `until` has passed (see [`Apps::new`]'s `takeover_delay`).
+    /// Down; its applications may be taken over only with `take_over` (the guard says so once
+    /// every gate is passed and the takeover delay is over: crate::guard).
     Down {
-        /// The membership verdict allowed it.
+        /// Every gate passed.
         take_over: bool,
-        /// Not before this time.
-        until: Time,
     },
 }
 
@@ -84,7 +82,6 @@ pub struct Apps {
     clock: u64,
     isolated: bool,
     now: Time,
-    takeover_delay: Duration,
     /// When each node (this one included) came up or formed: a replicated application waits
     /// [`DATA_GRACE`] after that for the node's first data verdict before placing it elsewhere.
     up_since: BTreeMap<String, Time>,
@@ -102,17 +99,10 @@ pub struct Apps {
 impl Apps {
     /// A node that knows the applications and its peers; nothing runs yet.
     ///
-    /// `takeover_delay` is how long after a peer is declared down (with a take-over verdict)
-    /// this node waits before starting that peer's applications: the time a peer that is in
-    /// fact isolated needs to notice it and stop its copy (docs/cluster.md). `epoch` must
-    /// grow across restarts of this node's machine (its start time will do).
-    pub fn new(
-        local: &str,
-        peers: &[String],
-        policies: Vec<AppPolicy>,
-        takeover_delay: Duration,
-        epoch: u64,
-    ) -> Apps {
+    /// A silent peer's applications are started as soon as the guard says it may be taken
+    /// over: the guard has waited out the takeover delay (crate::guard). `epoch` must grow
+    /// across restarts of this node's machine (its start time will do).
+    pub fn new(local: &str, peers: &[String], policies: Vec<AppPolicy>, epoch: u64) -> Apps {
         let locals = policies
             .iter()
             .map(|p| {
@@ -141,7 +131,6 @@ impl Apps {
             clock: 0,
             isolated: false,
             now: Time::ZERO,
-            takeover_delay,
             up_since: BTreeMap::new(),
             epoch,
             announced_seq: std::cell::Cell::new(0),
@@ -179,15 +168,14 @@ impl Apps {
                 self.actions.push_back(AppAction::Announce);
             }
             AppInput::PeerDown { peer, take_over } => {
-                let until = now + self.takeover_delay;
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    *p = Peer::Down { take_over, until };
+                    *p = Peer::Down { take_over };
                     self.heard_since_down.remove(&peer);
                 }
             }
             AppInput::PeerFenced { peer } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    *p = Peer::Down { take_over: true, until: now };
+                    *p = Peer::Down { take_over: true };
                     self.heard_since_down.remove(&peer);
                 }
                 // Powered off: whatever it announced is gone with it.
@@ -205,9 +193,8 @@ impl Apps {
                 }
                 // Cut off, this node knows nothing current about its peers: forget what they
                 // said until they are heard again.
-                let until = now;
                 for peer in self.peers.values_mut() {
-                    *peer = Peer::Down { take_over: false, until };
+                    *peer = Peer::Down { take_over: false };
                 }
                 self.heard_since_down.clear();
                 self.stop_all_local("this node is isolated");
@@ -433,26 +420,21 @@ impl Apps {
         }
     }
 
-    /// Let time pass: a take-over delay may have ended.
+    /// Let time pass: a data grace may have ended.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
         self.reconcile();
     }
 
-    /// When `handle_timeout` must be called next, if a take-over is waiting.
+    /// When `handle_timeout` must be called next, if a data grace is running.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let takeovers = self.peers.values().filter_map(|p| match p {
-            Peer::Down { take_over: true, until } if *until > self.now => Some(*until),
-            _ => None,
-        });
         // A data grace that ends may change a placement.
         let any_replicated = self.policies.values().any(|p| p.replicated);
-        let graces = self
-            .up_since
+        self.up_since
             .values()
             .map(|since| *since + DATA_GRACE)
-            .filter(|end| any_replicated && *end > self.now);
-        takeovers.chain(graces).min()
+            .filter(|end| any_replicated && *end > self.now)
+            .min()
     }
 
     /// The next request for the shell.
@@ -523,7 +505,7 @@ impl Apps {
     /// stopped (docs/safety.md). DRBD's fence-peer handler may then answer that the peer is
     /// unreachable ([`crate::storage::PeerStanding::Gone`]).
     pub fn peer_gone(&self, peer: &str) -> bool {
-        matches!(self.peers.get(peer), Some(Peer::Down { take_over: true, until }) if self.now >= *until)
+        matches!(self.peers.get(peer), Some(Peer::Down { take_over: true }))
     }
 
     /// Why this node's replicated data of `app` may not be promoted, if so.

@@ -129,13 +129,12 @@ impl Apps {
                         .and_then(|s| s.get(app))
                         .is_some_and(|s| s.may_be_active())
             }
-            Peer::Down { take_over, until } => {
+            Peer::Down { take_over } => {
                 // A peer stuck stopping it before it went down still counts as holding it, and
                 // so does one that announced it active after it went down: it is alive.
                 let state = self.peer_states.get(name).and_then(|s| s.get(app));
                 let spoke_since = self.heard_since_down.contains(name);
                 *take_over
-                    && self.now >= *until
                     && state != Some(&AppState::Stuck)
                     && !(spoke_since && state.is_some_and(|s| s.may_be_active()))
             }

@@ -213,7 +213,7 @@ impl Guard {
                 // Probed while the lease was awaited: nobody answered, and the grant proves
                 // the former holder has released everything since.
                 Some(EarlyProbe::Silent { began })
-                    if self.now.since(began) <= self.config.settle =>
+                    if self.now.since(self.probe_last_frame(began)) <= self.config.settle =>
                 {
                     self.event(
                         Level::Info,
@@ -251,14 +251,35 @@ impl Guard {
 
     /// A denial says the holder's lease runs `remaining` longer: probes not sent yet are timed
     /// to end then, so that what they find is fresh when the grant comes (dad.rs counts silence
-    /// for one heartbeat timeout) and the start after it need not probe again.
+    /// for one heartbeat timeout) and the start after it need not probe again. So are probes
+    /// already done whose silence would be stale by then, and those the peer answered (it may
+    /// have been releasing its addresses): otherwise the grant would wait for a probe of its
+    /// own.
     pub(super) fn time_early_probes(&mut self, remaining: Duration) {
+        let grant = self.now + remaining;
         let at = self.now + remaining.saturating_sub(self.config.probe_time);
-        for probe in self.early_probes.values_mut() {
-            if let EarlyProbe::Due { at: due } = probe {
-                *due = at;
-            }
+        let fresh_until =
+            |began: Time, guard: &Guard| guard.probe_last_frame(began) + guard.config.settle;
+        let stale: Vec<String> = self
+            .early_probes
+            .iter()
+            .filter(|(_, probe)| match probe {
+                EarlyProbe::Due { .. } | EarlyProbe::Answered => true,
+                EarlyProbe::Silent { began } => fresh_until(*began, self) < grant,
+                EarlyProbe::Running { .. } => false,
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        for peer in stale {
+            self.early_probes.insert(peer, EarlyProbe::Due { at });
         }
+    }
+
+    /// When a probe of a peer's addresses begun at `began` sent its last frame: its silence
+    /// counts from then, as the start's probe counts it (dad.rs).
+    pub(super) fn probe_last_frame(&self, began: Time) -> Time {
+        let count = crate::dad::PROBE_COUNT;
+        began + self.config.probe_time * count.saturating_sub(1) / count.max(1)
     }
 
     /// Send the early probe of `peer` now.

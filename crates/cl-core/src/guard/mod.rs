@@ -89,8 +89,12 @@ pub struct Guard {
     config: GuardConfig,
     now: Time,
     gates: BTreeMap<String, Gate>,
-    /// Probes sent ahead of the lease grant or a delayed fence, by peer.
+    /// Probes sent ahead of the lease grant, a delayed fence or the end of the takeover delay,
+    /// by peer.
     early_probes: BTreeMap<String, EarlyProbe>,
+    /// When each silent peer's takeover delay began: when it was declared down, or when it
+    /// fell silent after answering the probe and the settling wait ended.
+    delay_from: BTreeMap<String, Time>,
     lease: Option<Lease>,
     next_id: u64,
     /// Membership says this node is isolated.
@@ -129,6 +133,7 @@ impl Guard {
             now: Time::ZERO,
             gates,
             early_probes: BTreeMap::new(),
+            delay_from: BTreeMap::new(),
             lease,
             next_id: 0,
             isolated: false,
@@ -155,6 +160,7 @@ impl Guard {
                 }
                 self.up.insert(peer.clone());
                 self.early_probes.remove(peer);
+                self.delay_from.remove(peer);
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -163,6 +169,7 @@ impl Guard {
                     return;
                 }
                 self.up.remove(peer);
+                self.delay_from.insert(peer.clone(), now);
                 // Until every gate is passed the peer's applications stay where they are.
                 self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
                 if *verdict == Verdict::StandBy {
@@ -289,7 +296,10 @@ impl Guard {
             .map(|(p, _)| p.clone())
             .collect();
         for peer in early_due {
-            if matches!(self.gates.get(&peer), Some(Gate::Lease | Gate::FenceAt { .. })) {
+            if matches!(
+                self.gates.get(&peer),
+                Some(Gate::Lease | Gate::FenceAt { .. } | Gate::Delay { .. })
+            ) {
                 self.send_early_probe(&peer);
             } else {
                 self.early_probes.remove(&peer);
@@ -299,7 +309,12 @@ impl Guard {
             match gate {
                 Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
                 Gate::ProbeAt { .. } => self.probe(&peer),
-                Gate::Settle { .. } => self.clear(&peer, false),
+                Gate::Settle { .. } => {
+                    // It may only now have lost this node: the takeover delay starts over.
+                    self.delay_from.insert(peer.clone(), now);
+                    self.clear(&peer, false);
+                }
+                Gate::Delay { .. } => self.take_over(&peer),
                 _ => {}
             }
         }
@@ -380,7 +395,7 @@ impl Guard {
     pub fn taking_over(&self) -> Vec<String> {
         self.gates
             .iter()
-            .filter(|(_, g)| matches!(g, Gate::Cleared { .. }))
+            .filter(|(_, g)| matches!(g, Gate::Delay { .. } | Gate::Cleared { .. }))
             .map(|(p, _)| p.clone())
             .collect()
     }
@@ -447,20 +462,48 @@ impl Guard {
         self.actions.push_back(GuardAction::Probe { peer: peer.to_string() });
     }
 
+    /// Every gate is passed: this node takes `peer` over. A fenced peer holds nothing, so its
+    /// applications start at once; otherwise they start when the takeover delay ends, counted
+    /// from when the peer was declared down (the timing argument counts from there:
+    /// crate::timing), and the notice that this node takes over goes out from now on.
     fn clear(&mut self, peer: &str, fenced: bool) {
-        self.set_gate(peer, Gate::Cleared { fenced });
         let how = if fenced { "it was fenced" } else { "it does not answer on any network" };
         let lease =
             if self.holds_lease() { " and this node holds the arbitrator's lease" } else { "" };
+        let until =
+            self.delay_from.get(peer).copied().unwrap_or(self.now) + self.config.takeover_delay;
+        let when = if fenced || until <= self.now {
+            String::new()
+        } else {
+            format!("; they start in {} ms (the takeover delay)", until.since(self.now).as_millis())
+        };
         self.event(
             Level::Warn,
-            format!("taking over the applications of node {peer}: {how}{lease}"),
+            format!("taking over the applications of node {peer}: {how}{lease}{when}"),
         );
         if fenced {
+            self.early_probes.remove(peer);
+            self.set_gate(peer, Gate::Cleared { fenced });
             self.apps(AppInput::PeerFenced { peer: peer.to_string() });
+        } else if until > self.now {
+            self.set_gate(peer, Gate::Delay { until });
+            // Probe again, ending as the delay does: the start then finds the addresses
+            // freshly silent and needs no probe of its own (dad.rs). What it finds decides
+            // nothing here; an address that answers is probed again by the start.
+            if self.config.probe && until.since(self.now) >= self.config.probe_time {
+                let due = EarlyProbe::Due { at: until - self.config.probe_time };
+                self.early_probes.insert(peer.to_string(), due);
+            }
         } else {
-            self.apps(AppInput::PeerDown { peer: peer.to_string(), take_over: true });
+            self.take_over(peer);
         }
+    }
+
+    /// The takeover delay of `peer` is over (or there is none): its applications may start.
+    fn take_over(&mut self, peer: &str) {
+        self.early_probes.remove(peer);
+        self.set_gate(peer, Gate::Cleared { fenced: false });
+        self.apps(AppInput::PeerDown { peer: peer.to_string(), take_over: true });
     }
 
     fn set_gate(&mut self, peer: &str, gate: Gate) {

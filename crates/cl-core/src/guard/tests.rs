@@ -13,6 +13,8 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         probe_time: Duration::from_millis(300),
         probe_retry: Duration::from_secs(1),
         settle: Duration::from_secs(1),
+        // The takeover delay has tests of its own (delay_tests below).
+        takeover_delay: Duration::ZERO,
         lease: lease.then_some(LeaseTiming {
             lease: Duration::from_secs(6),
             answer_timeout: Duration::from_millis(500),

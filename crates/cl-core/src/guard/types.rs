@@ -80,6 +80,10 @@ pub struct GuardConfig {
     /// A peer that answered the probe and then fell silent may have lost this node only now:
     /// wait this long (the heartbeat timeout) so it has noticed too, before taking over.
     pub settle: Duration,
+    /// How long after a peer is declared down (or settled) its applications wait before they
+    /// start here, unless it was fenced ([`SafetyTiming::takeover_delay`]: zero with an
+    /// arbitrator). The delay runs from the declaration, the probe inside it.
+    pub takeover_delay: Duration,
     /// The arbitrator's lease, when one is configured.
     pub lease: Option<LeaseTiming>,
     #[doc(hidden)]
@@ -112,6 +116,7 @@ impl GuardConfig {
             probe_time: crate::dad::probe_plan(timing.interval).total(),
             probe_retry: Duration::from_secs(1),
             settle: timing.timeout,
+            takeover_delay: timing.takeover_delay(),
             lease: timing.lease,
             sabotage: Sabotage::None,
         }
@@ -249,6 +254,12 @@ pub enum Gate {
         /// When.
         at: Time,
     },
+    /// Silent everywhere (the probe found nobody): its applications start here at `until`,
+    /// the takeover delay after it was declared down; this node already says it takes over.
+    Delay {
+        /// When the delay ends.
+        until: Time,
+    },
     /// Every gate passed; `fenced` when the peer was powered off.
     Cleared {
         /// The peer was fenced.
@@ -260,7 +271,10 @@ impl Gate {
     /// When a gate that waits for time acts next.
     pub(super) fn due_at(&self) -> Option<Time> {
         match self {
-            Gate::FenceAt { at, .. } | Gate::ProbeAt { at } | Gate::Settle { at } => Some(*at),
+            Gate::FenceAt { at, .. }
+            | Gate::ProbeAt { at }
+            | Gate::Settle { at }
+            | Gate::Delay { until: at } => Some(*at),
             _ => None,
         }
     }

@@ -59,9 +59,6 @@ pub struct NodeConfig {
     pub guard: GuardConfig,
     /// The applications, as built.
     pub apps: Vec<AppPolicy>,
-    /// How long after a peer is declared down its applications wait before starting here
-    /// (cl-core `timing`).
-    pub takeover_delay: Duration,
     /// Grows across restarts of this node's engine (orders its announcements).
     pub epoch: u64,
 }
@@ -277,13 +274,7 @@ impl Node {
     pub fn new(config: NodeConfig, now: Time) -> Node {
         let local = config.membership.local.clone();
         let with_lease = config.guard.lease.is_some();
-        let mut apps = Apps::new(
-            &local,
-            &config.membership.peers,
-            config.apps,
-            config.takeover_delay,
-            config.epoch,
-        );
+        let mut apps = Apps::new(&local, &config.membership.peers, config.apps, config.epoch);
         if with_lease {
             // Only the lease holder runs applications (docs/safety.md).
             apps = apps.with_lease();

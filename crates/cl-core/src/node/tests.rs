@@ -70,7 +70,6 @@ pub(super) fn config(protection: Protection) -> NodeConfig {
             window: Duration::from_secs(60),
             replicated: false,
         }],
-        takeover_delay: timing.takeover_delay(),
         epoch: 1,
     }
 }
@@ -210,8 +209,12 @@ fn lease_granted(protection: Protection, id: u64) -> NodeInput {
 fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
     let mut h = Harness::with_peer_running(Protection::Probe);
     assert_eq!(h.run(ms(4000), true), vec![]);
-    // Its last heartbeat came at 4 s: one timeout later it is down, and probed.
+    // Its last heartbeat came at 4 s: one timeout later (5 s) it is down, and probed.
     assert_eq!(h.run(ms(5200), false), vec![peer_down(), NodeAction::Probe { peer: PEER.into() }]);
+    // The takeover delay runs from the declaration: the time the peer, if it is the one cut
+    // off, needs to stop its copy (crate::timing). The notice goes out from the probe on.
+    let delay = timing(Protection::Probe).takeover_delay();
+    let due = ms(5000) + delay;
     assert_eq!(
         h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
         vec![
@@ -221,14 +224,20 @@ fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
             ),
             event(
                 Level::Warn,
-                "taking over the applications of node node2: it does not answer on any network"
+                &format!(
+                    "taking over the applications of node node2: it does not answer on any network; they start in {} ms (the takeover delay)",
+                    due.since(h.now).as_millis()
+                )
             ),
             notice(&[PEER]),
         ]
     );
-    // The takeover delay: the time the peer, if it is the one cut off, needs to stop its copy.
-    let delay = timing(Protection::Probe).takeover_delay();
-    let due = h.now + delay;
+    // Probed again, ending as the delay does, so the start needs no probe of its own (dad.rs).
+    let probe_at = due - crate::dad::probe_plan(INTERVAL).total();
+    assert_eq!(h.run(probe_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    // What it finds decides nothing (the shell keeps it for the start).
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
     assert_eq!(h.run(due - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(due, false), vec![start(), NodeAction::Announce]);
     // Running: watched from now on.
@@ -250,7 +259,7 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
     );
     assert_eq!(h.run(ms(6300), false), vec![NodeAction::Probe { peer: PEER.into() }]);
     // Silent now, after answering: it may only now have lost this node, so the engine waits a
-    // heartbeat timeout before taking over, then the takeover delay.
+    // heartbeat timeout before taking over, then the whole takeover delay.
     let actions = h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
     assert_eq!(
         actions,
@@ -260,17 +269,21 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
         )]
     );
     let settled = h.now + TIMEOUT;
-    let started = settled + timing(Protection::Probe).takeover_delay();
+    let delay = timing(Protection::Probe).takeover_delay();
+    let started = settled + delay;
     assert_eq!(
         h.run(settled, false),
         vec![
             event(
                 Level::Warn,
-                "taking over the applications of node node2: it does not answer on any network"
+                &format!("taking over the applications of node node2: it does not answer on any network; they start in {} ms (the takeover delay)", delay.as_millis())
             ),
             notice(&[PEER]),
         ]
     );
+    let probe_at = started - crate::dad::probe_plan(INTERVAL).total();
+    assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    assert_eq!(h.run(started - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(started, false), vec![start(), NodeAction::Announce]);
 }
 
@@ -377,6 +390,38 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
             notice(&[PEER]),
         ]
     );
+}
+
+#[test]
+fn with_an_arbitrator_a_probe_done_before_a_long_denial_is_sent_again_to_end_at_the_grant() {
+    let protection = Protection::Arbitrator;
+    let mut h = Harness::with_peer_running(protection);
+    h.run(ms(4000), true);
+    assert_eq!(
+        h.run(ms(5100), false),
+        vec![peer_down(), NodeAction::Lease { id: 1, op: ArbOp::Acquire }]
+    );
+    // The arbitrator is slow: the early probe goes out one answer timeout after the request
+    // (with the next request), and finds the peer silent.
+    let sent = h.run(ms(5200), false);
+    assert!(sent.contains(&NodeAction::Probe { peer: PEER.into() }), "{sent:?}");
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
+    // Then a denial: the peer's lease runs 1.5 s more. That silence would be stale by the
+    // grant (older than a heartbeat timeout), so the probe is sent again, timed to end then,
+    // instead of after the grant.
+    let denied = NodeInput::LeaseReply {
+        id: 2,
+        granted: false,
+        holder: Some(PEER.into()),
+        lease: timing(protection).lease.map(|l| l.lease).unwrap_or_default(),
+        remaining: Duration::from_millis(1500),
+    };
+    h.feed(denied);
+    let again = ms(5200) + Duration::from_millis(1500) - crate::dad::probe_plan(INTERVAL).total();
+    let before = h.run(again - Duration::from_millis(1), false);
+    assert!(!before.contains(&NodeAction::Probe { peer: PEER.into() }), "{before:?}");
+    let at = h.run(again, false);
+    assert!(at.contains(&NodeAction::Probe { peer: PEER.into() }), "{at:?}");
 }
 
 #[test]

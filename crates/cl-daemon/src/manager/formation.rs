@@ -62,7 +62,6 @@ impl Manager {
             membership: config,
             guard: crate::guardctl::guard_config(&self.ctx),
             apps: apps.policies(),
-            takeover_delay: crate::appctl::takeover_delay(&self.ctx),
             epoch: crate::epoch::next_or_clock("application announcements"),
         };
         let node = Node::new(config, self.now());
