@@ -155,6 +155,10 @@ fn seeds_that_once_broke_a_rule() {
         (1448, Protection::None),
         (1901, Protection::Arbitrator),
         (2538, Protection::Arbitrator),
+        // the take-over said at the end of the delay made the applications machine forget
+        // that the peer, back from a partition, had announced an application since it went
+        // down (now: only going down forgets)
+        (2476, Protection::None),
         // a restart pending after a monitor failure ran once the node was connected again,
         // though the peer had taken the application over (now: giving up cancels restarts)
         (21979, Protection::Arbitrator),

@@ -169,8 +169,13 @@ impl Apps {
             }
             AppInput::PeerDown { peer, take_over } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
+                    // The guard says "down" when the peer goes silent and "take over" when the
+                    // takeover delay ends: what the peer said in between still counts (a peer
+                    // back from a partition announces before it is heard again: sim seed 2476).
+                    if !matches!(p, Peer::Down { .. }) {
+                        self.heard_since_down.remove(&peer);
+                    }
                     *p = Peer::Down { take_over };
-                    self.heard_since_down.remove(&peer);
                 }
             }
             AppInput::PeerFenced { peer } => {

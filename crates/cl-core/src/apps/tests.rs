@@ -463,3 +463,23 @@ fn a_peer_whose_manager_restarted_without_a_silence_hears_our_state_at_once() {
     assert!(after.len() <= 4, "{after:?}");
     assert!(after.iter().all(|l| l.ends_with("Announce")), "{after:?}");
 }
+
+#[test]
+fn a_peer_that_announced_an_application_during_the_takeover_delay_keeps_it() {
+    // The guard says "down" when node1 falls silent and "take over" when the takeover delay
+    // ends. node1, back from a partition, announced web running in between (before it was
+    // heard on the heartbeat links again): node2 must not start a second copy (sim seed 2476).
+    let mut pair = formed_pair(vec![policy("web", true, Failback::Manual)]);
+    assert_eq!(pair.states("web"), (AppState::Running, AppState::Stopped));
+    pair.connected = false;
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: false });
+    let announcement = pair.nodes[0].announcement();
+    pair.input(1, AppInput::Peer { peer: "node1".into(), announcement });
+    pair.input(1, AppInput::PeerDown { peer: "node1".into(), take_over: true });
+    assert_eq!(
+        pair.states("web"),
+        (AppState::Running, AppState::Stopped),
+        "{}",
+        pair.log.join("\n")
+    );
+}

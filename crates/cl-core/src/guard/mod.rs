@@ -487,11 +487,13 @@ impl Guard {
             self.apps(AppInput::PeerFenced { peer: peer.to_string() });
         } else if until > self.now {
             self.set_gate(peer, Gate::Delay { until });
-            // Probe again, ending as the delay does: the start then finds the addresses
-            // freshly silent and needs no probe of its own (dad.rs). What it finds decides
-            // nothing here; an address that answers is probed again by the start.
-            if self.config.probe && until.since(self.now) >= self.config.probe_time {
-                let due = EarlyProbe::Due { at: until - self.config.probe_time };
+            // Probe again, ending one probe interval before the delay does, so that its result
+            // is in when the start looks: the start then finds the addresses freshly silent
+            // and needs no probe of its own (dad.rs). What it finds decides nothing here; an
+            // address that answered is probed again by the start.
+            let lead = self.config.probe_time + self.config.probe_time / crate::dad::PROBE_COUNT;
+            if self.config.probe && until.since(self.now) >= lead {
+                let due = EarlyProbe::Due { at: until - lead };
                 self.early_probes.insert(peer.to_string(), due);
             }
         } else {

@@ -232,8 +232,10 @@ fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
             notice(&[PEER]),
         ]
     );
-    // Probed again, ending as the delay does, so the start needs no probe of its own (dad.rs).
-    let probe_at = due - crate::dad::probe_plan(INTERVAL).total();
+    // Probed again, ending one probe interval before the delay does (so its result is in), so
+    // the start needs no probe of its own (dad.rs).
+    let plan = crate::dad::probe_plan(INTERVAL);
+    let probe_at = due - plan.total() - plan.interval;
     assert_eq!(h.run(probe_at - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
     // What it finds decides nothing (the shell keeps it for the start).
@@ -281,7 +283,8 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
             notice(&[PEER]),
         ]
     );
-    let probe_at = started - crate::dad::probe_plan(INTERVAL).total();
+    let plan = crate::dad::probe_plan(INTERVAL);
+    let probe_at = started - plan.total() - plan.interval;
     assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
     assert_eq!(h.run(started - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(started, false), vec![start(), NodeAction::Announce]);
