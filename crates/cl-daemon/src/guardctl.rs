@@ -15,7 +15,7 @@ use cl_core::guard::{Gate, GuardConfig, GuardStatus, LeaseView};
 use cl_core::node::{NodeInput, ProbeAnswer, ProbeSeen};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
-use cl_drivers::fence::FenceAction;
+use cl_drivers::fence::{FenceAction, FenceOutcome};
 use cl_drivers::vip::{self, Probe, ProbeOutcome, Vip};
 use cl_paths::Paths;
 use tokio::sync::mpsc;
@@ -220,13 +220,30 @@ pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<NodeInput>) {
     let paths = ctx.paths.clone();
     // The agent runner's future is not Send: give it a thread and a runtime of its own.
     std::thread::spawn(move || {
-        let (ok, detail) = fence_off(device, &peer, &paths);
+        let (ok, detail) = run_fence_agent(device, &peer, FenceAction::Off, &paths);
         let _ = results.blocking_send(NodeInput::FenceResult { peer, ok, detail });
     });
 }
 
-/// Power `peer` off with `device`: whether it is off, and what to say about it.
-fn fence_off(device: Option<FenceDevice>, peer: &str, paths: &Paths) -> (bool, String) {
+/// Ask `peer`'s fence device whether it is off; the answer arrives on `results` (a query that
+/// fails counts as "not off").
+pub fn fence_status(ctx: &Context, peer: String, results: mpsc::Sender<NodeInput>) {
+    let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
+    let paths = ctx.paths.clone();
+    std::thread::spawn(move || {
+        let (off, detail) = run_fence_agent(device, &peer, FenceAction::Status, &paths);
+        let _ = results.blocking_send(NodeInput::FenceStatusResult { peer, off, detail });
+    });
+}
+
+/// Run `device`'s agent on `peer` with `action`: whether the peer is off afterwards (for
+/// `Off`: the fence succeeded; for `Status`: the device reports it off), and what to say.
+fn run_fence_agent(
+    device: Option<FenceDevice>,
+    peer: &str,
+    action: FenceAction,
+    paths: &Paths,
+) -> (bool, String) {
     let Some(device) = device else {
         return (false, "no fence device is configured for it".to_string());
     };
@@ -239,9 +256,10 @@ fn fence_off(device: Option<FenceDevice>, peer: &str, paths: &Paths) -> (bool, S
         Ok(runtime) => runtime,
         Err(e) => return (false, format!("cannot run the fence agent: {e}")),
     };
-    match runtime.block_on(cl_drivers::fence::fence(&device, peer, FenceAction::Off, paths.root()))
-    {
-        Ok(_) => (true, format!("{} reported it off", device.agent.display())),
+    let agent = device.agent.display().to_string();
+    match runtime.block_on(cl_drivers::fence::fence(&device, peer, action, paths.root())) {
+        Ok(FenceOutcome::PoweredOn) => (false, format!("{agent} reports it on")),
+        Ok(_) => (true, format!("{agent} reported it off")),
         Err(e) => (false, e.to_string()),
     }
 }

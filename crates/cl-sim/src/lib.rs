@@ -272,6 +272,12 @@ enum Ev {
         /// The device was slow (a fault) when the fence started.
         slow: bool,
     },
+    /// The fence device of `peer` answers node `n`'s status query (lost if `n` died).
+    FenceStatusDone {
+        n: usize,
+        peer: usize,
+        epoch: u64,
+    },
     /// The fence agent on node `n` reports the outcome (lost if `n` died meanwhile).
     FenceReport {
         n: usize,
@@ -607,6 +613,7 @@ impl Sim {
             | Ev::StopDone { .. }
             | Ev::ProbeDone { .. }
             | Ev::FenceReport { .. }
+            | Ev::FenceStatusDone { .. }
             | Ev::LeaseReply { .. }) => self.shell_done(ev),
             Ev::FenceDone { n, peer, epoch, slow } => self.fence_done(n, peer, epoch, slow),
             Ev::LeaseRequest { from, id, op, epoch } => self.arbitrate(from, id, op, epoch),

@@ -18,7 +18,8 @@ impl Sim {
             Ev::StartDone { n, epoch, .. }
             | Ev::StopDone { n, epoch, .. }
             | Ev::ProbeDone { n, epoch, .. }
-            | Ev::FenceReport { n, epoch, .. } => (*n, *epoch),
+            | Ev::FenceReport { n, epoch, .. }
+            | Ev::FenceStatusDone { n, epoch, .. } => (*n, *epoch),
             Ev::LeaseReply { to, epoch, .. } => (*to, *epoch),
             _ => return,
         };
@@ -81,6 +82,22 @@ impl Sim {
             }
             Ev::FenceReport { peer, ok, .. } => {
                 NodeInput::FenceResult { peer: NAMES[peer].into(), ok, detail: "simulated".into() }
+            }
+            Ev::FenceStatusDone { peer, .. } => {
+                // The device answers with the power state as it is now; a failing device
+                // answers nothing useful.
+                let off = !self.fence_failing && self.nodes[peer].power == Power::Off;
+                self.log(format!(
+                    "{}: fence device of {} reports it {}",
+                    NAMES[n],
+                    NAMES[peer],
+                    if off { "off" } else { "on (or nothing)" }
+                ));
+                NodeInput::FenceStatusResult {
+                    peer: NAMES[peer].into(),
+                    off,
+                    detail: "simulated".into(),
+                }
             }
             Ev::LeaseReply { id, granted, holder, lease, remaining, .. } => {
                 NodeInput::LeaseReply { id, granted, holder, lease, remaining }
@@ -226,6 +243,12 @@ impl Sim {
                     let epoch = self.nodes[n].epoch;
                     let slow = self.fence_slow;
                     self.at(d, Ev::FenceDone { n, peer, epoch, slow });
+                }
+                NodeAction::FenceStatus { peer } => {
+                    // A fixed delay: no random draw, so the other schedules replay alike.
+                    let peer = if peer == NAMES[0] { 0 } else { 1 };
+                    let epoch = self.nodes[n].epoch;
+                    self.at(Duration::from_millis(30), Ev::FenceStatusDone { n, peer, epoch });
                 }
                 NodeAction::Lease { id, op } => {
                     if self.net.reaches_arbitrator(n) {

@@ -251,6 +251,19 @@ impl Guard {
                     self.set_gate(&peer, Gate::FenceAt { at, attempts });
                 }
             }
+            GuardInput::FenceStatusResult { peer, off, detail } => {
+                // Only the first wait of the fence race is cut short: a peer its own fence
+                // device reports off is not racing this node to fence.
+                if let (true, Some(Gate::FenceAt { attempts: 0, .. })) =
+                    (off, self.gates.get(&peer))
+                {
+                    self.event(
+                        Level::Info,
+                        format!("the fence device of node {peer} reports it powered off ({detail}): it is not racing this node, so it is fenced now"),
+                    );
+                    self.fence(&peer, 1);
+                }
+            }
             GuardInput::LeaseReply { id, granted, holder, remaining } => {
                 self.lease_reply(id, granted, holder, remaining)
             }

@@ -121,11 +121,41 @@ fn the_less_preferred_node_waits_before_fencing() {
     c.first = false;
     let mut g = Guard::new(c);
     g.on_membership(t(0), &down(Verdict::TakeOver));
-    assert_eq!(drain(&mut g), vec![no_takeover()]);
+    // It asks the peer's fence device whether the peer is off already; it is on.
+    assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()]);
+    g.handle(t(50), status_result(false));
+    assert_eq!(drain(&mut g), vec![]);
     g.handle_timeout(t(999));
     assert_eq!(drain(&mut g), vec![]);
     g.handle_timeout(t(1000));
     assert_eq!(drain(&mut g), vec![GuardAction::Fence { peer: PEER.into() }]);
+}
+
+fn fence_status() -> GuardAction {
+    GuardAction::FenceStatus { peer: PEER.into() }
+}
+
+fn status_result(off: bool) -> GuardInput {
+    GuardInput::FenceStatusResult { peer: PEER.into(), off, detail: "agent".into() }
+}
+
+#[test]
+fn a_peer_its_fence_device_reports_off_is_fenced_without_the_race_wait() {
+    let mut c = config(true, false, false);
+    c.fence_race_unit = Duration::from_secs(1);
+    c.first = false;
+    let mut g = Guard::new(c);
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()]);
+    // Off (crashed, lost its power): it is not racing this node, so the fence (which
+    // confirms it off) runs now, not when the unit ends.
+    g.handle(t(50), status_result(true));
+    assert_eq!(drain(&mut g), vec![GuardAction::Fence { peer: PEER.into() }]);
+    // A late answer once the fence runs changes nothing.
+    g.handle(t(60), status_result(true));
+    assert_eq!(drain(&mut g), vec![]);
+    g.handle(t(90), GuardInput::FenceResult { peer: PEER.into(), ok: true, detail: "".into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::PeerFenced { peer: PEER.into() })]);
 }
 
 #[test]
@@ -320,7 +350,7 @@ fn without_an_arbitrator_the_favoured_node_fences_at_once_and_the_other_waits_on
         if wait.is_zero() {
             assert!(actions.contains(&GuardAction::Fence { peer: PEER.into() }), "{case}");
         } else {
-            assert_eq!(actions, vec![no_takeover()], "{case}");
+            assert_eq!(actions, vec![no_takeover(), fence_status()], "{case}");
             assert_eq!(g.status().gates[PEER], Gate::FenceAt { at: t(0) + wait, attempts: 0 });
         }
     }

@@ -145,6 +145,16 @@ pub enum GuardInput {
         /// The agent's message.
         detail: String,
     },
+    /// The peer's fence device answered a status query: `off` when it reports the peer
+    /// powered off (false when on, or when the query failed).
+    FenceStatusResult {
+        /// The peer.
+        peer: String,
+        /// The device reports it off.
+        off: bool,
+        /// The agent's message.
+        detail: String,
+    },
     /// A peer says (over any link that still carries its messages) that it cannot hear this
     /// node and is taking over its applications.
     PeerTakingOver {
@@ -201,6 +211,12 @@ pub enum GuardAction {
     },
     /// Power the peer off with its fence device; report [`GuardInput::FenceResult`].
     Fence {
+        /// The peer.
+        peer: String,
+    },
+    /// Ask the peer's fence device whether the peer is powered off (fence-agents
+    /// `action=status`); report [`GuardInput::FenceStatusResult`].
+    FenceStatus {
         /// The peer.
         peer: String,
     },

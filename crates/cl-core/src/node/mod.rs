@@ -112,6 +112,15 @@ pub enum NodeInput {
         /// The agent's message.
         detail: String,
     },
+    /// The peer's fence device answered a status query ([`NodeAction::FenceStatus`]).
+    FenceStatusResult {
+        /// The peer.
+        peer: String,
+        /// The device reports the peer powered off (false when on, or when the query failed).
+        off: bool,
+        /// The agent's message.
+        detail: String,
+    },
     /// The arbitrator answered lease request `id` (as it said it: the engine decides whether
     /// it counts as held).
     LeaseReply {
@@ -196,6 +205,12 @@ pub enum NodeAction {
     },
     /// Power the peer off; report [`NodeInput::FenceResult`].
     Fence {
+        /// The peer.
+        peer: String,
+    },
+    /// Ask the peer's fence device whether the peer is off; report
+    /// [`NodeInput::FenceStatusResult`].
+    FenceStatus {
         /// The peer.
         peer: String,
     },
@@ -316,6 +331,9 @@ impl Node {
             NodeInput::ProbeResult { peer, seen } => {
                 let (alive, detail) = probe::verdict(&seen);
                 self.guard.handle(now, GuardInput::ProbeResult { peer, alive, detail });
+            }
+            NodeInput::FenceStatusResult { peer, off, detail } => {
+                self.guard.handle(now, GuardInput::FenceStatusResult { peer, off, detail })
             }
             NodeInput::FenceResult { peer, ok, detail } => {
                 self.guard.handle(now, GuardInput::FenceResult { peer, ok, detail })
@@ -453,6 +471,9 @@ impl Node {
                 GuardAction::Apps(input) => self.feed_apps(input),
                 GuardAction::Probe { peer } => self.actions.push_back(NodeAction::Probe { peer }),
                 GuardAction::Fence { peer } => self.actions.push_back(NodeAction::Fence { peer }),
+                GuardAction::FenceStatus { peer } => {
+                    self.actions.push_back(NodeAction::FenceStatus { peer })
+                }
                 GuardAction::Lease { id, op } => {
                     self.actions.push_back(NodeAction::Lease { id, op })
                 }

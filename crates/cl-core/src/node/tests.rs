@@ -295,10 +295,16 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     let protection = Protection::Fencing;
     let mut h = Harness::with_peer_running(protection);
     h.run(ms(4000), true);
-    assert_eq!(h.run(ms(5000), false), vec![peer_down()]);
     // This node runs nothing and the peer runs the application: it loses the fence race by
     // one unit (the detection skew and the peer's fence powering this node off), so that a
-    // peer that is alive fences first.
+    // peer that is alive fences first. It asks the peer's fence device whether the peer is off
+    // already (then it would fence at once): the device says it is on.
+    assert_eq!(
+        h.run(ms(5000), false),
+        vec![peer_down(), NodeAction::FenceStatus { peer: PEER.into() }]
+    );
+    let on = NodeInput::FenceStatusResult { peer: PEER.into(), off: false, detail: "on".into() };
+    assert_eq!(h.feed(on), vec![]);
     let fence_at = ms(5000) + timing(protection).fence_race_unit(POWEROFF);
     // Its addresses are probed meanwhile, the probe ending as the fence begins: the start then
     // finds them freshly silent and needs no second probe (dad.rs).

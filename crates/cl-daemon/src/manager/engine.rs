@@ -113,6 +113,9 @@ impl Manager {
                 NodeAction::Fence { peer } => {
                     crate::guardctl::fence(&self.ctx, peer, self.guard_results.clone());
                 }
+                NodeAction::FenceStatus { peer } => {
+                    crate::guardctl::fence_status(&self.ctx, peer, self.guard_results.clone());
+                }
                 NodeAction::Lease { id, op } => {
                     crate::guardctl::lease(
                         &self.ctx,
