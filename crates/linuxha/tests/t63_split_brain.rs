@@ -97,6 +97,26 @@ fn fencing_powers_the_silent_peer_off_before_the_takeover() {
     assert!(c.lab.is_frozen("node1").expect("frozen?"), "node1 is powered off (frozen)");
 }
 
+/// A node that lost its power (in the lab: frozen and cut from every network) is fenced at once
+/// by node2, which runs nothing and so is not favoured in the fence race: its fence device
+/// reports node1 off, so node1 is not racing, and the race's wait is skipped.
+#[test]
+fn a_powered_off_peer_is_fenced_without_the_race_wait() {
+    let Some(mut c) = Cluster::with_apache_lab_fencing("fenced_off", true) else {
+        return;
+    };
+    c.form();
+    c.wait_app_everywhere("apache running on node1", |s| app_running_on(s, "node1"));
+    c.wait_served_by("node1", Duration::from_secs(10));
+    let from2 = c.log("node2", "cldaemon").len();
+    c.lab.power_off("node1").expect("power node1 off");
+    let served = c.wait_served_by("node2", Duration::from_secs(30));
+    eprintln!("power off → served by node2 after {served:?}");
+    c.wait_log("node2", "cldaemon", from2, "was fenced");
+    let all = c.log("node2", "cldaemon")[from2..].to_string();
+    assert!(all.contains("reports it powered off"), "no status query answered off:\n{all}");
+}
+
 /// A fence agent that fails: nothing is taken over, and clstat says why.
 #[test]
 fn a_failing_fence_means_no_takeover() {
