@@ -578,11 +578,11 @@ impl Sim {
             Ev::PingTick(n) => {
                 self.at(self.timing.interval, Ev::PingTick(n));
                 if self.runs(n) && self.net.outside[n] {
-                    // clnetd reads replies at its next ping tick (half an interval later) and
-                    // counts each from its ping's send time.
+                    // clnetd reads replies at its next ping tick (an interval later) and counts
+                    // each from its ping's send time.
                     let rtt = Duration::from_millis(self.rng.random_range(1..5));
                     let sent = self.now;
-                    self.at(rtt.max(self.timing.interval / 2), Ev::KnownReply(n, sent));
+                    self.at(rtt.max(self.timing.interval), Ev::KnownReply(n, sent));
                 }
             }
             Ev::GossipTick(n) => {

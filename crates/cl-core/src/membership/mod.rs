@@ -43,7 +43,10 @@ pub struct MembershipConfig {
     pub timeout: Duration,
     /// Addresses outside the cluster that answer ping.
     pub known_connections: Vec<IpAddr>,
-    /// A known connection counts as reachable when it replied this recently.
+    /// A reply this recent vouches that this node reaches the outside when a peer falls
+    /// silent (the verdict). A known connection counts as reachable (status, events, a node
+    /// alone) while it replied within a heartbeat `timeout`: clnetd pings once per interval,
+    /// so one lost ping must not count as losing the outside.
     pub ping_freshness: Duration,
 }
 
@@ -359,9 +362,12 @@ impl Membership {
         {
             return;
         }
-        let fresh = self.fresh_reply(now);
+        // Losing the outside takes a heartbeat timeout without any reply (a lost ping or two is
+        // not losing it); reaching it again takes one fresh reply. A node alone that is cut
+        // off so decides within `timeout` of the cut, which a peer that comes back and takes
+        // over waits out with its takeover delay (crate::timing).
         match self.local_state {
-            LocalState::Connected if !fresh => {
+            LocalState::Connected if !self.reply_within(now, self.config.timeout) => {
                 self.local_state = LocalState::Isolated;
                 self.actions.push_back(Action::Isolated {
                     reason: format!(
@@ -370,7 +376,7 @@ impl Membership {
                     ),
                 });
             }
-            LocalState::Isolated if fresh => {
+            LocalState::Isolated if self.fresh_reply(now) => {
                 self.local_state = LocalState::Connected;
                 self.actions.push_back(Action::Reconnected);
                 let peers: Vec<String> = self.peers.keys().cloned().collect();
@@ -387,19 +393,21 @@ impl Membership {
     }
 
     fn fresh_reply(&self, now: Time) -> bool {
-        self.known
-            .values()
-            .any(|(last, _)| last.is_some_and(|t| now.since(t) < self.config.ping_freshness))
+        self.reply_within(now, self.config.ping_freshness)
+    }
+
+    fn reply_within(&self, now: Time, window: Duration) -> bool {
+        self.known.values().any(|(last, _)| last.is_some_and(|t| now.since(t) < window))
     }
 
     fn expire_known_connections(&mut self, now: Time) {
-        let freshness = self.config.ping_freshness;
+        let window = self.config.timeout;
         let started = self.started;
         for (target, (last, reachable)) in self.known.iter_mut() {
             let fresh = match last {
-                Some(t) => now.since(*t) < freshness,
+                Some(t) => now.since(*t) < window,
                 // Before the first reply, give the pinger one window to get going.
-                None => now.since(started) < freshness,
+                None => now.since(started) < window,
             };
             if fresh != *reachable {
                 *reachable = fresh;
@@ -579,8 +587,8 @@ impl Membership {
         }
         for (last, reachable) in self.known.values() {
             match (last, reachable) {
-                (Some(t), true) => consider(*t + self.config.ping_freshness),
-                (None, true) => consider(self.started + self.config.ping_freshness),
+                (Some(t), true) => consider(*t + self.config.timeout),
+                (None, true) => consider(self.started + self.config.timeout),
                 _ => {}
             }
         }

@@ -269,8 +269,8 @@ fn judging_deadlines_alone_find_every_change_on_time_and_skip_the_beats() {
     let mut m = Membership::new(config(true), t(0));
     run(&mut m, 0, 2000, &["public", "private"], true);
     // A shell that beats on its own clock is not woken every interval: the next deadline is
-    // the known connection's freshness (reply at 1800 + 500), not the next beat.
-    assert_eq!(m.poll_judge_timeout(), Some(t(2300)));
+    // the peer's timeout and the known connection's (both at 1800 + 1000), not the next beat.
+    assert_eq!(m.poll_judge_timeout(), Some(t(2800)));
     assert!(m.poll_timeout() < m.poll_judge_timeout());
     // Waking only at those deadlines finds the peer down and the node isolated exactly when
     // waking at every deadline does (poll_timeout_never_lets_a_deadline_pass_unnoticed).

@@ -640,7 +640,7 @@ fn the_probe_verdict() {
 fn without_inputs_the_engine_only_asks_to_be_woken_for_judging() {
     let h = Harness::with_peer_running(Protection::Probe);
     // Heard at 0: the peer is judged one timeout later (no heartbeat-interval wake-ups).
-    assert_eq!(h.node.poll_timeout(), Some(ms(0) + timing(Protection::Probe).freshness));
+    assert_eq!(h.node.poll_timeout(), Some(ms(0) + TIMEOUT));
 }
 
 #[test]
