@@ -116,8 +116,8 @@ impl SafetyTiming {
         self.freshness.max(lease)
     }
 
-    /// How long after declaring a peer down a node waits before starting that peer's
-    /// applications (the guard's probe runs inside it: crate::guard). None with an arbitrator:
+    /// How long after the guard let it take a silent peer over (and the "taking over" notice
+    /// began) a node waits before starting that peer's applications. None with an arbitrator:
     /// the grant is the proof.
     pub fn takeover_delay(&self) -> Duration {
         if self.lease.is_some() {

@@ -325,7 +325,7 @@ pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {
             Gate::Probing => "down; probing its addresses before taking over".to_string(),
             Gate::ProbeAt { .. } => "down on the heartbeat links but it answers on the public network: not taken over".to_string(),
             Gate::Settle { at } => format!(
-                "down and silent everywhere now; taking over in {} ms (it may only now have lost this node)",
+                "down and silent everywhere now; taking over in {} ms, then the takeover delay (it may only now have lost this node)",
                 at.since(now).as_millis()
             ),
             Gate::Delay { until } => format!(

@@ -52,9 +52,8 @@ pub async fn run(ctx: Context) -> Result<()> {
     let events = event_sender()?;
     tokio::spawn(crate::serve::monitor(None));
     let interval = ping_interval(&ctx);
-    // cldaemon's core needs a reply no older than the freshness; forwarding each reply (two per
-    // heartbeat interval) woke cldaemon ten times a second for news it already had. Replies go
-    // as cl_core::relay decides.
+    // cldaemon's core needs a reply no older than the freshness; replies go as cl_core::relay
+    // decides (at one ping per interval, at most one relay per tick).
     let mut relay =
         Relay::new(MembershipConfig::default_freshness(ctx.cluster().heartbeat.timeout));
     info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");

@@ -503,6 +503,7 @@ impl Sim {
                 vec![]
             },
             ping_freshness: self.timing.freshness,
+            late_warning: None,
         };
         let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
         let fence_retry = Some(Duration::from_secs(1));

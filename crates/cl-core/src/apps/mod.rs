@@ -169,10 +169,11 @@ impl Apps {
             }
             AppInput::PeerDown { peer, take_over } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    // The guard says "down" when the peer goes silent and "take over" when the
-                    // takeover delay ends: what the peer said in between still counts (a peer
-                    // back from a partition announces before it is heard again: sim seed 2476).
-                    if !matches!(p, Peer::Down { .. }) {
+                    // The guard says "down" when the peer goes silent and again when it finds
+                    // it silent everywhere, then "take over" when the takeover delay ends: what
+                    // the peer announced after the last "down" still counts (a peer back from a
+                    // partition announces before it is heard again: sim seed 2476).
+                    if !take_over || !matches!(p, Peer::Down { .. }) {
                         self.heard_since_down.remove(&peer);
                     }
                     *p = Peer::Down { take_over };

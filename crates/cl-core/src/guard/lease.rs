@@ -214,14 +214,19 @@ impl Guard {
             }
         } else if self.config.probe {
             match self.early_probes.remove(peer) {
-                // Probed while the lease was awaited: nobody answered, and the grant proves
-                // the former holder has released everything since.
+                // Probed while the lease was awaited (the grant proves the former holder has
+                // released everything since) or as the peer fell silent: nobody answered.
                 Some(EarlyProbe::Silent { began })
                     if self.now.since(self.probe_last_frame(began)) <= self.config.settle =>
                 {
+                    let when = if self.lease.is_some() {
+                        "while this node waited for the lease"
+                    } else {
+                        "as it fell silent"
+                    };
                     self.event(
                         Level::Info,
-                        format!("node {peer} did not answer on the public network while this node waited for the lease"),
+                        format!("node {peer} did not answer on the public network {when}"),
                     );
                     self.clear(peer, false);
                 }

@@ -44,14 +44,16 @@ struct Outstanding {
 }
 
 /// A probe of a silent peer's addresses sent ahead of what lets the takeover go on, so that
-/// the start does not wait for it: the lease grant (its result decides, [`Gate::Lease`]) or a
+/// the start does not wait for it: the lease grant (its result decides, [`Gate::Lease`]), a
 /// delayed fence (its result decides nothing, but its silence spares the start the address
-/// probe, dad.rs; [`Gate::FenceAt`]).
+/// probe, dad.rs; [`Gate::FenceAt`]), or the end of the takeover delay ([`Gate::Delay`]: its
+/// silence spares the start its probe, an answer stops the takeover).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum EarlyProbe {
     /// Not sent yet: due at `at`, timed to end when the lease is expected to be granted (the
-    /// denial says when the holder's lease runs out) or when the fence begins, so its silence
-    /// is fresh at the start.
+    /// denial says when the holder's lease runs out; a denial also re-times a probe whose
+    /// silence would be stale by then), when the fence begins or just before the takeover
+    /// delay ends, so its silence is fresh at the start.
     Due {
         /// When to send it.
         at: Time,
@@ -92,9 +94,6 @@ pub struct Guard {
     /// Probes sent ahead of the lease grant, a delayed fence or the end of the takeover delay,
     /// by peer.
     early_probes: BTreeMap<String, EarlyProbe>,
-    /// When each silent peer's takeover delay began: when it was declared down, or when it
-    /// fell silent after answering the probe and the settling wait ended.
-    delay_from: BTreeMap<String, Time>,
     lease: Option<Lease>,
     next_id: u64,
     /// Membership says this node is isolated.
@@ -133,7 +132,6 @@ impl Guard {
             now: Time::ZERO,
             gates,
             early_probes: BTreeMap::new(),
-            delay_from: BTreeMap::new(),
             lease,
             next_id: 0,
             isolated: false,
@@ -160,7 +158,6 @@ impl Guard {
                 }
                 self.up.insert(peer.clone());
                 self.early_probes.remove(peer);
-                self.delay_from.remove(peer);
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
@@ -169,7 +166,6 @@ impl Guard {
                     return;
                 }
                 self.up.remove(peer);
-                self.delay_from.insert(peer.clone(), now);
                 // Until every gate is passed the peer's applications stay where they are.
                 self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
                 if *verdict == Verdict::StandBy {
@@ -192,6 +188,7 @@ impl Guard {
                 }
             }
             MembershipAction::Reconnected => self.isolated = false,
+            MembershipAction::PeerLate { peer } => self.probe_ahead(peer),
             _ => {}
         }
         self.step();
@@ -206,7 +203,9 @@ impl Guard {
                     Some(EarlyProbe::Running { began }) => Some(*began),
                     _ => None,
                 };
-                if let (Some(began), Some(Gate::Lease)) = (early, self.gates.get(&peer)) {
+                if let (Some(began), Some(Gate::Lease | Gate::Idle)) =
+                    (early, self.gates.get(&peer))
+                {
                     let seen =
                         if alive { EarlyProbe::Answered } else { EarlyProbe::Silent { began } };
                     self.early_probes.insert(peer, seen);
@@ -214,14 +213,22 @@ impl Guard {
                     return;
                 }
                 self.early_probes.remove(&peer);
+                if let (Some(_), Some(Gate::Delay { .. })) = (early, self.gates.get(&peer)) {
+                    // The probe before the start: silence spares the start its own probe (the
+                    // shell keeps it, dad.rs). A peer that answers again is alive (a paused
+                    // machine resumed, a link healed): nothing is taken over, as when it
+                    // answers the first probe.
+                    if alive {
+                        self.peer_answers(&peer, &detail);
+                    }
+                    self.step();
+                    return;
+                }
                 if self.gates.get(&peer) != Some(&Gate::Probing) {
                     return;
                 }
                 if alive {
-                    let text = format!("node {peer} is silent on every heartbeat link but still answers on the public network ({detail}): it is alive, so this node takes nothing over; check the heartbeat networks");
-                    self.alarm(format!("peer:{peer}"), text);
-                    let at = now + self.config.probe_retry;
-                    self.set_gate(&peer, Gate::ProbeAt { at });
+                    self.peer_answers(&peer, &detail);
                 } else {
                     let was_alive = self.alarms.remove(&format!("peer:{peer}")).is_some();
                     self.event(
@@ -322,11 +329,7 @@ impl Guard {
             match gate {
                 Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
                 Gate::ProbeAt { .. } => self.probe(&peer),
-                Gate::Settle { .. } => {
-                    // It may only now have lost this node: the takeover delay starts over.
-                    self.delay_from.insert(peer.clone(), now);
-                    self.clear(&peer, false);
-                }
+                Gate::Settle { .. } => self.clear(&peer, false),
                 Gate::Delay { .. } => self.take_over(&peer),
                 _ => {}
             }
@@ -475,16 +478,44 @@ impl Guard {
         self.actions.push_back(GuardAction::Probe { peer: peer.to_string() });
     }
 
+    /// A peer that is up but late on every heartbeat link ([`MembershipAction::PeerLate`]):
+    /// probe it now, so that if it is declared down the probe's result is already in (its
+    /// silence counts for a heartbeat timeout, as a probe begun at the verdict would).
+    fn probe_ahead(&mut self, peer: &str) {
+        let fenced = self.config.peers.get(peer).copied().unwrap_or(true);
+        let running = matches!(self.early_probes.get(peer), Some(EarlyProbe::Running { .. }));
+        if self.config.probe
+            && self.lease.is_none()
+            && !fenced
+            && !self.isolated
+            && !running
+            && self.gates.get(peer) == Some(&Gate::Idle)
+        {
+            self.send_early_probe(peer);
+        }
+    }
+
+    /// The peer answered a probe: it is alive, only its heartbeats are lost. Nothing is taken
+    /// over; it is probed again every `probe_retry`.
+    fn peer_answers(&mut self, peer: &str, detail: &str) {
+        let text = format!("node {peer} is silent on every heartbeat link but still answers on the public network ({detail}): it is alive, so this node takes nothing over; check the heartbeat networks");
+        self.alarm(format!("peer:{peer}"), text);
+        let at = self.now + self.config.probe_retry;
+        self.set_gate(peer, Gate::ProbeAt { at });
+    }
+
     /// Every gate is passed: this node takes `peer` over. A fenced peer holds nothing, so its
-    /// applications start at once; otherwise they start when the takeover delay ends, counted
-    /// from when the peer was declared down (the timing argument counts from there:
-    /// crate::timing), and the notice that this node takes over goes out from now on.
+    /// applications start at once. Otherwise the notice that this node takes over goes out
+    /// from now on, and the applications start when the takeover delay, counted from now,
+    /// ends: a peer that still hears this node yields to the notice, and one that stopped
+    /// hearing it before the notice went out has decided within the delay (crate::timing).
+    /// The delay cannot count from the declaration: a peer that could hear this node until
+    /// the notice (a one-way partition, then a cut) decides only a timeout after that.
     fn clear(&mut self, peer: &str, fenced: bool) {
         let how = if fenced { "it was fenced" } else { "it does not answer on any network" };
         let lease =
             if self.holds_lease() { " and this node holds the arbitrator's lease" } else { "" };
-        let until =
-            self.delay_from.get(peer).copied().unwrap_or(self.now) + self.config.takeover_delay;
+        let until = self.now + self.config.takeover_delay;
         let when = if fenced || until <= self.now {
             String::new()
         } else {
@@ -498,12 +529,16 @@ impl Guard {
             self.early_probes.remove(peer);
             self.set_gate(peer, Gate::Cleared { fenced });
             self.apps(AppInput::PeerFenced { peer: peer.to_string() });
-        } else if until > self.now {
+            return;
+        }
+        // Silent everywhere now: what the peer announced before no longer counts as a sign of
+        // life (the applications machine forgets it), what it announces from now on does.
+        self.apps(AppInput::PeerDown { peer: peer.to_string(), take_over: false });
+        if until > self.now {
             self.set_gate(peer, Gate::Delay { until });
             // Probe again, ending one probe interval before the delay does, so that its result
             // is in when the start looks: the start then finds the addresses freshly silent
-            // and needs no probe of its own (dad.rs). What it finds decides nothing here; an
-            // address that answered is probed again by the start.
+            // and needs no probe of its own (dad.rs); a peer that answers is not taken over.
             let lead = self.config.probe_time + self.config.probe_time / crate::dad::PROBE_COUNT;
             if self.config.probe && until.since(self.now) >= lead {
                 let due = EarlyProbe::Due { at: until - lead };

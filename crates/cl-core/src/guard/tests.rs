@@ -13,7 +13,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         probe_time: Duration::from_millis(300),
         probe_retry: Duration::from_secs(1),
         settle: Duration::from_secs(1),
-        // The takeover delay has tests of its own (delay_tests below).
+        // The takeover delay has tests of its own (`delayed` below).
         takeover_delay: Duration::ZERO,
         lease: lease.then_some(LeaseTiming {
             lease: Duration::from_secs(6),
@@ -57,7 +57,7 @@ fn no_takeover() -> GuardAction {
 fn without_gates_a_take_over_verdict_passes_straight_through() {
     let mut g = Guard::new(config(false, false, false));
     g.on_membership(t(0), &down(Verdict::TakeOver));
-    assert_eq!(drain(&mut g), vec![no_takeover(), takeover()]);
+    assert_eq!(drain(&mut g), vec![no_takeover(), no_takeover(), takeover()]);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_raises_an_alarm() {
     assert_eq!(drain(&mut g), vec![]);
     assert!(g.status().alarms.is_empty());
     g.handle_timeout(t(2200));
-    assert_eq!(drain(&mut g), vec![takeover()]);
+    assert_eq!(drain(&mut g), vec![no_takeover(), takeover()]);
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn with_the_lease_granted_the_node_takes_over_and_renews_it() {
         vec![no_takeover(), GuardAction::Lease { id: 1, op: ArbOp::Acquire }]
     );
     g.handle(t(20), GuardInput::LeaseReply { id: 1, granted: true, holder: None, remaining: None });
-    assert_eq!(drain(&mut g), vec![takeover()]);
+    assert_eq!(drain(&mut g), vec![no_takeover(), takeover()]);
     assert!(g.holds_lease());
     // Renewed renew_after (2 s) after the request was sent.
     assert_eq!(g.poll_timeout(), Some(t(2000)));
@@ -219,7 +219,7 @@ fn a_denied_lease_stops_the_local_applications_and_a_later_grant_resumes() {
         t(1530),
         GuardInput::LeaseReply { id: 2, granted: true, holder: None, remaining: None },
     );
-    assert_eq!(drain(&mut g), vec![app(AppInput::Reconnected), takeover()]);
+    assert_eq!(drain(&mut g), vec![app(AppInput::Reconnected), no_takeover(), takeover()]);
     assert!(g.status().alarms.is_empty());
 }
 
@@ -374,4 +374,81 @@ fn with_an_arbitrator_the_lease_holder_fences_without_the_race_wait() {
     c.first = false;
     let g = Guard::new(c);
     assert_eq!(g.fence_wait(), Duration::ZERO);
+}
+
+/// A guard that waits a 1.5 s takeover delay (probe 300 ms, so the probe before the start is
+/// sent 400 ms before the delay ends).
+fn delayed() -> Guard {
+    let mut c = config(false, true, false);
+    c.takeover_delay = Duration::from_millis(1500);
+    Guard::new(c)
+}
+
+fn probe() -> GuardAction {
+    GuardAction::Probe { peer: PEER.into() }
+}
+
+fn probed(g: &mut Guard, at: u64, alive: bool) {
+    g.handle(t(at), GuardInput::ProbeResult { peer: PEER.into(), alive, detail: "x".into() });
+}
+
+#[test]
+fn the_takeover_delay_runs_from_the_silent_probe_with_the_notice_and_a_probe_before_the_start() {
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), probe()]);
+    assert!(g.taking_over().is_empty(), "no notice before the peer is found silent");
+    probed(&mut g, 300, false);
+    // Silent: the notice goes out from now on, and the applications wait the delay.
+    assert_eq!(drain(&mut g), vec![no_takeover()]);
+    assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(1800) });
+    assert_eq!(g.taking_over(), vec![PEER.to_string()]);
+    assert_eq!(g.poll_timeout(), Some(t(1400)));
+    g.handle_timeout(t(1400));
+    assert_eq!(drain(&mut g), vec![probe()]);
+    probed(&mut g, 1700, false);
+    assert_eq!(drain(&mut g), vec![]);
+    assert_eq!(g.poll_timeout(), Some(t(1800)));
+    g.handle_timeout(t(1800));
+    assert_eq!(drain(&mut g), vec![takeover()]);
+    assert_eq!(g.status().gates[PEER], Gate::Cleared { fenced: false });
+    assert_eq!(g.poll_timeout(), None);
+}
+
+#[test]
+fn a_peer_that_answers_the_probe_before_the_start_is_not_taken_over() {
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    probed(&mut g, 300, false);
+    g.handle_timeout(t(1400));
+    drain(&mut g);
+    probed(&mut g, 1700, true);
+    assert_eq!(drain(&mut g), vec![]);
+    assert_eq!(g.status().gates[PEER], Gate::ProbeAt { at: t(2700) });
+    assert!(g.taking_over().is_empty(), "the notice stops");
+    assert_eq!(g.status().alarms.len(), 1);
+    g.handle_timeout(t(1800));
+    assert!(!drain(&mut g).contains(&takeover()));
+}
+
+#[test]
+fn a_peer_back_or_isolation_during_the_delay_ends_the_takeover() {
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    probed(&mut g, 300, false);
+    drain(&mut g);
+    g.on_membership(t(900), &MembershipAction::PeerUp { peer: PEER.into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::PeerUp { peer: PEER.into() })]);
+    assert_eq!(g.status().gates[PEER], Gate::Idle);
+    assert_eq!(g.poll_timeout(), None);
+
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    probed(&mut g, 300, false);
+    drain(&mut g);
+    g.on_membership(t(900), &MembershipAction::Isolated { reason: "cut".into() });
+    assert_eq!(drain(&mut g), vec![app(AppInput::Isolated)]);
+    assert_eq!(g.status().gates[PEER], Gate::StandBy);
+    g.handle_timeout(t(1800));
+    assert_eq!(drain(&mut g), vec![]);
 }

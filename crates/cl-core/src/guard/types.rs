@@ -80,9 +80,9 @@ pub struct GuardConfig {
     /// A peer that answered the probe and then fell silent may have lost this node only now:
     /// wait this long (the heartbeat timeout) so it has noticed too, before taking over.
     pub settle: Duration,
-    /// How long after a peer is declared down (or settled) its applications wait before they
-    /// start here, unless it was fenced ([`SafetyTiming::takeover_delay`]: zero with an
-    /// arbitrator). The delay runs from the declaration, the probe inside it.
+    /// How long after the guard found a silent peer silent everywhere (and began to say it
+    /// takes the peer over) the peer's applications wait before they start here, unless it was
+    /// fenced ([`SafetyTiming::takeover_delay`]: zero with an arbitrator).
     pub takeover_delay: Duration,
     /// The arbitrator's lease, when one is configured.
     pub lease: Option<LeaseTiming>,
@@ -120,6 +120,21 @@ impl GuardConfig {
             lease: timing.lease,
             sabotage: Sabotage::None,
         }
+    }
+}
+
+impl GuardConfig {
+    /// How long before a silent peer's verdict the guard wants to probe it (membership's late
+    /// warning, crate::membership): without an arbitrator (which has probes of its own) and
+    /// for a peer without a fence device, one probe and one probe interval, so that the result
+    /// is in when the peer is declared down and the takeover goes on at once. None when that is
+    /// more than 30 % of the heartbeat timeout: the peer would count as late between two
+    /// relayed heartbeats (the fast profile), and be probed all the time.
+    pub fn probe_ahead(&self) -> Option<Duration> {
+        let unfenced = self.peers.values().any(|fenced| !fenced);
+        let lead = self.probe_time + self.probe_time / crate::dad::PROBE_COUNT;
+        let fits = lead * 10 <= self.settle * 3;
+        (self.probe && self.lease.is_none() && unfenced && fits).then_some(lead)
     }
 }
 
@@ -270,8 +285,8 @@ pub enum Gate {
         /// When.
         at: Time,
     },
-    /// Silent everywhere (the probe found nobody): its applications start here at `until`,
-    /// the takeover delay after it was declared down; this node already says it takes over.
+    /// Silent everywhere (the probe found nobody): this node says it takes the peer over, and
+    /// the peer's applications start here at `until`, when the takeover delay ends.
     Delay {
         /// When the delay ends.
         until: Time,

@@ -48,6 +48,10 @@ pub struct MembershipConfig {
     /// alone) while it replied within a heartbeat `timeout`: clnetd pings once per interval,
     /// so one lost ping must not count as losing the outside.
     pub ping_freshness: Duration,
+    /// When set, a peer silent on every link for all but this much of the timeout is reported
+    /// late ([`Action::PeerLate`]), once per silence, so that the guard can probe it ahead of
+    /// the verdict (the node engine sets it: crate::node).
+    pub late_warning: Option<Duration>,
 }
 
 impl MembershipConfig {
@@ -111,6 +115,12 @@ pub enum Action {
         peer: String,
         /// The silent link.
         link: String,
+    },
+    /// A peer has been silent on every link for all but [`MembershipConfig::late_warning`] of
+    /// the timeout: it may be about to be declared down.
+    PeerLate {
+        /// The peer.
+        peer: String,
     },
     /// A silent link carries heartbeats again.
     LinkUp {
@@ -220,6 +230,15 @@ pub struct KnownStatus {
 struct Peer {
     state: PeerState,
     links: BTreeMap<String, Link>,
+    /// [`Action::PeerLate`] was reported for the current silence.
+    told_late: bool,
+}
+
+impl Peer {
+    /// When the newest heartbeat on any link arrived.
+    fn newest(&self) -> Option<Time> {
+        self.links.values().filter_map(|l| l.last).max()
+    }
 }
 
 /// One heartbeat link to a peer.
@@ -259,7 +278,7 @@ impl Membership {
             .iter()
             .map(|p| {
                 let links = config.links.iter().map(|l| (l.clone(), Link::default())).collect();
-                (p.clone(), Peer { state: PeerState::Unknown, links })
+                (p.clone(), Peer { state: PeerState::Unknown, links, told_late: false })
             })
             .collect();
         // Known connections start as reachable-unknown (not fresh): the first ping round decides.
@@ -320,6 +339,7 @@ impl Membership {
         let Some(entry) = peer.links.get_mut(link) else { return };
         entry.last = Some(entry.last.map_or(at, |last| last.max(at)));
         entry.up = true;
+        peer.told_late = false;
         if entry.warned {
             entry.warned = false;
             self.actions
@@ -348,6 +368,7 @@ impl Membership {
             self.next_heartbeat = next;
         }
         self.expire_known_connections(now);
+        self.report_late(now);
         self.expire_links(now);
         self.settle_undecided(now);
         self.check_alone(now);
@@ -398,6 +419,19 @@ impl Membership {
 
     fn reply_within(&self, now: Time, window: Duration) -> bool {
         self.known.values().any(|(last, _)| last.is_some_and(|t| now.since(t) < window))
+    }
+
+    /// Report a peer that is up but has been silent for all but `late_warning` of the timeout.
+    fn report_late(&mut self, now: Time) {
+        let Some(warning) = self.config.late_warning else { return };
+        let after = self.config.timeout.saturating_sub(warning);
+        for (name, peer) in self.peers.iter_mut() {
+            let late = peer.newest().is_some_and(|t| now.since(t) >= after);
+            if peer.state == PeerState::Up && late && !peer.told_late {
+                peer.told_late = true;
+                self.actions.push_back(Action::PeerLate { peer: name.clone() });
+            }
+        }
     }
 
     fn expire_known_connections(&mut self, now: Time) {
@@ -583,6 +617,11 @@ impl Membership {
             }
             if peer.state == PeerState::Unknown {
                 consider(self.started + self.config.timeout);
+            }
+            if let (Some(warning), Some(newest), PeerState::Up, false) =
+                (self.config.late_warning, peer.newest(), peer.state, peer.told_late)
+            {
+                consider(newest + self.config.timeout.saturating_sub(warning));
             }
         }
         for (last, reachable) in self.known.values() {

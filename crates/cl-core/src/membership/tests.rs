@@ -21,6 +21,7 @@ fn config(known: bool) -> MembershipConfig {
         timeout: Duration::from_millis(TIMEOUT),
         known_connections: if known { vec![router()] } else { vec![] },
         ping_freshness: Duration::from_millis(TIMEOUT / 2),
+        late_warning: None,
     }
 }
 
@@ -411,4 +412,24 @@ fn a_relayed_heartbeat_counts_from_when_it_arrived_not_from_when_it_was_relayed(
     assert!(drain(&mut m).iter().any(|a| matches!(a, Action::PeerUp { .. })));
     m.handle_timeout(t(2704));
     assert!(!drain(&mut m).iter().any(|a| matches!(a, Action::PeerDown { .. })));
+}
+
+#[test]
+fn a_late_peer_is_reported_once_per_silence_before_it_is_declared_down() {
+    let mut c = config(true);
+    c.late_warning = Some(Duration::from_millis(280));
+    let mut m = Membership::new(c, t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    let late = |a: &Action| matches!(a, Action::PeerLate { peer } if peer == "node1");
+    // Heard last at 1800: late at 1800 + 720, down at 1800 + 1000.
+    let actions = run(&mut m, 2000, 2520, &[], true);
+    assert!(!actions.iter().any(late), "{actions:?}");
+    let actions = run(&mut m, 2520, 2600, &[], true);
+    assert_eq!(actions.iter().filter(|a| late(a)).count(), 1, "{actions:?}");
+    // Heard again (2600, 2800): a new silence is reported again.
+    let actions = run(&mut m, 2600, 3000, &["public"], true);
+    assert!(!actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
+    let actions = run(&mut m, 3000, 4100, &[], true);
+    assert_eq!(actions.iter().filter(|a| late(a)).count(), 1, "{actions:?}");
+    assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
 }

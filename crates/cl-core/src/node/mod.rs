@@ -286,8 +286,10 @@ pub struct Node {
 
 impl Node {
     /// A node that starts at `now`, having heard nobody, running nothing.
-    pub fn new(config: NodeConfig, now: Time) -> Node {
+    pub fn new(mut config: NodeConfig, now: Time) -> Node {
         let local = config.membership.local.clone();
+        // The guard probes a silent peer ahead of its verdict when it can (crate::guard).
+        config.membership.late_warning = config.guard.probe_ahead();
         let with_lease = config.guard.lease.is_some();
         let mut apps = Apps::new(&local, &config.membership.peers, config.apps, config.epoch);
         if with_lease {

@@ -51,6 +51,7 @@ pub(super) fn config(protection: Protection) -> NodeConfig {
             timeout: TIMEOUT,
             known_connections: vec![known()],
             ping_freshness: timing.freshness,
+            late_warning: None,
         },
         guard: GuardConfig::new(
             LOCAL,
@@ -209,24 +210,26 @@ fn lease_granted(protection: Protection, id: u64) -> NodeInput {
 fn a_silent_peer_is_probed_and_taken_over_after_the_takeover_delay() {
     let mut h = Harness::with_peer_running(Protection::Probe);
     assert_eq!(h.run(ms(4000), true), vec![]);
-    // Its last heartbeat came at 4 s: one timeout later (5 s) it is down, and probed.
-    assert_eq!(h.run(ms(5200), false), vec![peer_down(), NodeAction::Probe { peer: PEER.into() }]);
-    // The takeover delay runs from the declaration: the time the peer, if it is the one cut
-    // off, needs to stop its copy (crate::timing). The notice goes out from the probe on.
+    // Its last heartbeat came at 4 s. Late by all but one probe and one probe interval of the
+    // timeout (280 ms), it is probed ahead of the verdict.
+    let late = NodeAction::Membership(Action::PeerLate { peer: PEER.into() });
+    assert_eq!(h.run(ms(4720), false), vec![late, NodeAction::Probe { peer: PEER.into() }]);
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
+    // One timeout after its last heartbeat it is down, and taken over at once: the notice goes
+    // out, and the takeover delay runs from now: the time the peer, if it is the one cut off
+    // (or yields to the notice), needs to stop its copy (crate::timing).
     let delay = timing(Protection::Probe).takeover_delay();
     let due = ms(5000) + delay;
     assert_eq!(
-        h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }),
+        h.run(ms(5000), false),
         vec![
-            event(
-                Level::Info,
-                "node node2 does not answer on the public network (probed 10.0.0.2)"
-            ),
+            peer_down(),
+            event(Level::Info, "node node2 did not answer on the public network as it fell silent"),
             event(
                 Level::Warn,
                 &format!(
                     "taking over the applications of node node2: it does not answer on any network; they start in {} ms (the takeover delay)",
-                    due.since(h.now).as_millis()
+                    delay.as_millis()
                 )
             ),
             notice(&[PEER]),
@@ -640,7 +643,9 @@ fn the_probe_verdict() {
 fn without_inputs_the_engine_only_asks_to_be_woken_for_judging() {
     let h = Harness::with_peer_running(Protection::Probe);
     // Heard at 0: the peer is judged one timeout later (no heartbeat-interval wake-ups).
-    assert_eq!(h.node.poll_timeout(), Some(ms(0) + TIMEOUT));
+    // The first deadline is the late warning, a probe and a probe interval before that.
+    let plan = crate::dad::probe_plan(INTERVAL);
+    assert_eq!(h.node.poll_timeout(), Some(ms(0) + TIMEOUT - plan.total() - plan.interval));
 }
 
 #[test]

@@ -173,6 +173,9 @@ impl Manager {
             // silences the node.
             Action::SendHeartbeats => {}
             Action::PeerUp { peer } => info!(%peer, "node {peer} is up"),
+            Action::PeerLate { peer } => {
+                info!(%peer, "node {peer} is late on every heartbeat link")
+            }
             Action::PeerDown { peer, verdict, reason } => match verdict {
                 Verdict::TakeOver => {
                     warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")

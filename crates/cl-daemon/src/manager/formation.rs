@@ -37,6 +37,7 @@ impl Manager {
             timeout: cluster.heartbeat.timeout,
             known_connections: cluster.known_connections.clone(),
             ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
+            late_warning: None,
         };
         self.probe_targets = self
             .ctx
