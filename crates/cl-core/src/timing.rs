@@ -4,9 +4,13 @@
 //! Two nodes that lose each other notice it at different moments: each declares the other down
 //! `timeout` after the last heartbeat it heard. On a clean cut the last heartbeats differ by one
 //! `interval` plus the delivery jitter, but on a lossy network this node may have stopped
-//! hearing the peer long before the peer stopped hearing it: the cut came at the latest when
-//! this node declares the peer down, so the peer declares this node down at the latest one
-//! `timeout` (plus jitter) later. The simulator found this (loss, then a cut). An isolated
+//! hearing the peer long before the peer stopped hearing it. From the moment this node takes
+//! the peer over (the guard cleared it: at the declaration when the probe ahead found the peer
+//! silent, crate::guard) every heartbeat it sends carries the "taking over" notice, and a peer
+//! that hears one stops; so a peer that does not stop for the notice heard its last heartbeat
+//! from this node before that moment, and declares this node down at the latest one `timeout`
+//! (plus jitter) after it. The simulator found this (loss, then a cut). The delay therefore
+//! counts from when the notice begins, not from the declaration. An isolated
 //! peer has decided so by then too: it has no known-connection reply from after the cut, and
 //! waits for one only until its newest is `timeout` old (crate::membership), which is no later.
 //! It then needs its stop deadline, after which the shell has killed what the stop scripts
