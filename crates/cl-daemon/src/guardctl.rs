@@ -328,7 +328,7 @@ pub fn describe(status: &GuardStatus, now: Time) -> (Vec<String>, Vec<String>) {
                 "down and silent everywhere now; taking over in {} ms, then the takeover delay (it may only now have lost this node)",
                 at.since(now).as_millis()
             ),
-            Gate::Delay { until } => format!(
+            Gate::Delay { until, .. } => format!(
                 "silent everywhere; its applications start here in {} ms (the takeover delay)",
                 until.since(now).as_millis()
             ),

@@ -169,6 +169,9 @@ impl Guard {
                 // Until every gate is passed the peer's applications stay where they are.
                 self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
                 if *verdict == Verdict::StandBy {
+                    // What a probe found while this node may itself have been cut off proves
+                    // nothing once it is connected again.
+                    self.early_probes.remove(peer);
                     self.set_gate(peer, Gate::StandBy);
                 } else if self.config.sabotage == Sabotage::SkipGates {
                     self.clear(peer, true);
@@ -181,6 +184,7 @@ impl Guard {
             }
             MembershipAction::Isolated { .. } => {
                 self.isolated = true;
+                self.early_probes.clear();
                 for gate in self.gates.values_mut() {
                     if *gate != Gate::Idle {
                         *gate = Gate::StandBy;
@@ -213,13 +217,17 @@ impl Guard {
                     return;
                 }
                 self.early_probes.remove(&peer);
-                if let (Some(_), Some(Gate::Delay { .. })) = (early, self.gates.get(&peer)) {
+                if let (Some(_), Some(Gate::Delay { overdue, .. })) =
+                    (early, self.gates.get(&peer).cloned())
+                {
                     // The probe before the start: silence spares the start its own probe (the
-                    // shell keeps it, dad.rs). A peer that answers again is alive (a paused
-                    // machine resumed, a link healed): nothing is taken over, as when it
-                    // answers the first probe.
+                    // shell keeps it, dad.rs), and lets it go on if the delay is over already.
+                    // A peer that answers again is alive (a paused machine resumed, a link
+                    // healed): nothing is taken over, as when it answers the first probe.
                     if alive {
                         self.peer_answers(&peer, &detail);
+                    } else if overdue {
+                        self.take_over(&peer);
                     }
                     self.step();
                     return;
@@ -330,7 +338,16 @@ impl Guard {
                 Gate::FenceAt { attempts, .. } => self.fence(&peer, attempts + 1),
                 Gate::ProbeAt { .. } => self.probe(&peer),
                 Gate::Settle { .. } => self.clear(&peer, false),
-                Gate::Delay { .. } => self.take_over(&peer),
+                Gate::Delay { .. } => {
+                    if matches!(self.early_probes.get(&peer), Some(EarlyProbe::Running { .. })) {
+                        // The probe before the start is still out: its answer decides, so
+                        // wait for it (looking again a probe's time later).
+                        let until = now + self.config.probe_time;
+                        self.set_gate(&peer, Gate::Delay { until, overdue: true });
+                    } else {
+                        self.take_over(&peer);
+                    }
+                }
                 _ => {}
             }
         }
@@ -535,7 +552,7 @@ impl Guard {
         // life (the applications machine forgets it), what it announces from now on does.
         self.apps(AppInput::PeerDown { peer: peer.to_string(), take_over: false });
         if until > self.now {
-            self.set_gate(peer, Gate::Delay { until });
+            self.set_gate(peer, Gate::Delay { until, overdue: false });
             // Probe again, ending one probe interval before the delay does, so that its result
             // is in when the start looks: the start then finds the addresses freshly silent
             // and needs no probe of its own (dad.rs); a peer that answers is not taken over.

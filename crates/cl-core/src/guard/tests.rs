@@ -401,7 +401,7 @@ fn the_takeover_delay_runs_from_the_silent_probe_with_the_notice_and_a_probe_bef
     probed(&mut g, 300, false);
     // Silent: the notice goes out from now on, and the applications wait the delay.
     assert_eq!(drain(&mut g), vec![no_takeover()]);
-    assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(1800) });
+    assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(1800), overdue: false });
     assert_eq!(g.taking_over(), vec![PEER.to_string()]);
     assert_eq!(g.poll_timeout(), Some(t(1400)));
     g.handle_timeout(t(1400));
@@ -451,4 +451,50 @@ fn a_peer_back_or_isolation_during_the_delay_ends_the_takeover() {
     assert_eq!(g.status().gates[PEER], Gate::StandBy);
     g.handle_timeout(t(1800));
     assert_eq!(drain(&mut g), vec![]);
+}
+
+#[test]
+fn the_start_waits_for_the_probe_before_it_when_that_probe_is_late() {
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    drain(&mut g);
+    probed(&mut g, 300, false);
+    g.handle_timeout(t(1400));
+    assert_eq!(drain(&mut g), vec![no_takeover(), probe()]);
+    // The delay ends with the probe still out: no start until it answers.
+    g.handle_timeout(t(1800));
+    assert_eq!(drain(&mut g), vec![]);
+    assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(2100), overdue: true });
+    probed(&mut g, 1850, false);
+    assert_eq!(drain(&mut g), vec![takeover()]);
+}
+
+#[test]
+fn a_probe_ahead_is_forgotten_when_this_node_is_isolated() {
+    let mut g = delayed();
+    g.on_membership(t(700), &MembershipAction::PeerLate { peer: PEER.into() });
+    assert_eq!(drain(&mut g), vec![probe()]);
+    probed(&mut g, 1000, false);
+    assert_eq!(drain(&mut g), vec![]);
+    // Cut off itself: what it found proves nothing once it is connected again.
+    g.on_membership(t(1100), &MembershipAction::Isolated { reason: "cut".into() });
+    drain(&mut g);
+    g.on_membership(t(1500), &MembershipAction::Reconnected);
+    g.on_membership(t(1500), &down(Verdict::TakeOver));
+    let actions = drain(&mut g);
+    assert!(actions.contains(&probe()), "{actions:?}");
+    assert!(!actions.contains(&takeover()), "{actions:?}");
+    assert_eq!(g.status().gates[PEER], Gate::Probing);
+}
+
+#[test]
+fn a_silent_probe_ahead_lets_the_takeover_go_on_at_the_verdict() {
+    let mut g = delayed();
+    g.on_membership(t(700), &MembershipAction::PeerLate { peer: PEER.into() });
+    assert_eq!(drain(&mut g), vec![probe()]);
+    probed(&mut g, 1000, false);
+    g.on_membership(t(1000), &down(Verdict::TakeOver));
+    assert_eq!(drain(&mut g), vec![no_takeover(), no_takeover()]);
+    assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(2500), overdue: false });
+    assert_eq!(g.taking_over(), vec![PEER.to_string()]);
 }

@@ -128,8 +128,11 @@ impl GuardConfig {
     /// warning, crate::membership): without an arbitrator (which has probes of its own) and
     /// for a peer without a fence device, one probe and one probe interval, so that the result
     /// is in when the peer is declared down and the takeover goes on at once. None when that is
-    /// more than 30 % of the heartbeat timeout: the peer would count as late between two
-    /// relayed heartbeats (the fast profile), and be probed all the time.
+    /// more than 30 % of the heartbeat timeout. Heartbeats reach cldaemon relayed (crate::relay:
+    /// one at least every half timeout plus an interval while frames flow, 600 ms by default),
+    /// so at the default profile (late after 720 ms) a peer that is up counts as late only when
+    /// a frame is lost on every link; at the fast profile it would count as late between two
+    /// relays, and be probed all the time.
     pub fn probe_ahead(&self) -> Option<Duration> {
         let unfenced = self.peers.values().any(|fenced| !fenced);
         let lead = self.probe_time + self.probe_time / crate::dad::PROBE_COUNT;
@@ -288,8 +291,11 @@ pub enum Gate {
     /// Silent everywhere (the probe found nobody): this node says it takes the peer over, and
     /// the peer's applications start here at `until`, when the takeover delay ends.
     Delay {
-        /// When the delay ends.
+        /// When the delay ends (or, once `overdue`, when to look at the probe again).
         until: Time,
+        /// The delay has ended while the probe before the start was still out: the start
+        /// waits for its result.
+        overdue: bool,
     },
     /// Every gate passed; `fenced` when the peer was powered off.
     Cleared {
@@ -305,7 +311,7 @@ impl Gate {
             Gate::FenceAt { at, .. }
             | Gate::ProbeAt { at }
             | Gate::Settle { at }
-            | Gate::Delay { until: at } => Some(*at),
+            | Gate::Delay { until: at, .. } => Some(*at),
             _ => None,
         }
     }

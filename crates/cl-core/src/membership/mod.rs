@@ -49,8 +49,8 @@ pub struct MembershipConfig {
     /// so one lost ping must not count as losing the outside.
     pub ping_freshness: Duration,
     /// When set, a peer silent on every link for all but this much of the timeout is reported
-    /// late ([`Action::PeerLate`]), once per silence, so that the guard can probe it ahead of
-    /// the verdict (the node engine sets it: crate::node).
+    /// late ([`Action::PeerLate`]), once until a heartbeat sent after that arrives, so that the
+    /// guard can probe it ahead of the verdict (the node engine sets it: crate::node).
     pub late_warning: Option<Duration>,
 }
 
@@ -230,8 +230,9 @@ pub struct KnownStatus {
 struct Peer {
     state: PeerState,
     links: BTreeMap<String, Link>,
-    /// [`Action::PeerLate`] was reported for the current silence.
-    told_late: bool,
+    /// When [`Action::PeerLate`] was reported for the current silence: only a heartbeat sent
+    /// after that ends it (a held one, relayed late, does not).
+    told_late: Option<Time>,
 }
 
 impl Peer {
@@ -278,7 +279,7 @@ impl Membership {
             .iter()
             .map(|p| {
                 let links = config.links.iter().map(|l| (l.clone(), Link::default())).collect();
-                (p.clone(), Peer { state: PeerState::Unknown, links, told_late: false })
+                (p.clone(), Peer { state: PeerState::Unknown, links, told_late: None })
             })
             .collect();
         // Known connections start as reachable-unknown (not fresh): the first ping round decides.
@@ -339,7 +340,9 @@ impl Membership {
         let Some(entry) = peer.links.get_mut(link) else { return };
         entry.last = Some(entry.last.map_or(at, |last| last.max(at)));
         entry.up = true;
-        peer.told_late = false;
+        if peer.told_late.is_some_and(|told| at > told) {
+            peer.told_late = None;
+        }
         if entry.warned {
             entry.warned = false;
             self.actions
@@ -427,8 +430,8 @@ impl Membership {
         let after = self.config.timeout.saturating_sub(warning);
         for (name, peer) in self.peers.iter_mut() {
             let late = peer.newest().is_some_and(|t| now.since(t) >= after);
-            if peer.state == PeerState::Up && late && !peer.told_late {
-                peer.told_late = true;
+            if peer.state == PeerState::Up && late && peer.told_late.is_none() {
+                peer.told_late = Some(now);
                 self.actions.push_back(Action::PeerLate { peer: name.clone() });
             }
         }
@@ -619,7 +622,7 @@ impl Membership {
                 consider(self.started + self.config.timeout);
             }
             if let (Some(warning), Some(newest), PeerState::Up, false) =
-                (self.config.late_warning, peer.newest(), peer.state, peer.told_late)
+                (self.config.late_warning, peer.newest(), peer.state, peer.told_late.is_some())
             {
                 consider(newest + self.config.timeout.saturating_sub(warning));
             }

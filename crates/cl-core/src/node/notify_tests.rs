@@ -22,7 +22,7 @@ fn a_failover_tells_node_down_starting_started_and_moved_in_order() {
     told.extend(events(h.run(Time::from_millis(5200), false)));
     told.extend(events(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() })));
     let delay = SafetyTiming::new(INTERVAL, TIMEOUT).takeover_delay();
-    told.extend(events(h.run(h.now + delay, false)));
+    told.extend(events(h.run_silent(h.now + delay)));
     told.extend(events(h.feed(NodeInput::StartFinished {
         app: APP.into(),
         ok: true,
@@ -115,7 +115,7 @@ fn a_failed_monitor_is_told_then_the_restart() {
     h.run(Time::from_millis(5200), false);
     h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
     let delay = SafetyTiming::new(INTERVAL, TIMEOUT).takeover_delay();
-    h.run(h.now + delay, false);
+    h.run_silent(h.now + delay);
     h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
     let told = events(h.feed(NodeInput::MonitorFailed { app: APP.into(), reason: "down".into() }));
     assert_eq!(

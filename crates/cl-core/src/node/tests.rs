@@ -128,6 +128,22 @@ impl Harness {
 
     /// Let time run to `until` in steps of half a heartbeat interval, with the peer's heartbeats while
     /// `peer_alive` and the known connection's replies throughout; every action on the way.
+    /// [`Harness::run`] with the peer silent, every probe answered at once with silence.
+    pub(super) fn run_silent(&mut self, until: Time) -> Vec<NodeAction> {
+        let mut actions = Vec::new();
+        while self.now < until {
+            let step = (self.now + INTERVAL / 2).min(until);
+            let got = self.run(step, false);
+            let probes = got.iter().filter(|a| matches!(a, NodeAction::Probe { .. })).count();
+            actions.extend(got);
+            for _ in 0..probes {
+                let seen = silent();
+                actions.extend(self.feed(NodeInput::ProbeResult { peer: PEER.into(), seen }));
+            }
+        }
+        actions
+    }
+
     pub(super) fn run(&mut self, until: Time, peer_alive: bool) -> Vec<NodeAction> {
         let mut actions = Vec::new();
         while self.now < until {
@@ -289,6 +305,7 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
     let plan = crate::dad::probe_plan(INTERVAL);
     let probe_at = started - plan.total() - plan.interval;
     assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() }), vec![]);
     assert_eq!(h.run(started - Duration::from_millis(1), false), vec![]);
     assert_eq!(h.run(started, false), vec![start(), NodeAction::Announce]);
 }
@@ -609,7 +626,7 @@ fn a_healed_partition_reannounces_what_runs_here_and_withdraws_the_notice() {
     h.run(ms(4000), true);
     h.run(ms(5200), false);
     h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: silent() });
-    h.run(ms(8000), false);
+    h.run_silent(ms(8000));
     h.feed(NodeInput::StartFinished { app: APP.into(), ok: true, reason: String::new() });
     assert_eq!(
         h.beat(false),
