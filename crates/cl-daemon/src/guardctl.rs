@@ -216,23 +216,34 @@ pub fn read_notice_at(path: &std::path::Path) -> Vec<String> {
 
 /// Power `peer` off with its fence device; the result arrives on `results`.
 pub fn fence(ctx: &Context, peer: String, results: mpsc::Sender<NodeInput>) {
-    let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
-    let paths = ctx.paths.clone();
-    // The agent runner's future is not Send: give it a thread and a runtime of its own.
-    std::thread::spawn(move || {
-        let (ok, detail) = run_fence_agent(device, &peer, FenceAction::Off, &paths);
-        let _ = results.blocking_send(NodeInput::FenceResult { peer, ok, detail });
+    spawn_fence_agent(ctx, peer, FenceAction::Off, results, |peer, ok, detail| {
+        NodeInput::FenceResult { peer, ok, detail }
     });
 }
 
 /// Ask `peer`'s fence device whether it is off; the answer arrives on `results` (a query that
 /// fails counts as "not off").
 pub fn fence_status(ctx: &Context, peer: String, results: mpsc::Sender<NodeInput>) {
+    spawn_fence_agent(ctx, peer, FenceAction::Status, results, |peer, off, detail| {
+        NodeInput::FenceStatusResult { peer, off, detail }
+    });
+}
+
+/// Run `peer`'s fence agent with `action` in the background and report what
+/// [`run_fence_agent`] says, as `input` makes it, on `results`.
+fn spawn_fence_agent(
+    ctx: &Context,
+    peer: String,
+    action: FenceAction,
+    results: mpsc::Sender<NodeInput>,
+    input: fn(String, bool, String) -> NodeInput,
+) {
     let device = ctx.cluster().node(&peer).and_then(|n| n.fence.clone());
     let paths = ctx.paths.clone();
+    // The agent runner's future is not Send: give it a thread and a runtime of its own.
     std::thread::spawn(move || {
-        let (off, detail) = run_fence_agent(device, &peer, FenceAction::Status, &paths);
-        let _ = results.blocking_send(NodeInput::FenceStatusResult { peer, off, detail });
+        let (off, detail) = run_fence_agent(device, &peer, action, &paths);
+        let _ = results.blocking_send(input(peer, off, detail));
     });
 }
 

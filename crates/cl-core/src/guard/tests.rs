@@ -114,15 +114,22 @@ fn a_fenced_peer_is_taken_over_at_once_and_a_failed_fence_is_retried() {
     assert!(g.status().alarms.is_empty());
 }
 
-#[test]
-fn the_less_preferred_node_waits_before_fencing() {
+/// A node that is not favoured in the fence race (1 s unit) whose peer went down at 0: it
+/// asks the peer's fence device whether the peer is off already.
+fn waiting_to_fence() -> Guard {
     let mut c = config(true, false, false);
     c.fence_race_unit = Duration::from_secs(1);
     c.first = false;
     let mut g = Guard::new(c);
     g.on_membership(t(0), &down(Verdict::TakeOver));
-    // It asks the peer's fence device whether the peer is off already; it is on.
     assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()]);
+    g
+}
+
+#[test]
+fn the_less_preferred_node_waits_before_fencing() {
+    let mut g = waiting_to_fence();
+    // The device says the peer is on: the wait stands.
     g.handle(t(50), status_result(false));
     assert_eq!(drain(&mut g), vec![]);
     g.handle_timeout(t(999));
@@ -141,12 +148,7 @@ fn status_result(off: bool) -> GuardInput {
 
 #[test]
 fn a_peer_its_fence_device_reports_off_is_fenced_without_the_race_wait() {
-    let mut c = config(true, false, false);
-    c.fence_race_unit = Duration::from_secs(1);
-    c.first = false;
-    let mut g = Guard::new(c);
-    g.on_membership(t(0), &down(Verdict::TakeOver));
-    assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()]);
+    let mut g = waiting_to_fence();
     // Off (crashed, lost its power): it is not racing this node, so the fence (which
     // confirms it off) runs now, not when the unit ends.
     g.handle(t(50), status_result(true));
