@@ -216,9 +216,7 @@ impl Guard {
             match self.early_probes.remove(peer) {
                 // Probed while the lease was awaited (the grant proves the former holder has
                 // released everything since) or as the peer fell silent: nobody answered.
-                Some(EarlyProbe::Silent { began })
-                    if self.now.since(self.probe_last_frame(began)) <= self.config.settle =>
-                {
+                Some(EarlyProbe::Silent { began }) if self.silence_fresh_at(began, self.now) => {
                     let when = if self.lease.is_some() {
                         "while this node waited for the lease"
                     } else {
@@ -267,14 +265,12 @@ impl Guard {
     pub(super) fn time_early_probes(&mut self, remaining: Duration) {
         let grant = self.now + remaining;
         let at = self.now + remaining.saturating_sub(self.config.probe_time);
-        let fresh_until =
-            |began: Time, guard: &Guard| guard.probe_last_frame(began) + guard.config.settle;
         let stale: Vec<String> = self
             .early_probes
             .iter()
             .filter(|(_, probe)| match probe {
                 EarlyProbe::Due { .. } | EarlyProbe::Answered => true,
-                EarlyProbe::Silent { began } => fresh_until(*began, self) < grant,
+                EarlyProbe::Silent { began } => !self.silence_fresh_at(*began, grant),
                 EarlyProbe::Running { .. } => false,
             })
             .map(|(peer, _)| peer.clone())
@@ -284,11 +280,11 @@ impl Guard {
         }
     }
 
-    /// When a probe of a peer's addresses begun at `began` sent its last frame: its silence
-    /// counts from then, as the start's probe counts it (dad.rs).
-    pub(super) fn probe_last_frame(&self, began: Time) -> Time {
-        let count = crate::dad::PROBE_COUNT;
-        began + self.config.probe_time * count.saturating_sub(1) / count.max(1)
+    /// Whether the silence a probe begun at `began` found still counts at `at`: for one
+    /// heartbeat timeout (`settle`) from its last frame, as the start's probe counts it
+    /// (dad.rs).
+    pub(super) fn silence_fresh_at(&self, began: Time, at: Time) -> bool {
+        at.since(self.config.probe_plan().last_frame(began)) <= self.config.settle
     }
 
     /// Send the early probe of `peer` now.

@@ -556,7 +556,7 @@ impl Guard {
             // Probe again, ending one probe interval before the delay does, so that its result
             // is in when the start looks: the start then finds the addresses freshly silent
             // and needs no probe of its own (dad.rs); a peer that answers is not taken over.
-            let lead = self.config.probe_time + self.config.probe_time / crate::dad::PROBE_COUNT;
+            let lead = self.config.probe_lead();
             if self.config.probe && until.since(self.now) >= lead {
                 let due = EarlyProbe::Due { at: until - lead };
                 self.early_probes.insert(peer.to_string(), due);

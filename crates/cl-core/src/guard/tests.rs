@@ -386,6 +386,25 @@ fn delayed() -> Guard {
     Guard::new(c)
 }
 
+/// [`delayed`], its peer declared down at 0 and found silent at 300: in the delay, which
+/// ends at 1800. The actions so far are drained.
+fn in_delay() -> Guard {
+    let mut g = delayed();
+    g.on_membership(t(0), &down(Verdict::TakeOver));
+    probed(&mut g, 300, false);
+    drain(&mut g);
+    g
+}
+
+/// [`delayed`], its peer reported late at 700 and probed then, the probe found silent at 1000.
+fn probed_ahead() -> Guard {
+    let mut g = delayed();
+    g.on_membership(t(700), &MembershipAction::PeerLate { peer: PEER.into() });
+    assert_eq!(drain(&mut g), vec![probe()]);
+    probed(&mut g, 1000, false);
+    g
+}
+
 fn probe() -> GuardAction {
     GuardAction::Probe { peer: PEER.into() }
 }
@@ -419,9 +438,7 @@ fn the_takeover_delay_runs_from_the_silent_probe_with_the_notice_and_a_probe_bef
 
 #[test]
 fn a_peer_that_answers_the_probe_before_the_start_is_not_taken_over() {
-    let mut g = delayed();
-    g.on_membership(t(0), &down(Verdict::TakeOver));
-    probed(&mut g, 300, false);
+    let mut g = in_delay();
     g.handle_timeout(t(1400));
     drain(&mut g);
     probed(&mut g, 1700, true);
@@ -435,19 +452,13 @@ fn a_peer_that_answers_the_probe_before_the_start_is_not_taken_over() {
 
 #[test]
 fn a_peer_back_or_isolation_during_the_delay_ends_the_takeover() {
-    let mut g = delayed();
-    g.on_membership(t(0), &down(Verdict::TakeOver));
-    probed(&mut g, 300, false);
-    drain(&mut g);
+    let mut g = in_delay();
     g.on_membership(t(900), &MembershipAction::PeerUp { peer: PEER.into() });
     assert_eq!(drain(&mut g), vec![app(AppInput::PeerUp { peer: PEER.into() })]);
     assert_eq!(g.status().gates[PEER], Gate::Idle);
     assert_eq!(g.poll_timeout(), None);
 
-    let mut g = delayed();
-    g.on_membership(t(0), &down(Verdict::TakeOver));
-    probed(&mut g, 300, false);
-    drain(&mut g);
+    let mut g = in_delay();
     g.on_membership(t(900), &MembershipAction::Isolated { reason: "cut".into() });
     assert_eq!(drain(&mut g), vec![app(AppInput::Isolated)]);
     assert_eq!(g.status().gates[PEER], Gate::StandBy);
@@ -473,10 +484,7 @@ fn the_start_waits_for_the_probe_before_it_when_that_probe_is_late() {
 
 #[test]
 fn a_probe_ahead_is_forgotten_when_this_node_is_isolated() {
-    let mut g = delayed();
-    g.on_membership(t(700), &MembershipAction::PeerLate { peer: PEER.into() });
-    assert_eq!(drain(&mut g), vec![probe()]);
-    probed(&mut g, 1000, false);
+    let mut g = probed_ahead();
     assert_eq!(drain(&mut g), vec![]);
     // Cut off itself: what it found proves nothing once it is connected again.
     g.on_membership(t(1100), &MembershipAction::Isolated { reason: "cut".into() });
@@ -491,10 +499,7 @@ fn a_probe_ahead_is_forgotten_when_this_node_is_isolated() {
 
 #[test]
 fn a_silent_probe_ahead_lets_the_takeover_go_on_at_the_verdict() {
-    let mut g = delayed();
-    g.on_membership(t(700), &MembershipAction::PeerLate { peer: PEER.into() });
-    assert_eq!(drain(&mut g), vec![probe()]);
-    probed(&mut g, 1000, false);
+    let mut g = probed_ahead();
     g.on_membership(t(1000), &down(Verdict::TakeOver));
     assert_eq!(drain(&mut g), vec![no_takeover(), no_takeover()]);
     assert_eq!(g.status().gates[PEER], Gate::Delay { until: t(2500), overdue: false });

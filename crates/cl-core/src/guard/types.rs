@@ -135,9 +135,25 @@ impl GuardConfig {
     /// relays, and be probed all the time.
     pub fn probe_ahead(&self) -> Option<Duration> {
         let unfenced = self.peers.values().any(|fenced| !fenced);
-        let lead = self.probe_time + self.probe_time / crate::dad::PROBE_COUNT;
+        let lead = self.probe_lead();
         let fits = lead * 10 <= self.settle * 3;
         (self.probe && self.lease.is_none() && unfenced && fits).then_some(lead)
+    }
+
+    /// The guard's probes as a [`ProbePlan`](crate::dad::ProbePlan): [`PROBE_COUNT`] probes
+    /// spread over `probe_time` (the same plan as the probe before an address goes up).
+    ///
+    /// [`PROBE_COUNT`]: crate::dad::PROBE_COUNT
+    pub(super) fn probe_plan(&self) -> crate::dad::ProbePlan {
+        let count = crate::dad::PROBE_COUNT;
+        crate::dad::ProbePlan { count, interval: self.probe_time / count.max(1) }
+    }
+
+    /// How long before a result is wanted a probe must be sent so that its result is in one
+    /// probe interval early: the whole probe and one interval.
+    pub(super) fn probe_lead(&self) -> Duration {
+        let plan = self.probe_plan();
+        plan.total() + plan.interval
     }
 }
 

@@ -426,8 +426,7 @@ impl Membership {
 
     /// Report a peer that is up but has been silent for all but `late_warning` of the timeout.
     fn report_late(&mut self, now: Time) {
-        let Some(warning) = self.config.late_warning else { return };
-        let after = self.config.timeout.saturating_sub(warning);
+        let Some(after) = self.late_after() else { return };
         for (name, peer) in self.peers.iter_mut() {
             let late = peer.newest().is_some_and(|t| now.since(t) >= after);
             if peer.state == PeerState::Up && late && peer.told_late.is_none() {
@@ -435,6 +434,11 @@ impl Membership {
                 self.actions.push_back(Action::PeerLate { peer: name.clone() });
             }
         }
+    }
+
+    /// How long a peer must be silent on every link to count as late, when that is reported.
+    fn late_after(&self) -> Option<Duration> {
+        self.config.late_warning.map(|warning| self.config.timeout.saturating_sub(warning))
     }
 
     fn expire_known_connections(&mut self, now: Time) {
@@ -621,10 +625,10 @@ impl Membership {
             if peer.state == PeerState::Unknown {
                 consider(self.started + self.config.timeout);
             }
-            if let (Some(warning), Some(newest), PeerState::Up, false) =
-                (self.config.late_warning, peer.newest(), peer.state, peer.told_late.is_some())
+            if let (Some(after), Some(newest), PeerState::Up, false) =
+                (self.late_after(), peer.newest(), peer.state, peer.told_late.is_some())
             {
-                consider(newest + self.config.timeout.saturating_sub(warning));
+                consider(newest + after);
             }
         }
         for (last, reachable) in self.known.values() {
