@@ -93,6 +93,16 @@ pub struct Apps {
     lease: Option<bool>,
     /// The peers that last announced holding the lease.
     peer_lease: std::collections::BTreeSet<String>,
+    /// Where this node places each application, as it last announced (crate::apps::placement).
+    placed: BTreeMap<String, Option<String>>,
+    /// For each application, the last sequence number announced before its placement last
+    /// changed: a peer's consent counts once it has heard a later one.
+    placed_after: BTreeMap<String, u64>,
+    /// Where each peer last said it places the applications (`None`: a peer from before the
+    /// placement handshake).
+    peer_placements: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// The newest announcement of this node each peer had heard when it last announced.
+    peer_heard_us: BTreeMap<String, (u64, u64)>,
     actions: VecDeque<AppAction>,
 }
 
@@ -137,6 +147,10 @@ impl Apps {
             heard: BTreeMap::new(),
             lease: None,
             peer_lease: Default::default(),
+            placed: BTreeMap::new(),
+            placed_after: BTreeMap::new(),
+            peer_placements: BTreeMap::new(),
+            peer_heard_us: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -165,7 +179,7 @@ impl Apps {
                     *p = Peer::Up { announced: false };
                 }
                 // Tell the returning peer where things stand before it decides anything.
-                self.actions.push_back(AppAction::Announce);
+                self.announce();
             }
             AppInput::PeerDown { peer, take_over } => {
                 if let Some(p) = self.peers.get_mut(&peer) {
@@ -225,7 +239,7 @@ impl Apps {
                     }
                 }
                 if answer {
-                    self.actions.push_back(AppAction::Announce);
+                    self.announce();
                 }
                 if matches!(self.peers.get(&peer), Some(Peer::Down { .. })) {
                     self.heard_since_down.insert(peer.clone());
@@ -237,6 +251,22 @@ impl Apps {
                 } else {
                     self.peer_lease.remove(&peer);
                 }
+                // A peer that newly places an application on itself waits for this node's
+                // consent (or refusal) in an announcement sent after this one: answer.
+                let before = self.peer_placements.get(&peer).cloned().flatten();
+                if let Some(placements) = &announcement.placements {
+                    let newly_intends = placements.iter().any(|(app, node)| {
+                        *node == peer && before.as_ref().and_then(|b| b.get(app)) != Some(&peer)
+                    });
+                    if newly_intends {
+                        self.announce();
+                    }
+                }
+                self.peer_placements.insert(peer.clone(), announcement.placements);
+                match announcement.heard.get(&self.local) {
+                    Some(stamp) => self.peer_heard_us.insert(peer.clone(), *stamp),
+                    None => self.peer_heard_us.remove(&peer),
+                };
                 self.peer_desired.insert(peer, announcement.desired.clone());
                 let mut adopted = false;
                 for (app, theirs) in announcement.desired {
@@ -255,7 +285,7 @@ impl Apps {
                 }
                 if adopted {
                     // The sender waits for us to agree before it starts anything (safe_to_start).
-                    self.actions.push_back(AppAction::Announce);
+                    self.announce();
                 }
             }
             AppInput::StartFinished { app, ok, reason } => {
@@ -270,7 +300,7 @@ impl Apps {
                     // else may start it; the stop decides between Failed and Stuck.
                     self.record_failure(&app, format!("start failed: {reason}"), true);
                 }
-                self.actions.push_back(AppAction::Announce);
+                self.announce();
             }
             AppInput::StopFinished { app, ok, reason } => {
                 let Some(local) = self.locals.get_mut(&app) else { return };
@@ -288,7 +318,7 @@ impl Apps {
                 } else {
                     local.state = AppState::Stopped;
                 }
-                self.actions.push_back(AppAction::Announce);
+                self.announce();
             }
             AppInput::MonitorFailed { app, reason } => {
                 if self.locals.get(&app).is_some_and(|l| l.state == AppState::Running) {
@@ -302,9 +332,20 @@ impl Apps {
                 if !replicated || local.data_blocked == blocked {
                     return;
                 }
-                local.data_blocked = blocked;
+                local.data_blocked = blocked.clone();
+                let starting = local.state == AppState::Starting;
                 // The peers place applications with this verdict too.
-                self.actions.push_back(AppAction::Announce);
+                self.announce();
+                // A start under way that has not promoted yet must not promote a copy that
+                // turned stale meanwhile (the split brain's discarded copy, reconnected, is
+                // Outdated once DRBD compares): cut it short. Not for a volume not up (yet):
+                // the promote itself fails on that, and it is no verdict on the data.
+                if starting {
+                    if let Some(why) = blocked.filter(|w| *w != NotPromotable::NotUp) {
+                        let reason = format!("its data may not be promoted here any more: {why}");
+                        self.stop_local(&app, &reason, true);
+                    }
+                }
             }
             AppInput::DataLost { app, reason } => {
                 if self.locals.get(&app).is_some_and(|l| l.state == AppState::Running) {
@@ -318,7 +359,7 @@ impl Apps {
                 if !self.desired.contains_key(&app) {
                     self.set_desired(&app, Want::Running { node: Some(self.local.clone()) });
                 }
-                self.actions.push_back(AppAction::Announce);
+                self.announce();
             }
         }
         self.reconcile();
@@ -349,13 +390,12 @@ impl Apps {
 
     /// clstartapp and clswitchapp clear a failure (not a stuck stop: that needs the node fixed).
     fn clear_failure(&mut self, app: &str) {
-        if let Some(local) = self.locals.get_mut(app) {
-            if local.state == AppState::Failed {
-                local.state = AppState::Stopped;
-                // The others must learn this node can run it again.
-                self.actions.push_back(AppAction::Announce);
-            }
-            local.failures.clear();
+        let Some(local) = self.locals.get_mut(app) else { return };
+        local.failures.clear();
+        if local.state == AppState::Failed {
+            local.state = AppState::Stopped;
+            // The others must learn this node can run it again.
+            self.announce();
         }
     }
 
@@ -375,7 +415,7 @@ impl Apps {
             app.to_string(),
             Desired { want, stamp: self.clock, by: self.local.clone(), clears_failures: false },
         );
-        self.actions.push_back(AppAction::Announce);
+        self.announce();
     }
 
     /// Count a failure here; restart locally while the budget lasts, else give the
@@ -422,8 +462,15 @@ impl Apps {
                 reason: reason.to_string(),
                 urgent,
             });
-            self.actions.push_back(AppAction::Announce);
+            self.announce();
         }
+    }
+
+    /// Ask the shell to announce this node's state. One announcement waiting to go is enough:
+    /// it is built when the shell sends it, with everything decided until then.
+    fn announce(&mut self) {
+        self.actions.retain(|a| *a != AppAction::Announce);
+        self.actions.push_back(AppAction::Announce);
     }
 
     /// Let time pass: a data grace may have ended.
@@ -469,6 +516,13 @@ impl Apps {
                 .filter(|(_, p)| matches!(p, Peer::Up { announced: false }))
                 .map(|(name, _)| name.clone())
                 .collect(),
+            placements: Some(
+                self.placed
+                    .iter()
+                    .filter_map(|(app, node)| node.clone().map(|n| (app.clone(), n)))
+                    .collect(),
+            ),
+            heard: self.heard.clone(),
         }
     }
 

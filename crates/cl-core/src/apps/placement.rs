@@ -123,6 +123,7 @@ impl Apps {
                     self.peer_desired.get(name).and_then(|d| d.get(app)) == self.desired.get(app);
                 *announced
                     && agreed
+                    && self.consents(name, app)
                     && !self
                         .peer_states
                         .get(name)
@@ -141,10 +142,42 @@ impl Apps {
         })
     }
 
+    /// Whether `peer` (up) places `app` on this node too, in an announcement sent after it heard
+    /// this node's own placement of it: only then may this node start it. A placement computed
+    /// on a stale view of the peer (both nodes' data became promotable at once, each still
+    /// holding the other's refusal) would otherwise start it on both. Each node answers a
+    /// placement that newly names its sender, so the consent, or the refusal, arrives.
+    fn consents(&self, peer: &str, app: &str) -> bool {
+        let Some(placements) = self.peer_placements.get(peer) else { return false };
+        let Some(placements) = placements else {
+            return true; // a peer from before the handshake: the old rule
+        };
+        let since = (self.epoch, self.placed_after.get(app).copied().unwrap_or(0) + 1);
+        placements.get(app) == Some(&self.local)
+            && self.peer_heard_us.get(peer).is_some_and(|heard| *heard >= since)
+    }
+
+    /// Record where this node places `app` now; a change is announced, and a peer's consent
+    /// to an earlier placement no longer counts.
+    fn record_placement(&mut self, app: &str, placement: &Option<String>) {
+        let before = self.placed.get(app).cloned().flatten();
+        if before != *placement {
+            self.placed.insert(app.to_string(), placement.clone());
+            self.placed_after.insert(app.to_string(), self.announced_seq.get());
+            // Only a peer that is up needs it (one that comes up is sent an announcement),
+            // and one announcement waiting to go carries it already.
+            let peer_up = self.peers.values().any(|p| matches!(p, Peer::Up { .. }));
+            if peer_up {
+                self.announce();
+            }
+        }
+    }
+
     pub(super) fn reconcile(&mut self) {
         let apps: Vec<String> = self.policies.keys().cloned().collect();
         for app in apps {
             let placement = self.placement(&app);
+            self.record_placement(&app, &placement);
             let Some(local) = self.locals.get(&app) else { continue };
             let here = placement.as_deref() == Some(self.local.as_str());
             match local.state {
@@ -163,7 +196,7 @@ impl Apps {
                         self.set_desired(&app, Want::Running { node: None });
                     }
                     self.actions.push_back(AppAction::Start { app: app.clone() });
-                    self.actions.push_back(AppAction::Announce);
+                    self.announce();
                 }
                 // Not if the administrator stopped it meanwhile.
                 AppState::Stopped
@@ -181,7 +214,7 @@ impl Apps {
                         local.restart_after_stop = false;
                     }
                     self.actions.push_back(AppAction::Start { app: app.clone() });
-                    self.actions.push_back(AppAction::Announce);
+                    self.announce();
                 }
                 AppState::Running if !here => {
                     let reason = match &placement {

@@ -428,10 +428,84 @@ fn the_preferred_node_gets_a_replicated_application_even_if_its_data_reports_las
 fn a_preferred_node_whose_data_never_comes_up_is_passed_over_after_the_grace() {
     let mut pair = formed_pair(vec![replicated("web")]);
     pair.input(1, data("web", None));
-    let due = pair.nodes[1].poll_timeout().expect("the grace ends");
-    pair.tick(1, due);
-    pair.tick(0, due);
+    // Each node counts the grace from when it saw node1 come up; node2 starts once node1 too
+    // places it there.
+    while let Some(due) = pair.nodes.iter().filter_map(|n| n.poll_timeout()).min() {
+        pair.tick(0, due);
+        pair.tick(1, due);
+    }
     assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Running));
+}
+
+#[test]
+fn copies_that_become_promotable_at_once_start_the_application_on_one_node() {
+    // A split brain resolved (t70, ci25): both copies turn promotable within a few ms, each
+    // node still holding the other's "split brain". Each would place the application on
+    // itself; the placement handshake makes them wait for each other's view.
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(0, data("web", Some(NotPromotable::SplitBrain)));
+    pair.input(1, data("web", Some(NotPromotable::SplitBrain)));
+    assert_eq!(pair.states("web"), (AppState::Stopped, AppState::Stopped));
+    // Both verdicts change before either hears the other's: the announcements cross.
+    for node in 0..2 {
+        pair.nodes[node].handle(pair.now, data("web", None));
+    }
+    let crossing = [pair.nodes[0].announcement(), pair.nodes[1].announcement()];
+    for node in 0..2 {
+        while let Some(action) = pair.nodes[node].poll_action() {
+            assert_eq!(action, AppAction::Announce, "nothing starts before the other's view");
+        }
+    }
+    for (from, announcement) in crossing.into_iter().enumerate() {
+        let peer = NAMES[from].to_string();
+        pair.nodes[1 - from].handle(pair.now, AppInput::Peer { peer, announcement });
+    }
+    pair.settle();
+    assert_eq!(
+        pair.states("web"),
+        (AppState::Running, AppState::Stopped),
+        "{}",
+        pair.log.join("\n")
+    );
+}
+
+#[test]
+fn a_start_whose_data_turns_stale_is_cut_short_and_placed_elsewhere() {
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(1, data("web", None));
+    // node1's start is under way (the shell has not reported it) when DRBD marks its copy
+    // Outdated: it must not promote it.
+    pair.nodes[0].handle(pair.now, data("web", None));
+    // The announcements go (node2 consents), but the shell does not finish the start.
+    let mut started = false;
+    while let Some((from, action)) =
+        (0..2).find_map(|i| pair.nodes[i].poll_action().map(|a| (i, a)))
+    {
+        match action {
+            AppAction::Announce => {
+                let (peer, announcement) =
+                    (NAMES[from].to_string(), pair.nodes[from].announcement());
+                pair.nodes[1 - from].handle(pair.now, AppInput::Peer { peer, announcement });
+            }
+            AppAction::Start { .. } => started = from == 0,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(started);
+    assert_eq!(pair.states("web").0, AppState::Starting);
+    pair.nodes[0].handle(pair.now, data("web", Some(NotPromotable::Outdated)));
+    let stop = pair.nodes[0].poll_action();
+    assert!(
+        matches!(&stop, Some(AppAction::Stop { urgent: true, reason, .. }) if reason.contains("Outdated")),
+        "{stop:?}"
+    );
+    pair.input(0, AppInput::StopFinished { app: "web".into(), ok: true, reason: String::new() });
+    assert_eq!(
+        pair.states("web"),
+        (AppState::Stopped, AppState::Running),
+        "{}",
+        pair.log.join("\n")
+    );
 }
 
 #[test]

@@ -138,6 +138,18 @@ pub struct Announcement {
     /// is how a node that lost its view of a peer gets it back.
     #[serde(default)]
     pub awaiting: std::collections::BTreeSet<String>,
+    /// Where the sender would run each application (those it places nowhere are absent).
+    /// A node starts an application beside a peer that is up only once that peer places it
+    /// there too, in an announcement sent after it heard this node's own placement (`heard`):
+    /// two nodes whose views changed at once (both copies of a split brain resolved, say)
+    /// would otherwise each start it on a stale view of the other. `None`: a sender from
+    /// before this handshake.
+    #[serde(default)]
+    pub placements: Option<BTreeMap<String, String>>,
+    /// The newest announcement (epoch, seq) the sender had heard from each peer when it sent
+    /// this one.
+    #[serde(default)]
+    pub heard: BTreeMap<String, (u64, u64)>,
 }
 
 /// Facts the shell reports.

@@ -180,6 +180,8 @@ pub(super) fn running(lease: bool) -> Announcement {
         data_blocked: BTreeMap::new(),
         lease,
         awaiting: Default::default(),
+        placements: Some([(APP.to_string(), PEER.to_string())].into_iter().collect()),
+        heard: BTreeMap::new(),
     }
 }
 
@@ -413,7 +415,6 @@ fn with_an_arbitrator_a_lost_peer_asks_for_the_lease_and_starts_at_once_once_gra
                 Level::Warn,
                 "taking over the applications of node node2: it does not answer on any network and this node holds the arbitrator's lease"
             ),
-            NodeAction::Announce,
             start(),
             NodeAction::Announce,
             notice(&[PEER]),
@@ -551,7 +552,11 @@ fn with_an_arbitrator_the_lease_is_held_ahead_of_a_start() {
     // so the start needs no further request.
     h.feed(NodeInput::PeerAnnouncement { peer: PEER.into(), announcement: idle.clone() });
     idle.seq = 2;
-    idle.desired = h.node.announcement().desired;
+    let ours = h.node.announcement();
+    idle.desired = ours.desired;
+    // ... and places it here, having heard where this node places it.
+    idle.placements = Some([(APP.to_string(), LOCAL.to_string())].into_iter().collect());
+    idle.heard = [(LOCAL.to_string(), (ours.epoch, ours.seq))].into_iter().collect();
     assert_eq!(
         h.feed(NodeInput::PeerAnnouncement { peer: PEER.into(), announcement: idle }),
         vec![start(), NodeAction::Announce]
