@@ -37,6 +37,7 @@ use rand_chacha::ChaCha8Rng;
 use nemesis::Fault;
 
 mod checker;
+mod data;
 mod nemesis;
 mod shell;
 
@@ -115,6 +116,8 @@ pub struct Options {
     pub fast_profile: bool,
     /// Which faults the fault phase brings.
     pub faults: Faults,
+    /// `web` keeps replicated data, whose verdicts the nemesis changes (crate::data).
+    pub replicated: bool,
 }
 
 /// The faults of a run's fault phase.
@@ -145,6 +148,7 @@ impl Options {
             full_trace: false,
             fast_profile: false,
             faults: Faults::Random,
+            replicated: false,
         }
     }
 }
@@ -244,6 +248,11 @@ enum Ev {
         ann: Box<cl_core::apps::Announcement>,
     },
     KnownReply(usize, Time),
+    /// DRBD's verdict on node `n`'s copy of the replicated application reaches its shell.
+    Data {
+        n: usize,
+        blocked: Option<cl_core::storage::NotPromotable>,
+    },
     StartDone {
         n: usize,
         app: String,
@@ -380,13 +389,15 @@ pub struct Sim {
     blind_while_outside: bool,
     events: u64,
     tail_started: bool,
+    /// The verdict on each node's copy of the replicated application, as its shell last saw.
+    data: [Option<cl_core::storage::NotPromotable>; 2],
 }
 
 fn other(n: usize) -> usize {
     1 - n
 }
 
-fn policies() -> Vec<AppPolicy> {
+fn policies(replicated: bool) -> Vec<AppPolicy> {
     vec![
         AppPolicy {
             name: APPS[0].into(),
@@ -395,7 +406,7 @@ fn policies() -> Vec<AppPolicy> {
             failback: Failback::Manual,
             restarts: 1,
             window: Duration::from_secs(60),
-            replicated: false,
+            replicated,
         },
         AppPolicy {
             name: APPS[1].into(),
@@ -461,6 +472,7 @@ impl Sim {
             blind_while_outside: false,
             events: 0,
             tail_started: false,
+            data: [None, None],
         };
         for n in 0..2 {
             sim.boot(n, true);
@@ -510,13 +522,15 @@ impl Sim {
         let mut guard =
             GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
-        let config = NodeConfig { membership, guard, apps: policies(), epoch };
+        let config =
+            NodeConfig { membership, guard, apps: policies(self.options.replicated), epoch };
         let mut engine = Engine::new(config, self.now);
         engine.handle(self.now, NodeInput::Formed { start_autostart: autostart });
         self.nodes[n].engine = Some(engine);
         self.nodes[n].notice.clear();
         self.log(format!("{}: boots (epoch {epoch})", NAMES[n]));
         self.drain(n);
+        self.feed_data(n);
     }
 
     /// Run to the end and check.
@@ -604,6 +618,7 @@ impl Sim {
                     self.feed(to, NodeInput::PeerAnnouncement { peer, announcement: *ann });
                 }
             }
+            Ev::Data { n, blocked } => self.data_seen(n, blocked),
             Ev::KnownReply(n, at) => {
                 if self.runs(n) && self.net.outside[n] {
                     let target = "10.10.0.1".parse().expect("literal address");

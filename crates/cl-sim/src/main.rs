@@ -1,4 +1,4 @@
-//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known] [--fast]
+//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known] [--fast] [--replicated]
 //! [--sabotage skip-gates|keep-running]`
 //!
 //! Runs random schedules and prints `N passed, N failed`; with `--seed` it runs one schedule and
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     let mut protections: Vec<Protection> = Protection::ALL.to_vec();
     let mut known = true;
     let mut fast = false;
+    let mut replicated = false;
     let mut sabotage = Sabotage::None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = String>| args.next().unwrap_or_default();
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
             },
             "--no-known" => known = false,
             "--fast" => fast = true,
+            "--replicated" => replicated = true,
             // A deliberately broken rule, to see what the checker catches and how.
             "--sabotage" => match value(&mut args).as_str() {
                 "skip-gates" => sabotage = Sabotage::SkipGates,
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
                 }
             },
             other => {
-                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --fast, --sabotage skip-gates|keep-running)");
+                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --fast, --replicated, --sabotage skip-gates|keep-running)");
                 return ExitCode::from(2);
             }
         }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
             let mut options = Options::new(protection);
             options.known_connections = known;
             options.fast_profile = fast;
+            options.replicated = replicated;
             options.sabotage = sabotage;
             options.full_trace = true;
             let outcome = run(seed, options);
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             let mut options = Options::new(protection);
             options.known_connections = known;
             options.fast_profile = fast;
+            options.replicated = replicated;
             options.sabotage = sabotage;
             let outcome = run(seed, options);
             documented += u64::from(outcome.documented);

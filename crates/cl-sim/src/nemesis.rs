@@ -82,6 +82,11 @@ pub(crate) enum Fault {
         op: u8,
         app: usize,
     },
+    /// DRBD's verdict on node `n`'s copy of the replicated application changes (crate::data).
+    Data {
+        n: usize,
+        blocked: Option<cl_core::storage::NotPromotable>,
+    },
     /// Start of the healed tail: everything repaired.
     Tail,
     /// The administrator powers on what a late fence turned off.
@@ -147,11 +152,14 @@ impl Sim {
         if arbitrator {
             self.schedule_arbitrator_cuts(seed);
         }
+        if self.options.replicated {
+            self.schedule_data_faults(seed);
+        }
         self.schedule_tail();
     }
 
     /// Queue `fault` at `at` after the start of the run (in queueing order among equal times).
-    fn schedule_fault(&mut self, at: Duration, fault: Fault) {
+    pub(crate) fn schedule_fault(&mut self, at: Duration, fault: Fault) {
         self.seq += 1;
         self.queue.insert((Time::ZERO + at, self.seq), Ev::Fault(fault));
     }
@@ -265,6 +273,7 @@ impl Sim {
             Fault::FenceFailing { on } => self.fence_failing = on,
             Fault::FenceSlow { on } => self.fence_slow = on,
             Fault::StopFailing { n, on } => self.nodes[n].stop_fails = on,
+            Fault::Data { n, blocked } => self.data_fault(n, blocked),
             Fault::MonitorFails { n, app } => {
                 if self.runs(n) {
                     let input = NodeInput::MonitorFailed {
@@ -300,6 +309,10 @@ impl Sim {
                 for n in 0..2 {
                     self.nodes[n].stop_fails = false;
                     self.thaw(n);
+                    // Both copies current again (after clsplitbrain, a resync).
+                    if self.options.replicated {
+                        self.data_fault(n, None);
+                    }
                 }
                 for n in 0..2 {
                     if self.nodes[n].power == Power::Off {

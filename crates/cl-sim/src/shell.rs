@@ -36,6 +36,9 @@ impl Sim {
                     return; // aborted by an urgent stop: it reports nothing
                 }
                 self.nodes[n].starting.remove(&app);
+                if ok {
+                    self.check_promotion(n, &app);
+                }
                 if !ok {
                     // The shell releases what a failed start acquired before reporting.
                     self.nodes[n].held.remove(&app);

@@ -82,6 +82,42 @@ fn the_fast_profile_keeps_the_rules_too() {
     }
 }
 
+/// With replicated data: 250 per protection, and the seeds that broke a rule before the
+/// placement handshake (S1: both copies turned promotable at once, each node started the
+/// application) and before a stale verdict cut a start short (S3: a start promoted a copy
+/// that had turned stale while it ran).
+#[test]
+fn replicated_data_is_never_promoted_stale_nor_started_twice() {
+    let replicated = |seed, protection| {
+        let mut options = Options::new(protection);
+        options.replicated = true;
+        run(seed, options)
+    };
+    for protection in Protection::ALL {
+        let found = failures((0..250).map(|seed| replicated(seed, protection)));
+        assert!(
+            found.is_empty(),
+            "{protection:?}, replicated: replay with `cargo run --release -p cl-sim -- --replicated --seed N`: {}",
+            found[0]
+        );
+    }
+    let regressions = [
+        (292, Protection::Fencing),
+        (123, Protection::None),
+        (565, Protection::None),
+        (245, Protection::Fencing),
+        (295, Protection::Arbitrator),
+    ];
+    for (seed, protection) in regressions {
+        let outcome = replicated(seed, protection);
+        assert!(
+            outcome.violations.is_empty(),
+            "seed {seed} ({protection:?}): {:?}",
+            outcome.violations
+        );
+    }
+}
+
 #[test]
 fn a_broken_rule_is_caught() {
     for protection in [Protection::Fencing, Protection::Arbitrator] {
