@@ -15,6 +15,8 @@
 //!   each other at all (no heartbeat, no ARP) while both reach the outside;
 //! - **S2**: a node never starts an application while the other holder is isolated or has
 //!   given up for want of the lease (it must have stopped first);
+//! - **S3** (with `--replicated`, crate::data): no start promotes a copy whose DRBD verdict
+//!   forbids it (stale, resynchronising, split brain);
 //! - **L1**: once every fault is healed and the applications are asked to run, each runs on
 //!   exactly one node within [`L1_BOUND`].
 //!
