@@ -89,6 +89,11 @@ impl<K: Ord + Clone> Relay<K> {
         out
     }
 
+    /// Judge by a new `window` from now on (what was relayed stays relayed).
+    pub fn set_window(&mut self, window: Duration) {
+        self.window = window;
+    }
+
     /// Forget what was relayed (the receiver restarted): the next observation goes out at once.
     pub fn reset(&mut self) {
         self.seen.clear();

@@ -4,23 +4,29 @@
 //! cldaemon as [`LocalEvent::KnownReply`], at a tick, when [`cl_core::relay`] says so;
 //! cldaemon's core decides what a missing reply means.
 //!
-//! One ping per heartbeat interval: a reply is read one tick after its ping and counts from the
-//! ping's send time, so the newest one cldaemon has is at most two intervals old (400 ms at the
-//! default profile, 40 ms fast), fresher than the half timeout a verdict needs (500 / 50 ms).
-//! A lost ping at that moment only makes the verdict wait for the next reply
-//! (cl_core::membership's undecided wait), and a connection counts as lost only after a whole
-//! heartbeat timeout without a reply. Pings are the bulk of this process's CPU (the kernel
-//! charges the round trip to the sender): until stop 20 it pinged twice per interval.
-//! (VIPs and link watching arrive with the applications work.)
+//! Two paces, chosen by cldaemon's core (cl_core::membership::KnownPace) and passed in the
+//! pace file with SIGUSR1:
+//! - **fast**, one ping per heartbeat interval: a reply is read one tick after its ping and
+//!   counts from the ping's send time, so the newest one cldaemon has is at most two intervals
+//!   old (400 ms at the default profile, 40 ms fast), fresher than the half timeout a verdict
+//!   needs (500 / 50 ms). A lost ping at that moment only makes the verdict wait for the next
+//!   reply (cl_core::membership's undecided wait). Fast from start, while a peer is late or
+//!   down, and while anything is wrong;
+//! - **slow**, twice per heartbeat timeout, while every peer is heard in time and nothing is
+//!   about to be judged. The core turns the pace fast, and clnetd pings at once, when a peer
+//!   has been silent for all but a quarter of the timeout, so a verdict still finds a fresh
+//!   reply. Pings are the bulk of this process's CPU (the kernel charges the round trip to the
+//!   sender): until stop 21 it pinged once per interval all the time.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cl_core::membership::MembershipConfig;
+use cl_core::membership::{KnownPace, MembershipConfig};
 use cl_core::relay::Relay;
 use cl_wire::msg::LocalEvent;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::heartbeat::{event_sender, notify, EventSender};
@@ -30,8 +36,73 @@ pub fn ping_interval(ctx: &Context) -> Duration {
     ctx.cluster().heartbeat.interval.max(Duration::from_millis(10))
 }
 
+/// The file cldaemon writes the ping pace to (its core's `Action::PingPace`), read by clnetd
+/// at start and on SIGUSR1.
+pub fn pace_file(ctx: &Context) -> PathBuf {
+    ctx.paths.run_dir().join(format!("{}.ping-pace", ctx.name()))
+}
+
+/// What the pace file holds for `pace`.
+pub fn pace_text(pace: KnownPace) -> &'static str {
+    match pace {
+        KnownPace::Slow => "slow\n",
+        KnownPace::Fast => "fast\n",
+    }
+}
+
+/// The pace the file asks for: slow only when it says so (missing or unreadable: fast, the
+/// pace that never leaves a verdict without a fresh reply).
+fn read_pace(path: &Path) -> KnownPace {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim() == "slow" => KnownPace::Slow,
+        _ => KnownPace::Fast,
+    }
+}
+
+/// How clnetd pings at one pace: the tick, and the relay window that keeps cldaemon's view
+/// of the replies as fresh as that pace needs.
+struct Pacing {
+    fast: Duration,
+    slow: Duration,
+    freshness: Duration,
+    timeout: Duration,
+}
+
+impl Pacing {
+    fn new(ctx: &Context) -> Pacing {
+        let timeout = ctx.cluster().heartbeat.timeout;
+        let fast = ping_interval(ctx);
+        Pacing {
+            fast,
+            slow: MembershipConfig::default_slow_pings(timeout).max(fast),
+            freshness: MembershipConfig::default_freshness(timeout),
+            timeout,
+        }
+    }
+
+    fn period(&self, pace: KnownPace) -> Duration {
+        match pace {
+            KnownPace::Slow => self.slow,
+            KnownPace::Fast => self.fast,
+        }
+    }
+
+    /// Fast: a verdict may come, so cldaemon always holds a reply younger than the freshness
+    /// it needs. Slow: only reachability is shown, judged over a timeout and a slow period.
+    fn relay_window(&self, pace: KnownPace) -> Duration {
+        match pace {
+            KnownPace::Slow => self.timeout,
+            KnownPace::Fast => self.freshness,
+        }
+    }
+}
+
 /// Run clnetd until it is told to stop.
 pub async fn run(ctx: Context) -> Result<()> {
+    // First of all: cldaemon sends SIGUSR1 (read the pace file) once this daemon has reported,
+    // which is after this.
+    let mut pace_changed =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
     let targets: Vec<Ipv4Addr> = ctx
         .cluster()
         .known_connections
@@ -51,19 +122,23 @@ pub async fn run(ctx: Context) -> Result<()> {
         .context("cannot open a raw ICMP socket (clnetd must run as root)")?;
     let events = event_sender()?;
     tokio::spawn(crate::serve::monitor(None));
-    let interval = ping_interval(&ctx);
-    // cldaemon's core needs a reply no older than the freshness; replies go as cl_core::relay
-    // decides (at one ping per interval, at most one relay per tick).
-    let mut relay =
-        Relay::new(MembershipConfig::default_freshness(ctx.cluster().heartbeat.timeout));
-    info!(targets = ?targets, interval_ms = interval.as_millis() as u64, "pinging known connections");
+    let pacing = Pacing::new(&ctx);
+    let pace_path = pace_file(&ctx);
+    let mut pace = read_pace(&pace_path);
+    // cldaemon's core needs a reply no older than the freshness at a verdict; replies go as
+    // cl_core::relay decides (at most one relay per tick).
+    let mut relay = Relay::new(pacing.relay_window(pace));
+    info!(targets = ?targets, interval_ms = pacing.fast.as_millis() as u64, slow_ms = pacing.slow.as_millis() as u64, "pinging known connections");
     // One wake-up per ping tick, a timerfd (tokio's timer wheel took two for a 100 ms interval):
     // read the replies that arrived since the last tick, then ping again. A reply wakes nobody
     // (the socket is polled, not watched); it counts from when its ping was sent, which is never
     // later than when it arrived, so the core's view of a connection is never fresher than the
     // truth, only up to one tick staler.
-    let mut tick =
-        cl_sys::ticker::Ticker::new(interval).context("cannot create the ping clock (timerfd)")?;
+    let clock = |pace| {
+        cl_sys::ticker::Ticker::new(pacing.period(pace))
+            .context("cannot create the ping clock (timerfd)")
+    };
+    let mut tick = clock(pace)?;
     let mut pings = SentPings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -72,34 +147,20 @@ pub async fn run(ctx: Context) -> Result<()> {
             ticked = tick.tick() => {
                 if let Err(e) = ticked {
                     cl_sys::warn_limited!("clnetd clock", "timerfd", "ping clock failed: {e}");
-                    tokio::time::sleep(interval).await;
+                    tokio::time::sleep(pacing.period(pace)).await;
                     continue;
                 }
-                let mut news = false;
-                loop {
-                    match pinger.try_recv() {
-                        Ok(Some(reply)) => {
-                            let Some(sent) = pings.sent(reply.seq) else { continue };
-                            if targets.contains(&reply.from) {
-                                news |= relay.observe(reply.from, sent, false);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            cl_sys::warn_limited!("clnetd icmp", "receive error", "ICMP receive failed: {e}");
-                            break;
-                        }
-                    }
-                }
-                // Relayed at a tick, never by a timer of its own: at the last tick before the
-                // relay is due (at most one tick early).
-                let now = crate::relaying::now();
-                if news || relay.due().is_some_and(|due| due <= now + interval) {
-                    send_replies(&mut relay, &events, &ctx).await;
-                }
-                let seq = pings.next(now);
-                for target in &targets {
-                    let _ = pinger.send(*target, seq);
+                let round = Round { pinger: &pinger, targets: &targets, events: &events, ctx: &ctx };
+                round.run(&mut pings, &mut relay, pacing.period(pace)).await;
+            }
+            _ = pace_changed.recv() => {
+                let asked = read_pace(&pace_path);
+                if asked != pace {
+                    pace = asked;
+                    debug!(?pace, "pinging at the {pace:?} pace");
+                    relay.set_window(pacing.relay_window(pace));
+                    // A new clock ticks at once: turning fast pings now, as the core needs.
+                    tick = clock(pace)?;
                 }
             }
             _ = hangup.recv() => {
@@ -111,6 +172,50 @@ pub async fn run(ctx: Context) -> Result<()> {
                 info!("stopping");
                 return Ok(());
             }
+        }
+    }
+}
+
+/// One ping tick's work.
+struct Round<'a> {
+    pinger: &'a cl_sys::icmp::PolledPinger,
+    targets: &'a [Ipv4Addr],
+    events: &'a EventSender,
+    ctx: &'a Context,
+}
+
+impl Round<'_> {
+    /// Read the replies that arrived, relay them when due, ping every target again.
+    async fn run(&self, pings: &mut SentPings, relay: &mut Relay<Ipv4Addr>, period: Duration) {
+        let mut news = false;
+        loop {
+            match self.pinger.try_recv() {
+                Ok(Some(reply)) => {
+                    let Some(sent) = pings.sent(reply.seq) else { continue };
+                    if self.targets.contains(&reply.from) {
+                        news |= relay.observe(reply.from, sent, false);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    cl_sys::warn_limited!(
+                        "clnetd icmp",
+                        "receive error",
+                        "ICMP receive failed: {e}"
+                    );
+                    break;
+                }
+            }
+        }
+        // Relayed at a tick, never by a timer of its own: at the last tick before the relay is
+        // due (at most one tick early).
+        let now = crate::relaying::now();
+        if news || relay.due().is_some_and(|due| due <= now + period) {
+            send_replies(relay, self.events, self.ctx).await;
+        }
+        let seq = pings.next(now);
+        for target in self.targets {
+            let _ = self.pinger.send(*target, seq);
         }
     }
 }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use cl_core::apps::{AppPolicy, Failback};
 use cl_core::arbiter::{ArbOp, Arbiter};
 use cl_core::guard::{GuardConfig, Sabotage};
-use cl_core::membership::MembershipConfig;
+use cl_core::membership::{KnownPace, MembershipConfig};
 use cl_core::node::{Node as Engine, NodeConfig, NodeInput};
 use cl_core::timing::SafetyTiming;
 use cl_core::Time;
@@ -120,6 +120,9 @@ pub struct Options {
     pub faults: Faults,
     /// `web` keeps replicated data, whose verdicts the nemesis changes (crate::data).
     pub replicated: bool,
+    /// Known connections pinged slowly while every peer is heard in time, as cldaemon
+    /// configures it (cl_core::membership::KnownPace); off: once per interval always.
+    pub slow_pings: bool,
 }
 
 /// The faults of a run's fault phase.
@@ -151,6 +154,7 @@ impl Options {
             fast_profile: false,
             faults: Faults::Random,
             replicated: false,
+            slow_pings: true,
         }
     }
 }
@@ -227,20 +231,30 @@ struct Node {
     /// The sequence number of its newest announcement while the peer has not received it:
     /// cldaemon repeats only an announcement whose exchange failed.
     undelivered: Option<u64>,
+    /// How often its clnetd pings, as its engine last said.
+    ping_pace: KnownPace,
+    /// The number of its clnetd's current ping clock.
+    ping_clock: u64,
 }
 
 #[derive(Debug, Clone)]
 enum Ev {
     Wake(usize),
     BeatTick(usize),
-    PingTick(usize),
+    /// clnetd's ping tick on node `n`, of its clock number `clock` (a new pace starts a new
+    /// clock, which ticks at once; the old one's ticks are void).
+    PingTick {
+        n: usize,
+        clock: u64,
+    },
     GossipTick(usize),
     Beat {
         to: usize,
         link: usize,
     },
-    /// A heartbeat carrying cldaemon's "I am taking over your applications" (modelled as a
-    /// second copy of the beat, lost or delayed on its own).
+    /// A heartbeat carrying cldaemon's "I am taking over your applications" (every frame
+    /// while the notice is up; until stop 21 the simulator sent it as a second copy of the
+    /// beat, lost on its own, so a peer could hear beats without the notice they carry).
     TakingOver {
         to: usize,
         link: usize,
@@ -442,6 +456,8 @@ impl Sim {
             next_wake: None,
             notice: Vec::new(),
             undelivered: None,
+            ping_pace: KnownPace::Fast,
+            ping_clock: 0,
             starting: BTreeMap::new(),
             next_start: 0,
         };
@@ -480,7 +496,7 @@ impl Sim {
             sim.boot(n, true);
             let jitter = sim.rng.random_range(0..interval.as_millis() as u64);
             sim.at(Duration::from_millis(jitter), Ev::BeatTick(n));
-            sim.at(Duration::from_millis(jitter + 7), Ev::PingTick(n));
+            sim.at(Duration::from_millis(jitter + 7), Ev::PingTick { n, clock: 0 });
             sim.at(Duration::from_millis(jitter + 500), Ev::GossipTick(n));
         }
         sim.schedule_faults(seed);
@@ -518,7 +534,13 @@ impl Sim {
             },
             ping_freshness: self.timing.freshness,
             late_warning: None,
+            slow_pings: self
+                .options
+                .slow_pings
+                .then(|| MembershipConfig::default_slow_pings(self.timing.timeout)),
         };
+        // A new engine starts at the fast pace.
+        self.set_ping_pace(n, KnownPace::Fast);
         let peers = [(peer.clone(), self.options.protection.fencing())].into_iter().collect();
         let fence_retry = Some(Duration::from_secs(1));
         let mut guard =
@@ -584,22 +606,30 @@ impl Sim {
                 }
                 let notice = self.nodes[n].notice.iter().any(|p| p == NAMES[other(n)]);
                 for link in 0..2 {
+                    // Every frame sent while the notice is up carries it (clhbd2 reads the
+                    // notice file at each beat): a frame that arrives brings the notice.
                     if self.net.beat[link][n] {
-                        self.send(Ev::Beat { to: other(n), link });
-                        if notice {
-                            self.send(Ev::TakingOver { to: other(n), link });
-                        }
+                        let to = other(n);
+                        self.send(if notice {
+                            Ev::TakingOver { to, link }
+                        } else {
+                            Ev::Beat { to, link }
+                        });
                     }
                 }
             }
-            Ev::PingTick(n) => {
-                self.at(self.timing.interval, Ev::PingTick(n));
+            Ev::PingTick { n, clock } => {
+                if clock != self.nodes[n].ping_clock {
+                    return;
+                }
+                let period = self.ping_period(n);
+                self.at(period, Ev::PingTick { n, clock });
                 if self.runs(n) && self.net.outside[n] {
                     // clnetd reads replies at its next ping tick (an interval later) and counts
                     // each from its ping's send time.
                     let rtt = Duration::from_millis(self.rng.random_range(1..5));
                     let sent = self.now;
-                    self.at(rtt.max(self.timing.interval), Ev::KnownReply(n, sent));
+                    self.at(rtt.max(period), Ev::KnownReply(n, sent));
                 }
             }
             Ev::GossipTick(n) => {

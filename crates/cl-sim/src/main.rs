@@ -1,4 +1,4 @@
-//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known] [--fast] [--replicated]
+//! `cargo run --release -p cl-sim -- [--seeds N] [--from S] [--seed S] [--protection P] [--no-known] [--fast] [--replicated] [--no-slow-pings]
 //! [--sabotage skip-gates|keep-running]`
 //!
 //! Runs random schedules and prints `N passed, N failed`; with `--seed` it runs one schedule and
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
     let mut known = true;
     let mut fast = false;
     let mut replicated = false;
+    let mut slow_pings = true;
     let mut sabotage = Sabotage::None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = String>| args.next().unwrap_or_default();
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
             "--no-known" => known = false,
             "--fast" => fast = true,
             "--replicated" => replicated = true,
+            "--no-slow-pings" => slow_pings = false,
             // A deliberately broken rule, to see what the checker catches and how.
             "--sabotage" => match value(&mut args).as_str() {
                 "skip-gates" => sabotage = Sabotage::SkipGates,
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
                 }
             },
             other => {
-                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --fast, --replicated, --sabotage skip-gates|keep-running)");
+                eprintln!("cl-sim: unknown argument `{other}` (--seeds N, --from S, --seed S, --protection none|fencing|arbitrator|both, --no-known, --fast, --replicated, --no-slow-pings, --sabotage skip-gates|keep-running)");
                 return ExitCode::from(2);
             }
         }
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
             options.known_connections = known;
             options.fast_profile = fast;
             options.replicated = replicated;
+            options.slow_pings = slow_pings;
             options.sabotage = sabotage;
             options.full_trace = true;
             let outcome = run(seed, options);
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
             options.known_connections = known;
             options.fast_profile = fast;
             options.replicated = replicated;
+            options.slow_pings = slow_pings;
             options.sabotage = sabotage;
             let outcome = run(seed, options);
             documented += u64::from(outcome.documented);

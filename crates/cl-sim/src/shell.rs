@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cl_core::arbiter::ArbOp;
-use cl_core::membership::LocalState;
+use cl_core::membership::{Action, KnownPace, LocalState, MembershipConfig};
 use cl_core::node::{NodeAction, NodeInput, ProbeAnswer, ProbeSeen};
 use rand::Rng;
 
@@ -227,6 +227,9 @@ impl Sim {
             match action {
                 NodeAction::Membership(change) => {
                     self.log(format!("{}: membership {change:?}", NAMES[n]));
+                    if let Action::PingPace { pace } = change {
+                        self.set_ping_pace(n, pace);
+                    }
                 }
                 NodeAction::Probe { peer } => {
                     let peer = if peer == NAMES[0] { 0 } else { 1 };
@@ -324,6 +327,25 @@ impl Sim {
         self.nodes[n].next_start += 1;
         self.nodes[n].starting.insert(app.clone(), (id, self.now + d));
         self.at(d, Ev::StartDone { n, app, ok, epoch, id });
+    }
+
+    /// Node `n`'s clnetd is told a pace: a new clock, which ticks at once (clnetd's timerfd).
+    pub(crate) fn set_ping_pace(&mut self, n: usize, pace: KnownPace) {
+        if self.nodes[n].ping_pace == pace {
+            return;
+        }
+        self.nodes[n].ping_pace = pace;
+        self.nodes[n].ping_clock += 1;
+        let clock = self.nodes[n].ping_clock;
+        self.at(Duration::ZERO, Ev::PingTick { n, clock });
+    }
+
+    /// How often node `n`'s clnetd pings now.
+    pub(crate) fn ping_period(&self, n: usize) -> Duration {
+        match self.nodes[n].ping_pace {
+            KnownPace::Slow => MembershipConfig::default_slow_pings(self.timing.timeout),
+            KnownPace::Fast => self.timing.interval,
+        }
     }
 
     fn schedule_wake(&mut self, n: usize) {

@@ -103,6 +103,8 @@ pub struct Apps {
     peer_placements: BTreeMap<String, Option<BTreeMap<String, String>>>,
     /// The newest announcement of this node each peer had heard when it last announced.
     peer_heard_us: BTreeMap<String, (u64, u64)>,
+    /// The peers that last announced they start nothing for now.
+    peer_standing_by: std::collections::BTreeSet<String>,
     actions: VecDeque<AppAction>,
 }
 
@@ -151,6 +153,7 @@ impl Apps {
             placed_after: BTreeMap::new(),
             peer_placements: BTreeMap::new(),
             peer_heard_us: BTreeMap::new(),
+            peer_standing_by: Default::default(),
             actions: VecDeque::new(),
         }
     }
@@ -218,8 +221,13 @@ impl Apps {
                 }
                 self.heard_since_down.clear();
                 self.stop_all_local("this node is isolated");
+                // The peers stop waiting for this node's consent (standing_by).
+                self.announce();
             }
-            AppInput::Reconnected => self.isolated = false,
+            AppInput::Reconnected => {
+                self.isolated = false;
+                self.announce();
+            }
             AppInput::Peer { peer, announcement } => {
                 let stamp = (announcement.epoch, announcement.seq);
                 if self.heard.get(&peer).is_some_and(|last| stamp <= *last) {
@@ -263,6 +271,11 @@ impl Apps {
                     }
                 }
                 self.peer_placements.insert(peer.clone(), announcement.placements);
+                if announcement.standing_by {
+                    self.peer_standing_by.insert(peer.clone());
+                } else {
+                    self.peer_standing_by.remove(&peer);
+                }
                 match announcement.heard.get(&self.local) {
                     Some(stamp) => self.peer_heard_us.insert(peer.clone(), *stamp),
                     None => self.peer_heard_us.remove(&peer),
@@ -523,6 +536,7 @@ impl Apps {
                     .collect(),
             ),
             heard: self.heard.clone(),
+            standing_by: self.isolated,
         }
     }
 

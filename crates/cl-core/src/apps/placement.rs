@@ -148,6 +148,11 @@ impl Apps {
     /// holding the other's refusal) would otherwise start it on both. Each node answers a
     /// placement that newly names its sender, so the consent, or the refusal, arrives.
     fn consents(&self, peer: &str, app: &str) -> bool {
+        // A peer that starts nothing has no say; to start again it needs this node's consent,
+        // which names this node while it runs the application.
+        if self.peer_standing_by.contains(peer) {
+            return true;
+        }
         let Some(placements) = self.peer_placements.get(peer) else { return false };
         let Some(placements) = placements else {
             return true; // a peer from before the handshake: the old rule

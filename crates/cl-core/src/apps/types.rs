@@ -150,6 +150,12 @@ pub struct Announcement {
     /// this one.
     #[serde(default)]
     pub heard: BTreeMap<String, (u64, u64)>,
+    /// The sender starts nothing for now (isolated, without the arbitrator's lease, or
+    /// yielding to a peer that takes it over), and its view of its peers is on hold: its
+    /// placements are no consent and no refusal. Before it may start anything again it needs
+    /// the consent of the others in turn.
+    #[serde(default)]
+    pub standing_by: bool,
 }
 
 /// Facts the shell reports.

@@ -52,11 +52,20 @@ pub struct MembershipConfig {
     /// late ([`Action::PeerLate`]), once until a heartbeat sent after that arrives, so that the
     /// guard can probe it ahead of the verdict (the node engine sets it: crate::node).
     pub late_warning: Option<Duration>,
+    /// While every peer is heard in time, the known connections need pinging only this often
+    /// (None: once per heartbeat interval, always); see [`KnownPace`].
+    pub slow_pings: Option<Duration>,
 }
 
 impl MembershipConfig {
     /// Freshness that fits a heartbeat timeout: half of it.
     pub fn default_freshness(timeout: Duration) -> Duration {
+        timeout / 2
+    }
+
+    /// How often known connections are pinged while every peer is heard in time: twice per
+    /// heartbeat timeout (one lost ping is not an alarm: crate::membership::KnownPace).
+    pub fn default_slow_pings(timeout: Duration) -> Duration {
         timeout / 2
     }
 }
@@ -145,6 +154,11 @@ pub enum Action {
     KnownConnectionBack {
         /// Which one.
         target: IpAddr,
+    },
+    /// Ping the known connections at this pace from now on (a change to `Fast` pings at once).
+    PingPace {
+        /// The pace.
+        pace: KnownPace,
     },
 }
 
@@ -268,6 +282,9 @@ pub struct Membership {
     /// Peers that went down while undecided, to be judged when the wait ends.
     pending_verdicts: Vec<String>,
     next_heartbeat: Time,
+    /// How often the known connections are pinged now, and since when fast.
+    pace: KnownPace,
+    fast_since: Time,
     actions: VecDeque<Action>,
 }
 
@@ -293,6 +310,8 @@ impl Membership {
             undecided_until: None,
             pending_verdicts: Vec::new(),
             next_heartbeat: now,
+            pace: KnownPace::Fast,
+            fast_since: now,
             actions: VecDeque::new(),
         };
         membership.handle_timeout(now);
@@ -375,6 +394,7 @@ impl Membership {
         self.expire_links(now);
         self.settle_undecided(now);
         self.check_alone(now);
+        self.update_pace(now);
     }
 
     /// With every peer down, this node's standing follows the known connections alone: losing
@@ -442,7 +462,7 @@ impl Membership {
     }
 
     fn expire_known_connections(&mut self, now: Time) {
-        let window = self.config.timeout;
+        let window = self.reachable_window();
         let started = self.started;
         for (target, (last, reachable)) in self.known.iter_mut() {
             let fresh = match last {
@@ -631,12 +651,16 @@ impl Membership {
                 consider(newest + after);
             }
         }
+        let window = self.reachable_window();
         for (last, reachable) in self.known.values() {
             match (last, reachable) {
-                (Some(t), true) => consider(*t + self.config.timeout),
-                (None, true) => consider(self.started + self.config.timeout),
+                (Some(t), true) => consider(*t + window),
+                (None, true) => consider(self.started + window),
                 _ => {}
             }
+        }
+        if let Some(t) = self.pace_deadline() {
+            consider(t);
         }
         if let Some(t) = self.undecided_until {
             consider(t);
@@ -688,5 +712,8 @@ impl Membership {
     }
 }
 
+mod pace;
 #[cfg(test)]
 mod tests;
+
+pub use self::pace::KnownPace;

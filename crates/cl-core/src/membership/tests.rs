@@ -22,6 +22,7 @@ fn config(known: bool) -> MembershipConfig {
         known_connections: if known { vec![router()] } else { vec![] },
         ping_freshness: Duration::from_millis(TIMEOUT / 2),
         late_warning: None,
+        slow_pings: None,
     }
 }
 

@@ -52,6 +52,7 @@ pub(super) fn config(protection: Protection) -> NodeConfig {
             known_connections: vec![known()],
             ping_freshness: timing.freshness,
             late_warning: None,
+            slow_pings: None,
         },
         guard: GuardConfig::new(
             LOCAL,
@@ -182,6 +183,7 @@ pub(super) fn running(lease: bool) -> Announcement {
         awaiting: Default::default(),
         placements: Some([(APP.to_string(), PEER.to_string())].into_iter().collect()),
         heard: BTreeMap::new(),
+        standing_by: false,
     }
 }
 

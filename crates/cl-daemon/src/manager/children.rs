@@ -7,6 +7,7 @@ use cl_wire::Daemon;
 use tracing::{error, info, warn};
 
 use super::Manager;
+use cl_core::membership::KnownPace;
 
 /// A cluster daemon this cldaemon looks after.
 pub(super) enum Child {
@@ -72,14 +73,52 @@ impl Manager {
                     }
                 }
                 self.children.insert(daemon, Child::Adopted(pid));
+                if daemon == Daemon::Clnetd {
+                    self.clnetd_ready = true;
+                }
                 return Ok(());
             }
         }
         let child = crate::spawn_daemon(&self.ctx, &argv0)?;
+        if daemon == Daemon::Clnetd {
+            // Not signalled until it has reported once: its handler is in place by then.
+            self.clnetd_ready = false;
+        }
         let _ = cl_sys::process::write_pid_file(&self.ctx.pid_file(daemon), child.id());
         info!(%daemon, pid = child.id(), "started {argv0}");
         self.children.insert(daemon, Child::Own(child));
         Ok(())
+    }
+
+    /// Tell clnetd how often to ping the known connections (the core's
+    /// [`cl_core::membership::Action::PingPace`]): the pace file, then SIGUSR1 to read it,
+    /// once clnetd is known to handle the signal (it reads the file when it starts anyway).
+    pub(super) fn set_ping_pace(&mut self, pace: KnownPace) {
+        let path = crate::netd::pace_file(&self.ctx);
+        if let Err(e) = cl_paths::write_atomic(&path, crate::netd::pace_text(pace).as_bytes()) {
+            warn!("cannot write {}: {e:#}", path.display());
+        }
+        self.signal_clnetd();
+    }
+
+    /// clnetd reported: from now on it handles SIGUSR1; the first report makes it read the
+    /// pace file again, which may have changed while it started.
+    pub(super) fn clnetd_reported(&mut self) {
+        if !self.clnetd_ready {
+            self.clnetd_ready = true;
+            self.signal_clnetd();
+        }
+    }
+
+    fn signal_clnetd(&self) {
+        let Some(child) = self.children.get(&Daemon::Clnetd) else { return };
+        if self.clnetd_ready {
+            // SAFETY: kill(2) on a pid we started or adopted (checked by name), with a valid
+            // signal that it handles (it has reported since it started).
+            unsafe {
+                libc::kill(child.pid() as i32, libc::SIGUSR1);
+            }
+        }
     }
 
     /// Whether a daemon adopted from an earlier cldaemon is watched (by pid, not SIGCHLD).

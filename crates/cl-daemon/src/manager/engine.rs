@@ -8,7 +8,8 @@ use cl_core::guard::Level;
 use cl_core::membership::{Action, Verdict};
 use cl_core::node::{Node, NodeAction, NodeInput};
 use cl_wire::msg::LocalEvent;
-use tracing::{error, info, warn};
+use cl_wire::Daemon;
+use tracing::{debug, error, info, warn};
 
 use super::Manager;
 
@@ -56,6 +57,7 @@ impl Manager {
                 }
             }
             LocalEvent::KnownReply { target, at } => {
+                self.clnetd_reported();
                 let age = crate::relaying::age(at);
                 let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                 self.known_last.insert(target, seen);
@@ -64,6 +66,9 @@ impl Manager {
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
+                if daemon == Daemon::Clnetd {
+                    self.clnetd_reported();
+                }
                 self.counters.insert(daemon, counters);
             }
             LocalEvent::Listeners { daemon, listeners } => {
@@ -203,6 +208,10 @@ impl Manager {
             Action::KnownConnectionBack { target } => {
                 info!(%target, "known connection {target} answers again");
                 self.lost_known.remove(&target);
+            }
+            Action::PingPace { pace } => {
+                debug!(?pace, "known connections: pinging at the {pace:?} pace");
+                self.set_ping_pace(pace);
             }
         }
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use cl_core::membership::MembershipConfig;
+use cl_core::membership::{KnownPace, MembershipConfig};
 use cl_core::node::{Node, NodeConfig, NodeInput};
 use cl_wire::msg::{AdminResponse, ClusterStatus, ConfigKind, NodeState, PeerReply, PeerRequest};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -38,6 +38,7 @@ impl Manager {
             known_connections: cluster.known_connections.clone(),
             ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
             late_warning: None,
+            slow_pings: Some(MembershipConfig::default_slow_pings(cluster.heartbeat.timeout)),
         };
         self.probe_targets = self
             .ctx
@@ -54,6 +55,9 @@ impl Manager {
         for daemon in CHILDREN {
             self.ensure_child(daemon)?;
         }
+        // A new engine pings fast until it says otherwise; clnetd may be left slow by an
+        // earlier run (an adopted one, a stale file).
+        self.set_ping_pace(KnownPace::Fast);
         let mut apps = crate::appctl::AppControl::new(
             self.ctx.clone(),
             self.silence.clone(),
