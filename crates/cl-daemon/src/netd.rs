@@ -267,6 +267,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_pace_file_asks_for_slow_only_in_so_many_words() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("c.ping-pace");
+        assert_eq!(read_pace(&path), KnownPace::Fast, "no file: fast");
+        std::fs::write(&path, pace_text(KnownPace::Slow)).expect("write");
+        assert_eq!(read_pace(&path), KnownPace::Slow);
+        std::fs::write(&path, pace_text(KnownPace::Fast)).expect("write");
+        assert_eq!(read_pace(&path), KnownPace::Fast);
+        std::fs::write(&path, "sl").expect("write");
+        assert_eq!(read_pace(&path), KnownPace::Fast, "anything else: fast");
+    }
+
+    #[test]
     fn a_reply_counts_from_its_pings_send_time_and_only_for_recent_pings() {
         let mut pings = SentPings::default();
         let first = pings.next(cl_core::time::Time::from_millis(0));

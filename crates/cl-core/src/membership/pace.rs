@@ -42,9 +42,11 @@ impl Membership {
         self.config.timeout.saturating_sub(self.config.ping_freshness / 2)
     }
 
-    /// How long a known connection counts as reachable after its newest reply.
+    /// How long a known connection counts as reachable after its newest reply: a timeout, and
+    /// at the slow pace two slow periods more (a reply is read one period after its ping, so
+    /// with one ping lost the newest is two periods old when the next arrives).
     pub(super) fn reachable_window(&self) -> Duration {
-        self.config.timeout + self.config.slow_pings.unwrap_or_default()
+        self.config.timeout + self.config.slow_pings.unwrap_or_default() * 2
     }
 
     /// Whether nothing is about to be judged: connected, every peer up and heard in time,

@@ -434,3 +434,96 @@ fn a_late_peer_is_reported_once_per_silence_before_it_is_declared_down() {
     assert_eq!(actions.iter().filter(|a| late(a)).count(), 1, "{actions:?}");
     assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
 }
+
+fn pace(a: &Action) -> Option<KnownPace> {
+    match a {
+        Action::PingPace { pace } => Some(*pace),
+        _ => None,
+    }
+}
+
+fn slow_config() -> MembershipConfig {
+    MembershipConfig { slow_pings: Some(Duration::from_millis(TIMEOUT / 2)), ..config(true) }
+}
+
+#[test]
+fn pings_turn_slow_while_every_peer_is_heard_and_fast_before_a_verdict() {
+    let mut m = Membership::new(slow_config(), t(0));
+    // Fast for at least a timeout after the start, then slow while the peer beats.
+    let actions = run(&mut m, 0, 3000, &["public", "private"], true);
+    let paces: Vec<KnownPace> = actions.iter().filter_map(pace).collect();
+    assert_eq!(paces, vec![KnownPace::Slow], "{actions:?}");
+    assert_eq!(m.known_pace(), KnownPace::Slow);
+    // Heard last at 2800: fast at 2800 + 750 (all but a quarter of the timeout), before any
+    // verdict; clnetd pings at once, its reply counts from then.
+    let actions = run(&mut m, 3000, 3550, &[], false);
+    assert_eq!(actions.iter().filter_map(pace).count(), 0, "{actions:?}");
+    assert!(m.poll_timeout().is_some_and(|t_| t_ <= t(3550)));
+    m.handle_timeout(t(3550));
+    assert_eq!(drain(&mut m).iter().filter_map(pace).collect::<Vec<_>>(), vec![KnownPace::Fast]);
+    // That reply, read a tick later, makes the verdict a take-over at once.
+    m.handle(t(3750), Input::KnownConnectionReply { target: router(), at: t(3550) });
+    drain(&mut m);
+    m.handle_timeout(t(3800));
+    let verdict = drain(&mut m);
+    assert!(verdict.iter().any(peer_down(Verdict::TakeOver)), "{verdict:?}");
+}
+
+#[test]
+fn a_cut_off_node_at_the_slow_pace_counts_itself_isolated_no_later() {
+    let mut m = Membership::new(slow_config(), t(0));
+    // Slow pings: one every 500 ms, read a tick later.
+    let mut now = 0;
+    while now < 3000 {
+        if now % INTERVAL == 0 {
+            for link in ["public", "private"] {
+                m.handle(
+                    t(now),
+                    Input::Heartbeat { from: "node1".into(), link: link.into(), at: t(now) },
+                );
+            }
+        }
+        if now % 500 == 0 && now >= 500 {
+            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
+        }
+        m.handle_timeout(t(now));
+        drain(&mut m);
+        now += 10;
+    }
+    assert_eq!(m.known_pace(), KnownPace::Slow);
+    // Cut off from everything at 3000 (last beat 2800, last reply counted from 2500): at the
+    // verdict (3800) the newest reply is over a timeout old, so the node is isolated then.
+    let actions = run(&mut m, 3000, 3810, &[], false);
+    assert!(actions.iter().any(peer_down(Verdict::StandBy)), "{actions:?}");
+    assert_eq!(m.local_state(), LocalState::Isolated);
+}
+
+#[test]
+fn one_lost_slow_ping_is_not_a_lost_known_connection() {
+    let mut m = Membership::new(slow_config(), t(0));
+    let mut lost = Vec::new();
+    let mut now = 0;
+    while now < 6000 {
+        if now % INTERVAL == 0 {
+            for link in ["public", "private"] {
+                m.handle(
+                    t(now),
+                    Input::Heartbeat { from: "node1".into(), link: link.into(), at: t(now) },
+                );
+            }
+        }
+        // Replies every 500 ms, read 500 ms later; the one of 3000 is lost.
+        if now % 500 == 0 && now >= 500 && now != 3500 {
+            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
+        }
+        m.handle_timeout(t(now));
+        lost.extend(
+            drain(&mut m)
+                .into_iter()
+                .filter(|a| matches!(a, Action::KnownConnectionLost { .. }))
+                .map(|a| (now, a)),
+        );
+        now += 10;
+    }
+    assert!(lost.is_empty(), "{lost:?}");
+}
