@@ -58,7 +58,9 @@ fn killed_daemons_are_restarted_without_a_failover() {
     }
     let log = c.log_since("node2", "cldaemon", log2);
     assert!(!log.contains("node node1 is down"), "node2 never marked node1 down:\n{log}");
-    assert!(!log.contains("heartbeat link"), "node2 never lost a link to node1:\n{log}");
+    // A restarted clhbd2 may leave a gap long enough for node1 to be reported late (and
+    // probed, answering): that is not a lost link.
+    assert!(!log.contains(" is silent"), "node2 never lost a link to node1:\n{log}");
 }
 
 #[test]
