@@ -5,7 +5,7 @@
 //! cldaemon's core decides what a missing reply means.
 //!
 //! Two paces, chosen by cldaemon's core (cl_core::membership::KnownPace) and passed in the
-//! pace file with SIGUSR1:
+//! pace file with SIGWINCH:
 //! - **fast**, one ping per heartbeat interval: a reply is read one tick after its ping and
 //!   counts from the ping's send time, so the newest one cldaemon has is at most two intervals
 //!   old (400 ms at the default profile, 40 ms fast), fresher than the half timeout a verdict
@@ -37,7 +37,7 @@ pub fn ping_interval(ctx: &Context) -> Duration {
 }
 
 /// The file cldaemon writes the ping pace to (its core's `Action::PingPace`), read by clnetd
-/// at start and on SIGUSR1.
+/// at start and on SIGWINCH.
 pub fn pace_file(ctx: &Context) -> PathBuf {
     ctx.paths.run_dir().join(format!("{}.ping-pace", ctx.name()))
 }
@@ -74,7 +74,9 @@ impl Pacing {
         let fast = ping_interval(ctx);
         Pacing {
             fast,
-            slow: MembershipConfig::default_slow_pings(timeout).max(fast),
+            slow: MembershipConfig::default_slow_pings(ctx.cluster().heartbeat.interval, timeout)
+                .unwrap_or(fast)
+                .max(fast),
             freshness: MembershipConfig::default_freshness(timeout),
             timeout,
         }
@@ -99,10 +101,10 @@ impl Pacing {
 
 /// Run clnetd until it is told to stop.
 pub async fn run(ctx: Context) -> Result<()> {
-    // First of all: cldaemon sends SIGUSR1 (read the pace file) once this daemon has reported,
-    // which is after this.
+    // First the handler, then the file: a change written after this is signalled and read.
+    // (SIGWINCH: ignored by default, so one sent before this line does no harm.)
     let mut pace_changed =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
     let targets: Vec<Ipv4Addr> = ctx
         .cluster()
         .known_connections

@@ -534,10 +534,11 @@ impl Sim {
             },
             ping_freshness: self.timing.freshness,
             late_warning: None,
-            slow_pings: self
-                .options
-                .slow_pings
-                .then(|| MembershipConfig::default_slow_pings(self.timing.timeout)),
+            slow_pings: if self.options.slow_pings {
+                MembershipConfig::default_slow_pings(self.timing.interval, self.timing.timeout)
+            } else {
+                None
+            },
         };
         // A new engine starts at the fast pace.
         self.set_ping_pace(n, KnownPace::Fast);

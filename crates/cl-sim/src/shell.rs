@@ -343,7 +343,10 @@ impl Sim {
     /// How often node `n`'s clnetd pings now.
     pub(crate) fn ping_period(&self, n: usize) -> Duration {
         match self.nodes[n].ping_pace {
-            KnownPace::Slow => MembershipConfig::default_slow_pings(self.timing.timeout),
+            KnownPace::Slow => {
+                MembershipConfig::default_slow_pings(self.timing.interval, self.timing.timeout)
+                    .unwrap_or(self.timing.interval)
+            }
             KnownPace::Fast => self.timing.interval,
         }
     }

@@ -31,7 +31,7 @@ impl Apps {
             // makes sure nothing is left running without the lease.
             self.stop_all_local("this node no longer holds the arbitrator's lease");
         }
-        self.actions.push_back(super::AppAction::Announce);
+        self.announce();
     }
 
     /// With an arbitrator, a node other than the lease holder may not run applications: this

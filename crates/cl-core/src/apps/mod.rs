@@ -105,6 +105,8 @@ pub struct Apps {
     peer_heard_us: BTreeMap<String, (u64, u64)>,
     /// The peers that last announced they start nothing for now.
     peer_standing_by: std::collections::BTreeSet<String>,
+    /// Since which of its announcements each peer's placements hold, as it last announced.
+    peer_placed_since: BTreeMap<String, BTreeMap<String, u64>>,
     actions: VecDeque<AppAction>,
 }
 
@@ -154,6 +156,7 @@ impl Apps {
             peer_placements: BTreeMap::new(),
             peer_heard_us: BTreeMap::new(),
             peer_standing_by: Default::default(),
+            peer_placed_since: BTreeMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -261,15 +264,17 @@ impl Apps {
                 }
                 // A peer that newly places an application on itself waits for this node's
                 // consent (or refusal) in an announcement sent after this one: answer.
-                let before = self.peer_placements.get(&peer).cloned().flatten();
+                let before = self.peer_placed_since.get(&peer);
                 if let Some(placements) = &announcement.placements {
                     let newly_intends = placements.iter().any(|(app, node)| {
-                        *node == peer && before.as_ref().and_then(|b| b.get(app)) != Some(&peer)
+                        let since = announcement.placed_since.get(app);
+                        *node == peer && before.and_then(|b| b.get(app)) != since
                     });
                     if newly_intends {
                         self.announce();
                     }
                 }
+                self.peer_placed_since.insert(peer.clone(), announcement.placed_since);
                 self.peer_placements.insert(peer.clone(), announcement.placements);
                 if announcement.standing_by {
                     self.peer_standing_by.insert(peer.clone());
@@ -481,7 +486,7 @@ impl Apps {
 
     /// Ask the shell to announce this node's state. One announcement waiting to go is enough:
     /// it is built when the shell sends it, with everything decided until then.
-    fn announce(&mut self) {
+    pub(super) fn announce(&mut self) {
         self.actions.retain(|a| *a != AppAction::Announce);
         self.actions.push_back(AppAction::Announce);
     }
@@ -535,6 +540,12 @@ impl Apps {
                     .filter_map(|(app, node)| node.clone().map(|n| (app.clone(), n)))
                     .collect(),
             ),
+            placed_since: self
+                .placed
+                .iter()
+                .filter(|(_, node)| node.is_some())
+                .map(|(app, _)| (app.clone(), self.placed_after.get(app).copied().unwrap_or(0) + 1))
+                .collect(),
             heard: self.heard.clone(),
             standing_by: self.isolated,
         }

@@ -470,6 +470,39 @@ fn copies_that_become_promotable_at_once_start_the_application_on_one_node() {
 }
 
 #[test]
+fn a_placement_set_again_is_answered_even_when_announcements_are_reordered() {
+    // node1's copy turns promotable, stale, promotable again within a few ms: three
+    // announcements, the middle one overtaken and dropped (cldaemon sends each in a task of
+    // its own). node2 must still answer the third, or node1 would wait for ever.
+    let mut pair = formed_pair(vec![replicated("web")]);
+    pair.input(1, data("web", Some(NotPromotable::Outdated)));
+    let mut sent = Vec::new();
+    for verdict in [None, Some(NotPromotable::MaybeStale), None] {
+        pair.nodes[0].handle(pair.now, data("web", verdict));
+        sent.push(pair.nodes[0].announcement());
+        while pair.nodes[0].poll_action().is_some() {}
+    }
+    let peer = || "node1".to_string();
+    let third = sent.pop().expect("three");
+    let first = sent.remove(0);
+    for announcement in [first, third] {
+        pair.nodes[1].handle(pair.now, AppInput::Peer { peer: peer(), announcement });
+        let answered =
+            std::iter::from_fn(|| pair.nodes[1].poll_action()).any(|a| a == AppAction::Announce);
+        assert!(answered, "node2 answers each new placement of node1");
+        let announcement = pair.nodes[1].announcement();
+        pair.nodes[0].handle(pair.now, AppInput::Peer { peer: "node2".into(), announcement });
+    }
+    pair.settle();
+    assert_eq!(
+        pair.states("web"),
+        (AppState::Running, AppState::Stopped),
+        "{}",
+        pair.log.join("\n")
+    );
+}
+
+#[test]
 fn a_start_whose_data_turns_stale_is_cut_short_and_placed_elsewhere() {
     let mut pair = formed_pair(vec![replicated("web")]);
     pair.input(1, data("web", None));

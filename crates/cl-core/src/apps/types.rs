@@ -146,6 +146,11 @@ pub struct Announcement {
     /// before this handshake.
     #[serde(default)]
     pub placements: Option<BTreeMap<String, String>>,
+    /// For each application placed, the sequence number of the first announcement that
+    /// carried that placement: a peer answers each new one, even if announcements were
+    /// reordered or lost in between (the same placement set again is a new one).
+    #[serde(default)]
+    pub placed_since: BTreeMap<String, u64>,
     /// The newest announcement (epoch, seq) the sender had heard from each peer when it sent
     /// this one.
     #[serde(default)]

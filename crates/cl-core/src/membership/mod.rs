@@ -64,9 +64,14 @@ impl MembershipConfig {
     }
 
     /// How often known connections are pinged while every peer is heard in time: twice per
-    /// heartbeat timeout (one lost ping is not an alarm: crate::membership::KnownPace).
-    pub fn default_slow_pings(timeout: Duration) -> Duration {
-        timeout / 2
+    /// heartbeat timeout (crate::membership::KnownPace). None (always fast) for a profile
+    /// where that leaves less than the jitter allowance between a slow period and the
+    /// interval: the switch back to fast (a timer in cldaemon, a file, a signal, clnetd's
+    /// wake-up) must never cost a verdict its reply. At the fast profile (20 ms / 100 ms) it
+    /// would leave 30 ms, and the slow pace would save little beside fifty heartbeats a second.
+    pub fn default_slow_pings(interval: Duration, timeout: Duration) -> Option<Duration> {
+        let slow = timeout / 2;
+        (slow.saturating_sub(interval) >= crate::timing::JITTER_ALLOWANCE).then_some(slow)
     }
 }
 
@@ -393,8 +398,9 @@ impl Membership {
         self.report_late(now);
         self.expire_links(now);
         self.settle_undecided(now);
-        self.check_alone(now);
+        // The pace first: a node left alone this instant pings fast from now on.
         self.update_pace(now);
+        self.check_alone(now);
     }
 
     /// With every peer down, this node's standing follows the known connections alone: losing
@@ -409,9 +415,11 @@ impl Membership {
         // Losing the outside takes a heartbeat timeout without any reply (a lost ping or two is
         // not losing it); reaching it again takes one fresh reply. A node alone that is cut
         // off so decides within `timeout` of the cut, which a peer that comes back and takes
-        // over waits out with its takeover delay (crate::timing).
+        // over waits out with its takeover delay (crate::timing). Pinged slowly until a moment
+        // ago (the last peer left with clhalt, no verdict before), it counts a timeout of fast
+        // pings too: its newest reply may be old for want of pings, not of the outside.
         match self.local_state {
-            LocalState::Connected if !self.reply_within(now, self.config.timeout) => {
+            LocalState::Connected if self.alone_and_unanswered(now) => {
                 self.local_state = LocalState::Isolated;
                 self.actions.push_back(Action::Isolated {
                     reason: format!(
@@ -434,6 +442,24 @@ impl Membership {
             }
             _ => {}
         }
+    }
+
+    /// No reply for a timeout, pinged fast for at least that long.
+    fn alone_and_unanswered(&self, now: Time) -> bool {
+        !self.reply_within(now, self.config.timeout) && now >= self.fast_since + self.config.timeout
+    }
+
+    /// When a node alone would count itself isolated, failing a reply.
+    fn alone_deadline(&self) -> Option<Time> {
+        if self.config.known_connections.is_empty()
+            || self.local_state != LocalState::Connected
+            || self.peers.values().any(|p| p.state != PeerState::Down)
+        {
+            return None;
+        }
+        let newest = self.known.values().filter_map(|(last, _)| *last).max();
+        let since = newest.unwrap_or(self.started).max(self.fast_since);
+        Some(since + self.config.timeout)
     }
 
     fn fresh_reply(&self, now: Time) -> bool {
@@ -660,6 +686,9 @@ impl Membership {
             }
         }
         if let Some(t) = self.pace_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.alone_deadline() {
             consider(t);
         }
         if let Some(t) = self.undecided_until {

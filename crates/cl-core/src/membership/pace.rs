@@ -12,8 +12,11 @@
 //! silent (as this node knows it: clhbd's relay lags, which only makes the turn earlier) for
 //! `timeout - freshness / 2`. clnetd pings at once and reads the reply one interval later, so
 //! at the verdict, `freshness / 2` later, that reply is in and `freshness / 2` old: fresh
-//! (while `freshness / 2 >= interval`, true of every profile clbuild accepts). A lost one is
-//! followed by another each interval, as before. A node that is itself cut off has no reply
+//! (while `freshness / 2 >= interval`; `MembershipConfig::default_slow_pings` keeps the slow
+//! pace for profiles with a jitter allowance to spare, not the fast profile). A lost one is
+//! followed by another each interval, as before. A node whose last peer leaves (clhalt: no
+//! verdict, so no fast spell before it) counts itself cut off only after a timeout of fast
+//! pings without a reply. A node that is itself cut off has no reply
 //! from after the cut at all, so it counts itself isolated no later than before: its newest
 //! reply is only older (crate::timing's argument is unchanged). Slow pings make one thing
 //! slower: a known connection counts as unreachable (status, alarm) after a timeout plus one

@@ -527,3 +527,39 @@ fn one_lost_slow_ping_is_not_a_lost_known_connection() {
     }
     assert!(lost.is_empty(), "{lost:?}");
 }
+
+#[test]
+fn a_node_left_alone_by_clhalt_at_the_slow_pace_pings_fast_before_it_counts_itself_cut_off() {
+    let mut m = Membership::new(slow_config(), t(0));
+    let mut now = 0;
+    // Slow replies (read a period late), the one of 3000 lost: at 3600 the newest (2500) is
+    // over a timeout old for want of pings, not of the outside.
+    while now < 3600 {
+        if now % INTERVAL == 0 {
+            for link in ["public", "private"] {
+                let at = t(now);
+                m.handle(at, Input::Heartbeat { from: "node1".into(), link: link.into(), at });
+            }
+        }
+        if now % 500 == 0 && now >= 500 && now != 3500 {
+            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
+        }
+        m.handle_timeout(t(now));
+        drain(&mut m);
+        now += 10;
+    }
+    assert_eq!(m.known_pace(), KnownPace::Slow);
+    m.handle(t(3600), Input::PeerLeft { peer: "node1".into() });
+    let left = drain(&mut m);
+    assert!(left.iter().any(|a| pace(a) == Some(KnownPace::Fast)), "{left:?}");
+    assert!(!left.iter().any(|a| matches!(a, Action::Isolated { .. })), "{left:?}");
+    // The first fast reply keeps it connected.
+    m.handle(t(3800), Input::KnownConnectionReply { target: router(), at: t(3600) });
+    m.handle_timeout(t(4500));
+    assert_eq!(m.local_state(), LocalState::Connected, "{:?}", drain(&mut m));
+    // Then truly cut off: isolated a timeout after its newest reply (3600).
+    let actions = run(&mut m, 4500, 4600, &[], false);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Isolated { .. })), "{actions:?}");
+    let actions = run(&mut m, 4600, 4610, &[], false);
+    assert!(actions.iter().any(|a| matches!(a, Action::Isolated { .. })), "{actions:?}");
+}

@@ -182,6 +182,7 @@ pub(super) fn running(lease: bool) -> Announcement {
         lease,
         awaiting: Default::default(),
         placements: Some([(APP.to_string(), PEER.to_string())].into_iter().collect()),
+        placed_since: [(APP.to_string(), 1)].into_iter().collect(),
         heard: BTreeMap::new(),
         standing_by: false,
     }

@@ -73,17 +73,10 @@ impl Manager {
                     }
                 }
                 self.children.insert(daemon, Child::Adopted(pid));
-                if daemon == Daemon::Clnetd {
-                    self.clnetd_ready = true;
-                }
                 return Ok(());
             }
         }
         let child = crate::spawn_daemon(&self.ctx, &argv0)?;
-        if daemon == Daemon::Clnetd {
-            // Not signalled until it has reported once: its handler is in place by then.
-            self.clnetd_ready = false;
-        }
         let _ = cl_sys::process::write_pid_file(&self.ctx.pid_file(daemon), child.id());
         info!(%daemon, pid = child.id(), "started {argv0}");
         self.children.insert(daemon, Child::Own(child));
@@ -91,33 +84,25 @@ impl Manager {
     }
 
     /// Tell clnetd how often to ping the known connections (the core's
-    /// [`cl_core::membership::Action::PingPace`]): the pace file, then SIGUSR1 to read it,
-    /// once clnetd is known to handle the signal (it reads the file when it starts anyway).
+    /// [`cl_core::membership::Action::PingPace`]): the pace file, then SIGWINCH to read it.
+    /// SIGWINCH because its default action is to be ignored: a clnetd that has not set its
+    /// handler yet (it reads the file right after), or one from before paces (adopted at an
+    /// upgrade: it pings fast always), is not killed by it.
     pub(super) fn set_ping_pace(&mut self, pace: KnownPace) {
         let path = crate::netd::pace_file(&self.ctx);
         if let Err(e) = cl_paths::write_atomic(&path, crate::netd::pace_text(pace).as_bytes()) {
-            warn!("cannot write {}: {e:#}", path.display());
+            // Without the file clnetd pings fast, which never leaves a verdict without a reply.
+            warn!("cannot write {}: {e:#}; clnetd pings fast", path.display());
+            let _ = std::fs::remove_file(&path);
         }
-        self.signal_clnetd();
-    }
-
-    /// clnetd reported: from now on it handles SIGUSR1; the first report makes it read the
-    /// pace file again, which may have changed while it started.
-    pub(super) fn clnetd_reported(&mut self) {
-        if !self.clnetd_ready {
-            self.clnetd_ready = true;
-            self.signal_clnetd();
+        let Some(child) = self.children.get_mut(&Daemon::Clnetd) else { return };
+        if child.exited() {
+            return; // its successor reads the file when it starts
         }
-    }
-
-    fn signal_clnetd(&self) {
-        let Some(child) = self.children.get(&Daemon::Clnetd) else { return };
-        if self.clnetd_ready {
-            // SAFETY: kill(2) on a pid we started or adopted (checked by name), with a valid
-            // signal that it handles (it has reported since it started).
-            unsafe {
-                libc::kill(child.pid() as i32, libc::SIGUSR1);
-            }
+        // SAFETY: kill(2) on a pid we started or adopted (checked by name) that has not
+        // exited, with a signal whose default action is to be ignored.
+        unsafe {
+            libc::kill(child.pid() as i32, libc::SIGWINCH);
         }
     }
 

@@ -8,7 +8,6 @@ use cl_core::guard::Level;
 use cl_core::membership::{Action, Verdict};
 use cl_core::node::{Node, NodeAction, NodeInput};
 use cl_wire::msg::LocalEvent;
-use cl_wire::Daemon;
 use tracing::{debug, error, info, warn};
 
 use super::Manager;
@@ -57,7 +56,6 @@ impl Manager {
                 }
             }
             LocalEvent::KnownReply { target, at } => {
-                self.clnetd_reported();
                 let age = crate::relaying::age(at);
                 let seen = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                 self.known_last.insert(target, seen);
@@ -66,9 +64,6 @@ impl Manager {
                 }
             }
             LocalEvent::Counters { daemon, counters } => {
-                if daemon == Daemon::Clnetd {
-                    self.clnetd_reported();
-                }
                 self.counters.insert(daemon, counters);
             }
             LocalEvent::Listeners { daemon, listeners } => {

@@ -38,7 +38,10 @@ impl Manager {
             known_connections: cluster.known_connections.clone(),
             ping_freshness: MembershipConfig::default_freshness(cluster.heartbeat.timeout),
             late_warning: None,
-            slow_pings: Some(MembershipConfig::default_slow_pings(cluster.heartbeat.timeout)),
+            slow_pings: MembershipConfig::default_slow_pings(
+                cluster.heartbeat.interval,
+                cluster.heartbeat.timeout,
+            ),
         };
         self.probe_targets = self
             .ctx

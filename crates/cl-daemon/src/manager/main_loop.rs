@@ -73,7 +73,6 @@ pub async fn run(ctx: Context) -> Result<()> {
         formed: false,
         node: None,
         children: BTreeMap::new(),
-        clnetd_ready: false,
         known_last: BTreeMap::new(),
         counters: BTreeMap::new(),
         config_mismatches: BTreeSet::new(),

@@ -89,8 +89,6 @@ struct Manager {
     /// The decision engine (membership, takeover guard, applications), while formed.
     node: Option<Node>,
     children: BTreeMap<Daemon, Child>,
-    /// clnetd has reported since it started, so it handles SIGUSR1 (`set_ping_pace`).
-    clnetd_ready: bool,
     known_last: BTreeMap<IpAddr, Instant>,
     /// Each daemon's latest frame counters, for clstat.
     counters: BTreeMap<Daemon, cl_wire::Counters>,
