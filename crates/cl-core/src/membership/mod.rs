@@ -290,6 +290,8 @@ pub struct Membership {
     /// How often the known connections are pinged now, and since when fast.
     pace: KnownPace,
     fast_since: Time,
+    /// The time of the last input or timeout handled.
+    now: Time,
     actions: VecDeque<Action>,
 }
 
@@ -317,6 +319,7 @@ impl Membership {
             next_heartbeat: now,
             pace: KnownPace::Fast,
             fast_since: now,
+            now,
             actions: VecDeque::new(),
         };
         membership.handle_timeout(now);
@@ -385,6 +388,7 @@ impl Membership {
 
     /// Let time pass to `now`: send heartbeats, expire links and peers, settle isolation.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
         if now >= self.next_heartbeat {
             self.actions.push_back(Action::SendHeartbeats);
             // Skip missed slots after a stall rather than bursting.
@@ -401,6 +405,8 @@ impl Membership {
         // The pace first: a node left alone this instant pings fast from now on.
         self.update_pace(now);
         self.check_alone(now);
+        // Again: what this node now judges itself (isolated, say) is what clstat shows.
+        self.expire_known_connections(now);
     }
 
     /// With every peer down, this node's standing follows the known connections alone: losing
@@ -488,7 +494,7 @@ impl Membership {
     }
 
     fn expire_known_connections(&mut self, now: Time) {
-        let window = self.reachable_window();
+        let window = self.reachable_window(now);
         let started = self.started;
         for (target, (last, reachable)) in self.known.iter_mut() {
             let fresh = match last {
@@ -677,7 +683,7 @@ impl Membership {
                 consider(newest + after);
             }
         }
-        let window = self.reachable_window();
+        let window = self.reachable_window(self.now);
         for (last, reachable) in self.known.values() {
             match (last, reachable) {
                 (Some(t), true) => consider(*t + window),

@@ -45,11 +45,21 @@ impl Membership {
         self.config.timeout.saturating_sub(self.config.ping_freshness / 2)
     }
 
-    /// How long a known connection counts as reachable after its newest reply: a timeout, and
-    /// at the slow pace two slow periods more (a reply is read one period after its ping, so
-    /// with one ping lost the newest is two periods old when the next arrives).
-    pub(super) fn reachable_window(&self) -> Duration {
-        self.config.timeout + self.config.slow_pings.unwrap_or_default() * 2
+    /// How long a known connection counts as reachable after its newest reply at `now`: a
+    /// timeout; at the slow pace, and for two intervals after turning fast (the first fast
+    /// reply is on its way), two slow periods more (a reply is read one period after its
+    /// ping, so with one ping lost the newest is two periods old when the next arrives). A
+    /// node that is not connected (undecided, isolated) shows what it judged by: a timeout.
+    pub(super) fn reachable_window(&self, now: Time) -> Duration {
+        let timeout = self.config.timeout;
+        let Some(slow) = self.config.slow_pings else { return timeout };
+        let settling = now < self.fast_since + self.config.interval * 2;
+        let lenient = self.pace == KnownPace::Slow || settling;
+        if self.local_state == LocalState::Connected && lenient {
+            timeout + slow * 2
+        } else {
+            timeout
+        }
     }
 
     /// Whether nothing is about to be judged: connected, every peer up and heard in time,
@@ -89,11 +99,13 @@ impl Membership {
         self.actions.push_back(Action::PingPace { pace: wanted });
     }
 
-    /// When the pace must turn fast with no input: a peer reaching `watch_after` while slow.
-    /// (Back to slow needs a heartbeat or a reply, which are inputs.)
+    /// When the pace must turn fast with no input: a peer reaching `watch_after` while slow;
+    /// or when the reachable window narrows, two intervals after turning fast. (Back to slow
+    /// needs a heartbeat or a reply, which are inputs.)
     pub(super) fn pace_deadline(&self) -> Option<Time> {
         if self.pace != KnownPace::Slow {
-            return None;
+            let settled = self.fast_since + self.config.interval * 2;
+            return (self.config.slow_pings.is_some() && settled > self.now).then_some(settled);
         }
         let watch_after = self.watch_after();
         self.peers.values().filter_map(|p| p.newest()).map(|t| t + watch_after).min()

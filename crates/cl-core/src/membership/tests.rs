@@ -496,6 +496,8 @@ fn a_cut_off_node_at_the_slow_pace_counts_itself_isolated_no_later() {
     let actions = run(&mut m, 3000, 3810, &[], false);
     assert!(actions.iter().any(peer_down(Verdict::StandBy)), "{actions:?}");
     assert_eq!(m.local_state(), LocalState::Isolated);
+    // And it shows what it judged by: the known connection unreachable (t40, ci27).
+    assert!(m.status(t(3810)).known_connections.iter().all(|k| !k.reachable), "{actions:?}");
 }
 
 #[test]
@@ -512,9 +514,15 @@ fn one_lost_slow_ping_is_not_a_lost_known_connection() {
                 );
             }
         }
-        // Replies every 500 ms, read 500 ms later; the one of 3000 is lost.
-        if now % 500 == 0 && now >= 500 && now != 3500 {
-            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
+        // Fast replies (every interval, read an interval later) until the pace turns slow at
+        // 1000, then every 500 ms, read 500 ms later; the one of 3000 is lost.
+        let reply_at = match m.known_pace() {
+            KnownPace::Fast if now % INTERVAL == 0 && now >= INTERVAL => Some(now - INTERVAL),
+            KnownPace::Slow if now % 500 == 0 && now != 3500 => Some(now - 500),
+            _ => None,
+        };
+        if let Some(at) = reply_at {
+            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(at) });
         }
         m.handle_timeout(t(now));
         lost.extend(
