@@ -93,10 +93,7 @@ impl Pair {
                         AppAction::Announce => {
                             if self.connected {
                                 let announcement = self.nodes[i].announcement();
-                                self.nodes[1 - i].handle(
-                                    now,
-                                    AppInput::Peer { peer: NAMES[i].into(), announcement },
-                                );
+                                self.deliver(1 - i, announcement);
                             }
                         }
                     }
@@ -123,6 +120,18 @@ impl Pair {
             let b = !self.dead[1] && self.nodes[1].state(app).is_some_and(|s| s.may_be_active());
             assert!(!(a && b), "{app} active on both nodes\n{}", self.log.join("\n"));
         }
+    }
+
+    /// Hand node `to` an announcement of the other node, as the wire would.
+    fn deliver(&mut self, to: usize, announcement: Announcement) {
+        let peer = NAMES[1 - to].to_string();
+        self.nodes[to].handle(self.now, AppInput::Peer { peer, announcement });
+    }
+
+    /// Run the shells and the gossip until nothing moves, then check the states of `app`.
+    fn settles_to(&mut self, app: &str, expected: (AppState, AppState)) {
+        self.settle();
+        assert_eq!(self.states(app), expected, "{}", self.log.join("\n"));
     }
 
     fn states(&self, app: &str) -> (AppState, AppState) {
@@ -457,16 +466,9 @@ fn copies_that_become_promotable_at_once_start_the_application_on_one_node() {
         }
     }
     for (from, announcement) in crossing.into_iter().enumerate() {
-        let peer = NAMES[from].to_string();
-        pair.nodes[1 - from].handle(pair.now, AppInput::Peer { peer, announcement });
+        pair.deliver(1 - from, announcement);
     }
-    pair.settle();
-    assert_eq!(
-        pair.states("web"),
-        (AppState::Running, AppState::Stopped),
-        "{}",
-        pair.log.join("\n")
-    );
+    pair.settles_to("web", (AppState::Running, AppState::Stopped));
 }
 
 #[test]
@@ -482,24 +484,17 @@ fn a_placement_set_again_is_answered_even_when_announcements_are_reordered() {
         sent.push(pair.nodes[0].announcement());
         while pair.nodes[0].poll_action().is_some() {}
     }
-    let peer = || "node1".to_string();
     let third = sent.pop().expect("three");
     let first = sent.remove(0);
     for announcement in [first, third] {
-        pair.nodes[1].handle(pair.now, AppInput::Peer { peer: peer(), announcement });
+        pair.deliver(1, announcement);
         let answered =
             std::iter::from_fn(|| pair.nodes[1].poll_action()).any(|a| a == AppAction::Announce);
         assert!(answered, "node2 answers each new placement of node1");
         let announcement = pair.nodes[1].announcement();
-        pair.nodes[0].handle(pair.now, AppInput::Peer { peer: "node2".into(), announcement });
+        pair.deliver(0, announcement);
     }
-    pair.settle();
-    assert_eq!(
-        pair.states("web"),
-        (AppState::Running, AppState::Stopped),
-        "{}",
-        pair.log.join("\n")
-    );
+    pair.settles_to("web", (AppState::Running, AppState::Stopped));
 }
 
 #[test]
@@ -516,9 +511,8 @@ fn a_start_whose_data_turns_stale_is_cut_short_and_placed_elsewhere() {
     {
         match action {
             AppAction::Announce => {
-                let (peer, announcement) =
-                    (NAMES[from].to_string(), pair.nodes[from].announcement());
-                pair.nodes[1 - from].handle(pair.now, AppInput::Peer { peer, announcement });
+                let announcement = pair.nodes[from].announcement();
+                pair.deliver(1 - from, announcement);
             }
             AppAction::Start { .. } => started = from == 0,
             other => panic!("unexpected {other:?}"),
