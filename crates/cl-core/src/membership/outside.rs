@@ -62,9 +62,14 @@ impl Membership {
         {
             return None;
         }
-        let newest = self.known.values().filter_map(|(last, _)| *last).max();
+        let newest = self.newest_reply();
         let since = newest.unwrap_or(self.started).max(self.fast_since);
         Some(since + self.config.timeout)
+    }
+
+    /// The newest reply of any known connection.
+    fn newest_reply(&self) -> Option<Time> {
+        self.known.values().filter_map(|(last, _)| *last).max()
     }
 
     fn fresh_reply(&self, now: Time) -> bool {
@@ -129,7 +134,7 @@ impl Membership {
     /// (crate::timing). A connected node with a stale reply (lost pings) keeps the rest of
     /// that time to get a new one.
     fn undecided_until(&self, now: Time) -> Time {
-        let newest = self.known.values().filter_map(|(last, _)| *last).max();
+        let newest = self.newest_reply();
         now.max(newest.unwrap_or(self.started) + self.config.timeout)
     }
 

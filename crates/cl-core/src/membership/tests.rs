@@ -446,6 +446,35 @@ fn slow_config() -> MembershipConfig {
     MembershipConfig { slow_pings: Some(Duration::from_millis(TIMEOUT / 2)), ..config(true) }
 }
 
+/// Run the node from `from` to `to` in 10 ms steps as clnetd would feed it: the peer beats on
+/// both links every interval; replies follow the pace (fast: every interval, read an interval
+/// later; slow: every 500 ms, read 500 ms later), except the one read at `lost`. Every action
+/// on the way, with when it came.
+fn run_paced(m: &mut Membership, from: u64, to: u64, lost: Option<u64>) -> Vec<(u64, Action)> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        if now % INTERVAL == 0 {
+            for link in ["public", "private"] {
+                let at = t(now);
+                m.handle(at, Input::Heartbeat { from: "node1".into(), link: link.into(), at });
+            }
+        }
+        let reply_at = match m.known_pace() {
+            KnownPace::Fast if now % INTERVAL == 0 && now >= INTERVAL => Some(now - INTERVAL),
+            KnownPace::Slow if now % 500 == 0 => Some(now - 500),
+            _ => None,
+        };
+        if let Some(at) = reply_at.filter(|_| Some(now) != lost) {
+            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(at) });
+        }
+        m.handle_timeout(t(now));
+        out.extend(drain(m).into_iter().map(|a| (now, a)));
+        now += 10;
+    }
+    out
+}
+
 #[test]
 fn pings_turn_slow_while_every_peer_is_heard_and_fast_before_a_verdict() {
     let mut m = Membership::new(slow_config(), t(0));
@@ -472,24 +501,8 @@ fn pings_turn_slow_while_every_peer_is_heard_and_fast_before_a_verdict() {
 #[test]
 fn a_cut_off_node_at_the_slow_pace_counts_itself_isolated_no_later() {
     let mut m = Membership::new(slow_config(), t(0));
-    // Slow pings: one every 500 ms, read a tick later.
-    let mut now = 0;
-    while now < 3000 {
-        if now % INTERVAL == 0 {
-            for link in ["public", "private"] {
-                m.handle(
-                    t(now),
-                    Input::Heartbeat { from: "node1".into(), link: link.into(), at: t(now) },
-                );
-            }
-        }
-        if now % 500 == 0 && now >= 500 {
-            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
-        }
-        m.handle_timeout(t(now));
-        drain(&mut m);
-        now += 10;
-    }
+    // Slow pings once the pace allows: one every 500 ms, read a tick later.
+    run_paced(&mut m, 0, 3000, None);
     assert_eq!(m.known_pace(), KnownPace::Slow);
     // Cut off from everything at 3000 (last beat 2800, last reply counted from 2500): at the
     // verdict (3800) the newest reply is over a timeout old, so the node is isolated then.
@@ -503,59 +516,20 @@ fn a_cut_off_node_at_the_slow_pace_counts_itself_isolated_no_later() {
 #[test]
 fn one_lost_slow_ping_is_not_a_lost_known_connection() {
     let mut m = Membership::new(slow_config(), t(0));
-    let mut lost = Vec::new();
-    let mut now = 0;
-    while now < 6000 {
-        if now % INTERVAL == 0 {
-            for link in ["public", "private"] {
-                m.handle(
-                    t(now),
-                    Input::Heartbeat { from: "node1".into(), link: link.into(), at: t(now) },
-                );
-            }
-        }
-        // Fast replies (every interval, read an interval later) until the pace turns slow at
-        // 1000, then every 500 ms, read 500 ms later; the one of 3000 is lost.
-        let reply_at = match m.known_pace() {
-            KnownPace::Fast if now % INTERVAL == 0 && now >= INTERVAL => Some(now - INTERVAL),
-            KnownPace::Slow if now % 500 == 0 && now != 3500 => Some(now - 500),
-            _ => None,
-        };
-        if let Some(at) = reply_at {
-            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(at) });
-        }
-        m.handle_timeout(t(now));
-        lost.extend(
-            drain(&mut m)
-                .into_iter()
-                .filter(|a| matches!(a, Action::KnownConnectionLost { .. }))
-                .map(|a| (now, a)),
-        );
-        now += 10;
-    }
+    // The pace turns slow at 1000; the reply read at 3500 (its ping of 3000) is lost.
+    let lost: Vec<(u64, Action)> = run_paced(&mut m, 0, 6000, Some(3500))
+        .into_iter()
+        .filter(|(_, a)| matches!(a, Action::KnownConnectionLost { .. }))
+        .collect();
     assert!(lost.is_empty(), "{lost:?}");
 }
 
 #[test]
 fn a_node_left_alone_by_clhalt_at_the_slow_pace_pings_fast_before_it_counts_itself_cut_off() {
     let mut m = Membership::new(slow_config(), t(0));
-    let mut now = 0;
-    // Slow replies (read a period late), the one of 3000 lost: at 3600 the newest (2500) is
-    // over a timeout old for want of pings, not of the outside.
-    while now < 3600 {
-        if now % INTERVAL == 0 {
-            for link in ["public", "private"] {
-                let at = t(now);
-                m.handle(at, Input::Heartbeat { from: "node1".into(), link: link.into(), at });
-            }
-        }
-        if now % 500 == 0 && now >= 500 && now != 3500 {
-            m.handle(t(now), Input::KnownConnectionReply { target: router(), at: t(now - 500) });
-        }
-        m.handle_timeout(t(now));
-        drain(&mut m);
-        now += 10;
-    }
+    // The reply read at 3500 (its ping of 3000) lost: at 3600 the newest (2500) is over a
+    // timeout old for want of pings, not of the outside.
+    run_paced(&mut m, 0, 3600, Some(3500));
     assert_eq!(m.known_pace(), KnownPace::Slow);
     m.handle(t(3600), Input::PeerLeft { peer: "node1".into() });
     let left = drain(&mut m);
