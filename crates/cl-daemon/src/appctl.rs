@@ -342,8 +342,7 @@ impl AppControl {
             let what = describe(&monitor.kind);
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.tick().await;
+                let mut tick = cl_sys::ticker::Periodic::after(interval);
                 loop {
                     tick.tick().await;
                     let outcome = runner.check(index).await;
@@ -375,8 +374,7 @@ impl AppControl {
             let check = Check::Resource(resource.id.clone());
             let app = app.to_string();
             tasks.push(tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.tick().await;
+                let mut tick = cl_sys::ticker::Periodic::after(interval);
                 loop {
                     tick.tick().await;
                     let Some(health) = runner.check_resource(index).await else { return };
@@ -407,6 +405,7 @@ impl AppControl {
                 let mut changes = cl_drivers::vip::LinkEvents::open()
                     .map_err(|e| warn!(%app, "link changes are polled: {e}"))
                     .ok();
+                let mut recheck = cl_sys::ticker::Periodic::after(LINK_RECHECK);
                 loop {
                     let outcome = runner.check_links().await;
                     let shown = match &outcome {
@@ -429,7 +428,7 @@ impl AppControl {
                     };
                     tokio::select! {
                         alive = watch.changed() => if !alive { changes = None },
-                        _ = tokio::time::sleep(LINK_RECHECK) => {}
+                        _ = recheck.tick() => {}
                     }
                 }
             }));
@@ -438,8 +437,7 @@ impl AppControl {
         if let Some(every) = runner.config().announce_every {
             let runner = runner.clone();
             tasks.push(tokio::task::spawn_local(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.tick().await;
+                let mut tick = cl_sys::ticker::Periodic::after(every);
                 loop {
                     tick.tick().await;
                     runner.reannounce();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cl_sys::warn_limited;
 use cl_wire::msg::{ListenerStatus, LocalEvent, ServeCounters};
-use cl_wire::{Daemon, ReceiveError, Receiver};
+use cl_wire::{Daemon, ReceiveError};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tracing::{info, warn};
 
@@ -121,7 +121,8 @@ pub struct Listener {
     recent: Mutex<Recent>,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The value behind `mutex`, even if a thread panicked holding it (counters stay readable).
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -415,25 +416,6 @@ pub fn accept_reason(error: &crate::exchange::AcceptError) -> String {
         crate::exchange::AcceptError::Io(_) => "unreadable frame".to_string(),
         crate::exchange::AcceptError::Rejected(e) => reason(e),
         crate::exchange::AcceptError::SenderMismatch { .. } => "wrong sender".to_string(),
-    }
-}
-
-/// Put cldaemon's counters of its peers' frames into its own clstat (as clhbd and cllockd
-/// report theirs), through its event socket: looked at every second, sent only when they
-/// changed, so that cldaemon's loop does not handle an unchanged report every second.
-pub async fn report_frame_counters(ctx: Context, receiver: Arc<Mutex<Receiver>>) {
-    let Ok(events) = crate::heartbeat::event_sender() else { return };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut sent = None;
-    loop {
-        tick.tick().await;
-        let counters = *locked(&receiver).counters();
-        if sent == Some(counters) {
-            continue;
-        }
-        let event = LocalEvent::Counters { daemon: Daemon::Cldaemon, counters };
-        crate::heartbeat::notify(&events, &ctx, &event).await;
-        sent = Some(counters);
     }
 }
 

@@ -33,13 +33,22 @@ pub struct Ticker {
 impl Ticker {
     /// A ticker of `period` (at least 1 µs); needs a tokio runtime with IO enabled.
     pub fn new(period: Duration) -> io::Result<Ticker> {
+        // The first expiry 1 ns from now: "at once", as a zero would disarm the timer.
+        Ticker::starting(Duration::from_nanos(1), period)
+    }
+
+    /// A ticker of `period` whose first tick is one period from now, not at once.
+    pub fn after(period: Duration) -> io::Result<Ticker> {
+        Ticker::starting(period, period)
+    }
+
+    fn starting(first: Duration, period: Duration) -> io::Result<Ticker> {
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let period = TimeSpec::from_duration(period.max(Duration::from_micros(1)));
-        // The first expiry 1 ns from now: "at once", as a zero would disarm the timer.
-        let first = TimeSpec::from_duration(Duration::from_nanos(1));
+        let first = TimeSpec::from_duration(first.max(Duration::from_nanos(1)));
         timer.set(Expiration::IntervalDelayed(first, period), TimerSetTimeFlags::empty())?;
         // Readable only: a timerfd is never written, so no wake-ups for write readiness.
         // SAFETY: `Fd` owns the timerfd and hands out that one descriptor for as long as it
@@ -72,10 +81,66 @@ impl Ticker {
     }
 }
 
+/// A clock for periodic work that must go on even without a timerfd: a [`Ticker`], or, if
+/// none can be had (or it fails), tokio's interval (two wake-ups per tick, but ticking).
+pub enum Periodic {
+    /// One wake-up per tick.
+    Timerfd(Ticker, Duration),
+    /// The fallback.
+    Wheel(tokio::time::Interval),
+}
+
+impl Periodic {
+    /// Ticks every `period`, the first tick one period from now.
+    pub fn after(period: Duration) -> Periodic {
+        match Ticker::after(period) {
+            Ok(ticker) => Periodic::Timerfd(ticker, period),
+            Err(_) => Periodic::wheel(period),
+        }
+    }
+
+    fn wheel(period: Duration) -> Periodic {
+        let start = tokio::time::Instant::now() + period;
+        let mut interval = tokio::time::interval_at(start, period.max(Duration::from_micros(1)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Periodic::Wheel(interval)
+    }
+
+    /// Waits for the next tick (missed ones are skipped).
+    pub async fn tick(&mut self) {
+        if let Periodic::Timerfd(ticker, period) = self {
+            let period = *period;
+            if ticker.tick().await.is_ok() {
+                return;
+            }
+            *self = Periodic::wheel(period);
+        }
+        if let Periodic::Wheel(interval) = self {
+            interval.tick().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_delayed_clock_first_ticks_one_period_from_now() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let period = Duration::from_millis(50);
+            let t0 = Instant::now();
+            let mut periodic = Periodic::after(period);
+            assert!(matches!(periodic, Periodic::Timerfd(..)));
+            periodic.tick().await;
+            periodic.tick().await;
+            let two = t0.elapsed();
+            assert!(two >= period * 2 - Duration::from_millis(1), "{two:?}");
+            assert!(two < period * 2 + Duration::from_secs(2), "{two:?}");
+        });
+    }
 
     #[test]
     fn ticks_at_once_then_every_period_and_skips_missed_ones() {

@@ -63,15 +63,17 @@ impl MembershipConfig {
         timeout / 2
     }
 
-    /// How often known connections are pinged while every peer is heard in time: twice per
-    /// heartbeat timeout (crate::membership::KnownPace). None (always fast) for a profile
-    /// where that leaves less than the jitter allowance between a slow period and the
-    /// interval: the switch back to fast (a timer in cldaemon, a file, a signal, clnetd's
-    /// wake-up) must never cost a verdict its reply. At the fast profile (20 ms / 100 ms) it
-    /// would leave 30 ms, and the slow pace would save little beside fifty heartbeats a second.
+    /// How often known connections are pinged while every peer is heard in time: once per
+    /// heartbeat timeout (crate::membership::KnownPace; nothing is judged at that pace, and
+    /// the turn to fast pings at once, so the period only sets how soon the status shows a
+    /// known connection unreachable). None (always fast) for a profile where half a timeout
+    /// leaves less than the jitter allowance above the interval: the switch back to fast (a
+    /// timer in cldaemon, a file, a signal, clnetd's wake-up) must never cost a verdict its
+    /// reply. At the fast profile (20 ms / 100 ms) it would leave 30 ms, and the slow pace
+    /// would save little beside fifty heartbeats a second.
     pub fn default_slow_pings(interval: Duration, timeout: Duration) -> Option<Duration> {
-        let slow = timeout / 2;
-        (slow.saturating_sub(interval) >= crate::timing::JITTER_ALLOWANCE).then_some(slow)
+        let spare = (timeout / 2).saturating_sub(interval);
+        (spare >= crate::timing::JITTER_ALLOWANCE).then_some(timeout)
     }
 }
 

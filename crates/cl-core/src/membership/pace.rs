@@ -19,8 +19,8 @@
 //! pings without a reply. A node that is itself cut off has no reply
 //! from after the cut at all, so it counts itself isolated no later than before: its newest
 //! reply is only older (crate::timing's argument is unchanged). Slow pings make one thing
-//! slower: a known connection counts as unreachable (status, alarm) after a timeout plus one
-//! slow period without a reply, so that one lost slow ping is not an alarm.
+//! slower: a known connection counts as unreachable (status, alarm) after a timeout plus two
+//! slow periods without a reply, so that one lost slow ping is not an alarm.
 
 use std::time::Duration;
 

@@ -545,3 +545,12 @@ fn a_node_left_alone_by_clhalt_at_the_slow_pace_pings_fast_before_it_counts_itse
     let actions = run(&mut m, 4600, 4610, &[], false);
     assert!(actions.iter().any(|a| matches!(a, Action::Isolated { .. })), "{actions:?}");
 }
+
+#[test]
+fn default_slow_pings_are_once_per_timeout_where_the_profile_leaves_the_jitter_allowance() {
+    let ms = Duration::from_millis;
+    // Default profile: half a timeout leaves 300 ms above the interval.
+    assert_eq!(MembershipConfig::default_slow_pings(ms(200), ms(1000)), Some(ms(1000)));
+    // Fast profile: 30 ms, less than the allowance: always fast.
+    assert_eq!(MembershipConfig::default_slow_pings(ms(20), ms(100)), None);
+}

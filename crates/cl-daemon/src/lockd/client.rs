@@ -75,6 +75,7 @@ impl Lockd {
         }
         match decision {
             Decision::Granted { alone } => {
+                self.held.notify_one();
                 if alone {
                     warn!(lock = name, "granted {name} to {owner} without {} ({} counts as down and has been silent for a lease)", self.peer, self.peer);
                 } else {

@@ -150,6 +150,8 @@ struct Lockd {
     changed: Notify,
     /// Woken when a frame from the peer was taken in (its counters may have changed).
     frames: Notify,
+    /// Woken when a lock was granted here: the renewals start (none run while nothing is held).
+    held: Notify,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -172,6 +174,7 @@ impl Lockd {
             holders: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             frames: Notify::new(),
+            held: Notify::new(),
             origin: Instant::now(),
             peer,
             ctx,

@@ -9,14 +9,24 @@ use tracing::{info, warn};
 
 use super::{locked, Lockd, COUNTERS_REFRESH};
 
+/// How long a cllockd that holds nothing waits for a grant before it looks again anyway.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Lockd {
     /// Every renew interval, tell the peer what is held here; lose what it holds instead.
+    /// While nothing is held nothing wakes (issue 12: the idle footprint): a grant starts the
+    /// renewals, the first one interval later, as on a running clock at the latest.
     pub(super) async fn renew_loop(self: Arc<Self>) {
         let interval = self.table().renew_interval();
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = cl_sys::ticker::Periodic::after(interval);
         let mut failing = false;
         loop {
+            if self.table().renewals().is_empty() {
+                // A hold made some other way than a grant is still renewed within IDLE_CHECK.
+                let _ = tokio::time::timeout(IDLE_CHECK, self.held.notified()).await;
+                tick = cl_sys::ticker::Periodic::after(interval);
+                continue;
+            }
             tick.tick().await;
             let holds = self.table().renewals();
             if holds.is_empty() {

@@ -61,7 +61,6 @@ pub async fn run(ctx: Context) -> Result<()> {
     tokio::spawn(serve_admin(admin, ctx.clone(), command_tx.clone(), status_rx.clone()));
     tokio::spawn(crate::metrics::run(ctx.clone(), status_rx.clone()));
     tokio::spawn(crate::serve::monitor(None));
-    tokio::spawn(crate::serve::report_frame_counters(ctx.clone(), peer_receiver.clone()));
 
     let (app_events_tx, mut app_events_rx) = mpsc::channel::<crate::appctl::AppEvent>(64);
     let (storage_tx, mut storage_rx) = mpsc::channel::<crate::storagectl::StorageEvent>(256);
@@ -75,6 +74,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         children: BTreeMap::new(),
         known_last: BTreeMap::new(),
         counters: BTreeMap::new(),
+        peer_receiver,
         config_mismatches: BTreeSet::new(),
         down_links: BTreeSet::new(),
         lost_known: BTreeSet::new(),
@@ -115,13 +115,19 @@ pub async fn run(ctx: Context) -> Result<()> {
     // cldaemon (not our children) are looked for by pid, every SUPERVISE_ADOPTED.
     let mut adopted = tokio::time::interval(SUPERVISE_ADOPTED);
     adopted.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One timer for the rest: the status is published on every change and fresh for every
-    // reader (Command::Publish), so this only refreshes its times for the waiting commands;
-    // an announcement that did not reach every peer is repeated.
-    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
-    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the rest, running only while it has work: an announcement that did not
+    // reach every peer is repeated, and the status's times are refreshed for the metrics'
+    // scrapes (it is published on every change, and fresh for every other reader through
+    // Command::Publish). An idle node without metrics is not woken for it (issue 12).
+    let periodic_publish = ctx.cluster().metrics.is_some();
+    let mut housekeeping: Option<cl_sys::ticker::Periodic> = None;
     let mut buf = vec![0u8; 65536];
     loop {
+        let wanted =
+            periodic_publish || manager.apps.as_ref().is_some_and(|a| a.announce_undelivered());
+        if wanted != housekeeping.is_some() {
+            housekeeping = wanted.then(|| cl_sys::ticker::Periodic::after(HOUSEKEEPING));
+        }
         let wake = manager.next_wake();
         tokio::select! {
             biased;
@@ -208,7 +214,7 @@ pub async fn run(ctx: Context) -> Result<()> {
             }
             _ = child_exits.recv() => manager.supervise(),
             _ = adopted.tick(), if manager.has_adopted() => manager.supervise(),
-            _ = housekeeping.tick() => {
+            _ = tick_while_wanted(&mut housekeeping) => {
                 manager.publish();
                 // Announcements go out on every change and are answered; this repeats one that
                 // did not reach every peer (a restarted peer asks by announcing a new run).
@@ -226,5 +232,13 @@ pub async fn run(ctx: Context) -> Result<()> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The next tick of `clock`; never, while there is none.
+async fn tick_while_wanted(clock: &mut Option<cl_sys::ticker::Periodic>) {
+    match clock {
+        Some(clock) => clock.tick().await,
+        None => std::future::pending().await,
     }
 }

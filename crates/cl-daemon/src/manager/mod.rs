@@ -92,6 +92,9 @@ struct Manager {
     known_last: BTreeMap<IpAddr, Instant>,
     /// Each daemon's latest frame counters, for clstat.
     counters: BTreeMap<Daemon, cl_wire::Counters>,
+    /// The receiver of the peers' frames (its counters are cldaemon's own, read for each
+    /// status instead of reported through the event socket every second).
+    peer_receiver: std::sync::Arc<std::sync::Mutex<cl_wire::Receiver>>,
     /// The configurations peers were heard running that differ from this node's: (peer,
     /// version, checksum), so each is logged once.
     config_mismatches: BTreeSet<(String, u64, String)>,

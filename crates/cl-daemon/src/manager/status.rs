@@ -5,6 +5,7 @@ use cl_wire::msg::{
     ClusterState, ClusterStatus, KnownConnectionStatus, LinkState, LinkStatus, LocalStateView,
     NodeState, NodeStatus,
 };
+use cl_wire::Daemon;
 
 use crate::context::Context;
 
@@ -81,9 +82,11 @@ impl Manager {
             warnings
                 .push("no known connections configured: partition detection is impossible".into());
         }
+        let own = *crate::serve::locked(&self.peer_receiver).counters();
         let counters = self
             .counters
             .iter()
+            .chain([(&Daemon::Cldaemon, &own)])
             .filter_map(|(daemon, c)| {
                 Some((daemon.name().to_string(), serde_json::to_value(c).ok()?))
             })
