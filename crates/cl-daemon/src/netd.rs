@@ -92,7 +92,8 @@ impl Pacing {
 
     /// Fast: a verdict may come, so cldaemon always holds a reply younger than the freshness
     /// it needs. Slow: only reachability is shown, judged over a timeout and two slow periods
-    /// (cl-core `Membership::reachable_window`): a reply every other slow ping is enough.
+    /// (cl-core `Membership::reachable_window`); a reply read one tick after its ping is then
+    /// due within a tick of being read, so each goes out (once per slow period).
     fn relay_window(&self, pace: KnownPace) -> Duration {
         match pace {
             KnownPace::Slow => self.timeout + self.slow * 2,
