@@ -405,7 +405,10 @@ impl AppControl {
                 let mut changes = cl_drivers::vip::LinkEvents::open()
                     .map_err(|e| warn!(%app, "link changes are polled: {e}"))
                     .ok();
-                let mut recheck = cl_sys::ticker::Periodic::after(LINK_RECHECK);
+                // Armed only while notifications come: a timerfd wakes the process at every
+                // expiry, read or not.
+                let mut recheck =
+                    changes.is_some().then(|| cl_sys::ticker::Periodic::after(LINK_RECHECK));
                 loop {
                     let outcome = runner.check_links().await;
                     let shown = match &outcome {
@@ -422,13 +425,13 @@ impl AppControl {
                             events.send(AppEvent::MonitorFailed { app: app.clone(), reason }).await;
                         return;
                     }
-                    let Some(watch) = changes.as_mut() else {
+                    let (Some(watch), Some(clock)) = (changes.as_mut(), recheck.as_mut()) else {
                         tokio::time::sleep(LINK_POLL).await;
                         continue;
                     };
                     tokio::select! {
-                        alive = watch.changed() => if !alive { changes = None },
-                        _ = recheck.tick() => {}
+                        alive = watch.changed() => if !alive { (changes, recheck) = (None, None) },
+                        _ = clock.tick() => {}
                     }
                 }
             }));

@@ -92,11 +92,21 @@ impl<T> WatchedFile<T> {
         watched
     }
 
-    fn stamp(&self) -> Option<FileStamp> {
+    fn stamp(&mut self) -> Option<FileStamp> {
         use std::os::unix::fs::MetadataExt;
         if let Some((dir, name)) = &self.dir {
-            let s = nix::sys::stat::fstatat(dir, name.as_os_str(), nix::fcntl::AtFlags::empty())
-                .ok()?;
+            let found =
+                nix::sys::stat::fstatat(dir, name.as_os_str(), nix::fcntl::AtFlags::empty());
+            // Missing: unless the directory held open was removed (its link count 0; a new one
+            // may stand at the path now), it is the file that is missing. The open directory
+            // is then given up for the whole path.
+            let removed =
+                found.is_err() && nix::sys::stat::fstat(dir).is_ok_and(|d| d.st_nlink == 0);
+            if removed {
+                self.dir = None;
+                return self.stamp();
+            }
+            let s = found.ok()?;
             return Some(FileStamp {
                 dev: s.st_dev as u64,
                 ino: s.st_ino as u64,
@@ -551,7 +561,16 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                         continue;
                     }
                 };
-                let failed = socket.send_to(&frame, peer).is_err();
+                let failed = match socket.send_to(&frame, peer) {
+                    Ok(_) => false,
+                    // A full send buffer drops this frame, as a congested link would; it is
+                    // not the link failing (that edge is logged below).
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        cl_sys::warn_limited!("clhbd2 send", "buffer full", link = %link, %peer, "a heartbeat to {peer} was dropped: the send buffer is full");
+                        false
+                    }
+                    Err(_) => true,
+                };
                 // Log the edge only: a dead link would otherwise log every interval.
                 if failing.insert(*peer, failed) != Some(failed) && failed {
                     warn!(link = %link, %peer, "cannot send heartbeats");
@@ -581,6 +600,20 @@ mod tests {
         assert_eq!(watched.get(), &vec!["node2".to_string()]);
         std::fs::remove_file(&path).expect("remove");
         assert!(watched.get().is_empty(), "a removed file reads as empty again");
+    }
+
+    #[test]
+    fn a_watched_file_is_found_again_after_its_directory_was_made_anew() {
+        let top = tempfile::tempdir().expect("temp dir");
+        let dir = top.path().join("run");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let path = dir.join("notice");
+        let mut watched = WatchedFile::new(path.clone(), lines);
+        assert!(watched.get().is_empty());
+        std::fs::remove_dir(&dir).expect("rmdir");
+        std::fs::create_dir(&dir).expect("mkdir again");
+        cl_paths::write_atomic(&path, b"node1").expect("write");
+        assert_eq!(watched.get(), &vec!["node1".to_string()]);
     }
 
     #[test]

@@ -12,12 +12,11 @@
 //!   needs (500 / 50 ms). A lost ping at that moment only makes the verdict wait for the next
 //!   reply (cl_core::membership's undecided wait). Fast from start, while a peer is late or
 //!   down, and while anything is wrong;
-//! - **slow**, once per heartbeat timeout, while every peer is heard in time and nothing is
+//! - **slow**, twice per heartbeat timeout, while every peer is heard in time and nothing is
 //!   about to be judged. The core turns the pace fast, and clnetd pings at once, when a peer
 //!   has been silent for all but a quarter of the timeout, so a verdict still finds a fresh
 //!   reply. Pings are the bulk of this process's CPU (the kernel charges the round trip to the
-//!   sender): until stop 21 it pinged once per interval all the time, in stop 21 twice per
-//!   timeout.
+//!   sender): until stop 21 it pinged once per interval all the time.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -91,12 +90,10 @@ impl Pacing {
     }
 
     /// Fast: a verdict may come, so cldaemon always holds a reply younger than the freshness
-    /// it needs. Slow: only reachability is shown, judged over a timeout and two slow periods
-    /// (cl-core `Membership::reachable_window`); a reply read one tick after its ping is then
-    /// due within a tick of being read, so each goes out (once per slow period).
+    /// it needs. Slow: only reachability is shown, judged over a timeout and a slow period.
     fn relay_window(&self, pace: KnownPace) -> Duration {
         match pace {
-            KnownPace::Slow => self.timeout + self.slow * 2,
+            KnownPace::Slow => self.timeout,
             KnownPace::Fast => self.freshness,
         }
     }

@@ -63,17 +63,25 @@ impl MembershipConfig {
         timeout / 2
     }
 
-    /// How often known connections are pinged while every peer is heard in time: once per
-    /// heartbeat timeout (crate::membership::KnownPace; nothing is judged at that pace, and
-    /// the turn to fast pings at once, so the period only sets how soon the status shows a
-    /// known connection unreachable). None (always fast) for a profile where half a timeout
-    /// leaves less than the jitter allowance above the interval: the switch back to fast (a
-    /// timer in cldaemon, a file, a signal, clnetd's wake-up) must never cost a verdict its
-    /// reply. At the fast profile (20 ms / 100 ms) it would leave 30 ms, and the slow pace
-    /// would save little beside fifty heartbeats a second.
+    /// How often known connections are pinged while every peer is heard in time: twice per
+    /// heartbeat timeout, or a little more often (below) (crate::membership::KnownPace). None (always fast) for a profile
+    /// where that leaves less than the jitter allowance between a slow period and the
+    /// interval: the switch back to fast (a timer in cldaemon, a file, a signal, clnetd's
+    /// wake-up) must never cost a verdict its reply. At the fast profile (20 ms / 100 ms) it
+    /// would leave 30 ms, and the slow pace would save little beside fifty heartbeats a second.
+    ///
+    /// Not slower than that either: at the turn to fast the newest reply may be almost a slow
+    /// period old, and if the turn's ping is lost the verdict waits until that reply is a
+    /// timeout old (`undecided_until`), which must outlast the next fast reply, read two
+    /// intervals after the turn: `slow + 2 * interval + JITTER_ALLOWANCE <= timeout`, exactly
+    /// met by half a timeout at the default profile, and shorter where the interval is longer
+    /// (250 ms / 1 s: 400 ms). (Stop 22 tried one ping per timeout; a review found that a single
+    /// lost ping then made a survivor count itself isolated, and this bound.)
     pub fn default_slow_pings(interval: Duration, timeout: Duration) -> Option<Duration> {
-        let spare = (timeout / 2).saturating_sub(interval);
-        (spare >= crate::timing::JITTER_ALLOWANCE).then_some(timeout)
+        let jitter = crate::timing::JITTER_ALLOWANCE;
+        let half = timeout / 2;
+        let slow = half.min(timeout.saturating_sub(interval * 2 + jitter));
+        (half.saturating_sub(interval) >= jitter && slow > interval).then_some(slow)
     }
 }
 

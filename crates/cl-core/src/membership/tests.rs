@@ -547,10 +547,19 @@ fn a_node_left_alone_by_clhalt_at_the_slow_pace_pings_fast_before_it_counts_itse
 }
 
 #[test]
-fn default_slow_pings_are_once_per_timeout_where_the_profile_leaves_the_jitter_allowance() {
+fn the_default_slow_pace_leaves_a_lost_turn_ping_time_for_the_next_fast_reply() {
     let ms = Duration::from_millis;
-    // Default profile: half a timeout leaves 300 ms above the interval.
-    assert_eq!(MembershipConfig::default_slow_pings(ms(200), ms(1000)), Some(ms(1000)));
-    // Fast profile: 30 ms, less than the allowance: always fast.
+    for (interval, timeout) in [(200, 1000), (250, 1000), (200, 1500), (300, 2000), (100, 500)] {
+        let (interval, timeout) = (ms(interval), ms(timeout));
+        if let Some(slow) = MembershipConfig::default_slow_pings(interval, timeout) {
+            assert!(
+                slow + interval * 2 + crate::timing::JITTER_ALLOWANCE <= timeout,
+                "{interval:?}/{timeout:?}: slow {slow:?}"
+            );
+        }
+    }
+    assert_eq!(MembershipConfig::default_slow_pings(ms(200), ms(1000)), Some(ms(500)));
+    assert_eq!(MembershipConfig::default_slow_pings(ms(250), ms(1000)), Some(ms(400)));
+    // The fast profile leaves 30 ms: always fast.
     assert_eq!(MembershipConfig::default_slow_pings(ms(20), ms(100)), None);
 }

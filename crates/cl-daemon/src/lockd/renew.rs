@@ -18,16 +18,18 @@ impl Lockd {
     /// renewals, the first one interval later, as on a running clock at the latest.
     pub(super) async fn renew_loop(self: Arc<Self>) {
         let interval = self.table().renew_interval();
-        let mut tick = cl_sys::ticker::Periodic::after(interval);
+        // The clock exists only while something is held: an armed timerfd wakes the process at
+        // every expiry, read or not.
+        let mut tick: Option<cl_sys::ticker::Periodic> = None;
         let mut failing = false;
         loop {
             if self.table().renewals().is_empty() {
+                tick = None;
                 // A hold made some other way than a grant is still renewed within IDLE_CHECK.
                 let _ = tokio::time::timeout(IDLE_CHECK, self.held.notified()).await;
-                tick = cl_sys::ticker::Periodic::after(interval);
                 continue;
             }
-            tick.tick().await;
+            tick.get_or_insert_with(|| cl_sys::ticker::Periodic::after(interval)).tick().await;
             let holds = self.table().renewals();
             if holds.is_empty() {
                 continue;
