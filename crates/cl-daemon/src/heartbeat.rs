@@ -77,6 +77,20 @@ struct FileStamp {
     ctime: (i64, i64),
 }
 
+impl FileStamp {
+    // The stat fields' integer types differ between platforms: the casts are not all no-ops.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(s: nix::sys::stat::FileStat) -> FileStamp {
+        FileStamp {
+            dev: s.st_dev as u64,
+            ino: s.st_ino as u64,
+            len: s.st_size as u64,
+            mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
+            ctime: (s.st_ctime as i64, s.st_ctime_nsec as i64),
+        }
+    }
+}
+
 impl<T> WatchedFile<T> {
     /// Watch `path`, read with `read` (which answers for a missing file too).
     pub(crate) fn new(path: std::path::PathBuf, read: fn(&std::path::Path) -> T) -> Self {
@@ -93,36 +107,18 @@ impl<T> WatchedFile<T> {
     }
 
     fn stamp(&mut self) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt;
-        if let Some((dir, name)) = &self.dir {
-            let found =
-                nix::sys::stat::fstatat(dir, name.as_os_str(), nix::fcntl::AtFlags::empty());
-            // Missing: unless the directory held open was removed (its link count 0; a new one
-            // may stand at the path now), it is the file that is missing. The open directory
-            // is then given up for the whole path.
-            let removed =
-                found.is_err() && nix::sys::stat::fstat(dir).is_ok_and(|d| d.st_nlink == 0);
-            if removed {
-                self.dir = None;
-                return self.stamp();
-            }
-            let s = found.ok()?;
-            return Some(FileStamp {
-                dev: s.st_dev as u64,
-                ino: s.st_ino as u64,
-                len: s.st_size as u64,
-                mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
-                ctime: (s.st_ctime as i64, s.st_ctime_nsec as i64),
-            });
+        let Some((dir, name)) = &self.dir else {
+            return nix::sys::stat::stat(&self.path).ok().map(FileStamp::of);
+        };
+        let found = nix::sys::stat::fstatat(dir, name.as_os_str(), nix::fcntl::AtFlags::empty());
+        // Missing: unless the directory held open was removed (its link count 0; a new one may
+        // stand at the path now), it is the file that is missing. The open directory is then
+        // given up for the whole path.
+        if found.is_err() && nix::sys::stat::fstat(dir).is_ok_and(|d| d.st_nlink == 0) {
+            self.dir = None;
+            return self.stamp();
         }
-        let m = std::fs::metadata(&self.path).ok()?;
-        Some(FileStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        found.ok().map(FileStamp::of)
     }
 
     /// The file's contents as of now.

@@ -33,11 +33,7 @@ impl Apps {
         }
         self.peer_states.insert(peer.clone(), announcement.states);
         self.peer_data_blocked.insert(peer.clone(), announcement.data_blocked);
-        if announcement.lease {
-            self.peer_lease.insert(peer.clone());
-        } else {
-            self.peer_lease.remove(&peer);
-        }
+        mark(&mut self.peer_lease, &peer, announcement.lease);
         // A peer that newly places an application on itself waits for this node's
         // consent (or refusal) in an announcement sent after this one: answer.
         let before = self.peer_placed_since.get(&peer);
@@ -52,11 +48,7 @@ impl Apps {
         }
         self.peer_placed_since.insert(peer.clone(), announcement.placed_since);
         self.peer_placements.insert(peer.clone(), announcement.placements);
-        if announcement.standing_by {
-            self.peer_standing_by.insert(peer.clone());
-        } else {
-            self.peer_standing_by.remove(&peer);
-        }
+        mark(&mut self.peer_standing_by, &peer, announcement.standing_by);
         match announcement.heard.get(&self.local) {
             Some(stamp) => self.peer_heard_us.insert(peer.clone(), *stamp),
             None => self.peer_heard_us.remove(&peer),
@@ -119,5 +111,14 @@ impl Apps {
             heard: self.heard.clone(),
             standing_by: self.isolated,
         }
+    }
+}
+
+/// Put `peer` in `set` or take it out, as its announcement says.
+fn mark(set: &mut std::collections::BTreeSet<String>, peer: &str, on: bool) {
+    if on {
+        set.insert(peer.to_string());
+    } else {
+        set.remove(peer);
     }
 }

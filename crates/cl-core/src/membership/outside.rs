@@ -138,33 +138,32 @@ impl Membership {
         now.max(newest.unwrap_or(self.started) + self.config.timeout)
     }
 
+    /// The wait is over: every verdict held back during it comes out as `verdict`.
+    fn release_pending_verdicts(&mut self, verdict: Verdict, reason: &str) {
+        self.undecided_until = None;
+        for peer in std::mem::take(&mut self.pending_verdicts) {
+            self.actions.push_back(Action::PeerDown { peer, verdict, reason: reason.into() });
+        }
+    }
+
     pub(super) fn settle_undecided(&mut self, now: Time) {
         if self.local_state != LocalState::Undecided {
             return;
         }
         if self.fresh_reply(now) {
             self.local_state = LocalState::Connected;
-            self.undecided_until = None;
-            for peer in std::mem::take(&mut self.pending_verdicts) {
-                self.actions.push_back(Action::PeerDown {
-                    peer,
-                    verdict: Verdict::TakeOver,
-                    reason: "silent on every link; a known connection answered after a short wait"
-                        .into(),
-                });
-            }
+            self.release_pending_verdicts(
+                Verdict::TakeOver,
+                "silent on every link; a known connection answered after a short wait",
+            );
             return;
         }
         if self.undecided_until.is_some_and(|t| now >= t) {
             self.local_state = LocalState::Isolated;
-            self.undecided_until = None;
-            for peer in std::mem::take(&mut self.pending_verdicts) {
-                self.actions.push_back(Action::PeerDown {
-                    peer,
-                    verdict: Verdict::StandBy,
-                    reason: "silent on every link, and so is every known connection: this node is the one cut off".into(),
-                });
-            }
+            self.release_pending_verdicts(
+                Verdict::StandBy,
+                "silent on every link, and so is every known connection: this node is the one cut off",
+            );
             self.actions.push_back(Action::Isolated {
                 reason: format!(
                     "no heartbeat from any peer and no reply from any of {} known connections",
