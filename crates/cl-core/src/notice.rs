@@ -300,7 +300,7 @@ impl Notices {
     pub(crate) fn membership(action: &Action) -> Option<ClusterEvent> {
         match action {
             Action::PeerUp { peer } => Some(ClusterEvent::NodeUp { node: peer.clone() }),
-            Action::PeerDown { peer, verdict, reason } => Some(ClusterEvent::NodeDown {
+            Action::PeerDown { peer, verdict, reason, .. } => Some(ClusterEvent::NodeDown {
                 node: peer.clone(),
                 reason: reason.clone(),
                 take_over: *verdict == Verdict::TakeOver,

@@ -44,7 +44,6 @@ use std::time::Duration;
 
 use crate::guard::LeaseTiming;
 use crate::membership::MembershipConfig;
-#[cfg(test)]
 use crate::time::Time;
 
 /// Allowance for heartbeat delivery jitter on a LAN, far above what a LAN shows.
@@ -159,7 +158,27 @@ impl SafetyTiming {
     /// `poweroff`, or each node believing from stale news that it is the favoured one) can
     /// still make both nodes fence: both end up off, never both running.
     pub fn fence_race_unit(&self, poweroff: Duration) -> Duration {
-        self.interval + self.fence_race_jitter() + SCHEDULING_SLACK.min(self.interval) + poweroff
+        self.fence_race_wait(self.interval, poweroff)
+    }
+
+    /// The fence race's wait when this node knows how far its next heartbeat after the peer's
+    /// last one lay (`phase`, from [`HeartbeatGrid::phase_after`]): `phase + JITTER_ALLOWANCE
+    /// + SCHEDULING_SLACK + poweroff`, at most [`fence_race_unit`](Self::fence_race_unit).
+    ///
+    /// The `interval` of the unit is the most the two nodes' last heartbeats heard can differ
+    /// by when nothing is known of when this node sends. This node's heartbeats leave on a
+    /// known grid ([`HeartbeatGrid`]), so it knows more: the cut came before the peer's next
+    /// frame would have, less than one `interval` after the last one heard (`heard`), so of
+    /// this node's frames the peer heard none sent at or after `heard + interval`; the grid's
+    /// first point at or after `heard` is the only one before that. The peer's last frame from
+    /// this node left by then (`heard + phase`), and its verdict comes at most `phase` plus the
+    /// delivery jitter after this node's. A phase drawn at random is half an interval on
+    /// average: that much off the fenced takeover of a node that is not favoured.
+    pub fn fence_race_wait(&self, phase: Duration, poweroff: Duration) -> Duration {
+        phase.min(self.interval)
+            + self.fence_race_jitter()
+            + SCHEDULING_SLACK.min(self.interval)
+            + poweroff
     }
 
     /// The delivery jitter and the deciding slack the fence race counts on: the allowances of
@@ -170,6 +189,29 @@ impl SafetyTiming {
     /// which guards against two owners, does not.
     pub fn fence_race_jitter(&self) -> Duration {
         JITTER_ALLOWANCE.min(self.interval)
+    }
+}
+
+/// When this node's heartbeats leave: at `origin + k × interval` for every whole `k` (clhbd2
+/// sends on a timerfd aligned to multiples of the interval on CLOCK_MONOTONIC, and the
+/// simulator at each node's own phase), as the fence race's wait uses it
+/// ([`SafetyTiming::fence_race_wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatGrid {
+    /// One of the instants a heartbeat leaves.
+    pub origin: Time,
+    /// The heartbeat interval (the timing's `interval`).
+    pub interval: Duration,
+}
+
+impl HeartbeatGrid {
+    /// How long after `at` the next heartbeat leaves (zero if one leaves at `at`): less than
+    /// one interval.
+    pub fn phase_after(&self, at: Time) -> Duration {
+        let interval = self.interval.as_nanos().max(1) as i128;
+        let offset =
+            self.origin.since_origin().as_nanos() as i128 - at.since_origin().as_nanos() as i128;
+        Duration::from_nanos(offset.rem_euclid(interval) as u64)
     }
 }
 
@@ -216,6 +258,25 @@ mod tests {
 
     fn profile(interval: u64, timeout: u64) -> SafetyTiming {
         SafetyTiming::new(Duration::from_millis(interval), Duration::from_millis(timeout))
+    }
+
+    #[test]
+    fn the_fence_race_waits_for_this_nodes_next_beat_after_the_last_one_heard() {
+        let t = profile(200, 1000);
+        let poweroff = Duration::from_millis(100);
+        let grid = HeartbeatGrid { origin: Time::from_millis(7_030), interval: t.interval };
+        // The grid's points near 10 s: 9.830, 10.030, 10.230 s.
+        assert_eq!(grid.phase_after(Time::from_millis(10_000)), Duration::from_millis(30));
+        assert_eq!(grid.phase_after(Time::from_millis(10_030)), Duration::ZERO);
+        assert_eq!(grid.phase_after(Time::from_millis(10_031)), Duration::from_millis(199));
+        assert_eq!(grid.phase_after(Time::from_millis(3)), Duration::from_millis(27));
+        let phase = grid.phase_after(Time::from_millis(10_000));
+        assert_eq!(t.fence_race_wait(phase, poweroff), Duration::from_millis(30 + 100 + 100 + 100));
+        // Never more than the unit that knows nothing of the grid.
+        assert_eq!(
+            t.fence_race_wait(Duration::from_secs(5), poweroff),
+            t.fence_race_unit(poweroff)
+        );
     }
 
     #[test]

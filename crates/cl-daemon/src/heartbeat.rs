@@ -33,6 +33,13 @@ pub fn echo_file(ctx: &Context) -> std::path::PathBuf {
     ctx.paths.run_dir().join(format!("{}.heartbeat-echo", ctx.name()))
 }
 
+/// When this node's clhbd2 sends, on cldaemon's clock (`now` is the same instant): at the
+/// multiples of the heartbeat interval on CLOCK_MONOTONIC ([`run_sender`]).
+pub fn beat_grid(now: cl_core::time::Time, interval: Duration) -> cl_core::timing::HeartbeatGrid {
+    let until = cl_sys::clock::until_multiple(cl_sys::clock::monotonic(), interval);
+    cl_core::timing::HeartbeatGrid { origin: now + until, interval }
+}
+
 fn write_echoes(ctx: &Context, echoes: &EchoBook) {
     let path = echo_file(ctx);
     let written = serde_json::to_vec(echoes)
@@ -511,8 +518,11 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         config_checksum: ctx.checksum.clone(),
         taking_over: Vec::new(),
     };
-    // A timerfd: one wake-up per beat (tokio's timer wheel took two for a 200 ms interval).
-    let mut tick = cl_sys::ticker::Ticker::new(cluster.heartbeat.interval)
+    // A timerfd: one wake-up per beat (tokio's timer wheel took two for a 200 ms interval). It
+    // ticks at the multiples of the interval on CLOCK_MONOTONIC, so cldaemon knows when this
+    // node's beats leave (the fence race, cl_core::timing::HeartbeatGrid).
+    let mut interval = cluster.heartbeat.interval;
+    let mut tick = cl_sys::ticker::Ticker::on_grid(interval)
         .context("cannot create the heartbeat clock (timerfd)")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
@@ -526,7 +536,9 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
             ticked = tick.tick() => {
                 if let Err(e) = ticked {
                     cl_sys::warn_limited!("clhbd2 clock", "timerfd", "heartbeat clock failed: {e}");
-                    tokio::time::sleep(cluster.heartbeat.interval).await;
+                    // Still on the grid: the next multiple of the interval.
+                    let wait = cl_sys::clock::until_multiple(cl_sys::clock::monotonic(), interval);
+                    tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
                 }
             }
             _ = hangup.recv() => {
@@ -536,6 +548,19 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                         beat = HeartbeatMsg { config_version: new.built.version, config_checksum: new.checksum.clone(), taking_over: Vec::new() };
                         if new.key.fingerprint() != ctx.key.fingerprint() {
                             sender.rekey(new.key.clone());
+                        }
+                        // A new heartbeat profile: cldaemon's engine, built anew on the same
+                        // configuration, counts on beats at the multiples of the new interval.
+                        let new_interval = new.cluster().heartbeat.interval;
+                        if new_interval != interval {
+                            match cl_sys::ticker::Ticker::on_grid(new_interval) {
+                                Ok(t) => {
+                                    tick = t;
+                                    interval = new_interval;
+                                    info!(interval_ms = interval.as_millis() as u64, "heartbeat interval changed");
+                                }
+                                Err(e) => warn!("cannot change the heartbeat interval, keeping {} ms: {e}", interval.as_millis()),
+                            }
                         }
                         info!(version = new.built.version, "configuration reloaded");
                     }

@@ -31,7 +31,7 @@ use cl_core::arbiter::{ArbOp, Arbiter};
 use cl_core::guard::{GuardConfig, Sabotage};
 use cl_core::membership::{KnownPace, MembershipConfig};
 use cl_core::node::{Node as Engine, NodeConfig, NodeInput};
-use cl_core::timing::SafetyTiming;
+use cl_core::timing::{HeartbeatGrid, SafetyTiming};
 use cl_core::Time;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -235,6 +235,9 @@ struct Node {
     ping_pace: KnownPace,
     /// The number of its clnetd's current ping clock.
     ping_clock: u64,
+    /// When its first heartbeat leaves; the rest follow every interval, across reboots (like
+    /// clhbd2 on its grid of CLOCK_MONOTONIC): the engine's [`HeartbeatGrid`].
+    beat_origin: Time,
 }
 
 #[derive(Debug, Clone)]
@@ -458,6 +461,7 @@ impl Sim {
             undelivered: None,
             ping_pace: KnownPace::Fast,
             ping_clock: 0,
+            beat_origin: Time::ZERO,
             starting: BTreeMap::new(),
             next_start: 0,
         };
@@ -493,8 +497,9 @@ impl Sim {
             data: [None, None],
         };
         for n in 0..2 {
-            sim.boot(n, true);
             let jitter = sim.rng.random_range(0..interval.as_millis() as u64);
+            sim.nodes[n].beat_origin = Time::from_millis(jitter);
+            sim.boot(n, true);
             sim.at(Duration::from_millis(jitter), Ev::BeatTick(n));
             sim.at(Duration::from_millis(jitter + 7), Ev::PingTick { n, clock: 0 });
             sim.at(Duration::from_millis(jitter + 500), Ev::GossipTick(n));
@@ -547,6 +552,10 @@ impl Sim {
         let mut guard =
             GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
+        guard.beats = Some(HeartbeatGrid {
+            origin: self.nodes[n].beat_origin,
+            interval: self.timing.interval,
+        });
         let config =
             NodeConfig { membership, guard, apps: policies(self.options.replicated), epoch };
         let mut engine = Engine::new(config, self.now);

@@ -12,8 +12,27 @@ pub fn monotonic() -> Duration {
     clock_gettime(ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default()
 }
 
+/// How long from `now` (a [`monotonic`] reading) to the next multiple of `period` on
+/// CLOCK_MONOTONIC (zero at a multiple): clhbd2 sends its heartbeats at those multiples, so
+/// cldaemon knows when this node's beats leave without being told.
+pub fn until_multiple(now: Duration, period: Duration) -> Duration {
+    let period = period.as_nanos().max(1);
+    let rest = now.as_nanos() % period;
+    Duration::from_nanos(((period - rest) % period) as u64)
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_next_multiple_of_a_period_is_less_than_a_period_away() {
+        let ms = Duration::from_millis;
+        assert_eq!(super::until_multiple(ms(1_030), ms(200)), ms(170));
+        assert_eq!(super::until_multiple(ms(1_200), ms(200)), Duration::ZERO);
+        assert_eq!(super::until_multiple(ms(1_199), ms(200)), ms(1));
+    }
+
     #[test]
     fn the_monotonic_clock_moves_forward() {
         let a = super::monotonic();

@@ -42,14 +42,29 @@ impl Ticker {
         Ticker::starting(period, period)
     }
 
+    /// A ticker of `period` that ticks at the multiples of `period` on CLOCK_MONOTONIC (the
+    /// first at the next one): every process of the host knows when it ticks
+    /// ([`crate::clock::until_multiple`]).
+    pub fn on_grid(period: Duration) -> io::Result<Ticker> {
+        let period = period.max(Duration::from_micros(1));
+        let now = crate::clock::monotonic();
+        // Absolute, so that the ticks stay on the grid however late this line runs.
+        let first = now + crate::clock::until_multiple(now, period);
+        Ticker::arm(first, period, TimerSetTimeFlags::TFD_TIMER_ABSTIME)
+    }
+
     fn starting(first: Duration, period: Duration) -> io::Result<Ticker> {
+        Ticker::arm(first, period, TimerSetTimeFlags::empty())
+    }
+
+    fn arm(first: Duration, period: Duration, flags: TimerSetTimeFlags) -> io::Result<Ticker> {
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let period = TimeSpec::from_duration(period.max(Duration::from_micros(1)));
         let first = TimeSpec::from_duration(first.max(Duration::from_nanos(1)));
-        timer.set(Expiration::IntervalDelayed(first, period), TimerSetTimeFlags::empty())?;
+        timer.set(Expiration::IntervalDelayed(first, period), flags)?;
         // Readable only: a timerfd is never written, so no wake-ups for write readiness.
         // SAFETY: `Fd` owns the timerfd and hands out that one descriptor for as long as it
         // lives; the AsyncFd owns the `Fd`, so the descriptor stays open and the same until the
@@ -125,6 +140,22 @@ impl Periodic {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_clock_on_the_grid_ticks_at_the_multiples_of_its_period() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let period = Duration::from_millis(40);
+            let mut ticker = Ticker::on_grid(period).expect("timerfd");
+            for _ in 0..3 {
+                ticker.tick().await.expect("tick");
+                let now = crate::clock::monotonic();
+                let past = now.as_nanos() % period.as_nanos();
+                // Woken at a multiple, give or take the scheduling of this test.
+                assert!(past < Duration::from_millis(20).as_nanos(), "{past} ns past");
+            }
+        });
+    }
 
     #[test]
     fn a_delayed_clock_first_ticks_one_period_from_now() {

@@ -194,7 +194,7 @@ impl Guard {
         let fenced = self.config.peers.get(peer).copied().unwrap_or(false);
         if fenced {
             self.early_probes.remove(peer);
-            let delay = self.fence_wait();
+            let delay = self.fence_wait(peer);
             if delay.is_zero() {
                 self.fence(peer, 1);
             } else {

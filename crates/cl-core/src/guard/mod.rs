@@ -104,6 +104,8 @@ pub struct Guard {
     yielded_until: Option<Time>,
     /// Peers membership reports up.
     up: std::collections::BTreeSet<String>,
+    /// When each peer declared down was last heard on any link (the fence race's phase).
+    silent_since: BTreeMap<String, Time>,
     /// What the applications machine was last told: stop everything (true) or not.
     apps_isolated: bool,
     /// What the applications machine was last told about the lease.
@@ -138,6 +140,7 @@ impl Guard {
             stopped_for_lease: false,
             yielded_until: None,
             up: Default::default(),
+            silent_since: BTreeMap::new(),
             apps_isolated: false,
             apps_lease: false,
             local_active: false,
@@ -161,11 +164,15 @@ impl Guard {
                 self.alarms.remove(&format!("peer:{peer}"));
                 self.apps(AppInput::PeerUp { peer: peer.clone() });
             }
-            MembershipAction::PeerDown { peer, verdict, .. } => {
+            MembershipAction::PeerDown { peer, verdict, silent_since, .. } => {
                 if !self.gates.contains_key(peer) {
                     return;
                 }
                 self.up.remove(peer);
+                match silent_since {
+                    Some(at) => self.silent_since.insert(peer.clone(), *at),
+                    None => self.silent_since.remove(peer),
+                };
                 // Until every gate is passed the peer's applications stay where they are.
                 self.apps(AppInput::PeerDown { peer: peer.clone(), take_over: false });
                 if *verdict == Verdict::StandBy {
@@ -466,8 +473,11 @@ impl Guard {
     /// off), so that of two nodes cut from each other one is powered off, not both. Favoured is
     /// the node that runs (or wants) applications while the peer, as last heard, ran none;
     /// when both ran some or both none, the first node in clconf.xml. Stale knowledge can at
-    /// worst make both fence (both off: availability, never safety).
-    fn fence_wait(&self) -> Duration {
+    /// worst make both fence (both off: availability, never safety). When this node's
+    /// heartbeats leave on a known grid and the peer's last frame is known, the unit's whole
+    /// interval shrinks to the phase from that frame to this node's next beat
+    /// ([`crate::timing::SafetyTiming::fence_race_wait`]).
+    fn fence_wait(&self, peer: &str) -> Duration {
         if self.lease.is_some() {
             return Duration::ZERO;
         }
@@ -478,9 +488,15 @@ impl Guard {
             (true, true) | (false, false) => self.config.first,
         };
         if favoured {
-            Duration::ZERO
-        } else {
-            self.config.fence_race_unit
+            return Duration::ZERO;
+        }
+        let unit = self.config.fence_race_unit;
+        match (self.config.beats, self.silent_since.get(peer)) {
+            (Some(grid), Some(&heard)) => {
+                let phase = grid.phase_after(heard).min(grid.interval);
+                unit.saturating_sub(grid.interval) + phase
+            }
+            _ => unit,
         }
     }
 

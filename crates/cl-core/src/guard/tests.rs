@@ -1,4 +1,5 @@
 use super::*;
+use crate::timing::HeartbeatGrid;
 
 const PEER: &str = "node2";
 
@@ -7,6 +8,7 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         local: "node1".into(),
         peers: [(PEER.to_string(), fenced)].into_iter().collect(),
         fence_race_unit: Duration::ZERO,
+        beats: None,
         first: true,
         fence_retry: Duration::from_secs(2),
         probe,
@@ -30,7 +32,12 @@ fn t(ms: u64) -> Time {
 }
 
 fn down(verdict: Verdict) -> MembershipAction {
-    MembershipAction::PeerDown { peer: PEER.into(), verdict, reason: "silent".into() }
+    MembershipAction::PeerDown {
+        peer: PEER.into(),
+        verdict,
+        reason: "silent".into(),
+        silent_since: None,
+    }
 }
 
 fn drain(guard: &mut Guard) -> Vec<GuardAction> {
@@ -359,6 +366,32 @@ fn without_an_arbitrator_the_favoured_node_fences_at_once_and_the_other_waits_on
 }
 
 #[test]
+fn the_node_that_is_not_favoured_waits_only_the_phase_of_its_own_next_beat_after_the_last_heard() {
+    // Unit 500 ms = interval 200 + 300 for jitter, slack and power-off; this node's beats
+    // leave at 30, 230, 430 … ms.
+    let beats = HeartbeatGrid { origin: t(30), interval: Duration::from_millis(200) };
+    for (heard, wait) in [(Some(4_000), 330), (Some(4_030), 300), (Some(4_031), 499), (None, 500)] {
+        let mut c = config(true, false, false);
+        c.fence_race_unit = Duration::from_millis(500);
+        c.beats = Some(beats);
+        c.first = false;
+        let mut g = Guard::new(c);
+        g.handle(t(0), GuardInput::LocalApps { active: false, wanted: false, peer_active: true });
+        let silent_since = heard.map(t);
+        let down = MembershipAction::PeerDown {
+            peer: PEER.into(),
+            verdict: Verdict::TakeOver,
+            reason: "silent".into(),
+            silent_since,
+        };
+        g.on_membership(t(5_000), &down);
+        assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()], "{heard:?}");
+        let at = t(5_000) + Duration::from_millis(wait);
+        assert_eq!(g.status().gates[PEER], Gate::FenceAt { at, attempts: 0 }, "{heard:?}");
+    }
+}
+
+#[test]
 fn a_node_that_wants_applications_is_favoured_like_one_that_runs_them() {
     let mut c = config(true, false, false);
     c.fence_race_unit = Duration::from_secs(2);
@@ -375,7 +408,7 @@ fn with_an_arbitrator_the_lease_holder_fences_without_the_race_wait() {
     c.fence_race_unit = Duration::from_secs(2);
     c.first = false;
     let g = Guard::new(c);
-    assert_eq!(g.fence_wait(), Duration::ZERO);
+    assert_eq!(g.fence_wait(PEER), Duration::ZERO);
 }
 
 /// A guard that waits a 1.5 s takeover delay (probe 300 ms, so the probe before the start is

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::apps::AppInput;
 use crate::arbiter::ArbOp;
 use crate::time::Time;
-use crate::timing::SafetyTiming;
+use crate::timing::{HeartbeatGrid, SafetyTiming};
 
 /// Lease timing, when an arbitrator is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,10 @@ pub struct GuardConfig {
     /// ([`SafetyTiming::fence_race_unit`]), so that in a symmetric partition the favoured node's
     /// fence lands first instead of both powering each other off.
     pub fence_race_unit: Duration,
+    /// When this node's heartbeats leave, if on a known grid: the race's wait then allows for
+    /// the actual phase between the peer's last frame and this node's next one instead of a
+    /// whole interval ([`SafetyTiming::fence_race_wait`]). None: the whole unit.
+    pub beats: Option<HeartbeatGrid>,
     /// This node is listed first in clconf.xml: it wins the fence race between two nodes that
     /// both run applications (or both run none).
     pub first: bool,
@@ -110,6 +114,7 @@ impl GuardConfig {
             local: local.to_string(),
             peers,
             fence_race_unit: timing.fence_race_unit(local_poweroff),
+            beats: None,
             first,
             fence_retry: fence_retry.unwrap_or(Duration::from_secs(2)),
             probe: true,

@@ -132,6 +132,9 @@ pub enum Action {
         verdict: Verdict,
         /// Why, for the log.
         reason: String,
+        /// When the peer was last heard on any link (None: never, or it left), for the fence
+        /// race's phase (crate::timing::HeartbeatGrid).
+        silent_since: Option<Time>,
     },
     /// One link to a peer fell silent while another still works: a warning only.
     LinkDown {
@@ -271,6 +274,14 @@ impl Peer {
     }
 }
 
+impl Membership {
+    /// The verdict on `peer`, with when it was last heard.
+    fn peer_down(&self, peer: String, verdict: Verdict, reason: String) -> Action {
+        let silent_since = self.peers.get(&peer).and_then(Peer::newest);
+        Action::PeerDown { peer, verdict, reason, silent_since }
+    }
+}
+
 /// One heartbeat link to a peer.
 #[derive(Debug, Default)]
 struct Link {
@@ -360,6 +371,7 @@ impl Membership {
                             peer,
                             verdict: Verdict::TakeOver,
                             reason: "it left the cluster (clhalt)".into(),
+                            silent_since: None,
                         });
                     }
                 }

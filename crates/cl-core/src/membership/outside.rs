@@ -38,11 +38,9 @@ impl Membership {
                 self.actions.push_back(Action::Reconnected);
                 let peers: Vec<String> = self.peers.keys().cloned().collect();
                 for peer in peers {
-                    self.actions.push_back(Action::PeerDown {
-                        peer,
-                        verdict: Verdict::TakeOver,
-                        reason: "still silent on every link, and this node reaches a known connection again".into(),
-                    });
+                    let reason = "still silent on every link, and this node reaches a known connection again";
+                    let down = self.peer_down(peer, Verdict::TakeOver, reason.into());
+                    self.actions.push_back(down);
                 }
             }
             _ => {}
@@ -103,19 +101,15 @@ impl Membership {
     pub(super) fn judge(&mut self, now: Time, peer: String) {
         let silent_for = self.config.timeout.as_millis();
         if self.config.known_connections.is_empty() {
-            self.actions.push_back(Action::PeerDown {
-                peer,
-                verdict: Verdict::TakeOver,
-                reason: format!("silent on every link for {silent_for} ms; no known connections configured, so isolation cannot be ruled out"),
-            });
+            let reason = format!("silent on every link for {silent_for} ms; no known connections configured, so isolation cannot be ruled out");
+            let down = self.peer_down(peer, Verdict::TakeOver, reason);
+            self.actions.push_back(down);
         } else if self.fresh_reply(now) {
-            self.actions.push_back(Action::PeerDown {
-                peer,
-                verdict: Verdict::TakeOver,
-                reason: format!(
-                    "silent on every link for {silent_for} ms while a known connection answers"
-                ),
-            });
+            let reason = format!(
+                "silent on every link for {silent_for} ms while a known connection answers"
+            );
+            let down = self.peer_down(peer, Verdict::TakeOver, reason);
+            self.actions.push_back(down);
         } else {
             if self.local_state == LocalState::Connected {
                 self.local_state = LocalState::Undecided;
@@ -142,7 +136,8 @@ impl Membership {
     fn release_pending_verdicts(&mut self, verdict: Verdict, reason: &str) {
         self.undecided_until = None;
         for peer in std::mem::take(&mut self.pending_verdicts) {
-            self.actions.push_back(Action::PeerDown { peer, verdict, reason: reason.into() });
+            let down = self.peer_down(peer, verdict, reason.into());
+            self.actions.push_back(down);
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::apps::{Desired, Failback, Want};
 use crate::membership::Verdict;
-use crate::timing::SafetyTiming;
+use crate::timing::{HeartbeatGrid, SafetyTiming};
 
 pub(super) const LOCAL: &str = "node1";
 pub(super) const PEER: &str = "node2";
@@ -196,6 +196,7 @@ fn peer_down() -> NodeAction {
             "silent on every link for {} ms while a known connection answers",
             TIMEOUT.as_millis()
         ),
+        silent_since: Some(ms(4000)),
     })
 }
 
@@ -354,6 +355,37 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
             start(),
             NodeAction::Announce,
             notice(&[PEER]),
+        ]
+    );
+}
+
+#[test]
+fn with_fencing_and_its_beats_on_a_grid_the_node_not_favoured_waits_the_phase_not_an_interval() {
+    let protection = Protection::Fencing;
+    let mut config = config(protection);
+    // This node's heartbeats leave at …, 3.850, 4.050 s: 50 ms after the peer's last one heard
+    // (4 s), instead of a whole interval.
+    config.guard.beats = Some(HeartbeatGrid { origin: ms(50), interval: INTERVAL });
+    let mut h = Harness::formed(Node::new(config, ms(0)), protection);
+    h.run(ms(4000), true);
+    assert_eq!(
+        h.run(ms(5000), false),
+        vec![peer_down(), NodeAction::FenceStatus { peer: PEER.into() }]
+    );
+    let wait = timing(protection).fence_race_wait(Duration::from_millis(50), POWEROFF);
+    assert_eq!(
+        wait,
+        timing(protection).fence_race_unit(POWEROFF) - INTERVAL + ms(50).since_origin()
+    );
+    let fence_at = ms(5000) + wait;
+    let probe_at = fence_at - crate::dad::probe_plan(INTERVAL).total();
+    assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
+    assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(
+        h.run(fence_at, false),
+        vec![
+            event(Level::Warn, "fencing node node2 (attempt 1)"),
+            NodeAction::Fence { peer: PEER.into() }
         ]
     );
 }

@@ -176,7 +176,7 @@ impl Manager {
             Action::PeerLate { peer } => {
                 info!(%peer, "node {peer} is late on every heartbeat link")
             }
-            Action::PeerDown { peer, verdict, reason } => match verdict {
+            Action::PeerDown { peer, verdict, reason, .. } => match verdict {
                 Verdict::TakeOver => {
                     warn!(%peer, "node {peer} is down: {reason}; this node is connected and may take over its applications")
                 }

@@ -66,9 +66,12 @@ impl Manager {
             self.silence.clone(),
             self.app_events.clone(),
         );
+        let mut guard = crate::guardctl::guard_config(&self.ctx);
+        let interval = self.ctx.cluster().heartbeat.interval;
+        guard.beats = Some(crate::heartbeat::beat_grid(self.now(), interval));
         let config = NodeConfig {
             membership: config,
-            guard: crate::guardctl::guard_config(&self.ctx),
+            guard,
             apps: apps.policies(),
             epoch: crate::epoch::next_or_clock("application announcements"),
         };
