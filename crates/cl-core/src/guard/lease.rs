@@ -199,6 +199,10 @@ impl Guard {
                 self.fence(peer, 1);
             } else {
                 let at = self.now + delay;
+                self.event(
+                    Level::Info,
+                    format!("fencing node {peer} in {} ms unless its fence device reports it off: {peer} is favoured in the fence race, so if it is alive it fences this node first", delay.as_millis()),
+                );
                 self.set_gate(peer, Gate::FenceAt { at, attempts: 0 });
                 // A peer that is powered off (crashed, lost its power) is not racing: ask its
                 // fence device, and fence at once if it reports the peer off (the fence then

@@ -219,6 +219,12 @@ pub(super) fn answered() -> Vec<ProbeSeen> {
     }]
 }
 
+/// The guard's line when it waits `ms` before fencing the peer (the fence race).
+fn fencing_in(ms: u128) -> NodeAction {
+    let text = format!("fencing node node2 in {ms} ms unless its fence device reports it off: node2 is favoured in the fence race, so if it is alive it fences this node first");
+    event(Level::Info, &text)
+}
+
 fn notice(peers: &[&str]) -> NodeAction {
     NodeAction::TakingOverNotice { peers: peers.iter().map(|p| p.to_string()).collect() }
 }
@@ -325,9 +331,14 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     // one unit (the detection skew and the peer's fence powering this node off), so that a
     // peer that is alive fences first. It asks the peer's fence device whether the peer is off
     // already (then it would fence at once): the device says it is on.
+    let unit = timing(protection).fence_race_unit(POWEROFF);
     assert_eq!(
         h.run(ms(5000), false),
-        vec![peer_down(), NodeAction::FenceStatus { peer: PEER.into() }]
+        vec![
+            peer_down(),
+            fencing_in(unit.as_millis()),
+            NodeAction::FenceStatus { peer: PEER.into() }
+        ]
     );
     let on = NodeInput::FenceStatusResult { peer: PEER.into(), off: false, detail: "on".into() };
     assert_eq!(h.feed(on), vec![]);
@@ -368,11 +379,15 @@ fn with_fencing_and_its_beats_on_a_grid_the_node_not_favoured_waits_the_phase_no
     config.guard.beats = Some(HeartbeatGrid { origin: ms(50), interval: INTERVAL });
     let mut h = Harness::formed(Node::new(config, ms(0)), protection);
     h.run(ms(4000), true);
+    let wait = timing(protection).fence_race_wait(Duration::from_millis(50), POWEROFF);
     assert_eq!(
         h.run(ms(5000), false),
-        vec![peer_down(), NodeAction::FenceStatus { peer: PEER.into() }]
+        vec![
+            peer_down(),
+            fencing_in(wait.as_millis()),
+            NodeAction::FenceStatus { peer: PEER.into() }
+        ]
     );
-    let wait = timing(protection).fence_race_wait(Duration::from_millis(50), POWEROFF);
     assert_eq!(
         wait,
         timing(protection).fence_race_unit(POWEROFF) - INTERVAL + ms(50).since_origin()
