@@ -158,27 +158,17 @@ impl SafetyTiming {
     /// `poweroff`, or each node believing from stale news that it is the favoured one) can
     /// still make both nodes fence: both end up off, never both running.
     pub fn fence_race_unit(&self, poweroff: Duration) -> Duration {
-        self.fence_race_wait(self.interval, poweroff)
+        self.fence_race(poweroff).unit()
     }
 
-    /// The fence race's wait when this node knows how far its next heartbeat after the peer's
-    /// last one lay (`phase`, from [`HeartbeatGrid::phase_after`]): `phase + JITTER_ALLOWANCE
-    /// + SCHEDULING_SLACK + poweroff`, at most [`fence_race_unit`](Self::fence_race_unit).
-    ///
-    /// The `interval` of the unit is the most the two nodes' last heartbeats heard can differ
-    /// by when nothing is known of when this node sends. This node's heartbeats leave on a
-    /// known grid ([`HeartbeatGrid`]), so it knows more: the cut came before the peer's next
-    /// frame would have, less than one `interval` after the last one heard (`heard`), so of
-    /// this node's frames the peer heard none sent at or after `heard + interval`; the grid's
-    /// first point at or after `heard` is the only one before that. The peer's last frame from
-    /// this node left by then (`heard + phase`), and its verdict comes at most `phase` plus the
-    /// delivery jitter after this node's. A phase drawn at random is half an interval on
-    /// average: that much off the fenced takeover of a node that is not favoured.
-    pub fn fence_race_wait(&self, phase: Duration, poweroff: Duration) -> Duration {
-        phase.min(self.interval)
-            + self.fence_race_jitter()
-            + SCHEDULING_SLACK.min(self.interval)
-            + poweroff
+    /// The fence race of a node whose own fence device takes `poweroff`: its unit, and the
+    /// shorter wait when it knows when its own heartbeats leave ([`FenceRace::wait`]).
+    pub fn fence_race(&self, poweroff: Duration) -> FenceRace {
+        FenceRace {
+            interval: self.interval,
+            margin: self.fence_race_jitter() + SCHEDULING_SLACK.min(self.interval) + poweroff,
+            lateness: BEAT_LATENESS.min(self.interval / 4),
+        }
     }
 
     /// The delivery jitter and the deciding slack the fence race counts on: the allowances of
@@ -192,11 +182,64 @@ impl SafetyTiming {
     }
 }
 
+/// How late a heartbeat may leave after its instant on the sender's grid (clhbd2 runs with
+/// realtime priority and locked memory, woken by a timerfd) and still count as on time in the
+/// fence race's phase ([`FenceRace::wait`]); at most a quarter interval.
+pub const BEAT_LATENESS: Duration = Duration::from_millis(20);
+
+/// Without an arbitrator, how long the node that is not favoured waits before fencing its
+/// silent peer ([`SafetyTiming::fence_race`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FenceRace {
+    /// The heartbeat interval: the most two nodes' last heartbeats heard differ by, when
+    /// nothing is known of when this node sends.
+    pub interval: Duration,
+    /// The rest of the unit: the delivery latency and deciding slack the race counts on
+    /// ([`SafetyTiming::fence_race_jitter`], [`SCHEDULING_SLACK`] capped at the interval) and
+    /// how long this node's own fence device takes to power it off.
+    pub margin: Duration,
+    /// How late the peer's heartbeats may leave after their instant ([`BEAT_LATENESS`]).
+    pub lateness: Duration,
+}
+
+impl FenceRace {
+    /// The wait when nothing is known of this node's beats:
+    /// [`SafetyTiming::fence_race_unit`].
+    pub fn unit(&self) -> Duration {
+        self.interval + self.margin
+    }
+
+    /// The wait before fencing a peer last heard at `heard` (on any link; the verdict one
+    /// heartbeat timeout after that, or later), when this node's heartbeats leave on `grid`:
+    /// the unit's `interval` becomes `lateness + grid.phase_after(heard + lateness)`, at most
+    /// the interval. The unit whenever either is unknown, or the grid is not of this interval.
+    ///
+    /// Why: the cut came before the peer's next frame would have been heard, less than one
+    /// `interval` (plus how late that frame may have left, `lateness`) after `heard`. Of this
+    /// node's frames the peer can therefore have heard only those sent before
+    /// `heard + lateness + interval`, and the last grid point before that is the first at or
+    /// after `heard + lateness`. The peer heard this node last by then, plus the delivery
+    /// latency, and declares it down at most that much after this node declares the peer down
+    /// (each one timeout after its last frame heard). The phase is fixed for a pair of boots
+    /// (each node's grid runs on its own CLOCK_MONOTONIC) and anywhere in [0, interval): on
+    /// average the wait is nearly half an interval shorter. Skews beyond that (a frame of the
+    /// peer's lost just before the cut, a beat later than `lateness`) can make both nodes
+    /// fence, as with the unit: both off, never both running.
+    pub fn wait(&self, grid: Option<HeartbeatGrid>, heard: Option<Time>) -> Duration {
+        match (grid, heard) {
+            (Some(grid), Some(heard)) if grid.interval == self.interval => {
+                let phase = self.lateness + grid.phase_after(heard + self.lateness);
+                phase.min(self.interval) + self.margin
+            }
+            _ => self.unit(),
+        }
+    }
+}
+
 /// When this node's heartbeats leave: at `origin + k × interval` for every whole `k` (clhbd2
 /// sends on a timerfd aligned to multiples of the interval on CLOCK_MONOTONIC, and the
-/// simulator at each node's own phase), as the fence race's wait uses it
-/// ([`SafetyTiming::fence_race_wait`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// simulator at each node's own phase), as the fence race's wait uses it ([`FenceRace::wait`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeartbeatGrid {
     /// One of the instants a heartbeat leaves.
     pub origin: Time,
@@ -270,13 +313,29 @@ mod tests {
         assert_eq!(grid.phase_after(Time::from_millis(10_030)), Duration::ZERO);
         assert_eq!(grid.phase_after(Time::from_millis(10_031)), Duration::from_millis(199));
         assert_eq!(grid.phase_after(Time::from_millis(3)), Duration::from_millis(27));
-        let phase = grid.phase_after(Time::from_millis(10_000));
-        assert_eq!(t.fence_race_wait(phase, poweroff), Duration::from_millis(30 + 100 + 100 + 100));
-        // Never more than the unit that knows nothing of the grid.
+        let race = t.fence_race(poweroff);
+        assert_eq!(race.unit(), Duration::from_millis(200 + 100 + 100 + 100));
+        assert_eq!(t.fence_race_unit(poweroff), race.unit());
+        let ms = Duration::from_millis;
+        // Heard at 10 s: the peer may have heard this node's beat of 10.030 s (and that of
+        // 10.230 s only if its own next beat left more than 30 ms late): 20 ms of lateness
+        // and 10 ms more to this node's next beat after that.
+        let heard = Some(Time::from_millis(10_000));
+        assert_eq!(race.wait(Some(grid), heard), ms(20 + 10) + race.margin);
         assert_eq!(
-            t.fence_race_wait(Duration::from_secs(5), poweroff),
-            t.fence_race_unit(poweroff)
+            race.wait(Some(grid), Some(Time::from_millis(10_035))),
+            ms(20 + 175) + race.margin
         );
+        // Heard 15 ms before a beat of this node's: that beat and the next one within the
+        // lateness may have been heard; never more than the unit.
+        assert_eq!(race.wait(Some(grid), Some(Time::from_millis(10_015))), race.unit());
+        // Nothing known, or a grid of another interval: the unit.
+        assert_eq!(race.wait(None, heard), race.unit());
+        assert_eq!(race.wait(Some(grid), None), race.unit());
+        let other = HeartbeatGrid { interval: ms(250), ..grid };
+        assert_eq!(race.wait(Some(other), heard), race.unit());
+        // The fast profile allows 5 ms of lateness (a quarter interval).
+        assert_eq!(profile(20, 100).fence_race(poweroff).lateness, ms(5));
     }
 
     #[test]

@@ -152,12 +152,15 @@ pub fn harden(daemon: Daemon) {
     }
 }
 
-/// The unbound datagram socket daemons report to cldaemon through. It is not registered with
-/// the runtime's epoll: a registered socket wakes its process again each time cldaemon reads a
+/// The datagram socket daemons report to cldaemon through. It is not registered with the
+/// runtime's epoll: a registered socket wakes its process again each time cldaemon reads a
 /// datagram (the write-space edge), for nothing. A full queue (cldaemon busy) is waited out in
-/// short sleeps instead.
+/// short sleeps instead. It is connected to cldaemon's event socket at the first send and
+/// stays so: a send by path looked the path up in the kernel every time (a sixth of clnetd's
+/// CPU, issue 12). When cldaemon restarts, its new socket is a new peer: the send to the old
+/// one fails, and the next attempt connects anew.
 pub struct EventSender {
-    socket: std::os::unix::net::UnixDatagram,
+    connected: std::sync::Mutex<Option<(std::path::PathBuf, std::os::unix::net::UnixDatagram)>>,
 }
 
 /// How long a report waits for room in cldaemon's queue before it is dropped (cldaemon stuck:
@@ -168,16 +171,40 @@ impl EventSender {
     async fn send_to(&self, bytes: &[u8], path: &std::path::Path) -> std::io::Result<()> {
         let deadline = tokio::time::Instant::now() + EVENT_SEND_PATIENCE;
         loop {
-            match self.socket.send_to(bytes, path) {
+            match self.try_send(bytes, path) {
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(1)).await
                 }
-                sent => return sent.map(drop),
+                sent => return sent,
             }
         }
+    }
+
+    /// One attempt: on the connected socket, or on one connected anew if there is none yet,
+    /// it is connected elsewhere, or its peer is gone (cldaemon restarted).
+    fn try_send(&self, bytes: &[u8], path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::ErrorKind;
+        let mut slot = self.connected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((to, socket)) = slot.as_ref().filter(|(to, _)| to == path) {
+            match socket.send(bytes) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(e),
+                // The peer is gone: connect to whatever listens at the path now.
+                Err(_) => {
+                    tracing::debug!("event socket {} went away; connecting anew", to.display())
+                }
+            }
+        }
+        *slot = None;
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        socket.connect(path)?;
+        let sent = socket.send(bytes).map(drop);
+        *slot = Some((path.to_path_buf(), socket));
+        sent
     }
 }
 
@@ -190,12 +217,9 @@ pub async fn notify(socket: &EventSender, ctx: &Context, event: &LocalEvent) -> 
     }
 }
 
-/// The unbound datagram socket daemons report through.
+/// The socket daemons report through (connected at its first send).
 pub fn event_sender() -> Result<EventSender> {
-    let socket =
-        std::os::unix::net::UnixDatagram::unbound().context("cannot create the event socket")?;
-    socket.set_nonblocking(true).context("cannot make the event socket nonblocking")?;
-    Ok(EventSender { socket })
+    Ok(EventSender { connected: std::sync::Mutex::new(None) })
 }
 
 /// Run clhbd until it is told to stop.
@@ -373,8 +397,8 @@ impl HeartbeatRelay {
         self.relayed.clear();
     }
 
-    /// Send what is held, one event per peer, and the counters with it when they changed (the
-    /// same wake-up of cldaemon).
+    /// Send what is held, one event per peer, and the counters in the first when they changed
+    /// (the same datagram).
     async fn send(
         &mut self,
         events: &EventSender,
@@ -388,20 +412,31 @@ impl HeartbeatRelay {
             by_peer.entry(peer).or_default().push(heard);
         }
         let mut delivered = true;
+        let mut changed = (counters.last.as_ref() != Some(now)).then_some(*now);
         for (from, heard) in by_peer {
             let Some(beat) = self.newest.get(&from).cloned() else { continue };
             self.relayed.insert(from.clone(), beat.clone());
-            delivered &= notify(events, ctx, &LocalEvent::Heartbeat { from, heard, beat }).await;
+            let carried = changed.take();
+            // clhbd2 beats on the grid of the interval it was started with or changed to (it
+            // exits, to be started anew, if it cannot change it).
+            let beats_every = Some(ctx.cluster().heartbeat.interval);
+            let event = LocalEvent::Heartbeat { from, heard, beat, counters: carried, beats_every };
+            let sent = notify(events, ctx, &event).await;
+            if let (true, Some(c)) = (sent, carried) {
+                counters.sent(c);
+            }
+            delivered &= sent;
         }
         if !delivered {
             // cldaemon did not get it (restarting, or stuck): it must not be counted as told,
             // or cldaemon could judge the peer silent early; the next frame goes out at once.
             self.reset();
         }
-        if counters.last.as_ref() != Some(now) {
-            let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *now };
+        if let Some(c) = changed {
+            // Nothing was relayed to carry them.
+            let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: c };
             notify(events, ctx, &event).await;
-            counters.sent(*now);
+            counters.sent(c);
         }
     }
 }
@@ -553,14 +588,12 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                         // configuration, counts on beats at the multiples of the new interval.
                         let new_interval = new.cluster().heartbeat.interval;
                         if new_interval != interval {
-                            match cl_sys::ticker::Ticker::on_grid(new_interval) {
-                                Ok(t) => {
-                                    tick = t;
-                                    interval = new_interval;
-                                    info!(interval_ms = interval.as_millis() as u64, "heartbeat interval changed");
-                                }
-                                Err(e) => warn!("cannot change the heartbeat interval, keeping {} ms: {e}", interval.as_millis()),
-                            }
+                            // clhbd tells cldaemon this node beats on the new grid: exit if it
+                            // cannot be had, and clhbd starts a clhbd2 that has it.
+                            tick = cl_sys::ticker::Ticker::on_grid(new_interval)
+                                .context("cannot change the heartbeat interval (timerfd)")?;
+                            interval = new_interval;
+                            info!(interval_ms = interval.as_millis() as u64, "heartbeat interval changed");
                         }
                         info!(version = new.built.version, "configuration reloaded");
                     }
@@ -635,6 +668,31 @@ mod tests {
         std::fs::create_dir(&dir).expect("mkdir again");
         cl_paths::write_atomic(&path, b"node1").expect("write");
         assert_eq!(watched.get(), &vec!["node1".to_string()]);
+    }
+
+    #[test]
+    fn reports_reach_a_restarted_cldaemon_on_a_new_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("events");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let events = event_sender().expect("sender");
+            // No cldaemon yet: the report is lost, and that is not an error of the sender.
+            assert!(events.send_to(b"early", &path).await.is_err());
+            let mut buf = [0u8; 16];
+            for round in ["first", "second"] {
+                let cldaemon = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+                cldaemon.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+                for _ in 0..2 {
+                    events.send_to(round.as_bytes(), &path).await.expect("sent");
+                    let n = cldaemon.recv(&mut buf).expect("received");
+                    assert_eq!(&buf[..n], round.as_bytes());
+                }
+                // cldaemon restarts: its socket goes, and a new one is bound at the path.
+                drop(cldaemon);
+                std::fs::remove_file(&path).expect("unlink");
+            }
+        });
     }
 
     #[test]

@@ -552,7 +552,7 @@ impl Sim {
         let mut guard =
             GuardConfig::new(&local, peers, n == 0, &self.timing, fence_retry, FENCE_POWEROFF);
         guard.sabotage = self.options.sabotage;
-        guard.beats = Some(HeartbeatGrid {
+        guard.beat_grid = Some(HeartbeatGrid {
             origin: self.nodes[n].beat_origin,
             interval: self.timing.interval,
         });

@@ -239,6 +239,15 @@ pub enum LocalEvent {
         heard: Vec<Heard>,
         /// The newest frame's configuration version, checksum and notice.
         beat: HeartbeatMsg,
+        /// clhbd's frame counters, when they changed since it last reported them: carried
+        /// here rather than in a [`LocalEvent::Counters`] of their own, one datagram (and one
+        /// wake-up of cldaemon) instead of two.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counters: Option<crate::Counters>,
+        /// The interval whose multiples on CLOCK_MONOTONIC this node's clhbd2 sends at (None
+        /// from a clhbd that does not say: the fence race then waits its whole unit).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        beats_every: Option<std::time::Duration>,
     },
     /// clnetd got an echo reply from a known connection (the newest not relayed before).
     KnownReply {

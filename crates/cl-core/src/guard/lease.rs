@@ -206,7 +206,7 @@ impl Guard {
                 self.set_gate(peer, Gate::FenceAt { at, attempts: 0 });
                 // A peer that is powered off (crashed, lost its power) is not racing: ask its
                 // fence device, and fence at once if it reports the peer off (the fence then
-                // confirms it). A peer reported on, or a query that fails, waits the unit.
+                // confirms it). A peer reported on, or a query that fails, waits the race out.
                 self.actions.push_back(GuardAction::FenceStatus { peer: peer.to_string() });
                 // Probe meanwhile, ending as the fence begins: the start after a successful
                 // fence then finds the peer's addresses freshly silent (dad.rs) and does not

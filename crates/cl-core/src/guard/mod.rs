@@ -29,6 +29,7 @@ use crate::apps::AppInput;
 use crate::arbiter::ArbOp;
 use crate::membership::{Action as MembershipAction, Verdict};
 use crate::time::Time;
+use crate::timing::HeartbeatGrid;
 
 mod lease;
 #[cfg(test)]
@@ -106,6 +107,8 @@ pub struct Guard {
     up: std::collections::BTreeSet<String>,
     /// When each peer declared down was last heard on any link (the fence race's phase).
     silent_since: BTreeMap<String, Time>,
+    /// When this node's heartbeats leave, as last known ([`GuardConfig::beat_grid`]).
+    beat_grid: Option<HeartbeatGrid>,
     /// What the applications machine was last told: stop everything (true) or not.
     apps_isolated: bool,
     /// What the applications machine was last told about the lease.
@@ -121,6 +124,7 @@ pub struct Guard {
 impl Guard {
     /// A guard for a node whose peers are not judged yet.
     pub fn new(config: GuardConfig) -> Guard {
+        let beat_grid = config.beat_grid;
         let gates = config.peers.keys().map(|p| (p.clone(), Gate::Idle)).collect();
         let lease = config.lease.map(|timing| Lease {
             timing,
@@ -141,6 +145,7 @@ impl Guard {
             yielded_until: None,
             up: Default::default(),
             silent_since: BTreeMap::new(),
+            beat_grid,
             apps_isolated: false,
             apps_lease: false,
             local_active: false,
@@ -490,14 +495,14 @@ impl Guard {
         if favoured {
             return Duration::ZERO;
         }
-        let unit = self.config.fence_race_unit;
-        match (self.config.beats, self.silent_since.get(peer)) {
-            (Some(grid), Some(&heard)) => {
-                let phase = grid.phase_after(heard).min(grid.interval);
-                unit.saturating_sub(grid.interval) + phase
-            }
-            _ => unit,
-        }
+        let heard = self.silent_since.get(peer).copied();
+        self.config.fence_race.wait(self.beat_grid, heard)
+    }
+
+    /// This node's heartbeats now leave on `grid` (None: unknown, the fence race waits its
+    /// whole unit).
+    pub fn set_beat_grid(&mut self, grid: Option<HeartbeatGrid>) {
+        self.beat_grid = grid;
     }
 
     fn fence(&mut self, peer: &str, attempts: u32) {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::timing::HeartbeatGrid;
+use crate::timing::{FenceRace, HeartbeatGrid};
 
 const PEER: &str = "node2";
 
@@ -7,8 +7,8 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
     GuardConfig {
         local: "node1".into(),
         peers: [(PEER.to_string(), fenced)].into_iter().collect(),
-        fence_race_unit: Duration::ZERO,
-        beats: None,
+        fence_race: race(Duration::ZERO),
+        beat_grid: None,
         first: true,
         fence_retry: Duration::from_secs(2),
         probe,
@@ -25,6 +25,11 @@ fn config(fenced: bool, probe: bool, lease: bool) -> GuardConfig {
         }),
         sabotage: Sabotage::None,
     }
+}
+
+/// A fence race whose unit is `unit` whatever the grid.
+fn race(unit: Duration) -> FenceRace {
+    FenceRace { interval: Duration::ZERO, margin: unit, lateness: Duration::ZERO }
 }
 
 fn t(ms: u64) -> Time {
@@ -125,7 +130,7 @@ fn a_fenced_peer_is_taken_over_at_once_and_a_failed_fence_is_retried() {
 /// asks the peer's fence device whether the peer is off already.
 fn waiting_to_fence() -> Guard {
     let mut c = config(true, false, false);
-    c.fence_race_unit = Duration::from_secs(1);
+    c.fence_race = race(Duration::from_secs(1));
     c.first = false;
     let mut g = Guard::new(c);
     g.on_membership(t(0), &down(Verdict::TakeOver));
@@ -349,7 +354,7 @@ fn without_an_arbitrator_the_favoured_node_fences_at_once_and_the_other_waits_on
         (false, false, false, unit),
     ] {
         let mut c = config(true, false, false);
-        c.fence_race_unit = unit;
+        c.fence_race = race(unit);
         c.first = first;
         let mut g = Guard::new(c);
         g.handle(t(0), GuardInput::LocalApps { active, wanted: false, peer_active });
@@ -367,34 +372,66 @@ fn without_an_arbitrator_the_favoured_node_fences_at_once_and_the_other_waits_on
 
 #[test]
 fn the_node_that_is_not_favoured_waits_only_the_phase_of_its_own_next_beat_after_the_last_heard() {
-    // Unit 500 ms = interval 200 + 300 for jitter, slack and power-off; this node's beats
-    // leave at 30, 230, 430 … ms.
-    let beats = HeartbeatGrid { origin: t(30), interval: Duration::from_millis(200) };
-    for (heard, wait) in [(Some(4_000), 330), (Some(4_030), 300), (Some(4_031), 499), (None, 500)] {
+    // Unit 500 ms = interval 200 + 300 for latency, slack and power-off, 20 ms of lateness;
+    // this node's beats leave at 30, 230, 430 … ms.
+    let ms = Duration::from_millis;
+    let fence_race = FenceRace { interval: ms(200), margin: ms(300), lateness: ms(20) };
+    let grid = HeartbeatGrid { origin: t(30), interval: ms(200) };
+    // (when the peer was last heard, this node's grid) -> wait
+    for (heard, beat_grid, wait) in [
+        (Some(4_000), Some(grid), 20 + 10 + 300),
+        (Some(4_100), Some(grid), 20 + 110 + 300),
+        (Some(4_030), Some(grid), 500),
+        (None, Some(grid), 500),
+        (Some(4_000), None, 500),
+    ] {
         let mut c = config(true, false, false);
-        c.fence_race_unit = Duration::from_millis(500);
-        c.beats = Some(beats);
+        c.fence_race = fence_race;
+        c.beat_grid = beat_grid;
         c.first = false;
         let mut g = Guard::new(c);
         g.handle(t(0), GuardInput::LocalApps { active: false, wanted: false, peer_active: true });
-        let silent_since = heard.map(t);
         let down = MembershipAction::PeerDown {
             peer: PEER.into(),
             verdict: Verdict::TakeOver,
             reason: "silent".into(),
-            silent_since,
+            silent_since: heard.map(t),
         };
         g.on_membership(t(5_000), &down);
         assert_eq!(drain(&mut g), vec![no_takeover(), fence_status()], "{heard:?}");
-        let at = t(5_000) + Duration::from_millis(wait);
+        let at = t(5_000) + ms(wait);
         assert_eq!(g.status().gates[PEER], Gate::FenceAt { at, attempts: 0 }, "{heard:?}");
     }
 }
 
 #[test]
+fn a_grid_learnt_later_counts_and_a_peer_that_left_gets_the_whole_unit() {
+    let ms = Duration::from_millis;
+    let mut c = config(true, false, false);
+    c.fence_race = FenceRace { interval: ms(200), margin: ms(300), lateness: ms(20) };
+    c.first = false;
+    let mut g = Guard::new(c);
+    g.handle(t(0), GuardInput::LocalApps { active: false, wanted: false, peer_active: true });
+    g.set_beat_grid(Some(HeartbeatGrid { origin: t(30), interval: ms(200) }));
+    let down = |silent_since| MembershipAction::PeerDown {
+        peer: PEER.into(),
+        verdict: Verdict::TakeOver,
+        reason: "silent".into(),
+        silent_since,
+    };
+    g.on_membership(t(5_000), &down(Some(t(4_000))));
+    assert_eq!(g.status().gates[PEER], Gate::FenceAt { at: t(5_330), attempts: 0 });
+    // Back, then down without a last frame (it left, or came back into a reconnect): the
+    // phase of the earlier silence is not used.
+    g.on_membership(t(6_000), &MembershipAction::PeerUp { peer: PEER.into() });
+    g.on_membership(t(9_000), &down(None));
+    assert_eq!(g.status().gates[PEER], Gate::FenceAt { at: t(9_500), attempts: 0 });
+}
+
+#[test]
 fn a_node_that_wants_applications_is_favoured_like_one_that_runs_them() {
     let mut c = config(true, false, false);
-    c.fence_race_unit = Duration::from_secs(2);
+    c.fence_race = race(Duration::from_secs(2));
     c.first = false;
     let mut g = Guard::new(c);
     g.handle(t(0), GuardInput::LocalApps { active: false, wanted: true, peer_active: false });
@@ -405,7 +442,7 @@ fn a_node_that_wants_applications_is_favoured_like_one_that_runs_them() {
 #[test]
 fn with_an_arbitrator_the_lease_holder_fences_without_the_race_wait() {
     let mut c = config(true, false, true);
-    c.fence_race_unit = Duration::from_secs(2);
+    c.fence_race = race(Duration::from_secs(2));
     c.first = false;
     let g = Guard::new(c);
     assert_eq!(g.fence_wait(PEER), Duration::ZERO);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::apps::AppInput;
 use crate::arbiter::ArbOp;
 use crate::time::Time;
-use crate::timing::{HeartbeatGrid, SafetyTiming};
+use crate::timing::{FenceRace, HeartbeatGrid, SafetyTiming};
 
 /// Lease timing, when an arbitrator is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +61,14 @@ pub struct GuardConfig {
     /// The other nodes, with whether each has a fence device this node can use.
     pub peers: BTreeMap<String, bool>,
     /// Without an arbitrator, how long the node that is not favoured waits before fencing
-    /// ([`SafetyTiming::fence_race_unit`]), so that in a symmetric partition the favoured node's
+    /// ([`SafetyTiming::fence_race`]), so that in a symmetric partition the favoured node's
     /// fence lands first instead of both powering each other off.
-    pub fence_race_unit: Duration,
-    /// When this node's heartbeats leave, if on a known grid: the race's wait then allows for
-    /// the actual phase between the peer's last frame and this node's next one instead of a
-    /// whole interval ([`SafetyTiming::fence_race_wait`]). None: the whole unit.
-    pub beats: Option<HeartbeatGrid>,
+    pub fence_race: FenceRace,
+    /// When this node's heartbeats leave, if known: the race's wait then counts the phase from
+    /// the peer's last frame to this node's next beat instead of a whole interval
+    /// ([`FenceRace::wait`]). None: the whole unit. [`crate::node::NodeInput::BeatGrid`]
+    /// changes it.
+    pub beat_grid: Option<HeartbeatGrid>,
     /// This node is listed first in clconf.xml: it wins the fence race between two nodes that
     /// both run applications (or both run none).
     pub first: bool,
@@ -99,7 +100,8 @@ impl GuardConfig {
     /// device, `first` when `local` is listed first in clconf.xml, the fence agents' retry
     /// interval (the shortest configured; 2 s without one) and how long this node's own fence
     /// device takes to power it off (`local_poweroff`). The rules' own timing: the node that
-    /// is not favoured waits [`SafetyTiming::fence_race_unit`] before fencing (the fence race),
+    /// is not favoured waits up to [`SafetyTiming::fence_race_unit`] before fencing (the fence
+    /// race; less when its beats' grid is known: [`FenceRace::wait`]),
     /// a peer that answered the probe and then fell silent gets one heartbeat timeout to notice
     /// it lost this node, and a peer that answers is probed again every second.
     pub fn new(
@@ -113,8 +115,8 @@ impl GuardConfig {
         GuardConfig {
             local: local.to_string(),
             peers,
-            fence_race_unit: timing.fence_race_unit(local_poweroff),
-            beats: None,
+            fence_race: timing.fence_race(local_poweroff),
+            beat_grid: None,
             first,
             fence_retry: fence_retry.unwrap_or(Duration::from_secs(2)),
             probe: true,

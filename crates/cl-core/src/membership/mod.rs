@@ -132,8 +132,11 @@ pub enum Action {
         verdict: Verdict,
         /// Why, for the log.
         reason: String,
-        /// When the peer was last heard on any link (None: never, or it left), for the fence
-        /// race's phase (crate::timing::HeartbeatGrid).
+        /// When the peer was last heard on any link, for the fence race's phase
+        /// ([`crate::timing::FenceRace::wait`]): given when the verdict comes a heartbeat
+        /// timeout after that frame, or later while this node waited to learn whether it is
+        /// isolated. None: never heard, it left (clhalt), or the verdict came when this node
+        /// reached a known connection again.
         silent_since: Option<Time>,
     },
     /// One link to a peer fell silent while another still works: a warning only.
@@ -275,7 +278,8 @@ impl Peer {
 }
 
 impl Membership {
-    /// The verdict on `peer`, with when it was last heard.
+    /// The verdict on `peer` one timeout after its last frame (or later, held back while
+    /// undecided), with when that frame came.
     fn peer_down(&self, peer: String, verdict: Verdict, reason: String) -> Action {
         let silent_since = self.peers.get(&peer).and_then(Peer::newest);
         Action::PeerDown { peer, verdict, reason, silent_since }

@@ -38,9 +38,14 @@ impl Membership {
                 self.actions.push_back(Action::Reconnected);
                 let peers: Vec<String> = self.peers.keys().cloned().collect();
                 for peer in peers {
-                    let reason = "still silent on every link, and this node reaches a known connection again";
-                    let down = self.peer_down(peer, Verdict::TakeOver, reason.into());
-                    self.actions.push_back(down);
+                    // No last frame: this verdict does not come a timeout after it (the fence
+                    // race's phase would mean nothing).
+                    self.actions.push_back(Action::PeerDown {
+                        peer,
+                        verdict: Verdict::TakeOver,
+                        reason: "still silent on every link, and this node reaches a known connection again".into(),
+                        silent_since: None,
+                    });
                 }
             }
             _ => {}

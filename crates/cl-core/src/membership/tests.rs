@@ -115,6 +115,37 @@ fn the_peer_is_declared_down_within_the_timeout_plus_one_step() {
     assert!(actions.iter().any(peer_down(Verdict::TakeOver)), "{actions:?}");
 }
 
+/// When the verdicts in `actions` say the peer was last heard.
+fn silent_since(actions: &[Action]) -> Vec<Option<Time>> {
+    let since = |a: &Action| match a {
+        Action::PeerDown { silent_since, .. } => Some(*silent_since),
+        _ => None,
+    };
+    actions.iter().filter_map(since).collect()
+}
+
+#[test]
+fn a_verdict_says_when_the_peer_was_last_heard_on_any_link() {
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 1000, &["public", "private"], true);
+    run(&mut m, 1000, 2000, &["public"], true);
+    let actions = run(&mut m, 2000, 2810, &[], true);
+    assert_eq!(silent_since(&actions), vec![Some(t(1800))], "{actions:?}");
+    // Held back while undecided, the verdict still names that frame.
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 2010, &[], true);
+    run(&mut m, 2010, 2810, &[], false);
+    m.handle(t(2900), Input::KnownConnectionReply { target: router(), at: t(2900) });
+    assert_eq!(silent_since(&drain(&mut m)), vec![Some(t(1800))]);
+    // Judged anew on reaching the outside again, long after: no frame to count from.
+    let mut m = Membership::new(config(true), t(0));
+    run(&mut m, 0, 2000, &["public", "private"], true);
+    run(&mut m, 2000, 5000, &[], false);
+    let actions = run(&mut m, 5000, 8000, &[], true);
+    assert_eq!(silent_since(&actions), vec![None], "{actions:?}");
+}
+
 #[test]
 fn silence_everywhere_means_isolated_and_nothing_is_taken_over() {
     let mut m = Membership::new(config(true), t(0));

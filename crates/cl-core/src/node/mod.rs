@@ -72,6 +72,12 @@ pub enum NodeInput {
         /// False for `clform --noapps` and for a node joining a running cluster.
         start_autostart: bool,
     },
+    /// This node's heartbeats leave on `grid` from now on (None: not known), as clhbd reports
+    /// the interval its clhbd2 beats on: the fence race's wait ([`GuardConfig::beat_grid`]).
+    BeatGrid {
+        /// The grid, on this engine's clock.
+        grid: Option<crate::timing::HeartbeatGrid>,
+    },
     /// An authenticated heartbeat from `from` arrived on `link` at `at`.
     Heartbeat {
         /// Sender.
@@ -317,6 +323,7 @@ impl Node {
             NodeInput::Formed { start_autostart } => {
                 self.apps.handle(now, AppInput::Formed { start_autostart })
             }
+            NodeInput::BeatGrid { grid } => self.guard.set_beat_grid(grid),
             NodeInput::Heartbeat { from, link, at, taking_over } => {
                 self.membership
                     .handle(now, membership::Input::Heartbeat { from: from.clone(), link, at });

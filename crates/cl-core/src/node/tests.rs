@@ -375,11 +375,13 @@ fn with_fencing_and_its_beats_on_a_grid_the_node_not_favoured_waits_the_phase_no
     let protection = Protection::Fencing;
     let mut config = config(protection);
     // This node's heartbeats leave at …, 3.850, 4.050 s: 50 ms after the peer's last one heard
-    // (4 s), instead of a whole interval.
-    config.guard.beats = Some(HeartbeatGrid { origin: ms(50), interval: INTERVAL });
+    // (4 s), 20 ms of it the lateness allowed to the peer's next beat; instead of a whole
+    // interval.
+    let grid = HeartbeatGrid { origin: ms(50), interval: INTERVAL };
+    config.guard.beat_grid = Some(grid);
     let mut h = Harness::formed(Node::new(config, ms(0)), protection);
     h.run(ms(4000), true);
-    let wait = timing(protection).fence_race_wait(Duration::from_millis(50), POWEROFF);
+    let wait = timing(protection).fence_race(POWEROFF).wait(Some(grid), Some(ms(4000)));
     assert_eq!(
         h.run(ms(5000), false),
         vec![

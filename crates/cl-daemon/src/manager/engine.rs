@@ -35,7 +35,17 @@ impl Manager {
     pub(super) fn handle_event(&mut self, event: LocalEvent) {
         let now = self.now();
         match event {
-            LocalEvent::Heartbeat { from, heard, beat } => {
+            LocalEvent::Heartbeat { from, heard, beat, counters, beats_every } => {
+                if let Some(counters) = counters {
+                    self.counters.insert(cl_wire::Daemon::Clhbd, counters);
+                }
+                if beats_every != self.beats_every {
+                    self.beats_every = beats_every;
+                    let grid = beats_every.map(|every| crate::heartbeat::beat_grid(now, every));
+                    if let Some(node) = self.node.as_mut() {
+                        node.handle(now, NodeInput::BeatGrid { grid });
+                    }
+                }
                 if beat.config_version != self.ctx.built.version
                     || beat.config_checksum != self.ctx.checksum
                 {

@@ -67,8 +67,10 @@ impl Manager {
             self.app_events.clone(),
         );
         let mut guard = crate::guardctl::guard_config(&self.ctx);
-        let interval = self.ctx.cluster().heartbeat.interval;
-        guard.beats = Some(crate::heartbeat::beat_grid(self.now(), interval));
+        // As clhbd last said; it says again with every relay, so an engine formed before that
+        // learns it then (NodeInput::BeatGrid).
+        let now = self.now();
+        guard.beat_grid = self.beats_every.map(|every| crate::heartbeat::beat_grid(now, every));
         let config = NodeConfig {
             membership: config,
             guard,

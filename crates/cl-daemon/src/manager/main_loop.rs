@@ -74,6 +74,7 @@ pub async fn run(ctx: Context) -> Result<()> {
         children: BTreeMap::new(),
         known_last: BTreeMap::new(),
         counters: BTreeMap::new(),
+        beats_every: None,
         peer_receiver,
         config_mismatches: BTreeSet::new(),
         down_links: BTreeSet::new(),

@@ -92,6 +92,9 @@ struct Manager {
     known_last: BTreeMap<IpAddr, Instant>,
     /// Each daemon's latest frame counters, for clstat.
     counters: BTreeMap<Daemon, cl_wire::Counters>,
+    /// The interval clhbd last said its clhbd2 beats at the multiples of (the fence race's
+    /// phase, cl_core::timing::HeartbeatGrid).
+    beats_every: Option<Duration>,
     /// The receiver of the peers' frames (its counters are cldaemon's own, read for each
     /// status instead of reported through the event socket every second).
     peer_receiver: std::sync::Arc<std::sync::Mutex<cl_wire::Receiver>>,
