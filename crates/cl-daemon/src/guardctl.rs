@@ -194,13 +194,11 @@ pub fn notice_file(ctx: &Context) -> PathBuf {
     ctx.paths.run_dir().join(format!("{}.taking-over", ctx.name()))
 }
 
-/// Write the notice (an empty list removes it); clhbd2 reads it before every beat.
+/// Write the notice; clhbd2 reads it before every beat. An empty list leaves an empty file
+/// rather than none: clhbd2 looks for the file relative to its directory, and one that is
+/// missing costs it a second look, at the directory, at every beat (issue 12).
 pub fn write_notice(ctx: &Context, peers: &[String]) {
     let path = notice_file(ctx);
-    if peers.is_empty() {
-        let _ = std::fs::remove_file(&path);
-        return;
-    }
     let text = peers.join("\n");
     if let Err(e) = cl_paths::write_atomic(&path, text.as_bytes()) {
         warn!("cannot write {}: {e:#}", path.display());
