@@ -201,7 +201,14 @@ pub fn write_notice(ctx: &Context, peers: &[String]) {
     let path = notice_file(ctx);
     let text = peers.join("\n");
     if let Err(e) = cl_paths::write_atomic(&path, text.as_bytes()) {
-        warn!("cannot write {}: {e:#}", path.display());
+        // An old notice must not outlive the engine's: no file reads as none too.
+        let removed = peers.is_empty()
+            && std::fs::remove_file(&path)
+                .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                .is_ok();
+        if !removed {
+            warn!("cannot write {}: {e:#}", path.display());
+        }
     }
 }
 

@@ -90,10 +90,10 @@ impl Pacing {
     }
 
     /// Fast: a verdict may come, so cldaemon always holds a reply younger than the freshness
-    /// it needs. Slow: only reachability is shown: a relay at every other tick.
+    /// it needs. Slow: only reachability is shown, judged over a timeout and a slow period.
     fn relay_window(&self, pace: KnownPace) -> Duration {
         match pace {
-            KnownPace::Slow => MembershipConfig::slow_relay_window(self.timeout, self.slow),
+            KnownPace::Slow => self.timeout,
             KnownPace::Fast => self.freshness,
         }
     }
@@ -209,8 +209,10 @@ impl Round<'_> {
                 }
             }
         }
+        // Relayed at a tick, never by a timer of its own: at the last tick before the relay is
+        // due (at most one tick early).
         let now = crate::relaying::now();
-        if relay_at_tick(relay, news, now, period) {
+        if news || relay.due().is_some_and(|due| due <= now + period) {
             send_replies(relay, self.events, self.ctx).await;
         }
         let seq = pings.next(now);
@@ -218,17 +220,6 @@ impl Round<'_> {
             let _ = self.pinger.send(*target, seq);
         }
     }
-}
-
-/// Whether a tick at `now` relays what `relay` holds: news, or the last tick (`period` apart)
-/// before the relay is due. Never by a timer of its own: at most one tick early.
-fn relay_at_tick(
-    relay: &Relay<Ipv4Addr>,
-    news: bool,
-    now: cl_core::time::Time,
-    period: Duration,
-) -> bool {
-    news || relay.due().is_some_and(|due| due <= now + period)
 }
 
 /// Tell cldaemon of every known connection's newest reply the relay held.
@@ -288,33 +279,6 @@ mod tests {
         assert_eq!(read_pace(&path), KnownPace::Fast);
         std::fs::write(&path, "sl").expect("write");
         assert_eq!(read_pace(&path), KnownPace::Fast, "anything else: fast");
-    }
-
-    #[test]
-    fn at_the_slow_pace_replies_go_to_cldaemon_at_every_other_tick_and_at_each_fast_one() {
-        let ms = Duration::from_millis;
-        let (timeout, slow, fast) = (ms(1000), ms(500), ms(200));
-        let target: Ipv4Addr = "10.10.0.1".parse().expect("literal");
-        // Ticks every slow period; each reads the reply to the previous tick's ping (sent
-        // then), a few microseconds of scheduling apart.
-        let mut relay = Relay::new(MembershipConfig::slow_relay_window(timeout, slow));
-        let mut relayed_at = Vec::new();
-        for k in 1..=12u64 {
-            let now = cl_core::time::Time::from_millis(k * 500) + Duration::from_micros(k % 3);
-            let sent =
-                cl_core::time::Time::from_millis((k - 1) * 500) + Duration::from_micros(k % 2);
-            let news = relay.observe(target, sent, false);
-            if relay_at_tick(&relay, news, now, slow) {
-                relay.take();
-                relayed_at.push(k);
-            }
-        }
-        assert_eq!(relayed_at, vec![1, 3, 5, 7, 9, 11]);
-        // Turning fast: the first fast tick relays what is held.
-        relay.set_window(MembershipConfig::default_freshness(timeout));
-        let now = cl_core::time::Time::from_millis(6_100);
-        let news = relay.observe(target, cl_core::time::Time::from_millis(6_000), false);
-        assert!(relay_at_tick(&relay, news, now, fast));
     }
 
     #[test]

@@ -480,8 +480,8 @@ impl Guard {
     /// when both ran some or both none, the first node in clconf.xml. Stale knowledge can at
     /// worst make both fence (both off: availability, never safety). When this node's
     /// heartbeats leave on a known grid and the peer's last frame is known, the unit's whole
-    /// interval shrinks to the phase from that frame to this node's next beat
-    /// ([`crate::timing::SafetyTiming::fence_race_wait`]).
+    /// interval shrinks to the lateness allowed to the peer's next beat plus the phase from
+    /// then to this node's next beat ([`crate::timing::FenceRace::wait`]).
     fn fence_wait(&self, peer: &str) -> Duration {
         if self.lease.is_some() {
             return Duration::ZERO;

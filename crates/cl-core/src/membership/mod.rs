@@ -83,16 +83,6 @@ impl MembershipConfig {
         let slow = half.min(timeout.saturating_sub(interval * 2 + jitter));
         (half.saturating_sub(interval) >= jitter && slow > interval).then_some(slow)
     }
-
-    /// The window clnetd relays replies by at the slow pace ([`crate::relay`]): a timeout and
-    /// three slow periods, so that it relays at every other tick, not every one (one wake-up
-    /// of cldaemon a second instead of two at the default profile, issue 12). Only
-    /// reachability is judged then ([`Membership`]'s reachable window allows for it); at the
-    /// turn to fast, clnetd's first fast tick relays the newest reply it holds, before any
-    /// verdict needs it.
-    pub fn slow_relay_window(timeout: Duration, slow: Duration) -> Duration {
-        timeout + slow * 3
-    }
 }
 
 /// Facts the daemons report.

@@ -19,9 +19,8 @@
 //! pings without a reply. A node that is itself cut off has no reply
 //! from after the cut at all, so it counts itself isolated no later than before: its newest
 //! reply is only older (crate::timing's argument is unchanged). Slow pings make one thing
-//! slower: a known connection counts as unreachable (status, alarm) after a timeout plus three
-//! slow periods without a reply (replies are relayed at every other slow tick), so that one
-//! lost slow ping is not an alarm.
+//! slower: a known connection counts as unreachable (status, alarm) after a timeout plus two
+//! slow periods without a reply, so that one lost slow ping is not an alarm.
 
 use std::time::Duration;
 
@@ -48,20 +47,16 @@ impl Membership {
 
     /// How long a known connection counts as reachable after its newest reply at `now`: a
     /// timeout; at the slow pace, and for two intervals after turning fast (the first fast
-    /// reply is on its way), three slow periods more (a reply is read one period after its
-    /// ping and relayed at every other tick ([`MembershipConfig::slow_relay_window`]), so the
-    /// newest this node knows of is up to three periods old, with one ping lost, when the next
-    /// arrives). A node that is not connected (undecided, isolated) shows what it judged by: a
-    /// timeout.
-    ///
-    /// [`MembershipConfig::slow_relay_window`]: super::MembershipConfig::slow_relay_window
+    /// reply is on its way), two slow periods more (a reply is read one period after its
+    /// ping, so with one ping lost the newest is two periods old when the next arrives). A
+    /// node that is not connected (undecided, isolated) shows what it judged by: a timeout.
     pub(super) fn reachable_window(&self, now: Time) -> Duration {
         let timeout = self.config.timeout;
         let Some(slow) = self.config.slow_pings else { return timeout };
         let settling = now < self.fast_since + self.config.interval * 2;
         let lenient = self.pace == KnownPace::Slow || settling;
         if self.local_state == LocalState::Connected && lenient {
-            timeout + slow * 3
+            timeout + slow * 2
         } else {
             timeout
         }
