@@ -228,36 +228,17 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let port = ctx.cluster().ports.clhbd;
     let node =
         ctx.cluster().node(&ctx.local).cloned().context("this node is not in the cluster")?;
-    type Frame = (String, SocketAddr, Vec<u8>, cl_core::time::Time);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(1024);
+    let mut sockets: Vec<(tokio::net::UdpSocket, String)> = Vec::new();
     for network in node.networks.iter().filter(|n| n.heartbeat) {
         let address = SocketAddr::new(network.address, port);
         let socket = cl_sys::udp::bind_udp(address).with_context(|| {
             format!("cannot listen for heartbeats on {address} ({})", network.name)
         })?;
         info!(link = %network.name, %address, "listening for heartbeats");
-        let tx = tx.clone();
-        let link = network.name.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; cl_wire::MAX_FRAME + 1];
-            loop {
-                match socket.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        let at = crate::relaying::now();
-                        let frame = buf.get(..n).map(|b| b.to_vec()).unwrap_or_default();
-                        if tx.send((link.clone(), from, frame, at)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        cl_sys::warn_limited!("clhbd heartbeats", "receive error", link = %link, "heartbeat receive failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
+        sockets.push((socket, network.name.clone()));
     }
-    drop(tx);
+    let mut buf = vec![0u8; cl_wire::MAX_FRAME + 1];
+    let mut next_socket = 0;
     tokio::spawn(crate::serve::monitor(None));
     let events = event_sender()?;
     let mut receiver = Receiver::new(ctx.key.clone(), ctx.name());
@@ -274,9 +255,30 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut relay = HeartbeatRelay::new(ctx.cluster().heartbeat.timeout);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // The relay's deadline and the counters' on clocks that are moved, not made anew at every
+    // frame: a new tokio timer earlier than the rest woke clhbd once more (issue 12).
+    let mut relay_alarm =
+        cl_sys::ticker::Alarm::new().context("cannot create the relay clock (timerfd)")?;
+    let counters_clock = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(counters_clock);
+    let mut counters_at: Option<tokio::time::Instant> = None;
     let mut ctx = ctx;
     loop {
         counters.changed(receiver.counters());
+        if counters.due != counters_at {
+            counters_at = counters.due;
+            if let Some(at) = counters_at {
+                counters_clock.as_mut().reset(at);
+            }
+        }
+        if let Err(e) = relay_alarm.set(relay.due().map(crate::relaying::stamp)) {
+            // Relayed at the next frame instead (a frame is news half a window after the last).
+            cl_sys::warn_limited!(
+                "clhbd relay clock",
+                "timerfd",
+                "cannot set the relay clock: {e}"
+            );
+        }
         tokio::select! {
             _ = hangup.recv() => {
                 // A reload (cldaemon restarted on a new configuration): it hears them at once.
@@ -300,7 +302,15 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     libc::kill(sender_child.id() as i32, libc::SIGHUP);
                 }
             }
-            Some((link, from, frame, at)) = rx.recv() => {
+            received = receive(&sockets, &mut buf, &mut next_socket) => {
+                let (link, from, frame, at) = match received {
+                    Ok(frame) => frame,
+                    Err((link, e)) => {
+                        cl_sys::warn_limited!("clhbd heartbeats", "receive error", link = %link, "heartbeat receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let received =
                     receiver.try_receive_fresh::<HeartbeatMsg>(&frame, |echo| challenges.contains(echo));
                 match received {
@@ -340,10 +350,13 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     sender_child = spawn_sender(&ctx, &mut challenges)?;
                 }
             }
-            _ = crate::relaying::until(relay.due()) => {
+            rung = relay_alarm.rung() => {
+                if let Err(e) = rung {
+                    cl_sys::warn_limited!("clhbd relay clock", "timerfd read", "the relay clock failed: {e}");
+                }
                 relay.send(&events, &ctx, &mut counters, receiver.counters()).await;
             }
-            _ = counters.due() => {
+            _ = &mut counters_clock, if counters_at.is_some() => {
                 let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
                 counters.sent(*receiver.counters());
@@ -356,6 +369,42 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
             }
         }
     }
+}
+
+/// A frame as clhbd takes it: its network, sender, bytes and arrival time.
+type Frame = (String, SocketAddr, Vec<u8>, cl_core::time::Time);
+
+/// The next frame on any of clhbd's sockets. The sockets are polled here, in clhbd's one task,
+/// rather than each by a task of its own that passed frames on through a channel (a hop that
+/// cost a runtime poll per beat, issue 12). The socket after the one that gave a frame is
+/// looked at first next time (`next`): a flood on one network cannot starve the others.
+async fn receive(
+    sockets: &[(tokio::net::UdpSocket, String)],
+    buf: &mut [u8],
+    next: &mut usize,
+) -> std::result::Result<Frame, (String, std::io::Error)> {
+    std::future::poll_fn(|cx| {
+        let count = sockets.len();
+        for i in (0..count).map(|k| (*next + k) % count) {
+            let (socket, link) = &sockets[i];
+            let mut filled = tokio::io::ReadBuf::new(buf);
+            match socket.poll_recv_from(cx, &mut filled) {
+                std::task::Poll::Ready(Ok(from)) => {
+                    let at = crate::relaying::now();
+                    let frame = filled.filled().to_vec();
+                    *next = (i + 1) % count;
+                    return std::task::Poll::Ready(Ok((link.clone(), from, frame, at)));
+                }
+                std::task::Poll::Ready(Err(e)) => {
+                    *next = (i + 1) % count;
+                    return std::task::Poll::Ready(Err((link.clone(), e)));
+                }
+                std::task::Poll::Pending => {}
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// clhbd's side of [`cl_core::relay`]: each peer's newest frame per network, and the frame
@@ -470,14 +519,6 @@ impl CounterReport {
     pub fn resend(&mut self) {
         self.last = None;
         self.due = Some(tokio::time::Instant::now());
-    }
-
-    /// Resolves when a report is due; never while none is.
-    pub async fn due(&self) {
-        match self.due {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
     }
 
     /// `counters` were sent.

@@ -1,5 +1,4 @@
-//! The shell of cl_core::relay for clhbd and clnetd: their clock, and sleeping until a relay
-//! is due.
+//! The shell of cl_core::relay for clhbd and clnetd: their clock, shared with cldaemon.
 
 use std::time::Duration;
 
@@ -18,15 +17,4 @@ pub fn stamp(at: Time) -> Duration {
 /// How long ago, on CLOCK_MONOTONIC, another daemon made an observation it stamped `at`.
 pub fn age(at: Duration) -> Duration {
     cl_sys::clock::monotonic().saturating_sub(at)
-}
-
-/// Resolves when `due` (a relay time) has come; never while none is due.
-pub async fn until(due: Option<Time>) {
-    match due {
-        Some(due) => {
-            let wait = due.since(now());
-            tokio::time::sleep_until(tokio::time::Instant::now() + wait).await
-        }
-        None => std::future::pending().await,
-    }
 }

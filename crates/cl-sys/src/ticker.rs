@@ -97,6 +97,68 @@ impl Ticker {
     }
 }
 
+/// A one-shot alarm on a timerfd, at an instant of CLOCK_MONOTONIC. Moving it is one syscall
+/// that wakes nobody: a tokio timer whose new deadline is the runtime's earliest pokes the
+/// runtime's eventfd, two writes and an extra wake-up (clhbd moved its relay deadline after
+/// most relays, issue 12).
+pub struct Alarm {
+    fd: AsyncFd<Fd>,
+    at: Option<Duration>,
+}
+
+impl Alarm {
+    /// A disarmed alarm; needs a tokio runtime with IO enabled.
+    pub fn new() -> io::Result<Alarm> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        // SAFETY: as in `Ticker::arm`: the AsyncFd owns the `Fd`, which owns the descriptor.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(Fd(timer), tokio::io::Interest::READABLE)? };
+        Ok(Alarm { fd, at: None })
+    }
+
+    /// Ring at `at` (a [`crate::clock::monotonic`] reading; at once if it has passed), or
+    /// never (None). Nothing is done when that is already so.
+    pub fn set(&mut self, at: Option<Duration>) -> io::Result<()> {
+        if at == self.at {
+            return Ok(());
+        }
+        let timer = &self.fd.get_ref().0;
+        match at {
+            Some(at) => {
+                let at = TimeSpec::from_duration(at.max(Duration::from_nanos(1)));
+                timer.set(Expiration::OneShot(at), TimerSetTimeFlags::TFD_TIMER_ABSTIME)?
+            }
+            None => timer.unset()?,
+        }
+        self.at = at;
+        Ok(())
+    }
+
+    /// Waits until the alarm rings, which disarms it; for ever while it is disarmed.
+    pub async fn rung(&mut self) -> io::Result<()> {
+        if self.at.is_none() {
+            return std::future::pending().await;
+        }
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut expirations = [0u8; 8];
+            match nix::unistd::read(ready.get_inner().0.as_fd(), &mut expirations) {
+                Ok(_) => {
+                    ready.clear_ready();
+                    self.at = None;
+                    return Ok(());
+                }
+                Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
 /// A clock for periodic work that must go on even without a timerfd: a [`Ticker`], or, if
 /// none can be had (or it fails), tokio's interval (two wake-ups per tick, but ticking).
 pub enum Periodic {
@@ -141,6 +203,28 @@ impl Periodic {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn an_alarm_rings_once_at_its_instant_and_can_be_moved_or_disarmed() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let mut alarm = Alarm::new().expect("timerfd");
+            let t0 = Instant::now();
+            let soon = crate::clock::monotonic() + Duration::from_millis(40);
+            alarm.set(Some(soon + Duration::from_secs(60))).expect("set");
+            alarm.set(Some(soon)).expect("moved earlier");
+            alarm.rung().await.expect("rung");
+            assert!(t0.elapsed() >= Duration::from_millis(39), "{:?}", t0.elapsed());
+            // Rung, it is disarmed: waiting now never ends.
+            let again = tokio::time::timeout(Duration::from_millis(60), alarm.rung()).await;
+            assert!(again.is_err(), "a disarmed alarm rang");
+            // Disarmed before its instant, it does not ring.
+            alarm.set(Some(crate::clock::monotonic() + Duration::from_millis(20))).expect("set");
+            alarm.set(None).expect("unset");
+            let quiet = tokio::time::timeout(Duration::from_millis(60), alarm.rung()).await;
+            assert!(quiet.is_err(), "an alarm set to none rang");
+        });
+    }
 
     #[test]
     fn a_clock_on_the_grid_is_armed_for_the_next_multiple_of_its_period() {
