@@ -48,24 +48,21 @@ impl Ticker {
     /// ([`crate::clock::until_multiple`]).
     pub fn on_grid(period: Duration) -> io::Result<Ticker> {
         let period = period.max(Duration::from_micros(1));
-        let now = crate::clock::monotonic();
-        // Absolute, so that the ticks stay on the grid however late this line runs.
-        let first = now + crate::clock::until_multiple(now, period);
-        Ticker::arm(first, period, TimerSetTimeFlags::TFD_TIMER_ABSTIME)
+        // Relative to a reading of the clock, off the grid by the microseconds until it is
+        // armed: an absolute expiry would be shifted by libraries that fake the time of day
+        // (libfaketime, which the tests use to step a node's clock).
+        let first = crate::clock::until_multiple(crate::clock::monotonic(), period);
+        Ticker::starting(first, period)
     }
 
     fn starting(first: Duration, period: Duration) -> io::Result<Ticker> {
-        Ticker::arm(first, period, TimerSetTimeFlags::empty())
-    }
-
-    fn arm(first: Duration, period: Duration, flags: TimerSetTimeFlags) -> io::Result<Ticker> {
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let period = TimeSpec::from_duration(period.max(Duration::from_micros(1)));
         let first = TimeSpec::from_duration(first.max(Duration::from_nanos(1)));
-        timer.set(Expiration::IntervalDelayed(first, period), flags)?;
+        timer.set(Expiration::IntervalDelayed(first, period), TimerSetTimeFlags::empty())?;
         // Readable only: a timerfd is never written, so no wake-ups for write readiness.
         // SAFETY: `Fd` owns the timerfd and hands out that one descriptor for as long as it
         // lives; the AsyncFd owns the `Fd`, so the descriptor stays open and the same until the
@@ -128,8 +125,10 @@ impl Alarm {
         let timer = &self.fd.get_ref().0;
         match at {
             Some(at) => {
-                let at = TimeSpec::from_duration(at.max(Duration::from_nanos(1)));
-                timer.set(Expiration::OneShot(at), TimerSetTimeFlags::TFD_TIMER_ABSTIME)?
+                // Relative, as in `Ticker::on_grid`; an instant already passed rings at once.
+                let wait = at.saturating_sub(crate::clock::monotonic());
+                let wait = TimeSpec::from_duration(wait.max(Duration::from_nanos(1)));
+                timer.set(Expiration::OneShot(wait), TimerSetTimeFlags::empty())?
             }
             None => timer.unset()?,
         }
