@@ -272,7 +272,9 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
             }
         }
         if let Err(e) = relay_alarm.set(relay.due().map(crate::relaying::stamp)) {
-            // Relayed at the next frame instead (a frame is news half a window after the last).
+            // Held observations then go out only with a frame that is news: when frames stop,
+            // cldaemon may judge from the last one relayed (a timerfd that cannot be set is a
+            // system in trouble).
             cl_sys::warn_limited!(
                 "clhbd relay clock",
                 "timerfd",
@@ -280,6 +282,21 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
             );
         }
         tokio::select! {
+            // In this order when several are ready: a relay that is due is never put off by a
+            // socket that keeps failing (its back-off below holds up the loop).
+            biased;
+            _ = terminate.recv() => {
+                info!("stopping");
+                let _ = sender_child.kill();
+                let _ = sender_child.wait();
+                return Ok(());
+            }
+            rung = relay_alarm.rung() => {
+                if let Err(e) = rung {
+                    cl_sys::warn_limited!("clhbd relay clock", "timerfd read", "the relay clock failed: {e}");
+                }
+                relay.send(&events, &ctx, &mut counters, receiver.counters()).await;
+            }
             _ = hangup.recv() => {
                 // A reload (cldaemon restarted on a new configuration): it hears them at once.
                 counters.resend();
@@ -293,6 +310,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                             receiver.rekey(new.key.clone());
                         }
                         info!(version = new.built.version, "configuration reloaded");
+                        relay.relay.set_window(new.cluster().heartbeat.timeout);
                         ctx = new;
                     }
                     Err(e) => warn!("cannot reload the configuration, keeping the current one: {e:#}"),
@@ -350,22 +368,10 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
                     sender_child = spawn_sender(&ctx, &mut challenges)?;
                 }
             }
-            rung = relay_alarm.rung() => {
-                if let Err(e) = rung {
-                    cl_sys::warn_limited!("clhbd relay clock", "timerfd read", "the relay clock failed: {e}");
-                }
-                relay.send(&events, &ctx, &mut counters, receiver.counters()).await;
-            }
             _ = &mut counters_clock, if counters_at.is_some() => {
                 let event = LocalEvent::Counters { daemon: Daemon::Clhbd, counters: *receiver.counters() };
                 notify(&events, &ctx, &event).await;
                 counters.sent(*receiver.counters());
-            }
-            _ = terminate.recv() => {
-                info!("stopping");
-                let _ = sender_child.kill();
-                let _ = sender_child.wait();
-                return Ok(());
             }
         }
     }

@@ -51,17 +51,21 @@ impl Ticker {
         // Relative to a reading of the clock, off the grid by the microseconds until it is
         // armed: an absolute expiry would be shifted by libraries that fake the time of day
         // (libfaketime, which the tests use to step a node's clock).
-        let first = crate::clock::until_multiple(crate::clock::monotonic(), period);
-        Ticker::starting(first, period)
+        // The clock is read after the timerfd is made, right before it is armed.
+        Ticker::arm(period, || crate::clock::until_multiple(crate::clock::monotonic(), period))
     }
 
     fn starting(first: Duration, period: Duration) -> io::Result<Ticker> {
+        Ticker::arm(period, || first)
+    }
+
+    fn arm(period: Duration, first: impl FnOnce() -> Duration) -> io::Result<Ticker> {
         let timer = TimerFd::new(
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
         let period = TimeSpec::from_duration(period.max(Duration::from_micros(1)));
-        let first = TimeSpec::from_duration(first.max(Duration::from_nanos(1)));
+        let first = TimeSpec::from_duration(first().max(Duration::from_nanos(1)));
         timer.set(Expiration::IntervalDelayed(first, period), TimerSetTimeFlags::empty())?;
         // Readable only: a timerfd is never written, so no wake-ups for write readiness.
         // SAFETY: `Fd` owns the timerfd and hands out that one descriptor for as long as it
@@ -110,7 +114,8 @@ impl Alarm {
             ClockId::CLOCK_MONOTONIC,
             TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
         )?;
-        // SAFETY: as in `Ticker::arm`: the AsyncFd owns the `Fd`, which owns the descriptor.
+        // SAFETY: as in `Ticker::arm`: the AsyncFd owns the `Fd`, which owns the descriptor for
+        // as long as it lives.
         let fd =
             unsafe { AsyncFd::register_with_interest(Fd(timer), tokio::io::Interest::READABLE)? };
         Ok(Alarm { fd, at: None })
@@ -207,19 +212,24 @@ mod tests {
     fn an_alarm_rings_once_at_its_instant_and_can_be_moved_or_disarmed() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         rt.block_on(async {
+            let bounded = Duration::from_secs(5);
             let mut alarm = Alarm::new().expect("timerfd");
             let t0 = Instant::now();
             let soon = crate::clock::monotonic() + Duration::from_millis(40);
             alarm.set(Some(soon + Duration::from_secs(60))).expect("set");
             alarm.set(Some(soon)).expect("moved earlier");
-            alarm.rung().await.expect("rung");
+            tokio::time::timeout(bounded, alarm.rung()).await.expect("rang").expect("read");
             assert!(t0.elapsed() >= Duration::from_millis(39), "{:?}", t0.elapsed());
+            // An instant already passed rings at once, and the alarm can be set again after.
+            alarm.set(Some(Duration::from_nanos(1))).expect("past");
+            tokio::time::timeout(bounded, alarm.rung()).await.expect("rang").expect("read");
             // Rung, it is disarmed: waiting now never ends.
             let again = tokio::time::timeout(Duration::from_millis(60), alarm.rung()).await;
             assert!(again.is_err(), "a disarmed alarm rang");
             // Disarmed before its instant, it does not ring.
             alarm.set(Some(crate::clock::monotonic() + Duration::from_millis(20))).expect("set");
             alarm.set(None).expect("unset");
+            assert!(alarm.fd.get_ref().0.get().expect("timerfd_gettime").is_none(), "still armed");
             let quiet = tokio::time::timeout(Duration::from_millis(60), alarm.rung()).await;
             assert!(quiet.is_err(), "an alarm set to none rang");
         });
