@@ -322,6 +322,31 @@ fn a_peer_that_answers_the_probe_is_not_taken_over_and_is_probed_again() {
     assert_eq!(h.run(started, false), vec![start(), NodeAction::Announce]);
 }
 
+/// At 5 s, a timeout after the peer's last beat, the peer is declared down; this node, not
+/// favoured in the fence race, says it fences in `wait` and asks whether the peer is off.
+fn declared_down_then_waits(h: &mut Harness, wait: Duration) {
+    assert_eq!(
+        h.run(ms(5000), false),
+        vec![
+            peer_down(),
+            fencing_in(wait.as_millis()),
+            NodeAction::FenceStatus { peer: PEER.into() }
+        ]
+    );
+}
+
+/// The fence goes out at `fence_at`, not a millisecond before.
+fn fences_at(h: &mut Harness, fence_at: Time) {
+    assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
+    assert_eq!(
+        h.run(fence_at, false),
+        vec![
+            event(Level::Warn, "fencing node node2 (attempt 1)"),
+            NodeAction::Fence { peer: PEER.into() }
+        ]
+    );
+}
+
 #[test]
 fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     let protection = Protection::Fencing;
@@ -332,14 +357,7 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     // peer that is alive fences first. It asks the peer's fence device whether the peer is off
     // already (then it would fence at once): the device says it is on.
     let unit = timing(protection).fence_race_unit(POWEROFF);
-    assert_eq!(
-        h.run(ms(5000), false),
-        vec![
-            peer_down(),
-            fencing_in(unit.as_millis()),
-            NodeAction::FenceStatus { peer: PEER.into() }
-        ]
-    );
+    declared_down_then_waits(&mut h, unit);
     let on = NodeInput::FenceStatusResult { peer: PEER.into(), off: false, detail: "on".into() };
     assert_eq!(h.feed(on), vec![]);
     let fence_at = ms(5000) + timing(protection).fence_race_unit(POWEROFF);
@@ -350,14 +368,7 @@ fn with_fencing_the_peer_is_fenced_then_taken_over_at_once() {
     assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
     // What it finds decides nothing: an answering peer is fenced all the same.
     assert_eq!(h.feed(NodeInput::ProbeResult { peer: PEER.into(), seen: answered() }), vec![]);
-    assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
-    assert_eq!(
-        h.run(fence_at, false),
-        vec![
-            event(Level::Warn, "fencing node node2 (attempt 1)"),
-            NodeAction::Fence { peer: PEER.into() }
-        ]
-    );
+    fences_at(&mut h, fence_at);
     assert_eq!(
         h.feed(NodeInput::FenceResult { peer: PEER.into(), ok: true, detail: "off".into() }),
         vec![
@@ -382,14 +393,7 @@ fn with_fencing_and_its_beats_on_a_grid_the_node_not_favoured_waits_the_phase_no
     let mut h = Harness::formed(Node::new(config, ms(0)), protection);
     h.run(ms(4000), true);
     let wait = timing(protection).fence_race(POWEROFF).wait(Some(grid), Some(ms(4000)));
-    assert_eq!(
-        h.run(ms(5000), false),
-        vec![
-            peer_down(),
-            fencing_in(wait.as_millis()),
-            NodeAction::FenceStatus { peer: PEER.into() }
-        ]
-    );
+    declared_down_then_waits(&mut h, wait);
     assert_eq!(
         wait,
         timing(protection).fence_race_unit(POWEROFF) - INTERVAL + ms(50).since_origin()
@@ -397,14 +401,7 @@ fn with_fencing_and_its_beats_on_a_grid_the_node_not_favoured_waits_the_phase_no
     let fence_at = ms(5000) + wait;
     let probe_at = fence_at - crate::dad::probe_plan(INTERVAL).total();
     assert_eq!(h.run(probe_at, false), vec![NodeAction::Probe { peer: PEER.into() }]);
-    assert_eq!(h.run(fence_at - Duration::from_millis(1), false), vec![]);
-    assert_eq!(
-        h.run(fence_at, false),
-        vec![
-            event(Level::Warn, "fencing node node2 (attempt 1)"),
-            NodeAction::Fence { peer: PEER.into() }
-        ]
-    );
+    fences_at(&mut h, fence_at);
 }
 
 #[test]
