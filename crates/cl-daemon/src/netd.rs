@@ -29,7 +29,7 @@ use cl_wire::msg::LocalEvent;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::heartbeat::{event_sender, notify, EventSender};
+use crate::relaying::{event_sender, notify, EventSender};
 
 /// How often each known connection is pinged: once per heartbeat interval, at most every 10 ms.
 pub fn ping_interval(ctx: &Context) -> Duration {

@@ -453,7 +453,7 @@ pub fn warnings(listeners: &[ListenerStatus]) -> Vec<String> {
 /// [`MONITOR_TICK`], and only when something is due or changed: an idle daemon does not wake
 /// for it more than once per [`MONITOR_IDLE`].
 pub async fn monitor(report: Option<(Context, Daemon)>) {
-    let events = report.as_ref().and_then(|_| crate::heartbeat::event_sender().ok());
+    let events = report.as_ref().and_then(|_| crate::relaying::event_sender().ok());
     let mut sent: Option<(Instant, Vec<ListenerStatus>)> = None;
     loop {
         let now = Instant::now();
@@ -482,7 +482,7 @@ pub async fn monitor(report: Option<(Context, Daemon)>) {
             let statuses: Vec<ListenerStatus> = listeners.iter().map(|l| l.status(now)).collect();
             if report_due(sent.as_ref(), &statuses, now) {
                 let event = LocalEvent::Listeners { daemon: *daemon, listeners: statuses.clone() };
-                crate::heartbeat::notify(events, ctx, &event).await;
+                crate::relaying::notify(events, ctx, &event).await;
                 sent = Some((now, statuses));
             }
             wait = wait.min(REPORT_REFRESH);

@@ -64,13 +64,13 @@ impl Lockd {
     /// at most once a second (idle, nothing is sent and nothing wakes), and once a minute
     /// anyway, so that a cldaemon restarted without a new configuration has them again soon.
     pub(super) async fn report_counters(self: Arc<Self>) {
-        let Ok(events) = crate::heartbeat::event_sender() else { return };
+        let Ok(events) = crate::relaying::event_sender() else { return };
         let mut last = None;
         loop {
             let counters = *locked(&self.requests).counters();
             if last != Some(counters) {
                 let event = LocalEvent::Counters { daemon: Daemon::Cllockd, counters };
-                crate::heartbeat::notify(&events, &self.ctx, &event).await;
+                crate::relaying::notify(&events, &self.ctx, &event).await;
                 last = Some(counters);
             }
             tokio::select! {
