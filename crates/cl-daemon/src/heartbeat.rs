@@ -102,36 +102,41 @@ impl FileStamp {
 impl<T> WatchedFile<T> {
     /// Watch `path`, read with `read` (which answers for a missing file too).
     pub(crate) fn new(path: std::path::PathBuf, read: fn(&std::path::Path) -> T) -> Self {
-        let value = read(&path);
-        let dir = match (path.parent(), path.file_name()) {
+        let mut dir = match (path.parent(), path.file_name()) {
             (Some(parent), Some(name)) => {
                 std::fs::File::open(parent).ok().map(|dir| (dir, name.to_os_string()))
             }
             _ => None,
         };
-        let mut watched = WatchedFile { path, dir, stamp: None, value, read };
-        watched.stamp = watched.stamp();
-        watched
+        // Stamp first, as in `get`: a version that replaces the file while it is read has a
+        // stamp of its own and is read at the next use. Read first, a replacement between the
+        // read and the stamp was never read (clhbd2 echoed nothing to a peer for ever).
+        let stamp = Self::stamp(&mut dir, &path);
+        let value = read(&path);
+        WatchedFile { path, dir, stamp, value, read }
     }
 
-    fn stamp(&mut self) -> Option<FileStamp> {
-        let Some((dir, name)) = &self.dir else {
-            return nix::sys::stat::stat(&self.path).ok().map(FileStamp::of);
+    fn stamp(
+        dir: &mut Option<(std::fs::File, std::ffi::OsString)>,
+        path: &std::path::Path,
+    ) -> Option<FileStamp> {
+        let Some((open, name)) = dir.as_ref() else {
+            return nix::sys::stat::stat(path).ok().map(FileStamp::of);
         };
-        let found = nix::sys::stat::fstatat(dir, name.as_os_str(), nix::fcntl::AtFlags::empty());
+        let found = nix::sys::stat::fstatat(open, name.as_os_str(), nix::fcntl::AtFlags::empty());
         // Missing: unless the directory held open was removed (its link count 0; a new one may
         // stand at the path now), it is the file that is missing. The open directory is then
         // given up for the whole path.
-        if found.is_err() && nix::sys::stat::fstat(dir).is_ok_and(|d| d.st_nlink == 0) {
-            self.dir = None;
-            return self.stamp();
+        if found.is_err() && nix::sys::stat::fstat(open).is_ok_and(|d| d.st_nlink == 0) {
+            *dir = None;
+            return Self::stamp(dir, path);
         }
         found.ok().map(FileStamp::of)
     }
 
     /// The file's contents as of now.
     pub(crate) fn get(&mut self) -> &T {
-        let stamp = self.stamp();
+        let stamp = Self::stamp(&mut self.dir, &self.path);
         if stamp != self.stamp {
             // Stamp first: a change while reading is then seen the next time.
             self.stamp = stamp;
@@ -632,6 +637,26 @@ mod tests {
         assert_eq!(watched.get(), &vec!["node2".to_string()]);
         std::fs::remove_file(&path).expect("remove");
         assert!(watched.get().is_empty(), "a removed file reads as empty again");
+    }
+
+    /// Reads the file, and the first time replaces it while "reading" (clhbd writing the echo
+    /// file while clhbd2 starts).
+    fn read_then_replaced(path: &std::path::Path) -> Vec<String> {
+        static REPLACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let read = lines(path);
+        if !REPLACED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            cl_paths::write_atomic(path, b"node2").expect("write");
+        }
+        read
+    }
+
+    #[test]
+    fn a_file_replaced_while_first_read_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("echo");
+        cl_paths::write_atomic(&path, b"").expect("write");
+        let mut watched = WatchedFile::new(path.clone(), read_then_replaced);
+        assert_eq!(watched.get(), &vec!["node2".to_string()], "the replacement is read");
     }
 
     #[test]

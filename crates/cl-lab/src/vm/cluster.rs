@@ -215,7 +215,7 @@ impl ReplicatedCluster {
     pub fn form(&self) -> Result<()> {
         let out = self.run("node1", "clform", 120)?;
         if out.rc != 0 {
-            bail!("clform failed ({}):\n{}", out.rc, out.stdout);
+            bail!("clform failed ({}):\n{}\n{}", out.rc, out.stdout, self.diagnostics());
         }
         self.wait_running_on("node1", Duration::from_secs(90))
     }
@@ -243,8 +243,8 @@ impl ReplicatedCluster {
         Some(body.lines().filter_map(|l| l.trim().parse().ok()).collect())
     }
 
-    /// What an engineer needs when a scenario fails: each running node's clstat, DRBD state
-    /// and the end of its cldaemon log.
+    /// What an engineer needs when a scenario fails: each running node's clstat (verbose),
+    /// DRBD state and the end of its cldaemon, clhbd and clhbd2 logs.
     pub fn diagnostics(&self) -> String {
         let mut out = String::new();
         for node in ["node1", "node2"] {
@@ -252,7 +252,9 @@ impl ReplicatedCluster {
                 out += &format!("==== {node}: powered off\n");
                 continue;
             }
-            let script = "clstat 2>&1; cat /proc/drbd; grep -v 'rejected a request' /var/log/cluster/cldaemon.log | tail -40";
+            // clstat --verbose has the heartbeat counters (frames accepted, unfresh, bad);
+            // the heartbeat daemons' logs say whether they started and what they dropped.
+            let script = "clstat --verbose 2>&1; cat /proc/drbd; grep -v 'rejected a request' /var/log/cluster/cldaemon.log | tail -40; for d in clhbd clhbd2; do echo \"-- $d.log\"; tail -15 /var/log/cluster/$d.log; done";
             let text =
                 self.run(node, script, 30).map(|o| o.stdout).unwrap_or_else(|e| e.to_string());
             out += &format!("==== {node}\n{text}\n");
