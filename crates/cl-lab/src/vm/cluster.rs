@@ -213,7 +213,7 @@ impl ReplicatedCluster {
 
     /// clform on node1, then wait until the application runs on node1.
     pub fn form(&self) -> Result<()> {
-        let out = self.run("node1", "clform", 120)?;
+        let out = self.run("node1", "clform --verbose", 120)?;
         if out.rc != 0 {
             bail!("clform failed ({}):\n{}\n{}", out.rc, out.stdout, self.diagnostics());
         }
