@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::relaying::{event_sender, notify, EventSender};
+use crate::watched::{DirWatch, Seen, WatchedFile};
 
 /// The environment variable that carries clhbd2's epoch from clhbd.
 const SENDER_EPOCH_ENV: &str = "LINUXHA_CLHBD2_EPOCH";
@@ -61,89 +62,19 @@ fn read_echoes(path: &std::path::Path) -> EchoBook {
         .unwrap_or_default()
 }
 
-/// A small file another process replaces atomically (write, rename), read again only when it
-/// was replaced or changed: one `stat` per use instead of open, read, close and a parse. The
-/// `stat` is made relative to the file's directory, held open: clhbd2 looks at two files every
-/// beat, and walking their whole paths each time was a seventh of its CPU (issue 12).
-pub(crate) struct WatchedFile<T> {
-    path: std::path::PathBuf,
-    /// The directory and the file's name in it, if the directory could be opened.
-    dir: Option<(std::fs::File, std::ffi::OsString)>,
-    stamp: Option<FileStamp>,
-    value: T,
-    read: fn(&std::path::Path) -> T,
-}
-
-/// What tells one version of a file from the next: a rename brings a new inode, a rewrite a
-/// new modification or change time or length.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileStamp {
-    // The stat fields' integer types differ between platforms: the casts are not all no-ops.
-    #[allow(clippy::unnecessary_cast)]
-    fn of(s: nix::sys::stat::FileStat) -> FileStamp {
-        FileStamp {
-            dev: s.st_dev as u64,
-            ino: s.st_ino as u64,
-            len: s.st_size as u64,
-            mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
-            ctime: (s.st_ctime as i64, s.st_ctime_nsec as i64),
-        }
-    }
-}
-
-impl<T> WatchedFile<T> {
-    /// Watch `path`, read with `read` (which answers for a missing file too).
-    pub(crate) fn new(path: std::path::PathBuf, read: fn(&std::path::Path) -> T) -> Self {
-        let mut dir = match (path.parent(), path.file_name()) {
-            (Some(parent), Some(name)) => {
-                std::fs::File::open(parent).ok().map(|dir| (dir, name.to_os_string()))
-            }
-            _ => None,
-        };
-        // Stamp first, as in `get`: a version that replaces the file while it is read has a
-        // stamp of its own and is read at the next use. Read first, a replacement between the
-        // read and the stamp was never read (clhbd2 echoed nothing to a peer for ever).
-        let stamp = Self::stamp(&mut dir, &path);
-        let value = read(&path);
-        WatchedFile { path, dir, stamp, value, read }
-    }
-
-    fn stamp(
-        dir: &mut Option<(std::fs::File, std::ffi::OsString)>,
-        path: &std::path::Path,
-    ) -> Option<FileStamp> {
-        let Some((open, name)) = dir.as_ref() else {
-            return nix::sys::stat::stat(path).ok().map(FileStamp::of);
-        };
-        let found = nix::sys::stat::fstatat(open, name.as_os_str(), nix::fcntl::AtFlags::empty());
-        // Missing: unless the directory held open was removed (its link count 0; a new one may
-        // stand at the path now), it is the file that is missing. The open directory is then
-        // given up for the whole path.
-        if found.is_err() && nix::sys::stat::fstat(open).is_ok_and(|d| d.st_nlink == 0) {
-            *dir = None;
-            return Self::stamp(dir, path);
-        }
-        found.ok().map(FileStamp::of)
-    }
-
-    /// The file's contents as of now.
-    pub(crate) fn get(&mut self) -> &T {
-        let stamp = Self::stamp(&mut self.dir, &self.path);
-        if stamp != self.stamp {
-            // Stamp first: a change while reading is then seen the next time.
-            self.stamp = stamp;
-            self.value = (self.read)(&self.path);
-        }
-        &self.value
-    }
+/// inotify on the directory of the notice and the echo file, for both (in this order), if
+/// they share it and it can be had.
+fn watch_both(notice: &std::path::Path, echo: &std::path::Path) -> Option<DirWatch> {
+    let dir = notice.parent().filter(|dir| echo.parent() == Some(*dir))?;
+    let names = vec![notice.file_name()?.to_os_string(), echo.file_name()?.to_os_string()];
+    DirWatch::new(dir, names)
+        .map_err(|e| {
+            warn!(
+                "cannot watch {} ({e}); the notice and echo files are looked at before every beat",
+                dir.display()
+            )
+        })
+        .ok()
 }
 
 /// Ask for realtime priority and locked memory; log what was not permitted.
@@ -544,13 +475,37 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
         .context("cannot create the heartbeat clock (timerfd)")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut failing: BTreeMap<SocketAddr, bool> = BTreeMap::new();
-    // Both files are read again only when they change (a stat per beat, not a read and a parse).
-    let mut notice =
-        WatchedFile::new(crate::guardctl::notice_file(&ctx), crate::guardctl::read_notice_at);
-    let mut echoes = WatchedFile::new(echo_file(&ctx), read_echoes);
+    // Both files are read again only when they change: inotify on their directory says when
+    // (made before their first read, so no change is missed); without it, a stat per beat.
+    let (notice_path, echo_path) = (crate::guardctl::notice_file(&ctx), echo_file(&ctx));
+    let mut watch = watch_both(&notice_path, &echo_path);
+    let mut notice = WatchedFile::new(notice_path, crate::guardctl::read_notice_at);
+    let mut echoes = WatchedFile::new(echo_path, read_echoes);
+    if watch.is_some() {
+        notice.trust_watch();
+        echoes.trust_watch();
+    }
     info!(interval_ms = cluster.heartbeat.interval.as_millis() as u64, "sending heartbeats");
     loop {
         tokio::select! {
+            // A change of either file is taken before a beat that is due at the same time.
+            biased;
+            seen = async { match watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
+                match seen {
+                    Seen::Changed(which) => {
+                        // The names' order in `watch_both`: the notice, the echo file.
+                        if which.contains(&0) { notice.changed() }
+                        if which.contains(&1) { echoes.changed() }
+                    }
+                    Seen::Lost => {
+                        warn!("the watch on the notice and echo files ended; they are looked at before every beat");
+                        notice.unwatched();
+                        echoes.unwatched();
+                        watch = None;
+                    }
+                }
+                continue;
+            }
             ticked = tick.tick() => {
                 if let Err(e) = ticked {
                     cl_sys::warn_limited!("clhbd2 clock", "timerfd", "heartbeat clock failed: {e}");
@@ -620,58 +575,6 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(path: &std::path::Path) -> Vec<String> {
-        crate::guardctl::read_notice_at(path)
-    }
-
-    #[test]
-    fn a_watched_file_is_read_again_only_when_replaced() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("notice");
-        let mut watched = WatchedFile::new(path.clone(), lines);
-        assert!(watched.get().is_empty(), "a missing file reads as empty");
-        cl_paths::write_atomic(&path, b"node1").expect("write");
-        assert_eq!(watched.get(), &vec!["node1".to_string()]);
-        cl_paths::write_atomic(&path, b"node2").expect("write");
-        assert_eq!(watched.get(), &vec!["node2".to_string()]);
-        std::fs::remove_file(&path).expect("remove");
-        assert!(watched.get().is_empty(), "a removed file reads as empty again");
-    }
-
-    /// Reads the file, and the first time replaces it while "reading" (clhbd writing the echo
-    /// file while clhbd2 starts).
-    fn read_then_replaced(path: &std::path::Path) -> Vec<String> {
-        static REPLACED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let read = lines(path);
-        if !REPLACED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            cl_paths::write_atomic(path, b"node2").expect("write");
-        }
-        read
-    }
-
-    #[test]
-    fn a_file_replaced_while_first_read_is_read_again() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("echo");
-        cl_paths::write_atomic(&path, b"").expect("write");
-        let mut watched = WatchedFile::new(path.clone(), read_then_replaced);
-        assert_eq!(watched.get(), &vec!["node2".to_string()], "the replacement is read");
-    }
-
-    #[test]
-    fn a_watched_file_is_found_again_after_its_directory_was_made_anew() {
-        let top = tempfile::tempdir().expect("temp dir");
-        let dir = top.path().join("run");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let path = dir.join("notice");
-        let mut watched = WatchedFile::new(path.clone(), lines);
-        assert!(watched.get().is_empty());
-        std::fs::remove_dir(&dir).expect("rmdir");
-        std::fs::create_dir(&dir).expect("mkdir again");
-        cl_paths::write_atomic(&path, b"node1").expect("write");
-        assert_eq!(watched.get(), &vec!["node1".to_string()]);
-    }
 
     #[test]
     fn counters_are_reported_once_per_change() {

@@ -30,6 +30,7 @@ pub mod storagectl;
 pub mod storageops;
 pub mod sync;
 pub mod transport;
+pub(crate) mod watched;
 
 use std::os::unix::process::CommandExt;
 
