@@ -50,8 +50,9 @@ pub enum AppEvent {
 const LINK_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// The NIC check's period besides the link notifications: a backstop only. A notification
 /// lost to a full socket is not silent (the next read fails with ENOBUFS, which rtnetlink
-/// passes on as an overrun message: a change, so the links are checked at once); every check
-/// is a netlink socket and a dump, once per 2 s before (issue 12).
+/// passes on as an overrun message: a change, so the links are checked at once); one the
+/// kernel could not even allocate (memory exhausted) is found by this check. Every check is a
+/// netlink socket and a dump, once per 2 s before (issue 12).
 const LINK_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Latest monitor results per application: (what, result, when).

@@ -77,6 +77,32 @@ fn watch_both(notice: &std::path::Path, echo: &std::path::Path) -> Option<DirWat
         .ok()
 }
 
+/// What the watch on the notice and echo files saw, applied to them (names in the order of
+/// [`watch_both`]); a watch that ended is dropped, and they are stat-ed at every beat again.
+fn take_seen(
+    seen: Seen,
+    watch: &mut Option<DirWatch>,
+    notice: &mut WatchedFile<Vec<String>>,
+    echoes: &mut WatchedFile<EchoBook>,
+) {
+    match seen {
+        Seen::Changed(which) => {
+            if which.contains(&0) {
+                notice.changed()
+            }
+            if which.contains(&1) {
+                echoes.changed()
+            }
+        }
+        Seen::Lost => {
+            warn!("the watch on the notice and echo files ended; they are looked at before every beat");
+            notice.unwatched();
+            echoes.unwatched();
+            *watch = None;
+        }
+    }
+}
+
 /// Ask for realtime priority and locked memory; log what was not permitted.
 pub fn harden(daemon: Daemon) {
     match cl_sys::realtime::try_realtime(50) {
@@ -488,22 +514,8 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
     info!(interval_ms = cluster.heartbeat.interval.as_millis() as u64, "sending heartbeats");
     loop {
         tokio::select! {
-            // A change of either file is taken before a beat that is due at the same time.
-            biased;
             seen = async { match watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => {
-                match seen {
-                    Seen::Changed(which) => {
-                        // The names' order in `watch_both`: the notice, the echo file.
-                        if which.contains(&0) { notice.changed() }
-                        if which.contains(&1) { echoes.changed() }
-                    }
-                    Seen::Lost => {
-                        warn!("the watch on the notice and echo files ended; they are looked at before every beat");
-                        notice.unwatched();
-                        echoes.unwatched();
-                        watch = None;
-                    }
-                }
+                take_seen(seen, &mut watch, &mut notice, &mut echoes);
                 continue;
             }
             ticked = tick.tick() => {
@@ -539,6 +551,10 @@ pub async fn run_sender(ctx: Context) -> Result<()> {
                 }
                 continue;
             }
+        }
+        // A change that came with the tick is taken before the beat.
+        if let Some(seen) = watch.as_mut().and_then(DirWatch::pending) {
+            take_seen(seen, &mut watch, &mut notice, &mut echoes);
         }
         // cldaemon names the peers it takes over; they must hear it even if we cannot hear them.
         beat.taking_over = notice.get().clone();

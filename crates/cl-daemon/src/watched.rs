@@ -3,9 +3,10 @@
 //!
 //! A [`WatchedFile`] is read again only when it changed. By itself it finds that out with one
 //! `stat` per use. With a [`DirWatch`] (inotify on the files' directory) vouching for it, it
-//! does not even do that: nothing is asked of the kernel until the watch reports the file
-//! (clhbd2's two `stat`s per beat were a tenth of its CPU, issue 12). A watch that is lost
-//! (the directory removed, inotify unavailable) leaves the files on their `stat`s.
+//! does not even do that: nothing is asked of the kernel until the watch reports the file, or
+//! [`REVALIDATE`] has passed (clhbd2's two `stat`s per beat were a tenth of its CPU, issue 12).
+//! A watch that is lost (the directory removed, inotify unavailable) leaves the files on their
+//! `stat`s; it is not made anew.
 
 use std::ffi::OsString;
 use std::io;
@@ -29,7 +30,14 @@ pub(crate) struct WatchedFile<T> {
     watched: bool,
     /// Watched, and nothing was reported since the last stamp: the value is current.
     fresh: bool,
+    /// When the file was last stat-ed.
+    stated: Option<std::time::Instant>,
 }
+
+/// How long a watch vouches for a file without a `stat`: what it cannot see (its directory
+/// replaced while something else holds it open, another mount over it, a parent renamed)
+/// is found at most this late.
+pub(crate) const REVALIDATE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What tells one version of a file from the next: a rename brings a new inode, a rewrite a
 /// new modification or change time or length.
@@ -65,7 +73,7 @@ impl<T> WatchedFile<T> {
         // read and the stamp was never read (clhbd2 echoed nothing to a peer for ever).
         let stamp = Self::stamp(&mut dir, &path);
         let value = read(&path);
-        WatchedFile { path, dir, stamp, value, read, watched: false, fresh: false }
+        WatchedFile { path, dir, stamp, value, read, watched: false, fresh: false, stated: None }
     }
 
     fn open_dir(path: &Path) -> Option<(std::fs::File, OsString)> {
@@ -112,11 +120,13 @@ impl<T> WatchedFile<T> {
 
     /// The file's contents as of now.
     pub(crate) fn get(&mut self) -> &T {
-        if self.fresh {
+        let now = std::time::Instant::now();
+        if self.fresh && self.stated.is_some_and(|at| now.duration_since(at) < REVALIDATE) {
             return &self.value;
         }
         // Fresh from here on: a change from now is reported after this use, and undoes it.
         self.fresh = self.watched;
+        self.stated = Some(now);
         let stamp = Self::stamp(&mut self.dir, &self.path);
         if stamp != self.stamp {
             // Stamp first: a change while reading is then seen the next time.
@@ -180,34 +190,55 @@ impl DirWatch {
         loop {
             let Ok(mut ready) = self.fd.readable().await else { return Seen::Lost };
             match ready.get_inner().0.read_events() {
-                Ok(events) => {
-                    let mut changed = Vec::new();
-                    for event in events {
-                        let gone = AddWatchFlags::IN_IGNORED
-                            | AddWatchFlags::IN_DELETE_SELF
-                            | AddWatchFlags::IN_MOVE_SELF;
-                        if event.mask.intersects(gone) {
-                            return Seen::Lost;
-                        }
-                        // Events were dropped: any of the files may have changed.
-                        if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                            changed = (0..self.names.len()).collect();
-                            continue;
-                        }
-                        let Some(name) = event.name else { continue };
-                        if let Some(i) = self.names.iter().position(|n| *n == name) {
-                            if !changed.contains(&i) {
-                                changed.push(i);
-                            }
-                        }
-                    }
-                    return Seen::Changed(changed);
-                }
+                Ok(events) => return self.seen(events),
                 Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return Seen::Lost,
             }
         }
+    }
+
+    /// What the watch has seen and not said yet, without waiting: None when nothing. No system
+    /// call is made unless the runtime saw the descriptor readable (a change made at the same
+    /// time as a beat is then taken before it).
+    pub(crate) fn pending(&mut self) -> Option<Seen> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(ready) = self.fd.poll_read_ready(&mut cx) else { return None };
+        let Ok(mut ready) = ready else { return Some(Seen::Lost) };
+        match ready.get_inner().0.read_events() {
+            Ok(events) => Some(self.seen(events)),
+            Err(nix::errno::Errno::EAGAIN) => {
+                ready.clear_ready();
+                None
+            }
+            // Interrupted: asked again at the next beat, or reported by `changed` first.
+            Err(nix::errno::Errno::EINTR) => None,
+            Err(_) => Some(Seen::Lost),
+        }
+    }
+
+    fn seen(&self, events: Vec<nix::sys::inotify::InotifyEvent>) -> Seen {
+        let mut changed = Vec::new();
+        for event in events {
+            let gone = AddWatchFlags::IN_IGNORED
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_MOVE_SELF;
+            if event.mask.intersects(gone) {
+                return Seen::Lost;
+            }
+            // Events were dropped: any of the files may have changed.
+            if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                changed = (0..self.names.len()).collect();
+                continue;
+            }
+            let Some(name) = event.name else { continue };
+            if let Some(i) = self.names.iter().position(|n| *n == name) {
+                if !changed.contains(&i) {
+                    changed.push(i);
+                }
+            }
+        }
+        Seen::Changed(changed)
     }
 }
 
@@ -273,6 +304,24 @@ mod tests {
     }
 
     #[test]
+    fn a_change_not_waited_for_is_found_before_the_next_use() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("echo");
+            let mut watch =
+                DirWatch::new(dir.path(), vec!["notice".into(), "echo".into()]).expect("inotify");
+            assert_eq!(watch.pending(), None, "nothing happened");
+            cl_paths::write_atomic(&path, b"x").expect("write");
+            // The runtime looks at its descriptors when its task yields.
+            tokio::task::yield_now().await;
+            assert_eq!(watch.pending(), Some(Seen::Changed(vec![1])));
+            tokio::task::yield_now().await;
+            assert_eq!(watch.pending(), None, "said once");
+        });
+    }
+
+    #[test]
     fn a_directory_watch_reports_the_files_it_watches_and_its_own_end() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         rt.block_on(async {
@@ -281,7 +330,7 @@ mod tests {
             std::fs::create_dir(&dir).expect("mkdir");
             let path = dir.join("notice");
             let mut watch =
-                DirWatch::new(&dir, vec!["echo".into(), "notice".into()]).expect("inotify");
+                DirWatch::new(&dir, vec!["notice".into(), "echo".into()]).expect("inotify");
             let mut notice = WatchedFile::new(path.clone(), lines);
             notice.trust_watch();
             assert!(notice.get().is_empty());
@@ -289,7 +338,7 @@ mod tests {
             cl_paths::write_atomic(&path, b"node1").expect("write");
             assert!(notice.get().is_empty(), "read again before the watch reported it");
             let seen = next(&mut watch).await.expect("the replacement is reported");
-            assert_eq!(seen, Seen::Changed(vec![1]));
+            assert_eq!(seen, Seen::Changed(vec![0]));
             notice.changed();
             assert_eq!(notice.get(), &vec!["node1".to_string()]);
             // Another file of the directory: reported as none of the names.
