@@ -182,6 +182,16 @@ async fn tcp_listener_and_closed_port() {
     let port = listener.local_addr().expect("addr").port();
     let kind = Check::Tcp { address: LOCALHOST, port };
     assert_eq!(check(&kind, None, T).await, MonitorResult::Ok);
+    // The check closed with a reset (no FIN exchange, no TIME_WAIT left per check): the
+    // server reads a reset, not an end of stream.
+    let (mut served, _) = listener.accept().expect("the check's connection");
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut served, &mut byte);
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "the check's connection ends with a reset"
+    );
 
     drop(listener);
     let r = check(&kind, None, T).await;
