@@ -133,7 +133,7 @@ pub async fn run_receiver(ctx: Context) -> Result<()> {
     let mut buf = vec![0u8; cl_wire::MAX_FRAME + 1];
     let mut next_socket = 0;
     tokio::spawn(crate::serve::monitor(None));
-    let events = event_sender()?;
+    let events = event_sender();
     let mut receiver = Receiver::new(ctx.key.clone(), ctx.name());
     let mut challenges = Challenges::new();
     let mut echoes = EchoBook::new();

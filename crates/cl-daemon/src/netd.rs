@@ -122,7 +122,7 @@ pub async fn run(ctx: Context) -> Result<()> {
     }
     let pinger = cl_sys::icmp::PolledPinger::new((std::process::id() & 0xffff) as u16)
         .context("cannot open a raw ICMP socket (clnetd must run as root)")?;
-    let events = event_sender()?;
+    let events = event_sender();
     tokio::spawn(crate::serve::monitor(None));
     let pacing = Pacing::new(&ctx);
     let pace_path = pace_file(&ctx);

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
 use cl_core::time::Time;
 use cl_wire::msg::LocalEvent;
 
@@ -90,8 +89,8 @@ pub async fn notify(socket: &EventSender, ctx: &Context, event: &LocalEvent) -> 
 }
 
 /// The socket daemons report through (connected at its first send).
-pub fn event_sender() -> Result<EventSender> {
-    Ok(EventSender { connected: std::sync::Mutex::new(None) })
+pub fn event_sender() -> EventSender {
+    EventSender { connected: std::sync::Mutex::new(None) }
 }
 
 #[cfg(test)]
@@ -104,7 +103,7 @@ mod tests {
         let path = dir.path().join("events");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         rt.block_on(async {
-            let events = event_sender().expect("sender");
+            let events = event_sender();
             // No cldaemon yet: the report is lost, and that is not an error of the sender.
             assert!(events.send_to(b"early", &path).await.is_err());
             let mut buf = [0u8; 16];

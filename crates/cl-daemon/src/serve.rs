@@ -453,7 +453,7 @@ pub fn warnings(listeners: &[ListenerStatus]) -> Vec<String> {
 /// [`MONITOR_TICK`], and only when something is due or changed: an idle daemon does not wake
 /// for it more than once per [`MONITOR_IDLE`].
 pub async fn monitor(report: Option<(Context, Daemon)>) {
-    let events = report.as_ref().and_then(|_| crate::relaying::event_sender().ok());
+    let events = report.as_ref().map(|_| crate::relaying::event_sender());
     let mut sent: Option<(Instant, Vec<ListenerStatus>)> = None;
     loop {
         let now = Instant::now();

@@ -64,7 +64,7 @@ impl Lockd {
     /// at most once a second (idle, nothing is sent and nothing wakes), and once a minute
     /// anyway, so that a cldaemon restarted without a new configuration has them again soon.
     pub(super) async fn report_counters(self: Arc<Self>) {
-        let Ok(events) = crate::relaying::event_sender() else { return };
+        let events = crate::relaying::event_sender();
         let mut last = None;
         loop {
             let counters = *locked(&self.requests).counters();
