@@ -28,10 +28,9 @@ pub(crate) struct WatchedFile<T> {
     read: fn(&Path) -> T,
     /// A [`DirWatch`] reports this file's changes ([`WatchedFile::trust_watch`]).
     watched: bool,
-    /// Watched, and nothing was reported since the last stamp: the value is current.
-    fresh: bool,
-    /// When the file was last stat-ed.
-    stated: Option<std::time::Instant>,
+    /// Until when the value is current without a `stat`: set at a `stat` of a watched file,
+    /// [`REVALIDATE`] ahead, and cleared when the watch reports the file.
+    fresh_until: Option<std::time::Instant>,
 }
 
 /// How long a watch vouches for a file without a `stat`: what it cannot see (its directory
@@ -73,7 +72,7 @@ impl<T> WatchedFile<T> {
         // read and the stamp was never read (clhbd2 echoed nothing to a peer for ever).
         let stamp = Self::stamp(&mut dir, &path);
         let value = read(&path);
-        WatchedFile { path, dir, stamp, value, read, watched: false, fresh: false, stated: None }
+        WatchedFile { path, dir, stamp, value, read, watched: false, fresh_until: None }
     }
 
     fn open_dir(path: &Path) -> Option<(std::fs::File, OsString)> {
@@ -108,25 +107,24 @@ impl<T> WatchedFile<T> {
 
     /// The watch reported a change (or may have missed one): stat it at the next use.
     pub(crate) fn changed(&mut self) {
-        self.fresh = false;
+        self.fresh_until = None;
     }
 
     /// The watch is gone: stat the file at every use again.
     pub(crate) fn unwatched(&mut self) {
         self.watched = false;
-        self.fresh = false;
+        self.fresh_until = None;
         self.dir = Self::open_dir(&self.path);
     }
 
     /// The file's contents as of now.
     pub(crate) fn get(&mut self) -> &T {
         let now = std::time::Instant::now();
-        if self.fresh && self.stated.is_some_and(|at| now.duration_since(at) < REVALIDATE) {
+        if self.fresh_until.is_some_and(|until| now < until) {
             return &self.value;
         }
         // Fresh from here on: a change from now is reported after this use, and undoes it.
-        self.fresh = self.watched;
-        self.stated = Some(now);
+        self.fresh_until = self.watched.then(|| now + REVALIDATE);
         let stamp = Self::stamp(&mut self.dir, &self.path);
         if stamp != self.stamp {
             // Stamp first: a change while reading is then seen the next time.
@@ -250,6 +248,12 @@ mod tests {
         crate::guardctl::read_notice_at(path)
     }
 
+    /// Runs `test` on a runtime like clhbd2's (one thread, IO and time).
+    fn on_runtime(test: impl std::future::Future<Output = ()>) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(test);
+    }
+
     #[test]
     fn a_watched_file_is_read_again_only_when_replaced() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -305,8 +309,7 @@ mod tests {
 
     #[test]
     fn a_change_not_waited_for_is_found_before_the_next_use() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async {
+        on_runtime(async {
             let dir = tempfile::tempdir().expect("temp dir");
             let path = dir.path().join("echo");
             let mut watch =
@@ -323,8 +326,7 @@ mod tests {
 
     #[test]
     fn a_directory_watch_reports_the_files_it_watches_and_its_own_end() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async {
+        on_runtime(async {
             let top = tempfile::tempdir().expect("temp dir");
             let dir = top.path().join("run");
             std::fs::create_dir(&dir).expect("mkdir");
