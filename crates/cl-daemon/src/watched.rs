@@ -186,12 +186,9 @@ impl DirWatch {
     /// Waits for events in the directory and says which of the names they concern.
     pub(crate) async fn changed(&mut self) -> Seen {
         loop {
-            let Ok(mut ready) = self.fd.readable().await else { return Seen::Lost };
-            match ready.get_inner().0.read_events() {
-                Ok(events) => return self.seen(events),
-                Err(nix::errno::Errno::EAGAIN) => ready.clear_ready(),
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return Seen::Lost,
+            let Ok(ready) = self.fd.readable().await else { return Seen::Lost };
+            if let Some(seen) = self.take(ready) {
+                return seen;
             }
         }
     }
@@ -201,15 +198,22 @@ impl DirWatch {
     /// time as a beat is then taken before it).
     pub(crate) fn pending(&mut self) -> Option<Seen> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let std::task::Poll::Ready(ready) = self.fd.poll_read_ready(&mut cx) else { return None };
-        let Ok(mut ready) = ready else { return Some(Seen::Lost) };
+        match self.fd.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(Ok(ready)) => self.take(ready),
+            std::task::Poll::Ready(Err(_)) => Some(Seen::Lost),
+        }
+    }
+
+    /// The events waiting on a descriptor found readable; None when there were none after all
+    /// (its readiness is then cleared) or the read was interrupted (asked again).
+    fn take(&self, mut ready: tokio::io::unix::AsyncFdReadyGuard<'_, Fd>) -> Option<Seen> {
         match ready.get_inner().0.read_events() {
             Ok(events) => Some(self.seen(events)),
             Err(nix::errno::Errno::EAGAIN) => {
                 ready.clear_ready();
                 None
             }
-            // Interrupted: asked again at the next beat, or reported by `changed` first.
             Err(nix::errno::Errno::EINTR) => None,
             Err(_) => Some(Seen::Lost),
         }
